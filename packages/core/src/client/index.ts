@@ -1,0 +1,136 @@
+import type { IncomingMessage } from 'node:http'
+import ipaddr from 'ipaddr.js'
+import { LRUCache } from 'lru-cache'
+import type { ClientIdentity } from '../pipeline/types.js'
+
+export { trustProxySchema, ipv6SubnetSchema } from './options.js'
+export type { TrustProxyOption } from './options.js'
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number]
+
+const NAMED: Record<string, readonly string[]> = {
+  loopback: ['127.0.0.0/8', '::1/128'],
+  linklocal: ['169.254.0.0/16', 'fe80::/10'],
+  uniquelocal: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
+}
+
+/** Parse an address, folding IPv4-mapped IPv6 to IPv4; `undefined` when it is not an address. */
+export function parseAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  const t = text.trim()
+  // ipaddr.isValid accepts decimal/octal/hex IPv4 forms; a socket never reports
+  // those, and in X-Forwarded-For they are someone's trick: only dotted quads count.
+  if (!ipaddr.IPv6.isValid(t) && !ipaddr.IPv4.isValidFourPartDecimal(t)) return undefined
+  try {
+    return ipaddr.process(t)
+  } catch {
+    return undefined
+  }
+}
+
+export interface ClientResolver {
+  /** The client of this request. Cached per socket address and forwarded chain. */
+  resolve(req: IncomingMessage): ClientIdentity
+}
+
+/**
+ * Client identity: the socket address, unless trusted proxies forwarded the
+ * request — then the right-most address in `X-Forwarded-For` that is not a
+ * trusted proxy (or the hop the count names). The framework's `req.ip` is
+ * never read: its trust settings are not ours.
+ *
+ * @example
+ * const clients = createClientResolver({ trustProxy: ['loopback'], ipv6Subnet: 64 })
+ * clients.resolve(req).key // '203.0.113.7' or '2001:db8:1:2::/64'
+ */
+export function createClientResolver(options: {
+  trustProxy: false | number | readonly string[]
+  ipv6Subnet: number
+  onUntrustedForwardedFor?: () => void
+}): ClientResolver {
+  const { trustProxy, ipv6Subnet, onUntrustedForwardedFor } = options
+  const ranges: Range[] = []
+  if (Array.isArray(trustProxy)) {
+    for (const entry of trustProxy as readonly string[]) {
+      for (const cidr of NAMED[entry] ?? [entry]) {
+        if (cidr.includes('/')) ranges.push(ipaddr.parseCIDR(cidr))
+        else {
+          const a = ipaddr.process(cidr)
+          ranges.push([a, a.kind() === 'ipv4' ? 32 : 128])
+        }
+      }
+    }
+  }
+  const trusted = (addr: ipaddr.IPv4 | ipaddr.IPv6): boolean =>
+    ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match([net, bits] as never))
+
+  // Identities are small and few per socket address: cache them (bounded).
+  const cache = new LRUCache<string, ClientIdentity>({ max: 10_000 })
+
+  const identity = (addr: ipaddr.IPv4 | ipaddr.IPv6): ClientIdentity => {
+    const ip = addr.toString()
+    if (addr.kind() === 'ipv4' || ipv6Subnet >= 128) return { ip, key: ip }
+    const prefix = ipaddr.IPv6.networkAddressFromCIDR(`${ip}/${ipv6Subnet}`).toString()
+    return { ip, key: `${prefix}/${ipv6Subnet}` }
+  }
+
+  const fromText = (text: string): ClientIdentity => {
+    let id = cache.get(text)
+    if (id === undefined) {
+      const addr = parseAddress(text)
+      id = addr === undefined ? { ip: text, key: text } : identity(addr)
+      cache.set(text, id)
+    }
+    return id
+  }
+
+  const UNKNOWN: ClientIdentity = Object.freeze({ ip: 'unknown', key: 'unknown' })
+  let warned = false
+
+  return {
+    resolve(req) {
+      const remote = req.socket.remoteAddress
+      if (remote === undefined) return UNKNOWN // socket already gone
+      const forwarded = req.headers['x-forwarded-for']
+      if (trustProxy === false || forwarded === undefined) {
+        if (forwarded !== undefined && !warned && onUntrustedForwardedFor) {
+          warned = true
+          onUntrustedForwardedFor()
+        }
+        return fromText(remote)
+      }
+      const socketAddr = parseAddress(remote)
+      if (socketAddr === undefined) return fromText(remote)
+      // Walk from the nearest hop outwards.
+      const chain = String(forwarded).split(',')
+      if (typeof trustProxy === 'number') {
+        // Hop count: the socket is hop 0, the right-most forwarded entry hop 1, …
+        let hops = 0
+        let client = socketAddr
+        for (let i = chain.length - 1; i >= 0 && hops < trustProxy; i--, hops++) {
+          const addr = parseAddress(chain[i] ?? '')
+          if (addr === undefined) break
+          client = addr
+        }
+        return fromText(client.toString())
+      }
+      if (!trusted(socketAddr)) return fromText(remote)
+      let client = socketAddr
+      for (let i = chain.length - 1; i >= 0; i--) {
+        const addr = parseAddress(chain[i] ?? '')
+        if (addr === undefined) break // garbage: the last trusted hop is all we know
+        client = addr
+        if (!trusted(addr)) break
+      }
+      return fromText(client.toString())
+    },
+  }
+}
+
+/** Mask a client address for logs: IPv4 keeps /24, IPv6 keeps /48. */
+export function maskAddress(ip: string): string {
+  const addr = parseAddress(ip)
+  if (addr === undefined) return 'unknown'
+  if (addr.kind() === 'ipv4')
+    return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/24`).toString()}/24`
+  return `${ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/48`).toString()}/48`
+}

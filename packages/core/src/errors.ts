@@ -1,0 +1,108 @@
+/**
+ * Error codes. Each has a section in docs/errors.md; rejection bodies link there.
+ */
+export const ErrorCodes = {
+  CONFIG: 'AEGIS_ERR_CONFIG',
+  CLOSED: 'AEGIS_ERR_CLOSED',
+  METHOD_NOT_ALLOWED: 'AEGIS_ERR_METHOD_NOT_ALLOWED',
+  BODY_TOO_LARGE: 'AEGIS_ERR_BODY_TOO_LARGE',
+  HEADERS_TOO_LARGE: 'AEGIS_ERR_HEADERS_TOO_LARGE',
+  BAD_FRAMING: 'AEGIS_ERR_BAD_FRAMING',
+  BAD_HOST: 'AEGIS_ERR_BAD_HOST',
+  HOST_NOT_ALLOWED: 'AEGIS_ERR_HOST_NOT_ALLOWED',
+  PATH_TRAVERSAL: 'AEGIS_ERR_PATH_TRAVERSAL',
+  BAD_PATH: 'AEGIS_ERR_BAD_PATH',
+  VALIDATION: 'AEGIS_ERR_VALIDATION',
+  CORS_ORIGIN: 'AEGIS_ERR_CORS_ORIGIN',
+  BAD_REQUEST: 'AEGIS_ERR_BAD_REQUEST',
+  REQUEST_TIMEOUT: 'AEGIS_ERR_REQUEST_TIMEOUT',
+} as const
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
+
+/** Warning codes: emitted once per instance through the logger (or process.emitWarning). */
+export const WarningCodes = {
+  NO_REQUEST_TIMEOUT: 'AEGIS_WARN_NO_REQUEST_TIMEOUT',
+  NO_HEADERS_TIMEOUT: 'AEGIS_WARN_NO_HEADERS_TIMEOUT',
+  XFF_UNTRUSTED: 'AEGIS_WARN_XFF_UNTRUSTED',
+  CORS_WILDCARD_CREDENTIALS: 'AEGIS_WARN_CORS_WILDCARD_CREDENTIALS',
+} as const
+
+export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes]
+
+const kAegisError = Symbol.for('aegis.error')
+
+/**
+ * Base of every error Aegis throws. Carries a stable `code`, the HTTP `status`
+ * where it maps to one, and the `cause`. `AegisError.is(x)` (and `instanceof`)
+ * work across two installed copies of the package because they test a
+ * `Symbol.for` brand, as undici does.
+ *
+ * @example
+ * try { createAegis({ validator: { maxBodyBytes: -1 } }) }
+ * catch (err) { if (err instanceof AegisError) console.error(err.code) }
+ */
+export class AegisError extends Error {
+  readonly code: ErrorCode
+  readonly status: number | undefined
+
+  constructor(code: ErrorCode, message: string, options: { status?: number; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'AegisError'
+    this.code = code
+    this.status = options.status
+  }
+
+  get [kAegisError](): true {
+    return true
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return AegisError.is(value)
+  }
+
+  /** True for any AegisError, from this copy of the package or another. */
+  static is(value: unknown): value is AegisError {
+    return (
+      typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[kAegisError] === true
+    )
+  }
+}
+
+/** One problem found in the options: the zod path, the message, the value received (redacted). */
+export interface ConfigIssue {
+  readonly path: string
+  readonly message: string
+  readonly received?: string
+}
+
+/**
+ * Thrown by `createAegis()` (and the adapters) when the options are invalid.
+ * `issues` lists every problem with its path; secrets are redacted.
+ *
+ * @example
+ * try { createAegis({ validator: { maxBodyBytes: -1 } }) }
+ * catch (err) { if (err instanceof AegisConfigError) console.error(err.issues) }
+ */
+export class AegisConfigError extends AegisError {
+  readonly issues: readonly ConfigIssue[]
+
+  constructor(issues: readonly ConfigIssue[], message?: string) {
+    super(
+      ErrorCodes.CONFIG,
+      message ??
+        `Invalid Aegis options:\n${issues
+          .map(
+            (i) =>
+              `  - ${i.path || '(root)'}: ${i.message}${i.received === undefined ? '' : ` (received ${i.received})`}`,
+          )
+          .join('\n')}`,
+    )
+    this.name = 'AegisConfigError'
+    this.issues = issues
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return AegisError.is(value) && value.code === ErrorCodes.CONFIG
+  }
+}

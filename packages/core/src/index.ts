@@ -1,0 +1,43 @@
+/**
+ * @aegis/core — the engines and the request pipeline behind the Express,
+ * Fastify and Koa adapters.
+ */
+export { createAegis } from './pipeline/aegis.js'
+export type { Aegis, AdapterHooks } from './pipeline/aegis.js'
+export type {
+  AegisRequestState,
+  ClientIdentity,
+  HeaderList,
+  Rejection,
+  RouteOf,
+  ValidatedInput,
+} from './pipeline/types.js'
+export { problem, ERRORS_DOC, IETF_PROBLEM, PROBLEM_CONTENT_TYPE } from './pipeline/problem.js'
+export type { ProblemInit } from './pipeline/problem.js'
+export { AegisError, AegisConfigError, ErrorCodes, WarningCodes } from './errors.js'
+export type { ErrorCode, WarningCode, ConfigIssue } from './errors.js'
+export { parseOptions, optionsSchema } from './options/index.js'
+export type { AegisOptions, AegisConfig, Logger, SkipFunction, RejectHook } from './options/index.js'
+export { createClientResolver, maskAddress, parseAddress } from './client/index.js'
+export type { ClientResolver, TrustProxyOption } from './client/index.js'
+export {
+  createValidator,
+  normalizeHost,
+  inspectPath,
+  percentDecode,
+  DEFAULT_METHODS,
+} from './validator/index.js'
+export type {
+  Validator,
+  ValidatorOptions,
+  RouteSchemas,
+  RouteInput,
+  RouteValidator,
+} from './validator/index.js'
+export { securityHeaders } from './headers/index.js'
+export type { HeadersOptions } from './headers/index.js'
+export { createCors } from './cors/index.js'
+export type { CorsOptions, OriginFunction } from './cors/index.js'
+export { createMetrics, createRouteLearner, templatize } from './metrics/index.js'
+export type { Metrics, MetricsOptions } from './metrics/index.js'
+export type { HttpServer } from './server/index.js'

@@ -1,0 +1,52 @@
+import { LRUCache } from 'lru-cache'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const NUMBER = /^[0-9]+$/
+const HEX = /^(?=.*[0-9])[0-9a-f]{8,}$/i
+// Long mixed tokens (base64url ids, hashes): letters and digits, 16+ chars.
+const TOKEN = /^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_-]{16,}$/
+
+/** Replace id-like path segments with `:id`. */
+export function templatize(path: string): string {
+  const q = path.indexOf('?')
+  const p = q < 0 ? path : path.slice(0, q)
+  const segments = p.split('/')
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i] as string
+    if (s.length > 0 && (NUMBER.test(s) || UUID.test(s) || HEX.test(s) || TOKEN.test(s))) segments[i] = ':id'
+  }
+  return segments.join('/') || '/'
+}
+
+/** Label used once the learner is full, and for requests no route matched. */
+export const OTHER_ROUTE = '(other)'
+export const UNMATCHED_ROUTE = '(unmatched)'
+
+/**
+ * Route templates for requests the framework did not match to a route. Keeps at
+ * most `max` templates; a path whose template is not known once the set is full
+ * is labelled `(other)`, so random URLs cannot grow the label set.
+ *
+ * @example
+ * const learner = createRouteLearner(500)
+ * learner.template('/users/42') // '/users/:id'
+ */
+export function createRouteLearner(max: number): { template(path: string): string } {
+  const known = new Set<string>()
+  // Raw path → template, for the hot path; bounded, misses just recompute.
+  const memo = new LRUCache<string, string>({ max: 4096 })
+  return {
+    template(path) {
+      let t = memo.get(path)
+      if (t === undefined) {
+        t = templatize(path)
+        if (!known.has(t)) {
+          if (known.size >= max) t = OTHER_ROUTE
+          else known.add(t)
+        }
+        memo.set(path, t)
+      }
+      return t
+    },
+  }
+}

@@ -1,0 +1,143 @@
+import type { IncomingMessage } from 'node:http'
+import { z } from 'zod'
+import { AegisConfigError, type ConfigIssue } from '../errors.js'
+import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
+import { corsSection } from '../cors/options.js'
+import { headersSection } from '../headers/options.js'
+import { metricsSection } from '../metrics/options.js'
+import { validatorSection } from '../validator/options.js'
+import type { Rejection } from '../pipeline/types.js'
+import { fn } from './shared.js'
+
+/** A pino-compatible logger: `(object, message)` argument order. */
+export interface Logger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+  debug?(obj: object, msg?: string): void
+}
+
+const logger = z.custom<Logger>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as Logger).info === 'function' &&
+    typeof (v as Logger).warn === 'function' &&
+    typeof (v as Logger).error === 'function',
+  { message: 'expected a pino-compatible logger with info, warn and error methods' },
+)
+
+/** Decide per request that Aegis stays out of the way (health probes, internal callers). */
+export type SkipFunction = (req: IncomingMessage) => boolean
+/** Rewrite a rejection before it is written (custom body, extra headers), or return nothing to keep it. */
+export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejection | undefined | void
+
+/** The one schema for every option; defaults live here and the types are inferred from it. */
+export const optionsSchema = z.strictObject({
+  trustProxy: trustProxySchema,
+  ipv6Subnet: ipv6SubnetSchema,
+  validator: validatorSection,
+  headers: headersSection,
+  cors: corsSection,
+  metrics: metricsSection,
+  logger: logger.optional(),
+  accessLog: z.boolean().default(false),
+  serverTiming: z.boolean().default(false),
+  skip: fn<SkipFunction>('(req) => boolean').optional(),
+  onReject: fn<RejectHook>('(rejection, req) => rejection | undefined').optional(),
+  /** How long `close()` lets in-flight requests of attached servers finish, in ms. */
+  closeTimeout: z.int().min(0).max(600_000).default(10_000),
+})
+
+/** What `createAegis()` accepts. Every field is optional. */
+export type AegisOptions = z.input<typeof optionsSchema>
+/** The parsed, frozen configuration. */
+export type AegisConfig = Readonly<z.output<typeof optionsSchema>>
+
+const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|auth|credential|cookie/i
+
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let v = input
+  for (const p of path) {
+    if (typeof v !== 'object' || v === null) return undefined
+    v = (v as Record<PropertyKey, unknown>)[p]
+  }
+  return v
+}
+
+/** Describe a received value for an error message, without leaking secrets. */
+export function describeValue(value: unknown, path: readonly PropertyKey[]): string {
+  if (path.some((p) => typeof p === 'string' && SECRET_KEY.test(p))) return '[redacted]'
+  if (typeof value === 'function') return '[function]'
+  if (value instanceof RegExp) return String(value)
+  if (typeof value === 'string') {
+    const safe = value.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
+    return JSON.stringify(safe.length > 80 ? `${safe.slice(0, 77)}...` : safe)
+  }
+  if (Array.isArray(value)) return `[array of ${value.length}]`
+  if (typeof value === 'object' && value !== null) return '[object]'
+  return String(value)
+}
+
+function isRootTypeMiss(issue: z.core.$ZodIssue): boolean {
+  return issue.path.length === 0 && (issue.code === 'invalid_type' || issue.code === 'invalid_value')
+}
+
+function collect(
+  issues: readonly z.core.$ZodIssue[],
+  prefix: readonly PropertyKey[],
+  input: unknown,
+  out: ConfigIssue[],
+): void {
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path]
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      // A section is `false | {…}`: report the branch the caller meant, not "invalid union".
+      const meant = issue.errors.filter((branch) => !branch.every(isRootTypeMiss))
+      if (meant.length === 1 && meant[0]) {
+        collect(meant[0], path, input, out)
+        continue
+      }
+    }
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        out.push({ path: [...path, key].join('.'), message: 'unknown option' })
+      }
+      continue
+    }
+    const received = valueAt(input, path)
+    out.push({
+      path: path.map(String).join('.'),
+      message: issue.message,
+      ...(received === undefined ? {} : { received: describeValue(received, path) }),
+    })
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (Array.isArray(value)) {
+    for (const v of value) deepFreeze(v)
+    return Object.freeze(value)
+  }
+  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    return Object.freeze(value)
+  }
+  return value
+}
+
+/**
+ * Parse and freeze the options; throws `AegisConfigError` naming every bad path.
+ *
+ * @example
+ * const config = parseOptions({ validator: { maxBodyBytes: 65_536 } })
+ */
+export function parseOptions(input: AegisOptions | undefined = {}): AegisConfig {
+  const result = optionsSchema.safeParse(input)
+  if (!result.success) {
+    const issues: ConfigIssue[] = []
+    collect(result.error.issues, [], input, issues)
+    throw new AegisConfigError(issues)
+  }
+  return deepFreeze(result.data)
+}

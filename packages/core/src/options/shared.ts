@@ -1,0 +1,27 @@
+import { z } from 'zod'
+
+/** A function-valued option; zod 4 has no function schema, so check the type only. */
+export const fn = <T extends (...args: never[]) => unknown>(what: string) =>
+  z.custom<T>((v) => typeof v === 'function', { message: `expected a function ${what}` })
+
+/** An HTTP method token (RFC 9110 §9.1), upper-cased. */
+export const method = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected an HTTP method token')
+  .transform((m) => m.toUpperCase())
+
+/** A header field name (RFC 9110 §5.1). */
+export const headerName = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a header field name')
+
+/** A header field value without control characters. */
+export const headerValue = z
+  .string()
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'expected a header value without control characters')
+
+/** Make a section switchable with `false`, defaulting to its parsed defaults. */
+export const section = <S extends z.ZodType>(schema: S) =>
+  z.union([z.literal(false), schema]).prefault({} as never)
+
+/** Same as `section`, but off unless configured. */
+export const optInSection = <S extends z.ZodType>(schema: S) =>
+  z.union([z.literal(false), schema]).default(false)

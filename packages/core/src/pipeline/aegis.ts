@@ -1,0 +1,302 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { createClientResolver, maskAddress } from '../client/index.js'
+import { createCors } from '../cors/index.js'
+import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
+import { securityHeaders } from '../headers/index.js'
+import { createMetrics, createRouteLearner, UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js'
+import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
+import {
+  checkServerTimeouts,
+  createClientErrorHandler,
+  writeSocketRejection,
+  type HttpServer,
+} from '../server/index.js'
+import { createValidator, type RequestShape } from '../validator/index.js'
+import { bodyTooLarge, setWatchedLimit, watchBodySize, writeRawRejection } from '../validator/body-limit.js'
+import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
+import { createWarnOnce } from '../warnings.js'
+import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
+
+const kState = Symbol.for('aegis.requestState')
+type WithState = IncomingMessage & { [kState]?: State }
+
+interface State extends AegisRequestState {
+  headers: HeaderList
+  rejection: Rejection | undefined
+}
+
+/** How an adapter tells the pipeline about its framework. */
+export interface AdapterHooks {
+  /** The matched route template of a finished request, if the framework knows it. */
+  routeOf?: RouteOf
+}
+
+/**
+ * The framework-agnostic Aegis instance. Adapters call `admit` once per request,
+ * write what it says, and call `track` so `observe` runs when the response ends.
+ */
+export interface Aegis {
+  readonly config: AegisConfig
+  /**
+   * Run the guards. Returns the request's state: `state.rejection` set means
+   * answer that instead of calling the app; `state.headers` go on the response
+   * either way. Calling it again for the same request returns the same state
+   * (a request is admitted once, however it is mounted).
+   */
+  admit(req: IncomingMessage): AegisRequestState
+  /** The state of an admitted request, if any. */
+  stateOf(req: IncomingMessage): AegisRequestState | undefined
+  /** Set the admitted headers on a response (and drop `X-Powered-By`). */
+  applyHeaders(res: ServerResponse, state: AegisRequestState): void
+  /** Observe the response when it ends (finished or aborted). */
+  track(req: IncomingMessage, res: ServerResponse): void
+  /** Record what happened; `track` calls this for you. */
+  observe(req: IncomingMessage, res: ServerResponse): void
+  /** Compile a per-route zod validator (`shield.validate` in the adapters). */
+  routeValidator(schemas: RouteSchemas): RouteValidator
+  /** Count a rejection an adapter answered itself (route validation). */
+  countRejection(rejection: Rejection): void
+  /** Change the body limit of one request (a gateway route allowing larger uploads). */
+  setBodyLimit(req: IncomingMessage, bytes: number): void
+  /** The Prometheus exposition, or `undefined` when metrics are off. */
+  scrapeMetrics(): Promise<{ contentType: string; body: string } | undefined>
+  /** A `(req, res)` handler serving the metrics text. */
+  readonly metricsHandler: (req: IncomingMessage, res: ServerResponse) => void
+  /** The prom-client registry, when metrics are on: engines and apps may add their own. */
+  readonly metrics: Metrics | undefined
+  /**
+   * Take charge of an HTTP server: warn about missing timeouts, answer parser
+   * errors with problem+json, and drain it gracefully on `close()`.
+   */
+  attach(server: HttpServer, options?: { drain?: boolean }): void
+  /** Stop everything: drain attached servers, release metrics. Idempotent. */
+  close(): Promise<void>
+  readonly closed: boolean
+}
+
+/**
+ * Create the core instance. Throws `AegisConfigError` on invalid options.
+ *
+ * @example
+ * const aegis = createAegis({ trustProxy: ['loopback'] })
+ * const state = aegis.admit(req)
+ * if (state.rejection) { ...write it... }
+ */
+export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): Aegis {
+  const config = parseOptions(options)
+  const warn = createWarnOnce(config.logger)
+  const clients = createClientResolver({
+    trustProxy: config.trustProxy,
+    ipv6Subnet: config.ipv6Subnet,
+    onUntrustedForwardedFor: () =>
+      warn(
+        WarningCodes.XFF_UNTRUSTED,
+        'X-Forwarded-For arrived but trustProxy is false, so it is ignored and every client behind a proxy shares its address. If Aegis runs behind a proxy, set trustProxy to its address or hop count.',
+      ),
+  })
+  const validator = config.validator === false ? undefined : createValidator(config.validator)
+  const security: HeaderList = config.headers === false ? [] : securityHeaders(config.headers)
+  const removePoweredBy = config.headers !== false && config.headers.removePoweredBy
+  const cors = config.cors === false ? undefined : createCors(config.cors)
+  const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
+  const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
+  const { logger, accessLog, serverTiming, skip, onReject } = config
+  const routeOf = hooks.routeOf
+  const maxBodyBytes = validator?.maxBodyBytes ?? Number.POSITIVE_INFINITY
+  const closeHeader: HeaderList = [['connection', 'close']]
+
+  const servers = new Set<HttpServer>()
+  const attached = new WeakSet<HttpServer>()
+  const refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
+    const r = validator?.methodRejection
+    if (r === undefined) return void socket.destroy()
+    metrics?.rejection(r.reason)
+    writeSocketRejection(socket, r, security)
+  }
+  const checkedServers = new WeakSet<object>()
+  let draining = false
+  let closing: Promise<void> | undefined
+
+  const onBodyExceeded = (req: IncomingMessage): void => {
+    const state = (req as WithState)[kState]
+    const rejection = bodyTooLarge(state?.bodyLimit ?? maxBodyBytes)
+    metrics?.rejection(rejection.reason)
+    const res = (req.socket as { _httpMessage?: ServerResponse } | null)?._httpMessage
+    if (res === undefined || res === null) {
+      req.socket?.destroy()
+      return
+    }
+    writeRawRejection(res, rejection, state?.headers ?? security)
+  }
+
+  function admit(req: IncomingMessage): AegisRequestState {
+    const existing = (req as WithState)[kState]
+    if (existing !== undefined) return existing
+    const startedAt = process.hrtime.bigint()
+
+    const server = (req.socket as { server?: HttpServer } | null)?.server
+    if (server !== undefined && !checkedServers.has(server)) {
+      checkedServers.add(server)
+      checkServerTimeouts(server, warn)
+    }
+
+    const client = clients.resolve(req)
+    const skipped = skip !== undefined && skip(req) === true
+    let rejection: Rejection | undefined
+    let headers = security
+    if (!skipped) {
+      const shape: RequestShape = { chunked: false }
+      rejection = validator?.inspect(req, shape)
+      if (rejection === undefined && cors !== undefined) {
+        const verdict = cors.evaluate(req)
+        if (verdict.kind === 'preflight') rejection = verdict.response
+        else if (verdict.headers.length > 0) headers = [...security, ...verdict.headers]
+      }
+      if (rejection === undefined) {
+        if (shape.chunked && validator !== undefined) watchBodySize(req, maxBodyBytes, onBodyExceeded)
+      } else {
+        if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
+        if (rejection.status >= 400) metrics?.rejection(rejection.reason)
+      }
+    }
+    if (draining) headers = [...headers, ...closeHeader]
+    if (serverTiming) {
+      const ms = Number(process.hrtime.bigint() - startedAt) / 1e6
+      headers = [...headers, ['server-timing', `aegis;dur=${ms.toFixed(3)};desc="Aegis guards"`]]
+    }
+    const state: State = {
+      client,
+      headers,
+      rejection,
+      skipped,
+      startedAt,
+      route: undefined,
+      bodyLimit: maxBodyBytes,
+      input: undefined,
+    }
+    ;(req as WithState)[kState] = state
+    return state
+  }
+
+  function observe(req: IncomingMessage, res: ServerResponse): void {
+    const state = (req as WithState)[kState]
+    if (state === undefined) return
+    const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
+    const seconds = Number(process.hrtime.bigint() - state.startedAt) / 1e9
+    let route = state.route ?? routeOf?.(req)
+    if (route === undefined) route = status === 404 ? UNMATCHED_ROUTE : learner.template(req.url ?? '/')
+    state.route = route
+    metrics?.request(req.method ?? 'OTHER', route, status, seconds)
+    if (accessLog && logger !== undefined) {
+      const url = req.url ?? ''
+      const q = url.indexOf('?')
+      // Path only (queries carry tokens), masked client, no headers or bodies.
+      logger.info(
+        {
+          method: req.method,
+          path: q < 0 ? url : url.slice(0, q),
+          route,
+          status,
+          durationMs: Math.round(seconds * 1e6) / 1e3,
+          client: maskAddress(state.client.ip),
+          ...(state.rejection === undefined ? {} : { rejected: state.rejection.reason }),
+        },
+        'request completed',
+      )
+    }
+  }
+
+  // One listener function for every response: `this` is the response.
+  function onResponseClose(this: ServerResponse): void {
+    if (this.req !== undefined) observe(this.req, this)
+  }
+
+  const countClientError = (reason: string): void => metrics?.rejection(reason)
+
+  async function drain(server: HttpServer): Promise<void> {
+    if (!server.listening) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        server.closeAllConnections()
+      }, config.closeTimeout)
+      timer.unref()
+      server.close(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+      server.closeIdleConnections()
+    })
+  }
+
+  const aegis: Aegis = {
+    config,
+    admit,
+    stateOf: (req) => (req as WithState)[kState],
+    applyHeaders(res, state) {
+      if (removePoweredBy) res.removeHeader('x-powered-by')
+      for (const [name, value] of state.headers) res.setHeader(name, value)
+    },
+    track(req, res) {
+      if ((req as WithState)[kState] !== undefined) res.once('close', onResponseClose)
+    },
+    observe,
+    routeValidator: createRouteValidator,
+    countRejection: (rejection) => metrics?.rejection(rejection.reason),
+    setBodyLimit(req, bytes) {
+      const state = (req as WithState)[kState]
+      if (state !== undefined) state.bodyLimit = bytes
+      setWatchedLimit(req, bytes)
+    },
+    async scrapeMetrics() {
+      return metrics?.scrape()
+    },
+    metricsHandler(_req, res) {
+      if (metrics === undefined) {
+        res.statusCode = 404
+        res.end()
+        return
+      }
+      metrics.scrape().then(
+        ({ contentType, body }) => {
+          res.setHeader('content-type', contentType)
+          res.setHeader('cache-control', 'no-store')
+          res.end(body)
+        },
+        (err: unknown) => {
+          logger?.error({ err }, 'metrics scrape failed')
+          res.statusCode = 500
+          res.end()
+        },
+      )
+    },
+    metrics,
+    attach(server, { drain = true } = {}) {
+      if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
+      if (attached.has(server)) return
+      attached.add(server)
+      if (drain) servers.add(server)
+      checkedServers.add(server)
+      checkServerTimeouts(server, warn)
+      // Node writes a bare status line for parser errors only when nobody listens.
+      if (server.listenerCount('clientError') === 0)
+        server.on('clientError', createClientErrorHandler(countClientError))
+      // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
+      if (server.listenerCount('connect') === 0 && !validator?.allows('CONNECT'))
+        server.on('connect', refuseConnect)
+    },
+    close() {
+      closing ??= (async () => {
+        draining = true
+        await Promise.all([...servers].map(drain))
+        servers.clear()
+        metrics?.close()
+      })()
+      return closing
+    },
+    get closed() {
+      return closing !== undefined
+    },
+  }
+  return aegis
+}

@@ -1,0 +1,86 @@
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { ErrorCodes, WarningCodes } from '../errors.js'
+import { problem } from '../pipeline/problem.js'
+import type { HeaderList, Rejection } from '../pipeline/types.js'
+import type { Warn } from '../warnings.js'
+
+export type HttpServer = Server<typeof IncomingMessage, typeof ServerResponse>
+
+/**
+ * Warn (once) about server settings that leave the door open to slowloris:
+ * `requestTimeout: 0` (Fastify's default) or `headersTimeout: 0`.
+ */
+export function checkServerTimeouts(server: HttpServer, warn: Warn): void {
+  if (server.requestTimeout === 0)
+    warn(
+      WarningCodes.NO_REQUEST_TIMEOUT,
+      'The HTTP server has no requestTimeout: a client can hold a request open forever (slowloris). Set requestTimeout (Fastify: requestTimeout option), e.g. 30000 ms.',
+    )
+  if (server.headersTimeout === 0)
+    warn(
+      WarningCodes.NO_HEADERS_TIMEOUT,
+      "The HTTP server has no headersTimeout: a client can send headers one byte at a time forever. Keep Node's default (60000 ms) or lower.",
+    )
+}
+
+const clientErrors: Record<string, Rejection> = {
+  timeout: problem({
+    status: 408,
+    code: ErrorCodes.REQUEST_TIMEOUT,
+    reason: 'timeout',
+    title: 'Request Timeout',
+    headers: { connection: 'close' },
+  }),
+  headers: problem({
+    status: 431,
+    code: ErrorCodes.HEADERS_TOO_LARGE,
+    reason: 'header-size',
+    title: 'Request Header Fields Too Large',
+    headers: { connection: 'close' },
+  }),
+  bad: problem({
+    status: 400,
+    code: ErrorCodes.BAD_REQUEST,
+    reason: 'parse',
+    title: 'Bad Request',
+    detail: 'The request could not be parsed as HTTP/1.1 (RFC 9112).',
+    headers: { connection: 'close' },
+  }),
+}
+
+/**
+ * A `clientError` handler: answer requests Node's parser refused with a
+ * problem+json body instead of a bare status line (the statuses Node would use),
+ * then close the connection.
+ */
+export function createClientErrorHandler(
+  count: (reason: string) => void,
+): (err: Error & { code?: string }, socket: Socket) => void {
+  return (err, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy()
+      return
+    }
+    const r =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? clientErrors.timeout
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? clientErrors.headers
+          : clientErrors.bad
+    if (r === undefined) return
+    count(r.reason)
+    writeSocketRejection(socket, r)
+  }
+}
+
+/** Write a rejection straight onto a socket that no ServerResponse owns, and close it. */
+export function writeSocketRejection(socket: Duplex, r: Rejection, extra: HeaderList = []): void {
+  const body = Buffer.from(r.body)
+  let head = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n`
+  for (const [k, v] of extra) head += `${k}: ${v}\r\n`
+  for (const [k, v] of Object.entries(r.headers)) head += `${k}: ${v}\r\n`
+  head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
+  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
+}

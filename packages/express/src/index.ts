@@ -1,0 +1,90 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import {
+  createAegis,
+  type Aegis,
+  type AegisOptions,
+  type AegisRequestState,
+  type HttpServer,
+  type Rejection,
+  type RouteSchemas,
+} from '@aegis/core'
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** Aegis' state for this request: client identity, validated input. */
+      aegis?: AegisRequestState
+    }
+  }
+}
+
+/** The Express middleware, with the instance's other entry points on it. */
+export interface AegisMiddleware extends RequestHandler {
+  /** The core instance. */
+  readonly core: Aegis
+  /** Serves the Prometheus text format: `app.get('/metrics', shield.metrics)`. */
+  readonly metrics: RequestHandler
+  /** Per-route zod validation, placed after the body parser. */
+  validate(schemas: RouteSchemas): RequestHandler
+  /** Warn about missing server timeouts, answer parser errors, drain on close. */
+  attach(server: HttpServer): void
+  close(): Promise<void>
+}
+
+const send = (res: Response, r: Rejection): void => {
+  res.status(r.status).set(r.headers).send(r.body)
+}
+
+// Express knows the route only after routing; read it when the response ends.
+const routeOf = (req: Request): string | undefined =>
+  req.route === undefined ? undefined : `${req.baseUrl}${(req.route as { path: string }).path}`
+
+/**
+ * Aegis for Express 5.
+ *
+ * @example
+ * const shield = aegis()
+ * app.use(shield)
+ * app.get('/metrics', shield.metrics)
+ * shield.attach(app.listen(3000))
+ */
+export function aegis(options?: AegisOptions): AegisMiddleware {
+  const core = createAegis(options, { routeOf: routeOf as (req: unknown) => string | undefined })
+  const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
+
+  const middleware = function aegis(req: Request, res: Response, next: NextFunction): void {
+    if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
+    const state = core.admit(req)
+    req.aegis = state
+    core.track(req, res)
+    core.applyHeaders(res, state)
+    if (state.rejection !== undefined) return send(res, state.rejection)
+    if (metricsPath !== undefined && req.path === metricsPath && req.method === 'GET')
+      return core.metricsHandler(req, res)
+    next()
+  } as AegisMiddleware
+
+  return Object.assign(middleware, {
+    core,
+    metrics: ((req, res) => core.metricsHandler(req, res)) as RequestHandler,
+    validate(schemas: RouteSchemas): RequestHandler {
+      const check = core.routeValidator(schemas)
+      return function aegisValidate(req, res, next) {
+        const result = check({ query: req.query, params: req.params, body: req.body as unknown })
+        if (!result.ok) {
+          core.countRejection(result.rejection)
+          return send(res, result.rejection)
+        }
+        if (schemas.body !== undefined) req.body = result.value.body
+        if (req.aegis !== undefined) req.aegis.input = result.value
+        next()
+      }
+    },
+    attach: (server: HttpServer) => core.attach(server),
+    close: () => core.close(),
+  })
+}
+
+export default aegis
+export type { AegisOptions, AegisRequestState } from '@aegis/core'

@@ -1,0 +1,101 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preValidationHookHandler } from 'fastify'
+import fp from 'fastify-plugin'
+import {
+  createAegis,
+  type Aegis,
+  type AegisOptions,
+  type AegisRequestState,
+  type Rejection,
+  type RouteSchemas,
+} from '@aegis/core'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The Aegis core instance; closing the app closes it. */
+    aegis: Aegis & {
+      /** Per-route zod validation as a `preValidation` hook. */
+      validate(schemas: RouteSchemas): preValidationHookHandler
+    }
+  }
+  interface FastifyRequest {
+    /** Aegis' state for this request: client identity, validated input. */
+    aegis: AegisRequestState | undefined
+  }
+  interface FastifyContextConfig {
+    /** `false` takes this route out of Aegis' hands (health probes, webhooks with their own checks). */
+    aegis?: boolean
+  }
+}
+
+const send = (reply: FastifyReply, r: Rejection): FastifyReply =>
+  reply.code(r.status).headers(r.headers).send(r.body)
+
+// eslint-disable-next-line @typescript-eslint/require-await -- fastify-plugin wants an async plugin or a callback
+const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
+  // fastify passes its own keys (prefix, logLevel…) only on encapsulated plugins; keep ours.
+  const core = createAegis(options)
+  const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
+
+  app.decorate(
+    'aegis',
+    Object.assign(core, {
+      validate(schemas: RouteSchemas): preValidationHookHandler {
+        const check = core.routeValidator(schemas)
+        return function aegisValidate(request, reply, done) {
+          const result = check({ query: request.query, params: request.params, body: request.body })
+          if (!result.ok) {
+            core.countRejection(result.rejection)
+            void send(reply, result.rejection)
+            return
+          }
+          if (schemas.query !== undefined) request.query = result.value.query
+          if (schemas.params !== undefined) request.params = result.value.params
+          if (schemas.body !== undefined) request.body = result.value.body
+          if (request.aegis !== undefined) request.aegis.input = result.value
+          done()
+        }
+      },
+    }),
+  )
+  app.decorateRequest('aegis', undefined)
+
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done) => {
+    if (request.routeOptions.config.aegis === false) return done()
+    const state = core.admit(request.raw)
+    request.aegis = state
+    if (request.routeOptions.url !== undefined) state.route = request.routeOptions.url
+    core.track(request.raw, reply.raw)
+    core.applyHeaders(reply.raw, state)
+    if (state.rejection !== undefined) return void send(reply, state.rejection)
+    done()
+  })
+
+  if (metricsPath !== undefined) {
+    app.get(metricsPath, async (_request, reply) => {
+      const scraped = await core.scrapeMetrics()
+      return reply
+        .header('cache-control', 'no-store')
+        .type(scraped?.contentType ?? 'text/plain')
+        .send(scraped?.body ?? '')
+    })
+  }
+
+  // Timeout warnings and CONNECT refusal; Fastify drains its own server on close.
+  core.attach(app.server, { drain: false })
+
+  app.addHook('onClose', async () => {
+    await core.close()
+  })
+}
+
+/**
+ * Aegis for Fastify 5.
+ *
+ * @example
+ * await app.register(aegis, { metrics: { path: '/metrics' } })
+ * app.get('/health', { config: { aegis: false } }, () => 'ok')
+ */
+export const aegis: FastifyPluginAsync<AegisOptions> = fp(plugin, { fastify: '5.x', name: '@aegis/fastify' })
+
+export default aegis
+export type { AegisOptions, AegisRequestState } from '@aegis/core'

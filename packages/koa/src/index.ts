@@ -1,0 +1,105 @@
+import type { Context, Middleware, Next } from 'koa'
+import {
+  createAegis,
+  type Aegis,
+  type AegisOptions,
+  type AegisRequestState,
+  type HttpServer,
+  type Rejection,
+  type RouteSchemas,
+} from '@aegis/core'
+
+declare module 'koa' {
+  interface DefaultState {
+    /** Aegis' state for this request: client identity, validated input. */
+    aegis?: AegisRequestState
+  }
+}
+
+/** The Koa middleware, with the instance's other entry points on it. */
+export interface AegisKoaMiddleware extends Middleware {
+  readonly core: Aegis
+  /** Serves the Prometheus text format as a Koa middleware. */
+  readonly metrics: Middleware
+  /** Per-route zod validation, placed after the body parser and router. */
+  validate(schemas: RouteSchemas): Middleware
+  attach(server: HttpServer): void
+  close(): Promise<void>
+}
+
+const send = (ctx: Context, r: Rejection): void => {
+  ctx.status = r.status
+  ctx.set(r.headers as Record<string, string>)
+  ctx.body = r.body
+}
+
+const serveMetrics = async (core: Aegis, ctx: Context): Promise<void> => {
+  const scraped = await core.scrapeMetrics()
+  if (scraped === undefined) return
+  ctx.set('cache-control', 'no-store')
+  ctx.type = scraped.contentType
+  ctx.body = scraped.body
+}
+
+/**
+ * Aegis for Koa 3. Security headers survive errors thrown by handlers (Koa
+ * drops every header on error unless the error carries them).
+ *
+ * @example
+ * const shield = aegis({ metrics: { path: '/metrics' } })
+ * app.use(shield)
+ * shield.attach(app.listen(3000))
+ */
+export function aegis(options?: AegisOptions): AegisKoaMiddleware {
+  const core = createAegis(options)
+  const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
+
+  const middleware = async function aegis(ctx: Context, next: Next): Promise<void> {
+    if (core.stateOf(ctx.req) !== undefined) return void (await next()) // admitted once, however mounted
+    const state = core.admit(ctx.req)
+    ctx.state.aegis = state
+    core.track(ctx.req, ctx.res)
+    core.applyHeaders(ctx.res, state)
+    if (state.rejection !== undefined) return send(ctx, state.rejection)
+    if (metricsPath !== undefined && ctx.path === metricsPath && ctx.method === 'GET')
+      return serveMetrics(core, ctx)
+    try {
+      await next()
+    } catch (err) {
+      // Koa's onerror removes all headers, then sets `err.headers`: carry ours there.
+      if (typeof err === 'object' && err !== null && Object.isExtensible(err)) {
+        const e = err as { headers?: Record<string, string> }
+        e.headers = { ...Object.fromEntries(state.headers), ...e.headers }
+      }
+      throw err
+    } finally {
+      // @koa/router records the matched template here.
+      const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute
+      if (typeof matched === 'string') state.route = matched
+    }
+  } as AegisKoaMiddleware
+
+  return Object.assign(middleware, {
+    core,
+    metrics: ((ctx: Context) => serveMetrics(core, ctx)) as Middleware,
+    validate(schemas: RouteSchemas): Middleware {
+      const check = core.routeValidator(schemas)
+      return async function aegisValidate(ctx: Context, next: Next) {
+        const c = ctx as Context & { params?: unknown; request: { body?: unknown } }
+        const result = check({ query: ctx.query, params: c.params, body: c.request.body })
+        if (!result.ok) {
+          core.countRejection(result.rejection)
+          return send(ctx, result.rejection)
+        }
+        if (schemas.body !== undefined) c.request.body = result.value.body
+        if (ctx.state.aegis !== undefined) ctx.state.aegis.input = result.value
+        await next()
+      }
+    },
+    attach: (server: HttpServer) => core.attach(server),
+    close: () => core.close(),
+  })
+}
+
+export default aegis
+export type { AegisOptions, AegisRequestState } from '@aegis/core'

@@ -1,0 +1,158 @@
+/**
+ * The same app on Express, Fastify and Koa, each protected by its Aegis
+ * adapter, listening on 127.0.0.1. The conformance suite runs every scenario
+ * against all three.
+ */
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import Fastify from 'fastify'
+import Koa from 'koa'
+import Router from '@koa/router'
+import { bodyParser } from '@koa/bodyparser'
+import { z } from 'zod'
+import type { Aegis, AegisOptions } from '@aegis/core'
+import { aegis as expressAegis } from '@aegis/express'
+import { aegis as fastifyAegis } from '@aegis/fastify'
+import { aegis as koaAegis } from '@aegis/koa'
+
+export interface TestApp {
+  readonly name: 'express' | 'fastify' | 'koa'
+  readonly url: string
+  readonly port: number
+  readonly core: Aegis
+  readonly server: Server
+  close(): Promise<void>
+}
+
+export const nameSchema = {
+  body: z.strictObject({ name: z.string().min(1), age: z.coerce.number().int().optional() }),
+}
+export const itemQuerySchema = { query: z.object({ limit: z.coerce.number().int().max(100) }) }
+
+const listen = async (server: Server): Promise<number> => {
+  if (!server.listening) {
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+  }
+  return (server.address() as AddressInfo).port
+}
+
+/** Read a request stream fully, counting bytes (the "upload" route). */
+const countBody = async (stream: AsyncIterable<Buffer>): Promise<number> => {
+  let n = 0
+  for await (const chunk of stream) n += chunk.length
+  return n
+}
+
+export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
+  const app = express()
+  const shield = expressAegis({ metrics: { path: '/metrics' }, ...options })
+  app.use(shield)
+  app.get('/', (_req, res) => res.json({ ok: true }))
+  app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
+  app.get('/boom', () => {
+    throw new Error('boom')
+  })
+  app.post('/upload', (req, res, next) => {
+    countBody(req).then((bytes) => res.json({ bytes }), next)
+  })
+  app.post('/people', express.json(), shield.validate(nameSchema), (req, res) =>
+    res.status(201).json(req.body),
+  )
+  app.get('/items', shield.validate(itemQuerySchema), (req, res) => res.json(req.aegis?.input?.query))
+  const server = app.listen(0, '127.0.0.1')
+  shield.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'express',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: shield.core,
+    server,
+    close: async () => {
+      await shield.close()
+    },
+  }
+}
+
+export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
+  const app = Fastify({ requestTimeout: 30_000 })
+  await app.register(fastifyAegis, { metrics: { path: '/metrics' }, ...options })
+  app.get('/', () => ({ ok: true }))
+  app.get<{ Params: { id: string } }>('/users/:id', (req) => ({
+    id: req.params.id,
+    client: req.aegis?.client.ip,
+  }))
+  app.get('/health', { config: { aegis: false } }, () => 'ok')
+  app.get('/boom', () => {
+    throw new Error('boom')
+  })
+  // Count the raw stream ourselves: no body parser for this content type.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => {
+    countBody(payload).then((bytes) => done(null, bytes), done)
+  })
+  app.post('/upload', (req) => ({ bytes: req.body }))
+  app.post('/people', { preValidation: app.aegis.validate(nameSchema) }, async (req, reply) =>
+    reply.code(201).send(req.body),
+  )
+  app.get('/items', { preValidation: app.aegis.validate(itemQuerySchema) }, (req) => req.aegis?.input?.query)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as AddressInfo).port
+  return {
+    name: 'fastify',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: app.aegis,
+    server: app.server,
+    close: () => app.close(),
+  }
+}
+
+export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
+  const app = new Koa()
+  app.silent = true
+  const shield = koaAegis({ metrics: { path: '/metrics' }, ...options })
+  const router = new Router()
+  app.use(shield)
+  router.get('/', (ctx) => {
+    ctx.body = { ok: true }
+  })
+  router.get('/users/:id', (ctx) => {
+    ctx.body = { id: ctx.params.id, client: ctx.state.aegis?.client.ip }
+  })
+  router.get('/boom', () => {
+    throw new Error('boom')
+  })
+  router.post('/upload', async (ctx) => {
+    ctx.body = { bytes: await countBody(ctx.req) }
+  })
+  router.post('/people', bodyParser(), shield.validate(nameSchema), (ctx) => {
+    ctx.status = 201
+    ctx.body = ctx.request.body
+  })
+  router.get('/items', shield.validate(itemQuerySchema), (ctx) => {
+    ctx.body = ctx.state.aegis?.input?.query
+  })
+  app.use(router.routes())
+  const server = app.listen(0, '127.0.0.1')
+  shield.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'koa',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: shield.core,
+    server,
+    close: async () => {
+      await shield.close()
+    },
+  }
+}
+
+export const adapters = [
+  ['express', expressApp],
+  ['fastify', fastifyApp],
+  ['koa', koaApp],
+] as const

@@ -1,0 +1,73 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer, connect } from 'node:net'
+
+/** A redis-server process owned by a test run. */
+export interface RedisServer {
+  readonly url: string
+  readonly port: number
+  readonly process: ChildProcess
+  stop(): Promise<void>
+}
+
+/** PING a Redis URL over a raw socket (no client library, short timeout). */
+export function pingRedis(url: string, timeoutMs = 500): Promise<boolean> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve) => {
+    const socket = connect({ host: hostname, port: Number(port || 6379) })
+    const done = (ok: boolean): void => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(timeoutMs, () => done(false))
+    socket.once('error', () => done(false))
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once('data', (d) => done(d.toString().startsWith('+PONG')))
+  })
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      )
+    })
+  })
+}
+
+/** Start a throwaway redis-server on a free loopback port, with no persistence. */
+export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
+  const port = await freePort()
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
+    { stdio: 'ignore' },
+  )
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', reject)
+    const deadline = Date.now() + 5000
+    const poll = (): void => {
+      void pingRedis(`redis://127.0.0.1:${port}`, 200).then((ok) => {
+        if (ok) resolve()
+        else if (Date.now() > deadline) reject(new Error(`redis-server did not answer on port ${port}`))
+        else setTimeout(poll, 50)
+      })
+    }
+    poll()
+  })
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    process: child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve()
+        child.once('exit', () => resolve())
+        child.kill('SIGTERM')
+      }),
+  }
+}
