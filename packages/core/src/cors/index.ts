@@ -34,10 +34,11 @@ export function createCors(config: CorsConfig): Cors {
   const wildcard = origin === '*'
   const allowOrigin = (value: string, req: IncomingMessage): boolean => {
     if (wildcard) return true
-    if (typeof origin === 'string') return value === origin.replace(/\/$/, '')
+    if (typeof origin === 'string') return value.toLowerCase() === origin
     if (origin instanceof RegExp) return origin.test(value)
     if (typeof origin === 'function') return origin(value, req) === true
-    return origin.some((o) => (typeof o === 'string' ? o.replace(/\/$/, '') === value : o.test(value)))
+    const lower = value.toLowerCase()
+    return origin.some((o) => (typeof o === 'string' ? o === lower : o.test(value)))
   }
   const methods = new Set(config.methods)
   const allowMethods = config.methods.join(', ')

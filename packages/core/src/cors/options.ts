@@ -5,15 +5,17 @@ import { fn, headerName, method, optInSection } from '../options/shared.js'
 /** Decides whether an origin may read the response. */
 export type OriginFunction = (origin: string, req: IncomingMessage) => boolean
 
+// An origin is scheme://host[:port], nothing more (RFC 6454 §6.1).
+const originString = z
+  .string()
+  .regex(/^https?:\/\/[^/?#@\s]+$/i, 'expected an origin such as https://app.example.com (no path)')
+  .transform((o) => o.toLowerCase())
+
 const origin = z.union([
   z.literal('*'),
-  z.string().url('expected "*", an origin such as https://app.example.com, a RegExp, a list or a function'),
+  originString,
   z.instanceof(RegExp),
-  z
-    .array(
-      z.union([z.string().url('expected an origin such as https://app.example.com'), z.instanceof(RegExp)]),
-    )
-    .min(1),
+  z.array(z.union([originString, z.instanceof(RegExp)])).min(1),
   fn<OriginFunction>('(origin, req) => boolean'),
 ])
 
