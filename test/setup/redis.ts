@@ -16,7 +16,7 @@ import { pingRedis, startRedisServer, type RedisServer } from '../helpers/redis.
 let owned: RedisServer | undefined
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  let url = process.env.REDIS_URL
+  let url = process.env.REDIS_URL || undefined
   if (url === undefined) {
     if (await pingRedis('redis://127.0.0.1:6379')) url = 'redis://127.0.0.1:6379'
     else {

@@ -21,6 +21,8 @@ export function templatize(path: string): string {
 /** Label used once the learner is full, and for requests no route matched. */
 export const OTHER_ROUTE = '(other)'
 export const UNMATCHED_ROUTE = '(unmatched)'
+/** Label of requests Aegis answered itself (rejections, preflights). */
+export const AEGIS_ROUTE = '(aegis)'
 
 /**
  * Route templates for requests the framework did not match to a route. Keeps at

@@ -4,7 +4,7 @@ import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
 import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
 import { securityHeaders } from '../headers/index.js'
-import { createMetrics, createRouteLearner, UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js'
+import { AEGIS_ROUTE, createMetrics, createRouteLearner, UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js'
 import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
 import {
   checkServerTimeouts,
@@ -184,7 +184,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (state === undefined) return
     const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
     const seconds = Number(process.hrtime.bigint() - state.startedAt) / 1e9
-    let route = state.route ?? routeOf?.(req)
+    // Requests Aegis answered itself never reached a router: one label for them all.
+    let route = state.rejection === undefined ? (state.route ?? routeOf?.(req)) : AEGIS_ROUTE
     if (route === undefined) route = status === 404 ? UNMATCHED_ROUTE : learner.template(req.url ?? '/')
     state.route = route
     metrics?.request(req.method ?? 'OTHER', route, status, seconds)
