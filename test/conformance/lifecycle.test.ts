@@ -143,3 +143,21 @@ describe('slowloris warning', () => {
     await s.close()
   })
 })
+
+describe('strict parsing', () => {
+  it('attach() refuses a server that parses leniently', async () => {
+    const { createServer } = await import('node:http')
+    const server = createServer({ insecureHTTPParser: true })
+    const shield = expressAegis()
+    expect(() => shield.attach(server)).toThrow(expect.objectContaining({ code: 'AEGIS_ERR_LENIENT_PARSER' }))
+    await shield.close()
+  })
+
+  it('Fastify with insecureHTTPParser fails at startup', async () => {
+    const { createServer } = await import('node:http')
+    const app = Fastify({ serverFactory: (handler) => createServer({ insecureHTTPParser: true }, handler) })
+    await expect(app.register(fastifyAegis).ready()).rejects.toMatchObject({
+      code: 'AEGIS_ERR_LENIENT_PARSER',
+    })
+  })
+})

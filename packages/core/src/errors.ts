@@ -16,6 +16,7 @@ export const ErrorCodes = {
   CORS_ORIGIN: 'AEGIS_ERR_CORS_ORIGIN',
   BAD_REQUEST: 'AEGIS_ERR_BAD_REQUEST',
   REQUEST_TIMEOUT: 'AEGIS_ERR_REQUEST_TIMEOUT',
+  LENIENT_PARSER: 'AEGIS_ERR_LENIENT_PARSER',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

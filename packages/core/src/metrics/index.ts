@@ -3,7 +3,13 @@ import type { MetricsConfig } from './options.js'
 
 export { metricsSchema } from './options.js'
 export type { MetricsOptions, MetricsConfig } from './options.js'
-export { createRouteLearner, templatize, OTHER_ROUTE, UNMATCHED_ROUTE, AEGIS_ROUTE } from './route-template.js'
+export {
+  createRouteLearner,
+  templatize,
+  OTHER_ROUTE,
+  UNMATCHED_ROUTE,
+  AEGIS_ROUTE,
+} from './route-template.js'
 
 const KNOWN_METHODS = new Set([
   'GET',

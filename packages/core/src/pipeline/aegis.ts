@@ -4,10 +4,17 @@ import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
 import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
 import { securityHeaders } from '../headers/index.js'
-import { AEGIS_ROUTE, createMetrics, createRouteLearner, UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js'
+import {
+  AEGIS_ROUTE,
+  createMetrics,
+  createRouteLearner,
+  UNMATCHED_ROUTE,
+  type Metrics,
+} from '../metrics/index.js'
 import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
 import {
   checkServerTimeouts,
+  assertStrictParser,
   createClientErrorHandler,
   writeSocketRejection,
   type HttpServer,
@@ -275,6 +282,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     attach(server, { drain = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
       if (attached.has(server)) return
+      assertStrictParser(server)
       attached.add(server)
       if (drain) servers.add(server)
       checkedServers.add(server)

@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { ErrorCodes, WarningCodes } from '../errors.js'
+import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
 import { problem } from '../pipeline/problem.js'
 import type { HeaderList, Rejection } from '../pipeline/types.js'
 import type { Warn } from '../warnings.js'
@@ -22,6 +22,28 @@ export function checkServerTimeouts(server: HttpServer, warn: Warn): void {
     warn(
       WarningCodes.NO_HEADERS_TIMEOUT,
       "The HTTP server has no headersTimeout: a client can send headers one byte at a time forever. Keep Node's default (60000 ms) or lower.",
+    )
+}
+
+/**
+ * Lenient parsing (`insecureHTTPParser`, `--insecure-http-parser`) lets through
+ * exactly the framing ambiguities request smuggling is made of; the hardening
+ * checks assume Node's strict parser in front of them.
+ */
+export function usesLenientParser(server: HttpServer): boolean {
+  const flag = '--insecure-http-parser'
+  return (
+    (server as { insecureHTTPParser?: boolean }).insecureHTTPParser === true ||
+    process.execArgv.includes(flag) ||
+    (process.env.NODE_OPTIONS ?? '').split(/\s+/).includes(flag)
+  )
+}
+
+export function assertStrictParser(server: HttpServer): void {
+  if (usesLenientParser(server))
+    throw new AegisError(
+      ErrorCodes.LENIENT_PARSER,
+      'The HTTP server parses leniently (insecureHTTPParser or --insecure-http-parser): request smuggling protection needs the strict parser. Remove that option.',
     )
 }
 
