@@ -14,7 +14,12 @@ const NAMED: Record<string, readonly string[]> = {
   uniquelocal: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'],
 }
 
-/** Parse an address, folding IPv4-mapped IPv6 to IPv4; `undefined` when it is not an address. */
+/**
+ * Parse an address, folding IPv4-mapped IPv6 to IPv4; `undefined` when it is not an address.
+ *
+ * @example
+ * parseAddress('::ffff:192.0.2.1')?.toString() // '192.0.2.1'
+ */
 export function parseAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   const t = text.trim()
   // ipaddr.isValid accepts decimal/octal/hex IPv4 forms; a socket never reports
@@ -126,7 +131,12 @@ export function createClientResolver(options: {
   }
 }
 
-/** Mask a client address for logs: IPv4 keeps /24, IPv6 keeps /48. */
+/**
+ * Mask a client address for logs: IPv4 keeps /24, IPv6 keeps /48.
+ *
+ * @example
+ * maskAddress('203.0.113.77') // '203.0.113.0/24'
+ */
 export function maskAddress(ip: string): string {
   const addr = parseAddress(ip)
   if (addr === undefined) return 'unknown'

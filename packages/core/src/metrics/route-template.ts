@@ -6,7 +6,12 @@ const HEX = /^(?=.*[0-9])[0-9a-f]{8,}$/i
 // Long mixed tokens (base64url ids, hashes): letters and digits, 16+ chars.
 const TOKEN = /^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_-]{16,}$/
 
-/** Replace id-like path segments with `:id`. */
+/**
+ * Replace id-like path segments with `:id`.
+ *
+ * @example
+ * templatize('/users/42/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301') // '/users/:id/orders/:id'
+ */
 export function templatize(path: string): string {
   const q = path.indexOf('?')
   const p = q < 0 ? path : path.slice(0, q)

@@ -7,6 +7,10 @@ import ipaddr from 'ipaddr.js'
  *
  * Hand-written rather than `new URL()`: WHATWG URL parsing accepts and rewrites
  * what RFC 9112 forbids (backslashes, decimal IPv4, percent-decoding).
+ *
+ * @example
+ * normalizeHost('Example.COM.:8080') // 'example.com'
+ * normalizeHost('exa/mple.com')      // undefined
  */
 export function normalizeHost(value: string): string | undefined {
   if (value.length === 0 || value.length > 255 + 6) return undefined
@@ -49,7 +53,13 @@ function isIpLiteral(literal: string): boolean {
   return ipaddr.IPv6.isValid(literal) && !literal.includes('%')
 }
 
-/** A compiled Host allowlist: exact names, `*.suffix` wildcards and RegExps, all on the normalised host. */
+/**
+ * A compiled Host allowlist: exact names, `*.suffix` wildcards and RegExps, all on the normalised host.
+ *
+ * @example
+ * const allowed = compileHostAllowlist(['example.com', '*.api.example.com'])
+ * allowed('v1.api.example.com') // true
+ */
 export type HostMatcher = (normalizedHost: string) => boolean
 
 export function compileHostAllowlist(entries: readonly (string | RegExp)[]): HostMatcher {

@@ -8,6 +8,9 @@
  *
  * Also refuses NUL, CR and LF in any decoding: no legitimate path carries them and
  * they drive header injection and truncation bugs downstream.
+ *
+ * @example
+ * inspectPath('/files/%252e%252e/etc/passwd') // 'traversal'
  */
 export type PathVerdict = 'ok' | 'traversal' | 'control'
 
@@ -60,6 +63,9 @@ const HEX = /^[0-9A-Fa-f]+$/
  * One round of percent-decoding, tolerant of malformed escapes (kept as is).
  * Decodes `%XX` bytes as UTF-8, folding overlong encodings of ASCII (which strict
  * decoders reject and some servers accept) to the ASCII character, and `%uXXXX`.
+ *
+ * @example
+ * percentDecode('%c0%ae%2e') // '..'
  */
 export function percentDecode(s: string): string {
   if (s.indexOf('%') < 0) return s
