@@ -1,0 +1,53 @@
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import { describe, expect, it } from 'vitest'
+import { aegis } from '../src/index.js'
+
+async function start(app: express.Express) {
+  const server = app.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server }
+}
+
+describe('@aegis/express', () => {
+  it('serves metrics through shield.metrics and removes X-Powered-By', async () => {
+    const app = express()
+    const shield = aegis()
+    app.use(shield)
+    app.get('/metrics', shield.metrics)
+    app.get('/things/:id', (_req, res) => res.send('thing'))
+    const { url, server } = await start(app)
+    shield.attach(server)
+    expect((await fetch(`${url}/things/7`)).headers.get('x-powered-by')).toBeNull()
+    const res = await fetch(`${url}/metrics`)
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
+    expect(await res.text()).toMatch(
+      /aegis_http_requests_total\{method="GET",route="\/things\/:id",status_class="2xx"\} 1/,
+    )
+    await shield.close()
+  })
+
+  it('admits a request once however often it is mounted, and names routes under a mount path', async () => {
+    const app = express()
+    const shield = aegis()
+    const router = express.Router()
+    router.use(shield)
+    router.get('/items/:id', (req, res) => res.json({ client: req.aegis?.client.ip }))
+    app.use(shield)
+    app.use('/api', router)
+    app.get('/metrics', shield.metrics)
+    const { url, server } = await start(app)
+    shield.attach(server)
+    expect(await (await fetch(`${url}/api/items/1`)).json()).toEqual({ client: '127.0.0.1' })
+    const text = await (await fetch(`${url}/metrics`)).text()
+    expect(text).toMatch(
+      /aegis_http_requests_total\{method="GET",route="\/api\/items\/:id",status_class="2xx"\} 1\n/,
+    )
+    await shield.close()
+  })
+
+  it('throws AegisConfigError for bad options at construction', () => {
+    expect(() => aegis({ validator: { maxHeaders: 0 } })).toThrow(/validator\.maxHeaders/)
+  })
+})
