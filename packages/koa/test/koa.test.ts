@@ -34,7 +34,7 @@ describe('@aegis/koa', () => {
     const shield = aegis()
     app.use(shield)
     app.use(async (ctx, next) => {
-      if (ctx.path === '/metrics') return shield.metrics(ctx, next)
+      if (ctx.path === '/metrics') return void (await shield.metrics(ctx, next))
       ctx.body = { client: ctx.state.aegis?.client.ip }
     })
     const { url, server } = await start(app)
