@@ -88,18 +88,37 @@ describe.each(adapters)('%s: options behave the same', (_name, make) => {
     expect((await raw('X-Internal: yes\r\n')).status).not.toBe(400)
   })
 
-  it('onReject rewrites a rejection', async () => {
+  it('onReject rewrites a rejection (and never sees a successful preflight)', async () => {
+    const seen: number[] = []
     const a = await start({
-      onReject: (rejection) => ({
-        ...rejection,
-        headers: { ...rejection.headers, 'x-rejected-by': 'aegis' },
-        body: JSON.stringify({ custom: rejection.reason }),
-      }),
+      cors: { origin: 'https://app.example' },
+      onReject: (rejection) => {
+        seen.push(rejection.status)
+        return {
+          ...rejection,
+          headers: { ...rejection.headers, 'x-rejected-by': 'aegis' },
+          body: JSON.stringify({ custom: rejection.reason }),
+        }
+      },
     })
     const res = await rawRequest(a.port, 'TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n')
     expect(res.status).toBe(405)
     expect(res.headers['x-rejected-by']).toBe('aegis')
     expect(JSON.parse(res.body)).toEqual({ custom: 'method' })
+    const pre = await fetchText(`${a.url}/`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'GET' },
+    })
+    expect(pre.status).toBe(204)
+    expect(seen).toEqual([405])
+  })
+
+  it('refuses NUL, CR and LF in the path even with traversal checks off', async () => {
+    const a = await start({ validator: { traversal: false } })
+    expect((await rawRequest(a.port, 'GET /a/../b HTTP/1.1\r\nHost: localhost\r\n\r\n')).status).not.toBe(400)
+    const res = await rawRequest(a.port, 'GET /a%0d%0aSet-Cookie:x HTTP/1.1\r\nHost: localhost\r\n\r\n')
+    expect(res.status).toBe(400)
+    expect(res.headers['set-cookie']).toBeUndefined()
   })
 
   it('trustProxy: reads X-Forwarded-For only through trusted proxies', async () => {

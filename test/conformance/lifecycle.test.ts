@@ -161,3 +161,20 @@ describe('strict parsing', () => {
     })
   })
 })
+
+describe('parser errors on attached servers', () => {
+  it.each(['express', 'koa'] as const)(
+    '%s: answered with problem+json and the security headers',
+    async (name) => {
+      const s = await servers[name]()
+      const { rawRequest } = await import('../helpers/raw-http.js')
+      const res = await rawRequest(s.port, 'GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n')
+      expect(res.status).toBe(400)
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/)
+      expect(JSON.parse(res.body)).toMatchObject({ code: 'AEGIS_ERR_BAD_REQUEST' })
+      expect(res.headers['x-content-type-options']).toBe('nosniff')
+      expect(res.raw.match(/\r\nconnection: close/gi)).toHaveLength(1)
+      await s.close()
+    },
+  )
+})

@@ -103,6 +103,10 @@ describe('options', () => {
     expect(input).toEqual(snapshot)
   })
 
+  it('refuses an access log with nowhere to write', () => {
+    expect(issuesOf(() => parseOptions({ accessLog: true }))[0]?.path).toBe('accessLog')
+  })
+
   it('accepts false for every engine section', () => {
     const config = parseOptions({ validator: false, headers: false, cors: false, metrics: false })
     expect(config.validator).toBe(false)

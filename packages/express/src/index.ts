@@ -76,7 +76,17 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
           core.countRejection(result.rejection)
           return send(res, result.rejection)
         }
+        // Parsed values (coerced, defaulted) replace the raw ones. Express 5's
+        // `req.query` is a getter on the prototype: shadow it on this request.
         if (schemas.body !== undefined) req.body = result.value.body
+        if (schemas.params !== undefined) req.params = result.value.params as typeof req.params
+        if (schemas.query !== undefined)
+          Object.defineProperty(req, 'query', {
+            value: result.value.query,
+            configurable: true,
+            enumerable: true,
+            writable: true,
+          })
         if (req.aegis !== undefined) req.aegis.input = result.value
         next()
       }

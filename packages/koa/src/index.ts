@@ -91,7 +91,10 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
           core.countRejection(result.rejection)
           return send(ctx, result.rejection)
         }
+        // Parsed values replace the raw body and params; Koa's `ctx.query` setter
+        // re-serialises, so the parsed query lives in `ctx.state.aegis.input` only.
         if (schemas.body !== undefined) c.request.body = result.value.body
+        if (schemas.params !== undefined) c.params = result.value.params
         if (ctx.state.aegis !== undefined) ctx.state.aegis.input = result.value
         await next()
       }

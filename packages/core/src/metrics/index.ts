@@ -71,7 +71,12 @@ export function createMetrics(config: MetricsConfig): Metrics {
     labelNames: ['reason'] as const,
     registers: [registry],
   })
-  if (config.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: p })
+  const ours = [`${p}http_requests_total`, `${p}http_request_duration_seconds`, `${p}rejections_total`]
+  if (config.defaultMetrics) {
+    const before = new Set(registry.getMetricsAsArray().map((m) => m.name))
+    collectDefaultMetrics({ register: registry, prefix: p })
+    for (const m of registry.getMetricsAsArray()) if (!before.has(m.name)) ours.push(m.name)
+  }
 
   const children = new Map<string, { count: Child; latency: TimerChild }>()
   const rejectionChildren = new Map<string, Child>()
@@ -105,12 +110,7 @@ export function createMetrics(config: MetricsConfig): Metrics {
     },
     close() {
       // Leave a user-supplied registry usable but free of our metrics.
-      for (const name of [
-        `${p}http_requests_total`,
-        `${p}http_request_duration_seconds`,
-        `${p}rejections_total`,
-      ])
-        registry.removeSingleMetric(name)
+      for (const name of ours) registry.removeSingleMetric(name)
       children.clear()
       rejectionChildren.clear()
     },

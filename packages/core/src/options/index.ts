@@ -33,21 +33,26 @@ export type SkipFunction = (req: IncomingMessage) => boolean
 export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejection | undefined | void
 
 /** The one schema for every option; defaults live here and the types are inferred from it. */
-export const optionsSchema = z.strictObject({
-  trustProxy: trustProxySchema,
-  ipv6Subnet: ipv6SubnetSchema,
-  validator: validatorSection,
-  headers: headersSection,
-  cors: corsSection,
-  metrics: metricsSection,
-  logger: logger.optional(),
-  accessLog: z.boolean().default(false),
-  serverTiming: z.boolean().default(false),
-  skip: fn<SkipFunction>('(req) => boolean').optional(),
-  onReject: fn<RejectHook>('(rejection, req) => rejection | undefined').optional(),
-  /** How long `close()` lets in-flight requests of attached servers finish, in ms. */
-  closeTimeout: z.int().min(0).max(600_000).default(10_000),
-})
+export const optionsSchema = z
+  .strictObject({
+    trustProxy: trustProxySchema,
+    ipv6Subnet: ipv6SubnetSchema,
+    validator: validatorSection,
+    headers: headersSection,
+    cors: corsSection,
+    metrics: metricsSection,
+    logger: logger.optional(),
+    accessLog: z.boolean().default(false),
+    serverTiming: z.boolean().default(false),
+    skip: fn<SkipFunction>('(req) => boolean').optional(),
+    onReject: fn<RejectHook>('(rejection, req) => rejection | undefined').optional(),
+    /** How long `close()` lets in-flight requests of attached servers finish, in ms. */
+    closeTimeout: z.int().min(0).max(600_000).default(10_000),
+  })
+  .refine((o) => !o.accessLog || o.logger !== undefined, {
+    message: 'accessLog needs a logger to write to (pass a pino-compatible logger)',
+    path: ['accessLog'],
+  })
 
 /** What `createAegis()` accepts. Every field is optional. */
 export type AegisOptions = z.input<typeof optionsSchema>

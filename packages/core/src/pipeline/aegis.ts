@@ -13,7 +13,7 @@ import {
 } from '../metrics/index.js'
 import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
 import {
-  checkServerTimeouts,
+  checkServer,
   assertStrictParser,
   createClientErrorHandler,
   writeSocketRejection,
@@ -145,7 +145,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const server = (req.socket as { server?: HttpServer } | null)?.server
     if (server !== undefined && !checkedServers.has(server)) {
       checkedServers.add(server)
-      checkServerTimeouts(server, warn)
+      checkServer(server, warn)
     }
 
     const client = clients.resolve(req)
@@ -163,8 +163,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       if (rejection === undefined) {
         if (shape.chunked && validator !== undefined) watchBodySize(req, maxBodyBytes, onBodyExceeded)
       } else {
-        if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
-        if (rejection.status >= 400) metrics?.rejection(rejection.reason)
+        // A preflight answer is not a rejection: the hook and the counter see refusals only.
+        if (rejection.status >= 400) {
+          if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
+          metrics?.rejection(rejection.reason)
+        }
       }
     }
     if (draining) headers = [...headers, ...closeHeader]
@@ -286,10 +289,10 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       attached.add(server)
       if (drain) servers.add(server)
       checkedServers.add(server)
-      checkServerTimeouts(server, warn)
+      checkServer(server, warn)
       // Node writes a bare status line for parser errors only when nobody listens.
       if (server.listenerCount('clientError') === 0)
-        server.on('clientError', createClientErrorHandler(countClientError))
+        server.on('clientError', createClientErrorHandler(countClientError, security))
       // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
       if (server.listenerCount('connect') === 0 && !validator?.allows('CONNECT'))
         server.on('connect', refuseConnect)

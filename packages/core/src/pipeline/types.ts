@@ -36,7 +36,7 @@ export interface AegisRequestState {
   readonly headers: HeaderList
   /** Set when Aegis answers in place of the app. */
   readonly rejection: Rejection | undefined
-  /** True when `skip(req)` or a per-route opt-out took this request out of Aegis' hands. */
+  /** True when `skip(req)` took this request out of the guards (headers and metrics still apply). */
   readonly skipped: boolean
   /** `process.hrtime.bigint()` at admission. */
   readonly startedAt: bigint
@@ -44,7 +44,7 @@ export interface AegisRequestState {
   route: string | undefined
   /** Body size limit in force for this request, in bytes. */
   bodyLimit: number
-  /** Values parsed by `shield.validate()` for this route. */
+  /** Values parsed by `shield.validate()` for this route (only the parts it had schemas for). */
   input: ValidatedInput | undefined
 }
 

@@ -9,10 +9,16 @@ import type { Warn } from '../warnings.js'
 export type HttpServer = Server<typeof IncomingMessage, typeof ServerResponse>
 
 /**
- * Warn (once) about server settings that leave the door open to slowloris:
- * `requestTimeout: 0` (Fastify's default) or `headersTimeout: 0`.
+ * Warn (once) about server settings that leave the door open: lenient parsing
+ * (smuggling), `requestTimeout: 0` (Fastify's default) or `headersTimeout: 0`
+ * (slowloris). For servers met through a request; `attach()` refuses lenient ones.
  */
-export function checkServerTimeouts(server: HttpServer, warn: Warn): void {
+export function checkServer(server: HttpServer, warn: Warn): void {
+  if (usesLenientParser(server))
+    warn(
+      WarningCodes.LENIENT_PARSER,
+      'The HTTP server parses leniently (insecureHTTPParser or --insecure-http-parser): request smuggling protection needs the strict parser. Remove that option.',
+    )
   if (server.requestTimeout === 0)
     warn(
       WarningCodes.NO_REQUEST_TIMEOUT,
@@ -79,6 +85,7 @@ const clientErrors: Record<string, Rejection> = {
  */
 export function createClientErrorHandler(
   count: (reason: string) => void,
+  headers: HeaderList = [],
 ): (err: Error & { code?: string }, socket: Socket) => void {
   return (err, socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
@@ -93,7 +100,7 @@ export function createClientErrorHandler(
           : clientErrors.bad
     if (r === undefined) return
     count(r.reason)
-    writeSocketRejection(socket, r)
+    writeSocketRejection(socket, r, headers)
   }
 }
 
@@ -102,7 +109,7 @@ export function writeSocketRejection(socket: Duplex, r: Rejection, extra: Header
   const body = Buffer.from(r.body)
   let head = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n`
   for (const [k, v] of extra) head += `${k}: ${v}\r\n`
-  for (const [k, v] of Object.entries(r.headers)) head += `${k}: ${v}\r\n`
+  for (const [k, v] of Object.entries(r.headers)) if (k !== 'connection') head += `${k}: ${v}\r\n`
   head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
   socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
 }

@@ -195,12 +195,10 @@ export function createValidator(config: ValidatorConfig): Validator {
       return r.host
     }
 
-    if (config.traversal) {
-      const q = path.indexOf('?')
-      const verdict = inspectPath(q < 0 ? path : path.slice(0, q))
-      if (verdict === 'traversal') return r.traversal
-      if (verdict === 'control') return r.badPath
-    }
+    const q = path.indexOf('?')
+    const verdict = inspectPath(q < 0 ? path : path.slice(0, q))
+    if (verdict === 'control') return r.badPath
+    if (verdict === 'traversal' && config.traversal) return r.traversal
 
     const cl = req.headers['content-length']
     if (cl !== undefined && Number(cl) > maxBodyBytes) return r.bodySize

@@ -112,6 +112,16 @@ function decodeBytes(bytes: readonly number[]): string {
     } else if ((b0 & 0xe0) === 0xc0 && (b1 & 0xc0) === 0x80) {
       out += String.fromCharCode(((b0 & 0x1f) << 6) | (b1 & 0x3f)) // includes overlong C0/C1
       i += 1
+    } else if ((b0 === 0xc0 || b0 === 0xc1) && b1 >= 0 && b1 < 0x80) {
+      // C0 and C1 only ever start overlong forms, never valid UTF-8 (RFC 3629 §3), so
+      // no legitimate path has them before an escaped ASCII byte. Lax decoders read
+      // the pair by masking the bits (IIS: `%c1%1c` is "\") or by dropping the
+      // impossible lead (`%c0%5c` is "\", `%c0%2e` is "."); FuzzDB's
+      // traversals-8-deep-exotic-encoding has both. Keep whichever reading is a dot
+      // or a slash, so that both decoders' views are checked.
+      const masked = String.fromCharCode(((b0 & 0x1f) << 6) | (b1 & 0x3f))
+      out += masked === '.' || masked === '/' || masked === '\\' ? masked : String.fromCharCode(b1)
+      i += 1
     } else if ((b0 & 0xf0) === 0xe0 && (b1 & 0xc0) === 0x80 && (b2 & 0xc0) === 0x80) {
       out += String.fromCharCode(((b0 & 0x0f) << 12) | ((b1 & 0x3f) << 6) | (b2 & 0x3f))
       i += 2

@@ -46,7 +46,7 @@ export function createRouteValidator(schemas: RouteSchemas): RouteValidator {
   }
   const parts = PARTS.filter((p) => schemas[p] !== undefined)
   return (input) => {
-    const value: RouteInput = { ...input }
+    const value: RouteInput = {}
     const errors: { in: string; path: string; message: string; code: string }[] = []
     for (const part of parts) {
       const result = (schemas[part] as z.ZodType).safeParse(input[part])
