@@ -88,7 +88,10 @@ export function createClientErrorHandler(
   headers: HeaderList = [],
 ): (err: Error & { code?: string }, socket: Socket) => void {
   return (err, socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // A response already on the wire (the error came later, mid-body or in a
+    // pipelined request): a second status line would answer the wrong request.
+    const current = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
+    if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent === true) {
       socket.destroy()
       return
     }

@@ -191,7 +191,9 @@ export function createValidator(config: ValidatorConfig): Validator {
       const normalized = normalizeHost(authority)
       if (normalized === undefined) return r.host
       if (hostAllowed !== undefined && !hostAllowed(normalized)) return r.hostNotAllowed
-    } else if (hostAllowed !== undefined) {
+    } else if (hostAllowed !== undefined || req.httpVersionMinor >= 1) {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400 (Node checks this
+      // too unless `requireHostHeader: false`; do not depend on it).
       return r.host
     }
 
