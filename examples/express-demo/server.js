@@ -15,7 +15,9 @@ app.post(
   '/people',
   // A body parser limit above Aegis' 1 MiB, so the demo's 413 comes from Aegis.
   express.json({ limit: '10mb' }),
-  shield.validate({ body: z.strictObject({ name: z.string().min(1), age: z.coerce.number().int().optional() }) }),
+  shield.validate({
+    body: z.strictObject({ name: z.string().min(1), age: z.coerce.number().int().optional() }),
+  }),
   (req, res) => res.status(201).json(req.body),
 )
 app.get('/metrics', shield.metrics)
