@@ -1,0 +1,131 @@
+/**
+ * Child processes of the runner: the measured servers and the load
+ * generators. Every child is tracked and killed when the runner exits, fails
+ * or is interrupted, so a run never leaves a server or wrk behind.
+ */
+import { spawn } from 'node:child_process'
+import { constants } from 'node:os'
+
+const live = new Set()
+
+function killAll() {
+  for (const child of live) child.kill('SIGKILL')
+}
+
+process.on('exit', killAll)
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAll()
+    process.exit(128 + constants.signals[signal])
+  })
+}
+
+function spawnTracked(command, args, options) {
+  const child = spawn(command, args, options)
+  live.add(child)
+  const forget = () => live.delete(child)
+  child.once('exit', forget)
+  child.once('error', forget)
+  return child
+}
+
+const exited = (child) => child.exitCode !== null || child.signalCode !== null
+
+/**
+ * Run a command to completion and collect its output. It is killed after
+ * `timeoutMs` (then `signal` is SIGKILL), so a hung tool cannot stall the run.
+ *
+ * @returns {Promise<{ code: number | null, signal: string | null, stdout: string, stderr: string }>}
+ */
+export function run(command, args, { timeoutMs, cwd }) {
+  return new Promise((resolve, reject) => {
+    const child = spawnTracked(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    child.once('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+}
+
+const IPC_TIMEOUT_MS = 15_000
+const STOP_GRACE_MS = 3_000
+const LOG_TAIL_CHARS = 4_000
+
+/**
+ * Start `node <script> <variant>` and wait until it listens.
+ *
+ * @returns {Promise<{
+ *   port: number,
+ *   cpuUsage: () => Promise<NodeJS.CpuUsage>,
+ *   log: () => string,
+ *   stop: () => Promise<void>,
+ * }>}
+ */
+export async function startServer(script, variant) {
+  const child = spawnTracked(process.execPath, [script, variant], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  // Keep the end of the server's output: shown only when a run fails.
+  let log = ''
+  const keep = (d) => (log = (log + d).slice(-LOG_TAIL_CHARS))
+  child.stdout.setEncoding('utf8').on('data', keep)
+  child.stderr.setEncoding('utf8').on('data', keep)
+
+  /** Wait for the next IPC message of `type`, after `send()` if given. */
+  const request = (type, send) =>
+    new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer)
+        child.off('message', onMessage)
+        child.off('exit', onExit)
+      }
+      const fail = (message) => {
+        done()
+        reject(new Error(`${variant} server: ${message}${log ? `\n${log.trimEnd()}` : ''}`))
+      }
+      const onMessage = (message) => {
+        if (message?.type !== type) return
+        done()
+        resolve(message)
+      }
+      const onExit = (code, signal) => fail(`exited (${signal ?? `code ${code}`}) before "${type}"`)
+      const timer = setTimeout(() => fail(`no "${type}" within ${IPC_TIMEOUT_MS} ms`), IPC_TIMEOUT_MS)
+      child.on('message', onMessage)
+      child.once('exit', onExit)
+      if (exited(child)) onExit(child.exitCode, child.signalCode)
+      else send?.()
+    })
+
+  const stop = () =>
+    new Promise((resolve) => {
+      if (exited(child)) return resolve()
+      const force = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS)
+      child.once('exit', () => {
+        clearTimeout(force)
+        resolve()
+      })
+      child.kill('SIGTERM')
+    })
+
+  try {
+    const { port } = await request('ready')
+    return {
+      port,
+      cpuUsage: async () => (await request('cpu', () => child.send('cpu'))).usage,
+      log: () => log,
+      stop,
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}

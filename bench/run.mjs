@@ -1,0 +1,262 @@
+/**
+ * Aegis benchmark runner (`pnpm bench`): hello-world apps, bare, with Aegis
+ * defaults and with the peer stacks, each run in a fresh server process under
+ * wrk (or autocannon), in interleaved rounds. Method: bench/README.md.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
+import { cpus, loadavg, release } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { isDeepStrictEqual, parseArgs } from 'node:util'
+import { run, startServer } from './lib/children.mjs'
+import { generators, problemsOf } from './lib/load.mjs'
+import { markdownTable, markdownTargets, summarize, targetChecks } from './lib/report.mjs'
+import { HELLO, variants } from './variants.mjs'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const SERVER = fileURLToPath(new URL('server.mjs', import.meta.url))
+const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
+
+const USAGE = `Usage: pnpm bench [options]
+
+  --rounds N         interleaved rounds, each running every variant once (default 5)
+  --duration S       measured seconds per run (default 5)
+  --connections C    concurrent keep-alive connections (default 50)
+  --warmup S         unmeasured seconds of the same load before each run (default 2)
+  --only a,b         only these variants: ${variants.map((v) => v.name).join(', ')}
+  --autocannon       load with autocannon instead of wrk (cross-check)
+  --skip-build       use the packages' existing dist/ instead of building first
+  -h, --help         this text`
+
+function parseOptions(argv) {
+  const { values } = parseArgs({
+    // `pnpm bench -- --rounds 3` passes the `--` along.
+    args: argv[0] === '--' ? argv.slice(1) : argv,
+    options: {
+      rounds: { type: 'string', default: '5' },
+      duration: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '50' },
+      warmup: { type: 'string', default: '2' },
+      only: { type: 'string' },
+      autocannon: { type: 'boolean', default: false },
+      'skip-build': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  const integer = (name, min) => {
+    const n = Number(values[name])
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`)
+    return n
+  }
+  let selected = variants
+  if (values.only !== undefined) {
+    const names = values.only.split(',').map((n) => n.trim())
+    const unknown = names.filter((n) => !variants.some((v) => v.name === n))
+    if (unknown.length > 0) throw new Error(`unknown variant(s) in --only: ${unknown.join(', ')}`)
+    selected = variants.filter((v) => names.includes(v.name))
+  }
+  return {
+    help: values.help,
+    rounds: integer('rounds', 1),
+    duration: integer('duration', 1),
+    connections: integer('connections', 1),
+    warmup: integer('warmup', 0),
+    variants: selected,
+    generator: values.autocannon ? generators.autocannon : generators.wrk,
+    build: !values['skip-build'],
+  }
+}
+
+async function buildPackages() {
+  console.log('Building packages/* (tsup)…')
+  // The root "build" script, minus the shell: run by `sh`, its unquoted
+  // ./packages/** glob expands to the package directories, which pnpm then
+  // takes for the script name.
+  const args = ['-r', '--filter', './packages/**', 'run', 'build']
+  const out = await run('pnpm', args, { cwd: ROOT, timeoutMs: 300_000 })
+  if (out.code !== 0) {
+    throw new Error(`build failed (pnpm ${args.join(' ')}):\n${out.stdout}${out.stderr}`)
+  }
+}
+
+/** The servers import the adapters' dist/ through the workspace links. */
+function checkBuilt() {
+  const missing = ['@aegis/core', '@aegis/express', '@aegis/fastify', '@aegis/koa'].filter((pkg) => {
+    try {
+      return !existsSync(fileURLToPath(import.meta.resolve(pkg)))
+    } catch {
+      return true
+    }
+  })
+  if (missing.length > 0) {
+    throw new Error(
+      `${missing.join(', ')}: no dist/ to benchmark. Build them (run without --skip-build, ` +
+        `or pnpm -r --filter './packages/**' run build) and try again.`,
+    )
+  }
+}
+
+/** The source measured: commit and whether packages/ had uncommitted changes. */
+async function sourceState() {
+  try {
+    const head = await run('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeoutMs: 10_000 })
+    const status = await run('git', ['status', '--porcelain', '--', 'packages'], {
+      cwd: ROOT,
+      timeoutMs: 10_000,
+    })
+    return { commit: head.stdout.trim(), uncommittedInPackages: status.stdout.split('\n').filter(Boolean) }
+  } catch {
+    return undefined // not a git checkout: nothing to record
+  }
+}
+
+/**
+ * One plain request before any load: right answer, and the headers that prove
+ * the stack under test is really mounted.
+ */
+function checkResponse(url, variant) {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: false, timeout: 5_000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => {
+        const problems = []
+        if (res.statusCode !== 200) problems.push(`status ${res.statusCode}`)
+        let json
+        try {
+          json = JSON.parse(body)
+        } catch {
+          json = undefined
+        }
+        if (!isDeepStrictEqual(json, HELLO)) problems.push(`body ${JSON.stringify(body)}`)
+        for (const name of variant.expect) if (res.headers[name] === undefined) problems.push(`no ${name}`)
+        if (problems.length === 0) resolve()
+        else reject(new Error(`GET / check failed: ${problems.join(', ')}`))
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error('GET / check timed out')))
+    req.on('error', reject)
+  })
+}
+
+/** One measured run of one variant, in a server process of its own. */
+async function measure(variant, options) {
+  const { generator, duration, warmup, connections } = options
+  const server = await startServer(SERVER, variant.name)
+  try {
+    const url = `http://127.0.0.1:${server.port}/`
+    await checkResponse(url, variant)
+    if (warmup > 0) {
+      // Lets the JIT settle; a warm-up that fails predicts a failed run.
+      const warm = await generator.run({ url, duration: warmup, connections })
+      const problems = problemsOf(warm)
+      if (problems.length > 0) throw new Error(`warm-up: ${problems.join(', ')}`)
+    }
+    const before = await server.cpuUsage()
+    const load = await generator.run({ url, duration, connections })
+    const after = await server.cpuUsage()
+    const cpu = { userUs: after.user - before.user, systemUs: after.system - before.system }
+    const problems = problemsOf(load)
+    return {
+      ok: problems.length === 0,
+      problems,
+      ...load,
+      cpu,
+      cpuUsPerRequest: (cpu.userUs + cpu.systemUs) / load.requests,
+      ...(problems.length > 0 && { serverLog: server.log() }),
+    }
+  } finally {
+    await server.stop()
+  }
+}
+
+const pad = (s, n) => String(s).padEnd(n)
+
+async function main(options) {
+  const { rounds, duration, warmup, connections, generator } = options
+  const selected = options.variants
+
+  if (generator.check !== undefined) await generator.check()
+  const source = await sourceState() // what the build below sees
+  if (options.build) await buildPackages()
+  checkBuilt()
+
+  const startedAt = new Date()
+  const environment = {
+    node: process.version,
+    platform: `${process.platform} ${release()}`,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    loadavgAtStart: loadavg(),
+  }
+  const minutes = (rounds * selected.length * (warmup + duration + 1)) / 60
+  console.log(
+    `${rounds} rounds × ${selected.length} variants × ${duration} s (+${warmup} s warm-up), ` +
+      `${connections} connections, ${generator.name}; about ${Math.ceil(minutes)} min.\n` +
+      `Node ${environment.node}, ${environment.cpus} CPUs, load average ${environment.loadavgAtStart.map((l) => l.toFixed(2)).join(' ')}`,
+  )
+
+  const width = Math.max(...selected.map((v) => v.name.length))
+  const runs = []
+  for (let round = 1; round <= rounds; round++) {
+    // Start each round one variant later, so no variant always runs first.
+    const order = selected.map((_, i) => selected[(i + round - 1) % selected.length])
+    for (const variant of order) {
+      const result = await measure(variant, options).catch((err) => ({ ok: false, problems: [err.message] }))
+      runs.push({ round, variant: variant.name, ...result })
+      const line = `round ${round}/${rounds}  ${pad(variant.name, width)}  `
+      console.log(
+        result.ok
+          ? `${line}${pad(Math.round(result.reqPerSec).toLocaleString('en-US'), 7)} req/s  ` +
+              `${result.cpuUsPerRequest.toFixed(1)} µs CPU/req  p99 ${result.latencyMs.p99?.toFixed(2)} ms`
+          : `${line}FAILED: ${result.problems.join('; ')}`,
+      )
+    }
+  }
+
+  const summary = summarize(selected, runs)
+  const targets = targetChecks(summary)
+  environment.loadavgAtEnd = loadavg()
+  mkdirSync(RESULTS, { recursive: true })
+  const file = `${RESULTS}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
+  const record = {
+    date: startedAt.toISOString(),
+    command: ['node', 'bench/run.mjs', ...process.argv.slice(2)].join(' '),
+    options: { rounds, duration, warmup, connections, loadGenerator: generator.name, build: options.build },
+    environment,
+    source,
+    variants: selected, // JSON leaves out their `start` functions
+    summary,
+    targets,
+    runs,
+  }
+  writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`)
+
+  console.log(
+    `\n## Medians over ${rounds} rounds (${generator.name}, ${connections} connections, ${duration} s)\n`,
+  )
+  console.log(markdownTable(summary))
+  if (targets.length > 0) console.log(`\n## Targets (Aegis defaults)\n\n${markdownTargets(targets)}`)
+  const failed = runs.filter((r) => !r.ok)
+  for (const r of failed) console.log(`\nFAILED round ${r.round} ${r.variant}: ${r.problems.join('; ')}`)
+  console.log(`\nResults: ${file}`)
+  if (failed.length > 0) process.exitCode = 1
+}
+
+let options
+try {
+  options = parseOptions(process.argv.slice(2))
+} catch (err) {
+  console.error(`bench: ${err.message}\n\n${USAGE}`)
+  process.exit(2)
+}
+if (options.help) console.log(USAGE)
+else {
+  try {
+    await main(options)
+  } catch (err) {
+    console.error(`bench: ${err.message}`)
+    process.exitCode = 1
+  }
+}

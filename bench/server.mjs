@@ -1,0 +1,23 @@
+/**
+ * One measured server: `node server.mjs <variant>`, spawned by run.mjs with an
+ * IPC channel. It listens on 127.0.0.1 on a free port, reports the port, and
+ * answers `cpu` messages with its own process.cpuUsage(). The runner asks only
+ * right before and right after the measured window, so the sampling costs
+ * nothing while the load runs and never goes through the HTTP stack measured.
+ */
+import { variants } from './variants.mjs'
+
+const variant = variants.find((v) => v.name === process.argv[2])
+if (variant === undefined || process.send === undefined) {
+  throw new Error(`usage: run by bench/run.mjs as "server.mjs <variant>"; got ${process.argv[2]}`)
+}
+
+const server = await variant.start()
+
+process.on('message', (message) => {
+  if (message === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() })
+})
+// The runner gone (crashed, killed) means nobody will stop us: leave with it.
+process.on('disconnect', () => process.exit(0))
+
+process.send({ type: 'ready', port: server.address().port })
