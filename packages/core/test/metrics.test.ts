@@ -48,3 +48,50 @@ describe('metrics registry', () => {
     await aegis.close()
   })
 })
+
+describe('request series', () => {
+  it('expose the same text as prom-client Counter and Histogram would', async () => {
+    const { Counter, Histogram } = await import('prom-client')
+    const { createMetrics } = await import('../src/metrics/index.js')
+    const buckets = [0.01, 0.1, 1]
+    const ours = createMetrics({ prefix: 'x_', buckets, maxRoutes: 10, defaultMetrics: false })
+    const reference = new Registry()
+    const labelNames = ['method', 'route', 'status_class'] as const
+    const count = new Counter({
+      name: 'x_http_requests_total',
+      help: 'h',
+      labelNames,
+      registers: [reference],
+    })
+    const hist = new Histogram({
+      name: 'x_http_request_duration_seconds',
+      help: 'h',
+      labelNames,
+      buckets,
+      registers: [reference],
+    })
+    const samples: [string, string, number, number][] = [
+      ['GET', '/a', 200, 0.005],
+      ['GET', '/a', 200, 0.05],
+      ['GET', '/a', 404, 2],
+      ['POST', '/b/:id', 503, 0.1],
+      ['GET', '/a', 200, 0.01],
+    ]
+    for (const [method, route, status, seconds] of samples) {
+      ours.request(method, route, status, seconds)
+      const labels = { method, route, status_class: `${Math.floor(status / 100)}xx` }
+      count.inc(labels)
+      hist.observe(labels, seconds)
+    }
+    const lines = (text: string, name: string) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(name))
+        .map((l) => l.replace(/\{(.*)\}/, (_m, inner: string) => `{${inner.split(',').sort().join(',')}}`))
+        .sort()
+    const a = await ours.registry.metrics()
+    const b = await reference.metrics()
+    for (const name of ['x_http_requests_total', 'x_http_request_duration_seconds'])
+      expect(lines(a, name)).toEqual(lines(b, name))
+  })
+})

@@ -54,14 +54,16 @@ export const headersSchema = z.strictObject({
     .enum(['require-corp', 'credentialless', 'unsafe-none'])
     .or(z.literal(false))
     .default(false),
-  /** `Origin-Agent-Cluster: ?1` */
-  originAgentCluster: z.boolean().default(true),
-  /** `X-DNS-Prefetch-Control: off` */
-  dnsPrefetchControl: z.boolean().default(true),
-  /** `X-Permitted-Cross-Domain-Policies: none` */
-  permittedCrossDomainPolicies: z.boolean().default(true),
-  /** `X-XSS-Protection: 0` (the legacy auditor caused leaks; helmet disables it too). */
-  xssProtection: z.boolean().default(true),
+  // The four below are helmet defaults that protect against little today, so
+  // they are opt-in: every header costs bytes and CPU on every response.
+  /** `Origin-Agent-Cluster: ?1` (browsers now key agent clusters by origin by default). */
+  originAgentCluster: z.boolean().default(false),
+  /** `X-DNS-Prefetch-Control: off` (a privacy hint, not a defence). */
+  dnsPrefetchControl: z.boolean().default(false),
+  /** `X-Permitted-Cross-Domain-Policies: none` (Flash and Acrobat cross-domain files). */
+  permittedCrossDomainPolicies: z.boolean().default(false),
+  /** `X-XSS-Protection: 0` (turns off the XSS auditor that only legacy browsers still have). */
+  xssProtection: z.boolean().default(false),
   /** `Content-Security-Policy`: off by default; a string, or directives. */
   contentSecurityPolicy: z.union([z.literal(false), headerValue, cspDirectives]).default(false),
   /** Report-only CSP, for rolling a policy out. */

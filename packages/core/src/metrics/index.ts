@@ -1,5 +1,6 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { MetricsConfig } from './options.js'
+import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from './series.js'
 
 export { metricsSchema } from './options.js'
 export type { MetricsOptions, MetricsConfig } from './options.js'
@@ -24,9 +25,6 @@ const KNOWN_METHODS = new Set([
 ])
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 
-type Child = { inc(): void }
-type TimerChild = { observe(v: number): void }
-
 /** Every metric Aegis records, defined once. Engines add theirs through `registry`. */
 export interface Metrics {
   readonly registry: Registry
@@ -42,7 +40,7 @@ export interface Metrics {
 
 /**
  * Create the metrics on the configured registry (a private one by default —
- * never prom-client's global registry). Label children are cached per
+ * never prom-client's global registry). Series are found once per
  * method/route/status class, whose cardinality the route learner bounds.
  *
  * @example
@@ -52,34 +50,32 @@ export interface Metrics {
 export function createMetrics(config: MetricsConfig): Metrics {
   const registry = config.registry ?? new Registry()
   const p = config.prefix
-  const requests = new Counter({
-    name: `${p}http_requests_total`,
-    help: 'HTTP requests by method, route template and status class',
-    labelNames: ['method', 'route', 'status_class'] as const,
-    registers: [registry],
-  })
-  const duration = new Histogram({
-    name: `${p}http_request_duration_seconds`,
-    help: 'HTTP request latency by method, route template and status class',
-    labelNames: ['method', 'route', 'status_class'] as const,
-    buckets: config.buckets,
-    registers: [registry],
-  })
-  const rejections = new Counter({
-    name: `${p}rejections_total`,
-    help: 'Requests Aegis answered in place of the app, by reason',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-  })
-  const ours = [`${p}http_requests_total`, `${p}http_request_duration_seconds`, `${p}rejections_total`]
+  const requests = new SeriesCounter(
+    `${p}http_requests_total`,
+    'HTTP requests by method, route template and status class',
+  )
+  const duration = new SeriesHistogram(
+    `${p}http_request_duration_seconds`,
+    'HTTP request latency by method, route template and status class',
+    [...config.buckets].sort((a, b) => a - b),
+  )
+  const rejections = new SeriesCounter(
+    `${p}rejections_total`,
+    'Requests Aegis answered in place of the app, by reason',
+  )
+  const ours: string[] = []
+  for (const metric of [requests, duration, rejections]) {
+    registry.registerMetric(metric as unknown as Metric)
+    ours.push(metric.name)
+  }
+  // One lookup per request: the request's counter and histogram series together.
+  const requestSeries = new Map<string, { count: CounterSeries; latency: HistogramSeries }>()
+  const rejectionSeries = new Map<string, CounterSeries>()
   if (config.defaultMetrics) {
     const before = new Set(registry.getMetricsAsArray().map((m) => m.name))
     collectDefaultMetrics({ register: registry, prefix: p })
     for (const m of registry.getMetricsAsArray()) if (!before.has(m.name)) ours.push(m.name)
   }
-
-  const children = new Map<string, { count: Child; latency: TimerChild }>()
-  const rejectionChildren = new Map<string, Child>()
 
   return {
     registry,
@@ -88,22 +84,22 @@ export function createMetrics(config: MetricsConfig): Metrics {
       const m = KNOWN_METHODS.has(method) ? method : 'OTHER'
       const cls = STATUS_CLASS[Math.floor(status / 100)] ?? 'other'
       const key = `${m} ${cls} ${route}`
-      let child = children.get(key)
-      if (child === undefined) {
+      let s = requestSeries.get(key)
+      if (s === undefined) {
         const labels = { method: m, route, status_class: cls }
-        child = { count: requests.labels(labels), latency: duration.labels(labels) }
-        children.set(key, child)
+        s = { count: requests.seriesFor(key, labels), latency: duration.seriesFor(key, labels) }
+        requestSeries.set(key, s)
       }
-      child.count.inc()
-      child.latency.observe(seconds)
+      s.count.value++
+      duration.observe(s.latency, seconds)
     },
     rejection(reason) {
-      let child = rejectionChildren.get(reason)
-      if (child === undefined) {
-        child = rejections.labels({ reason })
-        rejectionChildren.set(reason, child)
+      let s = rejectionSeries.get(reason)
+      if (s === undefined) {
+        s = rejections.seriesFor(reason, { reason })
+        rejectionSeries.set(reason, s)
       }
-      child.inc()
+      s.value++
     },
     async scrape() {
       return { contentType: registry.contentType, body: await registry.metrics() }
@@ -111,8 +107,11 @@ export function createMetrics(config: MetricsConfig): Metrics {
     close() {
       // Leave a user-supplied registry usable but free of our metrics.
       for (const name of ours) registry.removeSingleMetric(name)
-      children.clear()
-      rejectionChildren.clear()
+      requests.reset()
+      duration.reset()
+      rejections.reset()
+      requestSeries.clear()
+      rejectionSeries.clear()
     },
   }
 }

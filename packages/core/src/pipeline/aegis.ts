@@ -4,6 +4,7 @@ import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
 import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
 import { securityHeaders } from '../headers/index.js'
+import { createHeaderWriter } from '../headers/write.js'
 import {
   AEGIS_ROUTE,
   createMetrics,
@@ -104,7 +105,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   })
   const validator = config.validator === false ? undefined : createValidator(config.validator)
   const security: HeaderList = config.headers === false ? [] : securityHeaders(config.headers)
-  const removePoweredBy = config.headers !== false && config.headers.removePoweredBy
+  const writeHeaders = createHeaderWriter(
+    config.headers !== false && config.headers.removePoweredBy ? 'x-powered-by' : undefined,
+  )
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
@@ -142,8 +145,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (existing !== undefined) return existing
     const startedAt = process.hrtime.bigint()
 
-    const server = (req.socket as { server?: HttpServer } | null)?.server
-    if (server !== undefined && !checkedServers.has(server)) {
+    const server = (req.socket as { server?: HttpServer | null } | null)?.server
+    if (server != null && !checkedServers.has(server)) {
       checkedServers.add(server)
       checkServer(server, warn)
     }
@@ -244,12 +247,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     config,
     admit,
     stateOf: (req) => (req as WithState)[kState],
-    applyHeaders(res, state) {
-      if (removePoweredBy) res.removeHeader('x-powered-by')
-      for (const [name, value] of state.headers) res.setHeader(name, value)
-    },
+    applyHeaders: (res, state) => writeHeaders(res, state.headers),
     track(req, res) {
-      if ((req as WithState)[kState] !== undefined) res.once('close', onResponseClose)
+      if ((req as WithState)[kState] !== undefined) res.on('close', onResponseClose) // emitted once per response
     },
     observe,
     routeValidator: createRouteValidator,
