@@ -18,6 +18,33 @@ interface Snapshot {
   values: { metricName?: string; labels: Record<string, string | number>; value: number }[]
 }
 
+/** Series by key, each created once with its labels. */
+abstract class SeriesMetric<S extends { readonly labels: Labels }> {
+  readonly aggregator = 'sum' as const
+  protected readonly series = new Map<string, S>()
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  protected abstract create(labels: Labels): S
+
+  /** The series for these labels, created once; keep it to update cheaply. */
+  seriesFor(key: string, labels: Labels): S {
+    let s = this.series.get(key)
+    if (s === undefined) {
+      s = this.create(labels)
+      this.series.set(key, s)
+    }
+    return s
+  }
+
+  reset(): void {
+    this.series.clear()
+  }
+}
+
 export interface HistogramSeries {
   readonly labels: Labels
   /** Observations per bucket, not cumulative; the last slot is +Inf. */
@@ -27,25 +54,19 @@ export interface HistogramSeries {
 }
 
 /** A labelled histogram whose series are updated without hashing. */
-export class SeriesHistogram {
+export class SeriesHistogram extends SeriesMetric<HistogramSeries> {
   readonly type = 'histogram' as const
-  readonly aggregator = 'sum' as const
-  private readonly series = new Map<string, HistogramSeries>()
 
   constructor(
-    readonly name: string,
-    readonly help: string,
+    name: string,
+    help: string,
     private readonly buckets: readonly number[],
-  ) {}
+  ) {
+    super(name, help)
+  }
 
-  /** The series for these labels, created once; keep it to observe cheaply. */
-  seriesFor(key: string, labels: Labels): HistogramSeries {
-    let s = this.series.get(key)
-    if (s === undefined) {
-      s = { labels, counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 }
-      this.series.set(key, s)
-    }
-    return s
+  protected create(labels: Labels): HistogramSeries {
+    return { labels, counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 }
   }
 
   observe(s: HistogramSeries, value: number): void {
@@ -59,25 +80,22 @@ export class SeriesHistogram {
 
   get(): Snapshot {
     const values: Snapshot['values'] = []
+    const bucket = `${this.name}_bucket`
     for (const s of this.series.values()) {
       let cumulative = 0
       for (let i = 0; i < this.buckets.length; i++) {
         cumulative += s.counts[i] as number
         values.push({
-          metricName: `${this.name}_bucket`,
+          metricName: bucket,
           labels: { le: this.buckets[i] as number, ...s.labels },
           value: cumulative,
         })
       }
-      values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', ...s.labels }, value: s.count })
+      values.push({ metricName: bucket, labels: { le: '+Inf', ...s.labels }, value: s.count })
       values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum })
       values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count })
     }
-    return { name: this.name, help: this.help, type: 'histogram', aggregator: this.aggregator, values }
-  }
-
-  reset(): void {
-    this.series.clear()
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 }
 
@@ -87,32 +105,16 @@ export interface CounterSeries {
 }
 
 /** A labelled counter whose series are updated without hashing. */
-export class SeriesCounter {
+export class SeriesCounter extends SeriesMetric<CounterSeries> {
   readonly type = 'counter' as const
-  readonly aggregator = 'sum' as const
-  private readonly series = new Map<string, CounterSeries>()
 
-  constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {}
-
-  seriesFor(key: string, labels: Labels): CounterSeries {
-    let s = this.series.get(key)
-    if (s === undefined) {
-      s = { labels, value: 0 }
-      this.series.set(key, s)
-    }
-    return s
+  protected create(labels: Labels): CounterSeries {
+    return { labels, value: 0 }
   }
 
   get(): Snapshot {
     const values: Snapshot['values'] = []
     for (const s of this.series.values()) values.push({ labels: s.labels, value: s.value })
-    return { name: this.name, help: this.help, type: 'counter', aggregator: this.aggregator, values }
-  }
-
-  reset(): void {
-    this.series.clear()
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 }

@@ -121,6 +121,19 @@ export function createValidator(config: ValidatorConfig): Validator {
     }),
   }
 
+  // A server sees few distinct Host values; parsing one costs ~0.4 µs, a lookup
+  // ~30 ns. Bounded: cleared when full, so random Host headers cannot grow it.
+  const hostMemo = new Map<string, string | null>()
+  const normalizedHost = (authority: string): string | undefined => {
+    let n = hostMemo.get(authority)
+    if (n === undefined) {
+      n = normalizeHost(authority) ?? null
+      if (hostMemo.size >= 1024) hostMemo.clear()
+      hostMemo.set(authority, n)
+    }
+    return n ?? undefined
+  }
+
   function inspect(req: IncomingMessage, shape: RequestShape): Rejection | undefined {
     if (!methods.has(req.method ?? '')) return r.method
 
@@ -188,7 +201,7 @@ export function createValidator(config: ValidatorConfig): Validator {
       }
     }
     if (authority !== undefined) {
-      const normalized = normalizeHost(authority)
+      const normalized = normalizedHost(authority)
       if (normalized === undefined) return r.host
       if (hostAllowed !== undefined && !hostAllowed(normalized)) return r.hostNotAllowed
     } else if (hostAllowed !== undefined || req.httpVersionMinor >= 1) {

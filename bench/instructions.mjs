@@ -1,0 +1,98 @@
+/**
+ * Instructions per request (`pnpm bench:instructions`): a deterministic
+ * cross-check of the CPU figures of `pnpm bench`. On a shared 2-core VM the
+ * CPU time per request of the wrk runs moves by tens of microseconds from run
+ * to run; instruction counts do not. Each variant's server runs under
+ * valgrind's callgrind twice, serving N1 and then N2 requests (keep-alive, 4
+ * connections, sequential per connection); (I2 − I1) / (N2 − N1) is the cost
+ * of one request with start-up and shutdown cancelled out.
+ */
+import { spawn } from 'node:child_process'
+import { Agent, get } from 'node:http'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { variants } from './variants.mjs'
+
+const SERVER = fileURLToPath(new URL('instructions-server.mjs', import.meta.url))
+const { values } = parseArgs({
+  args: process.argv.slice(2).filter((a) => a !== '--'),
+  options: {
+    only: { type: 'string' },
+    small: { type: 'string', default: '200' },
+    large: { type: 'string', default: '1200' },
+  },
+})
+const selected = values.only ? variants.filter((v) => values.only.split(',').includes(v.name)) : variants
+const [small, large] = [Number(values.small), Number(values.large)]
+
+/** Run one server under callgrind for `n` requests; resolve with the instructions it executed. */
+function count(variant, n) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'valgrind',
+      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, SERVER, variant, String(n)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const deadline = setTimeout(() => child.kill('SIGKILL'), 600_000)
+    let stderr = ''
+    let stdout = ''
+    child.stderr.on('data', (d) => (stderr += d))
+    child.stdout.on('data', (d) => {
+      stdout += d
+      const m = /port (\d+)/.exec(stdout)
+      if (m && !child.loading) {
+        child.loading = true
+        load(Number(m[1]), n).catch(reject)
+      }
+    })
+    child.once('error', reject)
+    child.once('exit', (code) => {
+      clearTimeout(deadline)
+      const m = /Collected : (\d+)/.exec(stderr)
+      if (code !== 0 || !m)
+        reject(new Error(`${variant} (${n} requests) failed: exit ${code}\n${stderr.slice(-2000)}`))
+      else resolve(Number(m[1]))
+    })
+  })
+}
+
+/** `n` GET / over 4 keep-alive connections, each request after the previous answer. */
+async function load(port, n) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 4 })
+  let sent = 0
+  const worker = async () => {
+    while (sent < n) {
+      sent++
+      await new Promise((resolve, reject) => {
+        get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
+          res.resume()
+          res.once('end', resolve)
+        }).once('error', reject)
+      })
+    }
+  }
+  await Promise.all([worker(), worker(), worker(), worker()])
+  agent.destroy()
+}
+
+const results = []
+for (const v of selected) {
+  const a = await count(v.name, small)
+  const b = await count(v.name, large)
+  const perRequest = (b - a) / (large - small)
+  results.push({ name: v.name, label: v.label, framework: v.framework, stack: v.stack, perRequest })
+  console.log(
+    `${v.name.padEnd(16)} ${Math.round(perRequest).toLocaleString('en-US').padStart(10)} instructions/request`,
+  )
+}
+
+console.log('\n| Variant | instructions / request | added vs bare |\n| --- | ---: | ---: |')
+for (const r of results) {
+  const bare = results.find((x) => x.framework === r.framework && x.stack === 'bare')
+  const added =
+    r.stack === 'bare' || !bare
+      ? '—'
+      : `${r.perRequest > bare.perRequest ? '+' : ''}${Math.round(r.perRequest - bare.perRequest).toLocaleString('en-US')}`
+  console.log(`| ${r.label} | ${Math.round(r.perRequest).toLocaleString('en-US')} | ${added} |`)
+}
