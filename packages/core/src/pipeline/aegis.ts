@@ -140,10 +140,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     writeRawRejection(res, rejection, state?.headers ?? security)
   }
 
+  // Filled in by the validator; admission is synchronous, so one object serves
+  // every request (no allocation on the hot path).
+  const shape: RequestShape = { chunked: false }
+
   function admit(req: IncomingMessage): AegisRequestState {
     const existing = (req as WithState)[kState]
     if (existing !== undefined) return existing
-    const startedAt = process.hrtime.bigint()
+    const startedAt = performance.now()
 
     const server = (req.socket as { server?: HttpServer | null } | null)?.server
     if (server != null && !checkedServers.has(server)) {
@@ -156,7 +160,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     let rejection: Rejection | undefined
     let headers = security
     if (!skipped) {
-      const shape: RequestShape = { chunked: false }
+      shape.chunked = false
       rejection = validator?.inspect(req, shape)
       if (rejection === undefined && cors !== undefined) {
         const verdict = cors.evaluate(req)
@@ -175,7 +179,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     }
     if (draining) headers = [...headers, ...closeHeader]
     if (serverTiming) {
-      const ms = Number(process.hrtime.bigint() - startedAt) / 1e6
+      const ms = performance.now() - startedAt
       headers = [...headers, ['server-timing', `aegis;dur=${ms.toFixed(3)};desc="Aegis guards"`]]
     }
     const state: State = {
@@ -196,7 +200,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const state = (req as WithState)[kState]
     if (state === undefined) return
     const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
-    const seconds = Number(process.hrtime.bigint() - state.startedAt) / 1e9
+    const seconds = (performance.now() - state.startedAt) / 1e3
     // Requests Aegis answered itself never reached a router: one label for them all.
     let route = state.rejection === undefined ? (state.route ?? routeOf?.(req)) : AEGIS_ROUTE
     if (route === undefined) route = status === 404 ? UNMATCHED_ROUTE : learner.template(req.url ?? '/')

@@ -38,8 +38,8 @@ export interface AegisRequestState {
   readonly rejection: Rejection | undefined
   /** True when `skip(req)` took this request out of the guards (headers and metrics still apply). */
   readonly skipped: boolean
-  /** `process.hrtime.bigint()` at admission. */
-  readonly startedAt: bigint
+  /** `performance.now()` at admission (milliseconds, monotonic). */
+  readonly startedAt: number
   /** Route template, once known (the framework's matched route, or a learned template). */
   route: string | undefined
   /** Body size limit in force for this request, in bytes. */
