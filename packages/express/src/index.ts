@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   createAegis,
+  templatize,
   type Aegis,
   type AegisOptions,
   type AegisRequestState,
@@ -37,8 +38,12 @@ const send = (res: Response, r: Rejection): void => {
 }
 
 // Express knows the route only after routing; read it when the response ends.
+// `req.baseUrl` is the concrete mount path (a `/t/:tenant` mount gives `/t/acme`):
+// template it like a raw path; core bounds the label set either way.
 const routeOf = (req: Request): string | undefined =>
-  req.route === undefined ? undefined : `${req.baseUrl}${(req.route as { path: string }).path}`
+  req.route === undefined
+    ? undefined
+    : `${req.baseUrl === '' ? '' : templatize(req.baseUrl)}${(req.route as { path: string }).path}`
 
 /**
  * Aegis for Express 5.

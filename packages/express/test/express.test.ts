@@ -47,6 +47,28 @@ describe('@aegis/express', () => {
     await shield.close()
   })
 
+  it('keeps route labels bounded when a mount path carries values', async () => {
+    const app = express()
+    const shield = aegis({ metrics: { maxRoutes: 5 } })
+    const tenant = express.Router({ mergeParams: true })
+    tenant.get('/items/:id', (_req, res) => res.send('item'))
+    app.use(shield)
+    app.use('/t/:tenant', tenant)
+    app.get('/metrics', shield.metrics)
+    const { url, server } = await start(app)
+    shield.attach(server)
+    await fetch(`${url}/t/42/items/1`)
+    for (let i = 0; i < 20; i++) await fetch(`${url}/t/tenant${'x'.repeat(i)}/items/1`)
+    const text = await (await fetch(`${url}/metrics`)).text()
+    const routes = new Set(
+      [...text.matchAll(/aegis_http_requests_total\{[^}]*route="([^"]*)"/g)].map((m) => m[1]),
+    )
+    expect(routes.has('/t/:id/items/:id')).toBe(true)
+    expect(routes.has('(other)')).toBe(true)
+    expect(routes.size).toBeLessThanOrEqual(6)
+    await shield.close()
+  })
+
   it('throws AegisConfigError for bad options at construction', () => {
     expect(() => aegis({ validator: { maxHeaders: 0 } })).toThrow(/validator\.maxHeaders/)
   })

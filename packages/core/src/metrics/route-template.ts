@@ -30,30 +30,38 @@ export const UNMATCHED_ROUTE = '(unmatched)'
 export const AEGIS_ROUTE = '(aegis)'
 
 /**
- * Route templates for requests the framework did not match to a route. Keeps at
- * most `max` templates; a path whose template is not known once the set is full
- * is labelled `(other)`, so random URLs cannot grow the label set.
+ * The bounded set of route labels. `template` learns one from a raw path;
+ * `bound` admits a label a framework reported (a matched pattern — but a mount
+ * prefix may carry concrete values, e.g. Express' `req.baseUrl`). Past `max`
+ * labels, new ones fold into `(other)`, so no source can grow the label set.
  *
  * @example
  * const learner = createRouteLearner(500)
  * learner.template('/users/42') // '/users/:id'
+ * learner.bound('/users/:id')   // '/users/:id'
  */
-export function createRouteLearner(max: number): { template(path: string): string } {
+export function createRouteLearner(max: number): {
+  template(path: string): string
+  bound(label: string): string
+} {
   const known = new Set<string>()
   // Raw path → template, for the hot path; bounded, misses just recompute.
   const memo = new LRUCache<string, string>({ max: 4096 })
+  const bound = (label: string): string => {
+    if (known.has(label)) return label
+    if (known.size >= max) return OTHER_ROUTE
+    known.add(label)
+    return label
+  }
   return {
     template(path) {
       let t = memo.get(path)
       if (t === undefined) {
-        t = templatize(path)
-        if (!known.has(t)) {
-          if (known.size >= max) t = OTHER_ROUTE
-          else known.add(t)
-        }
+        t = bound(templatize(path))
         memo.set(path, t)
       }
       return t
     },
+    bound,
   }
 }

@@ -202,8 +202,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
     const seconds = (performance.now() - state.startedAt) / 1e3
     // Requests Aegis answered itself never reached a router: one label for them all.
-    let route = state.rejection === undefined ? (state.route ?? routeOf?.(req)) : AEGIS_ROUTE
-    if (route === undefined) route = status === 404 ? UNMATCHED_ROUTE : learner.template(req.url ?? '/')
+    let route: string
+    if (state.rejection !== undefined) route = AEGIS_ROUTE
+    else {
+      const matched = state.route ?? routeOf?.(req)
+      if (matched !== undefined) route = learner.bound(matched)
+      else route = status === 404 ? UNMATCHED_ROUTE : learner.template(req.url ?? '/')
+    }
     state.route = route
     metrics?.request(req.method ?? 'OTHER', route, status, seconds)
     if (accessLog && logger !== undefined) {
