@@ -87,7 +87,7 @@ export function createMetrics(config: MetricsConfig): Metrics {
       let s = requestSeries.get(key)
       if (s === undefined) {
         const labels = { method: m, route, status_class: cls }
-        s = { count: requests.seriesFor(key, labels), latency: duration.seriesFor(key, labels) }
+        s = { count: requests.add(labels), latency: duration.add(labels) }
         requestSeries.set(key, s)
       }
       s.count.value++
@@ -96,7 +96,7 @@ export function createMetrics(config: MetricsConfig): Metrics {
     rejection(reason) {
       let s = rejectionSeries.get(reason)
       if (s === undefined) {
-        s = rejections.seriesFor(reason, { reason })
+        s = rejections.add({ reason })
         rejectionSeries.set(reason, s)
       }
       s.value++

@@ -18,10 +18,13 @@ interface Snapshot {
   values: { metricName?: string; labels: Record<string, string | number>; value: number }[]
 }
 
-/** Series by key, each created once with its labels. */
+/**
+ * A metric's series, in creation order. The caller finds a series by its own key
+ * (once per label set) and keeps it; this only holds them for the scrape.
+ */
 abstract class SeriesMetric<S extends { readonly labels: Labels }> {
   readonly aggregator = 'sum' as const
-  protected readonly series = new Map<string, S>()
+  protected readonly series: S[] = []
 
   constructor(
     readonly name: string,
@@ -30,18 +33,15 @@ abstract class SeriesMetric<S extends { readonly labels: Labels }> {
 
   protected abstract create(labels: Labels): S
 
-  /** The series for these labels, created once; keep it to update cheaply. */
-  seriesFor(key: string, labels: Labels): S {
-    let s = this.series.get(key)
-    if (s === undefined) {
-      s = this.create(labels)
-      this.series.set(key, s)
-    }
+  /** A new series for these labels; call once per label set and keep it. */
+  add(labels: Labels): S {
+    const s = this.create(labels)
+    this.series.push(s)
     return s
   }
 
   reset(): void {
-    this.series.clear()
+    this.series.length = 0
   }
 }
 
@@ -81,7 +81,7 @@ export class SeriesHistogram extends SeriesMetric<HistogramSeries> {
   get(): Snapshot {
     const values: Snapshot['values'] = []
     const bucket = `${this.name}_bucket`
-    for (const s of this.series.values()) {
+    for (const s of this.series) {
       let cumulative = 0
       for (let i = 0; i < this.buckets.length; i++) {
         cumulative += s.counts[i] as number
@@ -114,7 +114,7 @@ export class SeriesCounter extends SeriesMetric<CounterSeries> {
 
   get(): Snapshot {
     const values: Snapshot['values'] = []
-    for (const s of this.series.values()) values.push({ labels: s.labels, value: s.value })
+    for (const s of this.series) values.push({ labels: s.labels, value: s.value })
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 }

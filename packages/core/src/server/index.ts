@@ -31,18 +31,18 @@ export function checkServer(server: HttpServer, warn: Warn): void {
     )
 }
 
+// Process-wide flags do not change after start-up.
+const LENIENT_PROCESS =
+  process.execArgv.includes('--insecure-http-parser') ||
+  (process.env.NODE_OPTIONS ?? '').split(/\s+/).includes('--insecure-http-parser')
+
 /**
  * Lenient parsing (`insecureHTTPParser`, `--insecure-http-parser`) lets through
  * exactly the framing ambiguities request smuggling is made of; the hardening
  * checks assume Node's strict parser in front of them.
  */
 export function usesLenientParser(server: HttpServer): boolean {
-  const flag = '--insecure-http-parser'
-  return (
-    (server as { insecureHTTPParser?: boolean }).insecureHTTPParser === true ||
-    process.execArgv.includes(flag) ||
-    (process.env.NODE_OPTIONS ?? '').split(/\s+/).includes(flag)
-  )
+  return (server as { insecureHTTPParser?: boolean }).insecureHTTPParser === true || LENIENT_PROCESS
 }
 
 export function assertStrictParser(server: HttpServer): void {

@@ -142,21 +142,30 @@ export function createValidator(config: ValidatorConfig): Validator {
     let host: string | undefined
     let hosts = 0
     let contentLengths = 0
+    let contentLength: string | undefined
     let transferEncoding: string | undefined
     let transferEncodings = 0
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string
       const value = raw[i + 1] as string
       if (value.length > maxHeaderBytes) return r.headerSize
-      // Compare lower-cased names only when the length can match (hot path).
+      // Compare names only when the length can match, and lower-case (allocate)
+      // only for unusual spellings (hot path).
       const len = name.length
       if (len === 4) {
-        if (name.toLowerCase() === 'host') {
+        if (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') {
           hosts++
           host = value
         }
       } else if (len === 14) {
-        if (name.toLowerCase() === 'content-length') contentLengths++
+        if (
+          name === 'Content-Length' ||
+          name === 'content-length' ||
+          name.toLowerCase() === 'content-length'
+        ) {
+          contentLengths++
+          contentLength = value
+        }
       } else if (len === 17) {
         if (name.toLowerCase() === 'transfer-encoding') {
           transferEncodings++
@@ -215,8 +224,7 @@ export function createValidator(config: ValidatorConfig): Validator {
     if (verdict === 'control') return r.badPath
     if (verdict === 'traversal' && config.traversal) return r.traversal
 
-    const cl = req.headers['content-length']
-    if (cl !== undefined && Number(cl) > maxBodyBytes) return r.bodySize
+    if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) return r.bodySize
     return undefined
   }
 
