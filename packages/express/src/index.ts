@@ -43,7 +43,8 @@ const send = (res: Response, r: Rejection): void => {
 const routeOf = (req: Request): string | undefined =>
   req.route === undefined
     ? undefined
-    : `${req.baseUrl === '' ? '' : templatize(req.baseUrl)}${(req.route as { path: string }).path}`
+    : // After the final handler has run (an error), Express leaves `baseUrl` unset.
+      `${req.baseUrl ? templatize(req.baseUrl) : ''}${(req.route as { path: string }).path}`
 
 /**
  * Aegis for Express 5.

@@ -17,6 +17,9 @@ describe('@aegis/express', () => {
     app.use(shield)
     app.get('/metrics', shield.metrics)
     app.get('/things/:id', (_req, res) => res.send('thing'))
+    app.get('/boom', () => {
+      throw new Error('boom')
+    })
     const { url, server } = await start(app)
     shield.attach(server)
     expect((await fetch(`${url}/things/7`)).headers.get('x-powered-by')).toBeNull()
@@ -24,6 +27,11 @@ describe('@aegis/express', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
     expect(await res.text()).toMatch(
       /aegis_http_requests_total\{method="GET",route="\/things\/:id",status_class="2xx"\} 1/,
+    )
+    // A handler that throws: Express has left `baseUrl` unset by the time the response ends.
+    expect((await fetch(`${url}/boom`)).status).toBe(500)
+    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(
+      /aegis_http_requests_total\{method="GET",route="\/boom",status_class="5xx"\} 1/,
     )
     await shield.close()
   })
