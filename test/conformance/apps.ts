@@ -51,6 +51,8 @@ export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
   const shield = expressAegis({ metrics: { path: '/metrics' }, ...options })
   app.use(shield)
   app.get('/', (_req, res) => res.json({ ok: true }))
+  app.post('/login', (_req, res) => res.json({ ok: true }))
+  app.get('/health', (_req, res) => res.send('ok'))
   app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
   app.get('/boom', () => {
     throw new Error('boom')
@@ -81,6 +83,7 @@ export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
   const app = Fastify({ requestTimeout: 30_000 })
   await app.register(fastifyAegis, { metrics: { path: '/metrics' }, ...options })
   app.get('/', () => ({ ok: true }))
+  app.post('/login', () => ({ ok: true }))
   app.get<{ Params: { id: string } }>('/users/:id', (req) => ({
     id: req.params.id,
     client: req.aegis?.client.ip,
@@ -118,6 +121,12 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   app.use(shield)
   router.get('/', (ctx) => {
     ctx.body = { ok: true }
+  })
+  router.post('/login', (ctx) => {
+    ctx.body = { ok: true }
+  })
+  router.get('/health', (ctx) => {
+    ctx.body = 'ok'
   })
   router.get('/users/:id', (ctx) => {
     ctx.body = { id: ctx.params.id, client: ctx.state.aegis?.client.ip }

@@ -41,3 +41,15 @@ export type { CorsOptions, OriginFunction } from './cors/index.js'
 export { createMetrics, createRouteLearner, templatize } from './metrics/index.js'
 export type { Metrics, MetricsOptions } from './metrics/index.js'
 export type { HttpServer } from './server/index.js'
+export { createLimiter } from './limiter/index.js'
+export type {
+  Limiter,
+  LimiterOptions,
+  LimitResult,
+  LimitStatus,
+  PolicyOptions,
+  KeyFunction,
+  CostFunction,
+} from './limiter/index.js'
+export { connectStore } from './store/index.js'
+export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'

@@ -2,7 +2,7 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createAegis, type Aegis } from '../src/index.js'
+import { createAegis, type Aegis, type AegisRequestState } from '../src/index.js'
 
 /** A plain node:http server: the pipeline without any framework. */
 async function serve(
@@ -10,7 +10,9 @@ async function serve(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    const state = aegis.admit(req)
+    // The memory store decides synchronously. That matters here: the parser pushes
+    // the body right after this handler returns, and the handler may change the limit.
+    const state = aegis.admit(req) as AegisRequestState
     aegis.applyHeaders(res, state)
     if (state.rejection) {
       res.writeHead(state.rejection.status, state.rejection.headers).end(state.rejection.body)

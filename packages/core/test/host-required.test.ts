@@ -2,14 +2,14 @@ import { createServer } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { createAegis } from '../src/index.js'
+import { createAegis, type AegisRequestState } from '../src/index.js'
 import { rawRequest } from '../../../test/helpers/raw-http.js'
 
 describe('Host is required on HTTP/1.1 (RFC 9112 §3.2)', () => {
   it('answers 400 itself even when the server does not require it', async () => {
     const aegis = createAegis()
     const server = createServer({ requireHostHeader: false }, (req, res) => {
-      const { rejection } = aegis.admit(req)
+      const { rejection } = aegis.admit(req) as AegisRequestState // memory store: synchronous
       if (rejection)
         res
           .writeHead(rejection.status, {

@@ -6,6 +6,7 @@ import {
   type AegisOptions,
   type AegisRequestState,
   type HttpServer,
+  type Limiter,
   type Rejection,
   type RouteSchemas,
 } from '@aegis/core'
@@ -28,6 +29,8 @@ export interface AegisMiddleware extends RequestHandler {
   readonly metrics: RequestHandler
   /** Per-route zod validation, placed after the body parser. */
   validate(schemas: RouteSchemas): RequestHandler
+  /** The rate limiter: `penalty(req, points)`, `reward`, `get(key)`, `reset(key)`. */
+  readonly limiter: Limiter | undefined
   /** Warn about missing server timeouts, answer parser errors, drain on close. */
   attach(server: HttpServer): void
   close(): Promise<void>
@@ -59,20 +62,26 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
   const core = createAegis(options, { routeOf: routeOf as (req: unknown) => string | undefined })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
-  const middleware = function aegis(req: Request, res: Response, next: NextFunction): void {
-    if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
-    const state = core.admit(req)
+  const proceed = (req: Request, res: Response, next: NextFunction, state: AegisRequestState): void => {
     req.aegis = state
-    core.track(req, res)
     core.applyHeaders(res, state)
     if (state.rejection !== undefined) return send(res, state.rejection)
     if (metricsPath !== undefined && req.path === metricsPath && req.method === 'GET')
       return core.metricsHandler(req, res)
     next()
+  }
+
+  const middleware = function aegis(req: Request, res: Response, next: NextFunction): void {
+    if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
+    const admitted = core.admit(req)
+    core.track(req, res)
+    if (admitted instanceof Promise) admitted.then((state) => proceed(req, res, next, state), next)
+    else proceed(req, res, next, admitted)
   } as AegisMiddleware
 
   return Object.assign(middleware, {
     core,
+    limiter: core.limiter,
     metrics: ((req, res) => core.metricsHandler(req, res)) as RequestHandler,
     validate(schemas: RouteSchemas): RequestHandler {
       const check = core.routeValidator(schemas)

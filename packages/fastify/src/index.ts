@@ -59,15 +59,25 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
   )
   app.decorateRequest('aegis', undefined)
 
-  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done) => {
-    if (request.routeOptions.config.aegis === false) return done()
-    const state = core.admit(request.raw)
+  const proceed = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    done: (err?: Error) => void,
+    state: AegisRequestState,
+  ): void => {
     request.aegis = state
     if (request.routeOptions.url !== undefined) state.route = request.routeOptions.url
-    core.track(request.raw, reply.raw)
     core.applyHeaders(reply.raw, state)
     if (state.rejection !== undefined) return void send(reply, state.rejection)
     done()
+  }
+
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done) => {
+    if (request.routeOptions.config.aegis === false) return done()
+    const admitted = core.admit(request.raw)
+    core.track(request.raw, reply.raw)
+    if (admitted instanceof Promise) admitted.then((state) => proceed(request, reply, done, state), done)
+    else proceed(request, reply, done, admitted)
   })
 
   if (metricsPath !== undefined) {

@@ -5,6 +5,7 @@ import {
   type AegisOptions,
   type AegisRequestState,
   type HttpServer,
+  type Limiter,
   type Rejection,
   type RouteSchemas,
 } from '@aegis/core'
@@ -21,6 +22,8 @@ export interface AegisKoaMiddleware extends Middleware {
   readonly core: Aegis
   /** Serves the Prometheus text format as a Koa middleware. */
   readonly metrics: Middleware
+  /** The rate limiter: `penalty(req, points)`, `reward`, `get(key)`, `reset(key)`. */
+  readonly limiter: Limiter | undefined
   /** Per-route zod validation, placed after the body parser and router. */
   validate(schemas: RouteSchemas): Middleware
   attach(server: HttpServer): void
@@ -56,9 +59,10 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
 
   const middleware = async function aegis(ctx: Context, next: Next): Promise<void> {
     if (core.stateOf(ctx.req) !== undefined) return void (await next()) // admitted once, however mounted
-    const state = core.admit(ctx.req)
-    ctx.state.aegis = state
+    const admitted = core.admit(ctx.req)
     core.track(ctx.req, ctx.res)
+    const state = admitted instanceof Promise ? await admitted : admitted
+    ctx.state.aegis = state
     core.applyHeaders(ctx.res, state)
     if (state.rejection !== undefined) return send(ctx, state.rejection)
     if (metricsPath !== undefined && ctx.path === metricsPath && ctx.method === 'GET')
@@ -81,6 +85,7 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
 
   return Object.assign(middleware, {
     core,
+    limiter: core.limiter,
     metrics: ((ctx: Context) => serveMetrics(core, ctx)) as Middleware,
     validate(schemas: RouteSchemas): Middleware {
       const check = core.routeValidator(schemas)

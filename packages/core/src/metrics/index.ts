@@ -25,6 +25,8 @@ const KNOWN_METHODS = new Set([
 ])
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 
+export type LimiterOutcome = 'allowed' | 'limited' | 'blocked' | 'observed'
+
 /** Every metric Aegis records, defined once. Engines add theirs through `registry`. */
 export interface Metrics {
   readonly registry: Registry
@@ -33,6 +35,16 @@ export interface Metrics {
   request(method: string, route: string, status: number, seconds: number): void
   /** Count a rejection by reason. */
   rejection(reason: string): void
+  /** A limiter decision for one policy: allowed, limited, blocked (banned), observed (would be limited). */
+  limiterDecision(policy: string, outcome: LimiterOutcome): void
+  /** A failed shared-store command, by reason (timeout, connection, error). */
+  storeError(reason: string): void
+  /** A decision the in-memory insurance made because the shared store was down. */
+  insurance(policy: string): void
+  /** Whether the shared store is usable (1) or not (0). */
+  storeUp(up: boolean): void
+  /** The adaptive concurrency limit in force. */
+  adaptiveLimit(limit: number): void
   /** The exposition text and its content type. */
   scrape(): Promise<{ contentType: string; body: string }>
   close(): void
@@ -63,14 +75,60 @@ export function createMetrics(config: MetricsConfig): Metrics {
     `${p}rejections_total`,
     'Requests Aegis answered in place of the app, by reason',
   )
+  const decisions = new SeriesCounter(
+    `${p}limiter_decisions_total`,
+    'Rate-limit decisions by policy and outcome (allowed, limited, blocked, observed)',
+  )
+  const storeErrors = new SeriesCounter(
+    `${p}store_errors_total`,
+    'Failed or timed-out shared-store (Redis) commands, by reason',
+  )
+  const insurance = new SeriesCounter(
+    `${p}limiter_insurance_total`,
+    'Rate-limit decisions made in memory because the shared store was down, by policy',
+  )
+  const storeUp = new SeriesCounter(`${p}store_up`, 'Whether the shared store (Redis) is usable', 'gauge')
+  const adaptive = new SeriesCounter(
+    `${p}adaptive_concurrency_limit`,
+    'Concurrency limit set by the adaptive controller',
+    'gauge',
+  )
   const ours: string[] = []
-  for (const metric of [requests, duration, rejections]) {
+  for (const metric of [
+    requests,
+    duration,
+    rejections,
+    decisions,
+    storeErrors,
+    insurance,
+    storeUp,
+    adaptive,
+  ]) {
     registry.registerMetric(metric as unknown as Metric)
     ours.push(metric.name)
   }
   // One lookup per request: the request's counter and histogram series together.
   const requestSeries = new Map<string, { count: CounterSeries; latency: HistogramSeries }>()
   const rejectionSeries = new Map<string, CounterSeries>()
+  const decisionSeries = new Map<string, CounterSeries>()
+  const errorSeries = new Map<string, CounterSeries>()
+  const insuranceSeries = new Map<string, CounterSeries>()
+  // Bounded by configuration: policies, outcomes and error reasons are fixed sets.
+  const seriesOf = (
+    metric: SeriesCounter,
+    map: Map<string, CounterSeries>,
+    key: string,
+    labels: () => Record<string, string>,
+  ): CounterSeries => {
+    let s = map.get(key)
+    if (s === undefined) {
+      s = metric.add(labels())
+      map.set(key, s)
+    }
+    return s
+  }
+  let upSeries: CounterSeries | undefined
+  let adaptiveSeries: CounterSeries | undefined
   if (config.defaultMetrics) {
     const before = new Set(registry.getMetricsAsArray().map((m) => m.name))
     collectDefaultMetrics({ register: registry, prefix: p })
@@ -101,6 +159,23 @@ export function createMetrics(config: MetricsConfig): Metrics {
       }
       s.value++
     },
+    limiterDecision(policy, outcome) {
+      seriesOf(decisions, decisionSeries, `${outcome} ${policy}`, () => ({ policy, outcome })).value++
+    },
+    storeError(reason) {
+      seriesOf(storeErrors, errorSeries, reason, () => ({ store: 'redis', reason })).value++
+    },
+    insurance(policy) {
+      seriesOf(insurance, insuranceSeries, policy, () => ({ policy })).value++
+    },
+    storeUp(up) {
+      upSeries ??= storeUp.add({ store: 'redis' })
+      upSeries.value = up ? 1 : 0
+    },
+    adaptiveLimit(limit) {
+      adaptiveSeries ??= adaptive.add({})
+      adaptiveSeries.value = limit
+    },
     async scrape() {
       return { contentType: registry.contentType, body: await registry.metrics() }
     },
@@ -109,9 +184,9 @@ export function createMetrics(config: MetricsConfig): Metrics {
       for (const name of ours) registry.removeSingleMetric(name)
       requests.reset()
       duration.reset()
-      rejections.reset()
-      requestSeries.clear()
-      rejectionSeries.clear()
+      for (const m of [rejections, decisions, storeErrors, insurance, storeUp, adaptive]) m.reset()
+      for (const m of [requestSeries, rejectionSeries, decisionSeries, errorSeries, insuranceSeries])
+        m.clear()
     },
   }
 }

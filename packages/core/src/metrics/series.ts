@@ -13,7 +13,7 @@ type Labels = Record<string, string>
 interface Snapshot {
   name: string
   help: string
-  type: 'counter' | 'histogram'
+  type: 'counter' | 'gauge' | 'histogram'
   aggregator: 'sum'
   values: { metricName?: string; labels: Record<string, string | number>; value: number }[]
 }
@@ -104,9 +104,15 @@ export interface CounterSeries {
   value: number
 }
 
-/** A labelled counter whose series are updated without hashing. */
+/** A labelled counter (or gauge: a value that may go down) whose series are updated without hashing. */
 export class SeriesCounter extends SeriesMetric<CounterSeries> {
-  readonly type = 'counter' as const
+  constructor(
+    name: string,
+    help: string,
+    readonly type: 'counter' | 'gauge' = 'counter',
+  ) {
+    super(name, help)
+  }
 
   protected create(labels: Labels): CounterSeries {
     return { labels, value: 0 }

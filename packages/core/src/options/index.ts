@@ -4,6 +4,8 @@ import { AegisConfigError, type ConfigIssue } from '../errors.js'
 import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
 import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
+import { limiterSection } from '../limiter/options.js'
+import { storeSchema } from '../store/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
 import type { Rejection } from '../pipeline/types.js'
@@ -35,8 +37,10 @@ export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejecti
 /** The one schema for every option; defaults live here and the types are inferred from it. */
 export const optionsSchema = z
   .strictObject({
+    store: storeSchema,
     trustProxy: trustProxySchema,
     ipv6Subnet: ipv6SubnetSchema,
+    limiter: limiterSection,
     validator: validatorSection,
     headers: headersSection,
     cors: corsSection,

@@ -12,7 +12,9 @@ import {
   UNMATCHED_ROUTE,
   type Metrics,
 } from '../metrics/index.js'
+import { createLimiter, type Limiter, type LimitResult } from '../limiter/index.js'
 import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
+import { connectStore, type RedisConnection } from '../store/index.js'
 import {
   checkServer,
   assertStrictParser,
@@ -50,9 +52,10 @@ export interface Aegis {
    * Run the guards. Returns the request's state: `state.rejection` set means
    * answer that instead of calling the app; `state.headers` go on the response
    * either way. Calling it again for the same request returns the same state
-   * (a request is admitted once, however it is mounted).
+   * (a request is admitted once, however it is mounted). A promise when a
+   * shared store (Redis) decides; synchronous otherwise.
    */
-  admit(req: IncomingMessage): AegisRequestState
+  admit(req: IncomingMessage): AegisRequestState | Promise<AegisRequestState>
   /** The state of an admitted request, if any. */
   stateOf(req: IncomingMessage): AegisRequestState | undefined
   /** Set the admitted headers on a response (and drop `X-Powered-By`). */
@@ -73,6 +76,10 @@ export interface Aegis {
   readonly metricsHandler: (req: IncomingMessage, res: ServerResponse) => void
   /** The prom-client registry, when metrics are on: engines and apps may add their own. */
   readonly metrics: Metrics | undefined
+  /** The rate limiter (penalty / reward / get / reset), when on. */
+  readonly limiter: Limiter | undefined
+  /** Aegis' own Redis connection, when a shared store is configured. */
+  readonly store: RedisConnection | undefined
   /**
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
    * errors with problem+json, and drain it gracefully on `close()`.
@@ -110,6 +117,21 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   )
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
+  const store = connectStore(config.store, config.logger, {
+    onError: (reason) => metrics?.storeError(reason),
+    onStateChange: (up) => metrics?.storeUp(up),
+  })
+  const limiter =
+    config.limiter === false
+      ? undefined
+      : createLimiter(config.limiter, {
+          conn: store,
+          metrics,
+          warn,
+          exemptPaths:
+            config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : [],
+          trustsProxy: config.trustProxy !== false,
+        })
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
   const { logger, accessLog, serverTiming, skip, onReject } = config
   const routeOf = hooks.routeOf
@@ -144,7 +166,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   // every request (no allocation on the hot path).
   const shape: RequestShape = { chunked: false }
 
-  function admit(req: IncomingMessage): AegisRequestState {
+  function admit(req: IncomingMessage): AegisRequestState | Promise<AegisRequestState> {
     const existing = (req as WithState)[kState]
     if (existing !== undefined) return existing
     const startedAt = performance.now()
@@ -159,28 +181,16 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const skipped = skip !== undefined && skip(req) === true
     let rejection: Rejection | undefined
     let headers = security
+    let chunked = false
     if (!skipped) {
       shape.chunked = false
       rejection = validator?.inspect(req, shape)
+      chunked = shape.chunked
       if (rejection === undefined && cors !== undefined) {
         const verdict = cors.evaluate(req)
         if (verdict.kind === 'preflight') rejection = verdict.response
         else if (verdict.headers.length > 0) headers = [...security, ...verdict.headers]
       }
-      if (rejection === undefined) {
-        if (shape.chunked && validator !== undefined) watchBodySize(req, maxBodyBytes, onBodyExceeded)
-      } else {
-        // A preflight answer is not a rejection: the hook and the counter see refusals only.
-        if (rejection.status >= 400) {
-          if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
-          metrics?.rejection(rejection.reason)
-        }
-      }
-    }
-    if (draining) headers = [...headers, ...closeHeader]
-    if (serverTiming) {
-      const ms = performance.now() - startedAt
-      headers = [...headers, ['server-timing', `aegis;dur=${ms.toFixed(3)};desc="Aegis guards"`]]
     }
     const state: State = {
       client,
@@ -193,6 +203,41 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       input: undefined,
     }
     ;(req as WithState)[kState] = state
+    // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
+    if (chunked && rejection === undefined && validator !== undefined)
+      watchBodySize(req, maxBodyBytes, onBodyExceeded)
+    const limited = skipped || rejection !== undefined ? undefined : limiter?.check(req, client)
+    if (limited !== undefined && 'then' in limited) {
+      return limited.then(
+        (result) => conclude(req, state, result),
+        (err: unknown) => {
+          // The limiter handles store errors itself; anything else is a bug: admit, and say so.
+          config.logger?.error({ err }, 'rate limiter failed; request admitted')
+          return conclude(req, state, undefined)
+        },
+      )
+    }
+    return conclude(req, state, limited)
+  }
+
+  /** Finish admission once every guard has spoken. */
+  function conclude(req: IncomingMessage, state: State, limited: LimitResult | undefined): State {
+    if (limited !== undefined) {
+      if (limited.headers.length > 0) state.headers = [...state.headers, ...limited.headers]
+      state.rejection = limited.rejection
+    }
+    let rejection = state.rejection
+    if (rejection !== undefined && rejection.status >= 400) {
+      // A preflight answer is not a rejection: the hook and the counter see refusals only.
+      if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
+      state.rejection = rejection
+      metrics?.rejection(rejection.reason)
+    }
+    if (draining) state.headers = [...state.headers, ...closeHeader]
+    if (serverTiming) {
+      const ms = performance.now() - state.startedAt
+      state.headers = [...state.headers, ['server-timing', `aegis;dur=${ms.toFixed(3)};desc="Aegis guards"`]]
+    }
     return state
   }
 
@@ -291,6 +336,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       )
     },
     metrics,
+    limiter,
+    store,
     attach(server, { drain = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
       if (attached.has(server)) return
@@ -311,6 +358,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         draining = true
         await Promise.all([...servers].map(drain))
         servers.clear()
+        await store?.close()
         metrics?.close()
       })()
       return closing

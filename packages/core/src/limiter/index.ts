@@ -1,0 +1,497 @@
+import type { IncomingMessage } from 'node:http'
+import ipaddr from 'ipaddr.js'
+import { LRUCache } from 'lru-cache'
+import { WarningCodes } from '../errors.js'
+import type { Metrics } from '../metrics/index.js'
+import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
+import type { RedisConnection } from '../store/index.js'
+import type { Warn } from '../warnings.js'
+import {
+  clientDenied,
+  limitHeaders,
+  limiterUnavailable,
+  policyItem,
+  quotaExceeded,
+  sfString,
+  type HeaderStyle,
+  type PolicyInfo,
+} from './answers.js'
+import { FixedWindow } from './fixed-window.js'
+import { MemoryBuckets, newVerdict, type Rate, type Verdict } from './gcra.js'
+import type { CostFunction, KeyFunction, LimiterConfig, PolicyConfig } from './options.js'
+import { bucketKey, createRedisGcra } from './redis-gcra.js'
+import { createRouteMatcher } from './routes.js'
+
+export { limiterSchema, limiterSection, policySchema } from './options.js'
+export type { LimiterOptions, LimiterConfig, PolicyOptions, KeyFunction, CostFunction } from './options.js'
+export type { Verdict } from './gcra.js'
+
+/** A compiled policy. */
+interface Policy extends PolicyInfo {
+  readonly rate: Rate
+  readonly algorithm: 'gcra' | 'fixed-window'
+  readonly enforce: boolean
+  readonly failClosed: boolean
+  readonly key: KeyFunction | undefined
+  readonly cost: number | CostFunction
+  /** Memory buckets: the store itself, or the insurance of the Redis one. */
+  readonly memory: MemoryBuckets
+  readonly fixed: FixedWindow | undefined
+}
+
+/** The rate-limit verdict of one request: header fields to add, and a rejection when refused. */
+export interface LimitResult {
+  readonly headers: HeaderList
+  readonly rejection: Rejection | undefined
+}
+
+/** The state of one key under one policy (admin API). */
+export interface LimitStatus {
+  readonly policy: string
+  readonly limit: number
+  readonly remaining: number
+  /** Milliseconds until the quota is whole again. */
+  readonly resetMs: number
+  /** Milliseconds until one more request would be admitted (0: now). */
+  readonly retryMs: number
+  readonly banned: boolean
+}
+
+/** The rate limiter of an Aegis instance (`shield.limiter`). */
+export interface Limiter {
+  /** Decide a request: `undefined` when no policy applies to it; a promise when a shared store decides. */
+  check(req: IncomingMessage, client: ClientIdentity): LimitResult | Promise<LimitResult> | undefined
+  /** Charge extra points to the request's keys (a failed login costs more); `policy` narrows it to one. */
+  penalty(req: IncomingMessage, points: number, policy?: string): Promise<void>
+  /** Give points back to the request's keys (a successful login refunds its attempts). */
+  reward(req: IncomingMessage, points: number, policy?: string): Promise<void>
+  /** The state of a key (a client key such as `203.0.113.7`, or what your `key()` returns). */
+  get(key: string, policy?: string): Promise<LimitStatus | undefined>
+  /** Forget a key: its bucket and any ban. */
+  reset(key: string, policy?: string): Promise<void>
+  /** Names of the configured policies. */
+  readonly policies: readonly string[]
+}
+
+export interface LimiterDeps {
+  readonly conn: RedisConnection | undefined
+  readonly metrics: Metrics | undefined
+  readonly warn: Warn
+  /** Paths exempt besides the configured ones (the metrics path). */
+  readonly exemptPaths: readonly string[]
+  /** Whether a proxy is trusted (the one-address warning only makes sense without). */
+  readonly trustsProxy: boolean
+}
+
+const ONE_CLIENT_STREAK = 1_000
+
+/**
+ * Create the limiter from its configuration. Memory policies decide synchronously;
+ * with a Redis store, one Lua script per request decides every GCRA policy, and
+ * the memory buckets insure it while Redis is down.
+ *
+ * @example
+ * const limiter = createLimiter(config.limiter, { conn, metrics, warn, exemptPaths: [], trustsProxy: false })
+ * const result = limiter.check(req, client)
+ */
+export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter {
+  const { conn, metrics, warn } = deps
+  const styles: readonly HeaderStyle[] = config.headers === false ? [] : config.headers
+  const onInsurance = (policy: string) => () => metrics?.insurance(policy)
+
+  const compile = (name: string, p: PolicyConfig | LimiterConfig): Policy => {
+    const points = p.points
+    const burst = p.burst ?? points
+    const interval = (p.duration * 1000) / points
+    const algorithm = p.algorithm ?? config.algorithm
+    const blockDuration = p.blockDuration ?? 0
+    const rate: Rate = { interval, tolerance: burst * interval, blockMs: blockDuration * 1000 }
+    return {
+      name,
+      points,
+      duration: p.duration,
+      policyItem: policyItem(name, points, p.duration),
+      nameItem: sfString(name),
+      rate,
+      algorithm,
+      enforce: (p.mode ?? config.mode) === 'enforce',
+      failClosed: p.failClosed ?? config.failClosed,
+      key: p.key ?? config.key,
+      cost: p.cost ?? config.cost,
+      memory: new MemoryBuckets(rate, config.maxKeys),
+      fixed:
+        algorithm === 'fixed-window'
+          ? new FixedWindow({ name, points, duration: p.duration, blockDuration }, conn, onInsurance(name))
+          : undefined,
+    }
+  }
+
+  const global = compile(config.name, config)
+  const all: Policy[] = [global]
+  const routeEntries: [string, Policy][] = []
+  for (const [spec, value] of Object.entries(config.routes)) {
+    const list = Array.isArray(value) ? value : [value]
+    list.forEach((p, i) => {
+      const name = p.name ?? (list.length === 1 ? spec : `${spec}#${i + 1}`)
+      const policy = compile(name, p)
+      all.push(policy)
+      routeEntries.push([spec, policy])
+    })
+  }
+  const names = all.map((p) => p.name)
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i)
+  if (duplicate !== undefined) throw new Error(`limiter: two policies are named ${JSON.stringify(duplicate)}`)
+  const byName = new Map(all.map((p) => [p.name, p]))
+  const routes = createRouteMatcher(routeEntries)
+  const onlyGlobal: readonly Policy[] = [global]
+  const globalField = global.policyItem
+
+  // Exemptions match the raw path exactly (a loose match here would be a bypass).
+  const exemptExact = new Set<string>()
+  const exemptPrefixes: string[] = []
+  for (const spec of [...config.exempt, ...deps.exemptPaths]) {
+    if (spec.endsWith('/*')) exemptPrefixes.push(spec.slice(0, -1))
+    else exemptExact.add(spec)
+  }
+  const isExempt = (url: string): boolean => {
+    const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
+    if (exemptExact.has(path)) return true
+    for (const p of exemptPrefixes) if (path.startsWith(p)) return true
+    return false
+  }
+
+  type Range = [ipaddr.IPv4 | ipaddr.IPv6, number]
+  const toRanges = (list: readonly string[]): Range[] =>
+    list.map((s) => {
+      if (s.includes('/')) return ipaddr.parseCIDR(s)
+      const a = ipaddr.process(s)
+      return [a, a.kind() === 'ipv4' ? 32 : 128]
+    })
+  const allowRanges = toRanges(config.allow)
+  const denyRanges = toRanges(config.deny)
+  const listed = new LRUCache<string, 0 | 1 | 2>({ max: 10_000 })
+  const inRanges = (addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: Range[]): boolean =>
+    ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match([net, bits] as never))
+  /** 0: neither, 1: allowed, 2: denied. */
+  const listing = (ip: string): 0 | 1 | 2 => {
+    let v = listed.get(ip)
+    if (v === undefined) {
+      let addr: ipaddr.IPv4 | ipaddr.IPv6 | undefined
+      try {
+        addr = ipaddr.process(ip)
+      } catch {
+        addr = undefined
+      }
+      v = addr === undefined ? 0 : inRanges(addr, denyRanges) ? 2 : inRanges(addr, allowRanges) ? 1 : 0
+      listed.set(ip, v)
+    }
+    return v
+  }
+  const hasLists = allowRanges.length + denyRanges.length > 0
+
+  // "Every request comes from one address": the app is probably behind a proxy it does not trust.
+  let streakKey = ''
+  let streak = 0
+  let streakDone = deps.trustsProxy
+  const watchStreak = (client: ClientIdentity): void => {
+    if (client.key === streakKey) {
+      if (++streak < ONE_CLIENT_STREAK) return
+      streakDone = true
+      let range = 'unicast'
+      try {
+        range = ipaddr.process(client.ip).range()
+      } catch {
+        // not an address: leave it
+      }
+      if (range !== 'unicast')
+        warn(
+          WarningCodes.ONE_CLIENT,
+          `The last ${ONE_CLIENT_STREAK} requests all came from ${client.ip} (${range}), so they share one rate limit. If a proxy or load balancer forwards them, set trustProxy to its address or hop count.`,
+        )
+    } else {
+      streakKey = client.key
+      streak = 1
+    }
+  }
+
+  const keyOf = (p: Policy, req: IncomingMessage, client: ClientIdentity): string => {
+    if (p.key === undefined) return client.key
+    const k = p.key(req)
+    return typeof k === 'string' && k !== '' ? k : client.key
+  }
+  const costOf = (p: Policy, req: IncomingMessage): number => {
+    if (typeof p.cost === 'number') return p.cost
+    const c = p.cost(req)
+    return Number.isFinite(c) && c >= 0 ? c : 1
+  }
+  const usesRedisGcra = conn !== undefined
+  const gcra = conn === undefined ? undefined : createRedisGcra(conn.client)
+
+  // Scratch verdicts for synchronous decisions (one request at a time).
+  const scratch: Verdict[] = all.map(newVerdict)
+  const scratchKeys: string[] = all.map(() => '')
+  const scratchCosts: number[] = all.map(() => 0)
+
+  /** Report the decision: metrics, headers, and the rejection when an enforcing policy refused. */
+  function conclude(policies: readonly Policy[], verdicts: readonly Verdict[]): LimitResult {
+    let refused = false
+    let banned = false
+    let retryMs = 0
+    let violated: string[] | undefined
+    for (let i = 0; i < policies.length; i++) {
+      const p = policies[i] as Policy
+      const v = verdicts[i] as Verdict
+      if (v.allowed) {
+        metrics?.limiterDecision(p.name, 'allowed')
+        continue
+      }
+      if (!p.enforce) {
+        metrics?.limiterDecision(p.name, 'observed')
+        continue
+      }
+      metrics?.limiterDecision(p.name, v.banned ? 'blocked' : 'limited')
+      refused = true
+      banned ||= v.banned
+      if (v.retryMs > retryMs) retryMs = v.retryMs
+      ;(violated ??= []).push(p.name)
+    }
+    const headers = limitHeaders(
+      styles,
+      policies,
+      verdicts,
+      policies === onlyGlobal ? globalField : undefined,
+    )
+    return { headers, rejection: refused ? quotaExceeded(violated ?? [], retryMs, banned) : undefined }
+  }
+
+  /** Decide in memory, all or nothing: charged only if every enforcing policy conforms. */
+  function decideInMemory(
+    policies: readonly Policy[],
+    keys: string[],
+    costs: number[],
+    out: Verdict[],
+  ): void {
+    const now = performance.now()
+    let refused = false
+    for (let i = 0; i < policies.length; i++) {
+      const p = policies[i] as Policy
+      const v = p.memory.check(keys[i] as string, costs[i] as number, now, out[i] as Verdict)
+      if (!v.allowed && p.enforce) refused = true
+    }
+    for (let i = 0; i < policies.length; i++) {
+      const p = policies[i] as Policy
+      const v = out[i] as Verdict
+      if (v.allowed) {
+        // Each policy has its own buckets, so each remembers the bucket it just checked.
+        if (!refused) p.memory.commit()
+      } else if (p.rate.blockMs > 0 && !v.banned) p.memory.ban(keys[i] as string, now, v)
+    }
+  }
+
+  async function decideShared(
+    policies: readonly Policy[],
+    keys: string[],
+    costs: number[],
+  ): Promise<LimitResult> {
+    const out = policies.map(newVerdict)
+    const failedClosed = await decideWithStores(policies, keys, costs, out)
+    if (failedClosed) return { headers: [], rejection: limiterUnavailable(1) }
+    return conclude(policies, out)
+  }
+
+  /** Redis for GCRA (one script per hash tag), rate-limiter-flexible for fixed windows, memory when down. */
+  async function decideWithStores(
+    policies: readonly Policy[],
+    keys: string[],
+    costs: number[],
+    out: Verdict[],
+  ): Promise<boolean> {
+    const insured: number[] = []
+    const groups = new Map<string, number[]>()
+    const fixed: number[] = []
+    for (let i = 0; i < policies.length; i++) {
+      const p = policies[i] as Policy
+      if (p.fixed !== undefined) fixed.push(i)
+      else if (conn === undefined || !conn.up) insured.push(i)
+      else {
+        const k = keys[i] as string
+        let g = groups.get(k)
+        if (g === undefined) groups.set(k, (g = []))
+        g.push(i)
+      }
+    }
+    const tasks: Promise<void>[] = []
+    for (const [clientKey, idx] of groups) {
+      const redisKeys = idx.map((i) =>
+        bucketKey((conn as RedisConnection).prefix, clientKey, policies[i]!.name),
+      )
+      const task = (gcra as NonNullable<typeof gcra>)(
+        'c',
+        redisKeys,
+        idx.map((i) => policies[i]!.rate),
+        idx.map((i) => costs[i] as number),
+        idx.map((i) => out[i] as Verdict),
+        idx.map((i) => policies[i]!.enforce),
+      ).then(
+        () => undefined,
+        (err: unknown) => {
+          conn?.fail(err)
+          insured.push(...idx)
+        },
+      )
+      tasks.push(task)
+    }
+    for (const i of fixed) {
+      const p = policies[i] as Policy
+      tasks.push(
+        (p.fixed as FixedWindow).consume(keys[i] as string, costs[i] as number, out[i] as Verdict).then(
+          () => undefined,
+          (err: unknown) => {
+            // Memory fixed windows do not fail; a Redis one without a working insurance does.
+            conn?.fail(err)
+            insured.push(i)
+          },
+        ),
+      )
+    }
+    await Promise.all(tasks)
+    if (insured.length > 0) {
+      const ps = insured.map((i) => policies[i] as Policy)
+      if (ps.some((p) => p.failClosed)) return true
+      for (const p of ps) metrics?.insurance(p.name)
+      const vs = insured.map((i) => out[i] as Verdict)
+      decideInMemory(
+        ps,
+        insured.map((i) => keys[i] as string),
+        insured.map((i) => costs[i] as number),
+        vs,
+      )
+    }
+    // Several stores decided apart: if one refused, give back what the others charged.
+    if (groups.size + fixed.length + (insured.length > 0 ? 1 : 0) > 1) {
+      const refused = policies.some((p, i) => p.enforce && !(out[i] as Verdict).allowed)
+      if (refused) {
+        const refunds: Promise<void>[] = []
+        for (let i = 0; i < policies.length; i++) {
+          if ((out[i] as Verdict).allowed)
+            refunds.push(adjustOne(policies[i] as Policy, keys[i] as string, -(costs[i] as number)))
+        }
+        await Promise.allSettled(refunds)
+      }
+    }
+    return false
+  }
+
+  async function adjustOne(p: Policy, key: string, points: number): Promise<void> {
+    if (p.fixed !== undefined) return p.fixed.adjust(key, points)
+    if (conn !== undefined && conn.up && gcra !== undefined) {
+      try {
+        await gcra('a', [bucketKey(conn.prefix, key, p.name)], [p.rate], [points], [newVerdict()], [true])
+        return
+      } catch (err) {
+        conn.fail(err)
+      }
+    }
+    p.memory.adjust(key, points, performance.now())
+  }
+
+  function policiesOf(req: IncomingMessage): readonly Policy[] {
+    if (routes.size === 0) return onlyGlobal
+    const matched = routes.match(req.method ?? 'GET', req.url ?? '/')
+    return matched.length === 0 ? onlyGlobal : [global, ...matched]
+  }
+
+  const sharedOrFixed = (policies: readonly Policy[]): boolean =>
+    usesRedisGcra || policies.some((p) => p.fixed !== undefined)
+
+  function check(
+    req: IncomingMessage,
+    client: ClientIdentity,
+  ): LimitResult | Promise<LimitResult> | undefined {
+    if (hasLists) {
+      const l = listing(client.ip)
+      if (l === 2) return { headers: [], rejection: clientDenied }
+      if (l === 1) return undefined
+    }
+    const policies = policiesOf(req)
+    if (policies === onlyGlobal && isExempt(req.url ?? '/')) return undefined
+    if (!streakDone) watchStreak(client)
+    const n = policies.length
+    for (let i = 0; i < n; i++) {
+      const p = policies[i] as Policy
+      scratchKeys[i] = keyOf(p, req, client)
+      scratchCosts[i] = costOf(p, req)
+    }
+    if (sharedOrFixed(policies)) {
+      return decideShared(policies, scratchKeys.slice(0, n), scratchCosts.slice(0, n))
+    }
+    if (n === scratch.length) {
+      decideInMemory(policies, scratchKeys, scratchCosts, scratch)
+      return conclude(policies, scratch)
+    }
+    const out = scratch.slice(0, n)
+    decideInMemory(policies, scratchKeys, scratchCosts, out)
+    return conclude(policies, out)
+  }
+
+  const select = (policy: string | undefined): Policy[] => {
+    if (policy === undefined) return all
+    const p = byName.get(policy)
+    if (p === undefined) throw new Error(`limiter: no policy named ${JSON.stringify(policy)}`)
+    return [p]
+  }
+
+  async function adjust(req: IncomingMessage, points: number, policy: string | undefined): Promise<void> {
+    const state = (req as { aegis?: { client?: ClientIdentity } }).aegis
+    const client = state?.client
+    if (client === undefined) throw new Error('limiter: penalty()/reward() need a request Aegis admitted')
+    const applicable = policiesOf(req)
+    const chosen = policy === undefined ? applicable : select(policy)
+    await Promise.all(chosen.map((p) => adjustOne(p, keyOf(p, req, client), points)))
+  }
+
+  return {
+    check,
+    policies: names,
+    penalty: (req, points, policy) => adjust(req, Math.abs(points), policy),
+    reward: (req, points, policy) => adjust(req, -Math.abs(points), policy),
+    async get(key, policy) {
+      const p = select(policy ?? global.name)[0] as Policy
+      const scratchVerdict = newVerdict()
+      let v: Verdict | undefined
+      if (p.fixed !== undefined) v = await p.fixed.get(key, scratchVerdict)
+      else if (conn !== undefined && conn.up && gcra !== undefined) {
+        try {
+          await gcra('g', [bucketKey(conn.prefix, key, p.name)], [p.rate], [0], [scratchVerdict], [true])
+          v = scratchVerdict
+          if (!v.banned && v.resetMs <= 0) v = undefined
+          else if (!v.banned && v.remaining === 0)
+            v.retryMs = Math.max(0, v.resetMs - p.rate.tolerance + p.rate.interval)
+        } catch (err) {
+          conn.fail(err)
+          v = p.memory.get(key, performance.now(), scratchVerdict)
+        }
+      } else v = p.memory.get(key, performance.now(), scratchVerdict)
+      if (v === undefined) return undefined
+      return {
+        policy: p.name,
+        limit: p.points,
+        remaining: v.remaining,
+        resetMs: v.resetMs,
+        retryMs: v.banned ? v.retryMs : v.remaining > 0 ? 0 : v.retryMs,
+        banned: v.banned,
+      }
+    },
+    async reset(key, policy) {
+      const ps = select(policy)
+      const tasks: Promise<unknown>[] = []
+      for (const p of ps) {
+        p.memory.delete(key)
+        if (p.fixed !== undefined) tasks.push(p.fixed.delete(key))
+        else if (conn !== undefined) tasks.push(conn.client.del(bucketKey(conn.prefix, key, p.name)))
+      }
+      await Promise.all(tasks)
+    },
+  }
+}

@@ -1,0 +1,144 @@
+/*
+ * The GCRA of gcra.ts as one Lua script: every policy of a request is decided in
+ * one atomic round trip (every enforcing policy conforms → the conforming ones
+ * are charged; otherwise nothing is, and the refused ones with a `blockDuration`
+ * are banned). Policies in `observe` mode never refuse the request. Time is the
+ * Redis server's (TIME), so instances with drifting clocks share one timeline.
+ * A key holds the bucket's theoretical arrival time in ms, or `b<until>` while
+ * banned; it expires when the bucket would be full, so Redis holds only live keys.
+ */
+import type { Rate, Verdict } from './gcra.js'
+import type { RedisClient } from '../store/index.js'
+
+const SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local op = ARGV[1]
+local n = #KEYS
+local out = {}
+local tats = {}
+local conform = true
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local interval = tonumber(ARGV[a])
+  local tolerance = tonumber(ARGV[a + 1])
+  local cost = tonumber(ARGV[a + 2])
+  local enforce = ARGV[a + 4] == '1'
+  local o = (i - 1) * 5
+  local v = redis.call('GET', KEYS[i])
+  local banned = 0
+  local tat = now
+  if v then
+    if string.sub(v, 1, 1) == 'b' then
+      local untilMs = tonumber(string.sub(v, 2))
+      if untilMs > now then banned = untilMs end
+    else
+      tat = math.max(tonumber(v), now)
+    end
+  end
+  if banned > 0 then
+    if enforce then conform = false end
+    tats[i] = false
+    out[o + 1] = 0
+    out[o + 2] = 0
+    out[o + 3] = math.ceil(banned - now + tolerance)
+    out[o + 4] = math.ceil(banned - now)
+    out[o + 5] = 1
+  elseif op == 'a' then
+    local newTat = math.max(now, tat + cost * interval)
+    tats[i] = newTat
+    out[o + 1] = 1
+    out[o + 2] = math.max(0, math.floor((tolerance - (newTat - now)) / interval + 1e-3))
+    out[o + 3] = math.ceil(newTat - now)
+    out[o + 4] = 0
+    out[o + 5] = 0
+  else
+    local newTat = tat + cost * interval
+    local used = newTat - now
+    if used <= tolerance + 1e-3 then
+      tats[i] = newTat
+      out[o + 1] = 1
+      out[o + 2] = math.floor((tolerance - used) / interval + 1e-3)
+      out[o + 3] = math.ceil(used)
+      out[o + 4] = 0
+    else
+      if enforce then conform = false end
+      tats[i] = false
+      out[o + 1] = 0
+      out[o + 2] = math.max(0, math.floor((tolerance - (tat - now)) / interval + 1e-3))
+      out[o + 3] = math.ceil(tat - now)
+      out[o + 4] = math.ceil(used - tolerance)
+    end
+    out[o + 5] = 0
+  end
+end
+if op == 'g' then return out end
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local block = tonumber(ARGV[a + 3])
+  local o = (i - 1) * 5
+  if tats[i] and (conform or op == 'a') then
+    local ttl = math.ceil(tats[i] - now)
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], string.format('%.3f', tats[i]), 'PX', ttl)
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  elseif op == 'c' and out[o + 1] == 0 and out[o + 5] == 0 and block > 0 then
+    redis.call('SET', KEYS[i], 'b' .. string.format('%.3f', now + block), 'PX', block)
+    out[o + 3] = math.ceil(block + tonumber(ARGV[a + 1]))
+    out[o + 4] = block
+    out[o + 5] = 1
+  end
+end
+return out
+`
+
+type GcraCommand = (numKeys: number, ...args: (string | number)[]) => Promise<number[]>
+const COMMAND = 'aegisGcra'
+
+/** What the script is asked: consume (all or nothing), adjust (penalty / reward), or get. */
+export type GcraOp = 'c' | 'a' | 'g'
+
+/**
+ * Run the GCRA script for the buckets of one request. `keys` must share a Redis
+ * Cluster hash slot (the caller tags them with the client key).
+ */
+export function createRedisGcra(client: RedisClient) {
+  const c = client as RedisClient & { [COMMAND]?: GcraCommand }
+  // ioredis sends EVALSHA and loads the script on NOSCRIPT (after a Redis restart too).
+  if (c[COMMAND] === undefined) client.defineCommand(COMMAND, { lua: SCRIPT })
+  const run = (client as unknown as Record<typeof COMMAND, GcraCommand>)[COMMAND].bind(client)
+
+  return async function gcra(
+    op: GcraOp,
+    keys: readonly string[],
+    rates: readonly Rate[],
+    costs: readonly number[],
+    out: Verdict[],
+    enforce: readonly boolean[],
+  ): Promise<Verdict[]> {
+    const args: (string | number)[] = [...keys, op]
+    for (let i = 0; i < keys.length; i++) {
+      const r = rates[i] as Rate
+      args.push(r.interval, r.tolerance, costs[i] ?? 0, r.blockMs, enforce[i] === false ? 0 : 1)
+    }
+    const reply = await run(keys.length, ...args)
+    for (let i = 0; i < keys.length; i++) {
+      const v = out[i] as Verdict
+      const o = i * 5
+      v.allowed = reply[o] === 1
+      v.remaining = Number(reply[o + 1])
+      v.resetMs = Number(reply[o + 2])
+      v.retryMs = Number(reply[o + 3])
+      v.banned = reply[o + 4] === 1
+    }
+    return out
+  }
+}
+
+/** The Redis key of a bucket: the client key is the Cluster hash tag, so one request's buckets share a slot. */
+export function bucketKey(prefix: string, clientKey: string, policy: string): string {
+  const tag = clientKey.includes('{') || clientKey.includes('}') ? encodeURIComponent(clientKey) : clientKey
+  return `${prefix}rl:{${tag === '' ? '-' : tag}}:${policy}`
+}
