@@ -39,9 +39,9 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Start a throwaway redis-server on a free loopback port, with no persistence. */
-export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
-  const port = await freePort()
+/** Start a throwaway redis-server on a free loopback port (or `port`, to restart one), with no persistence. */
+export async function startRedisServer(extraArgs: string[] = [], fixedPort?: number): Promise<RedisServer> {
+  const port = fixedPort ?? (await freePort())
   const child = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
@@ -65,7 +65,8 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
     process: child,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
+        // Killed by a signal, a child has `signalCode` set and `exitCode` still null.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve()
         child.once('exit', () => resolve())
         child.kill('SIGTERM')
       }),

@@ -85,7 +85,7 @@ export class MemoryBuckets {
       out.banned = true
       out.remaining = 0
       out.retryMs = bucket.bannedUntil - now
-      out.resetMs = out.retryMs + tolerance
+      out.resetMs = out.retryMs // the bucket is full when the ban ends
       return out
     }
     const tat = bucket === undefined || bucket.tat < now ? now : bucket.tat
@@ -123,7 +123,7 @@ export class MemoryBuckets {
     if (out !== undefined) {
       out.banned = true
       out.retryMs = this.rate.blockMs
-      out.resetMs = this.rate.blockMs + this.rate.tolerance
+      out.resetMs = this.rate.blockMs
       out.remaining = 0
     }
   }

@@ -265,6 +265,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return { headers, rejection: refused ? quotaExceeded(violated ?? [], retryMs, banned) : undefined }
   }
 
+  /** A policy that admitted a refused request was not charged: report what it really holds. */
+  function uncharged(p: Policy, v: Verdict, cost: number): void {
+    v.remaining = Math.floor(v.remaining + cost)
+    v.resetMs = Math.max(0, v.resetMs - cost * p.rate.interval)
+  }
+
   /** Decide in memory, all or nothing: charged only if every enforcing policy conforms. */
   function decideInMemory(
     policies: readonly Policy[],
@@ -285,6 +291,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       if (v.allowed) {
         // Each policy has its own buckets, so each remembers the bucket it just checked.
         if (!refused) p.memory.commit()
+        else uncharged(p, v, costs[i] as number)
       } else if (p.rate.blockMs > 0 && !v.banned) p.memory.ban(keys[i] as string, now, v)
     }
   }

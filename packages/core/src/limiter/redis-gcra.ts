@@ -41,7 +41,7 @@ for i = 1, n do
     tats[i] = false
     out[o + 1] = 0
     out[o + 2] = 0
-    out[o + 3] = math.ceil(banned - now + tolerance)
+    out[o + 3] = math.ceil(banned - now)
     out[o + 4] = math.ceil(banned - now)
     out[o + 5] = 1
   elseif op == 'a' then
@@ -84,9 +84,14 @@ for i = 1, n do
     else
       redis.call('DEL', KEYS[i])
     end
+  elseif tats[i] then
+    -- Admitted by this policy but refused by another: not charged, report what it holds.
+    local cost = tonumber(ARGV[a + 2])
+    out[o + 2] = math.floor(out[o + 2] + cost)
+    out[o + 3] = math.ceil(math.max(0, tats[i] - cost * tonumber(ARGV[a]) - now))
   elseif op == 'c' and out[o + 1] == 0 and out[o + 5] == 0 and block > 0 then
     redis.call('SET', KEYS[i], 'b' .. string.format('%.3f', now + block), 'PX', block)
-    out[o + 3] = math.ceil(block + tonumber(ARGV[a + 1]))
+    out[o + 3] = math.ceil(block)
     out[o + 4] = block
     out[o + 5] = 1
   end
