@@ -100,9 +100,14 @@ function issuePaths(input: unknown): string[] {
 }
 
 const defaults = parseOptions({})
-// CORS is off by default; its nested defaults are those of a minimal enabled section.
-const corsDefaults = parseOptions({ cors: { origin: 'https://app.example.com' } })
-const defaultAt = (path: string): unknown => valueAt(path.startsWith('cors.') ? corsDefaults : defaults, path)
+// Opt-in sections are off by default; their nested defaults are those of a minimal enabled section.
+const optIn = parseOptions({
+  cors: { origin: 'https://app.example.com' },
+  limiter: { adaptive: {}, shed: {} },
+})
+const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.']
+const defaultAt = (path: string): unknown =>
+  valueAt(optInPrefixes.some((p) => path.startsWith(p)) ? optIn : defaults, path)
 
 const paths = optionPaths(optionsSchema)
 const rows = optionRows(configurationMd)

@@ -6,10 +6,13 @@ import type { Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
 import type { RedisConnection } from '../store/index.js'
 import type { Warn } from '../warnings.js'
+import { createAdaptiveLimiter } from './adaptive.js'
+import { createLoopMonitor } from './event-loop.js'
 import {
   clientDenied,
   limitHeaders,
   limiterUnavailable,
+  overloaded,
   policyItem,
   quotaExceeded,
   sfString,
@@ -43,6 +46,8 @@ interface Policy extends PolicyInfo {
 export interface LimitResult {
   readonly headers: HeaderList
   readonly rejection: Rejection | undefined
+  /** The request holds an adaptive-concurrency slot: call `release()` when its response ends. */
+  readonly acquired?: boolean
 }
 
 /** The state of one key under one policy (admin API). */
@@ -69,8 +74,14 @@ export interface Limiter {
   get(key: string, policy?: string): Promise<LimitStatus | undefined>
   /** Forget a key: its bucket and any ban. */
   reset(key: string, policy?: string): Promise<void>
+  /** Give back the adaptive-concurrency slot of a request whose result said `acquired`. */
+  release(latencyMs: number, ok: boolean): void
+  /** The adaptive concurrency limit in force, when `adaptive` is on. */
+  readonly concurrencyLimit: number | undefined
   /** Names of the configured policies. */
   readonly policies: readonly string[]
+  /** Stop the event-loop monitor. */
+  close(): void
 }
 
 export interface LimiterDeps {
@@ -412,17 +423,57 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const sharedOrFixed = (policies: readonly Policy[]): boolean =>
     usesRedisGcra || policies.some((p) => p.fixed !== undefined)
 
+  const adaptive = config.adaptive === false ? undefined : createAdaptiveLimiter(config.adaptive)
+  const loop =
+    config.shed === false
+      ? undefined
+      : createLoopMonitor({
+          maxLagMs: config.shed.maxEventLoopDelayMs,
+          sampleIntervalMs: config.shed.sampleIntervalMs,
+        })
+  const atConcurrencyLimit = overloaded('concurrency', 1)
+  const shedAnswers = new Map<number, Rejection>()
+  const shedAnswer = (retryAfter: number): Rejection => {
+    let r = shedAnswers.get(retryAfter)
+    if (r === undefined) shedAnswers.set(retryAfter, (r = overloaded('event-loop', retryAfter)))
+    return r
+  }
+  const NOTHING: LimitResult = Object.freeze({ headers: [], rejection: undefined })
+  const ADMITTED_WITH_SLOT: LimitResult = Object.freeze({ headers: [], rejection: undefined, acquired: true })
+
+  /** A decided request: a refusal gives its adaptive slot back at once. */
+  const withSlot = (result: LimitResult, acquired: boolean): LimitResult => {
+    if (!acquired) return result
+    if (result.rejection !== undefined) {
+      adaptive?.ignore()
+      return result
+    }
+    return { headers: result.headers, rejection: undefined, acquired: true }
+  }
+
   function check(
     req: IncomingMessage,
     client: ClientIdentity,
   ): LimitResult | Promise<LimitResult> | undefined {
-    if (hasLists) {
-      const l = listing(client.ip)
-      if (l === 2) return { headers: [], rejection: clientDenied }
-      if (l === 1) return undefined
-    }
     const policies = policiesOf(req)
     if (policies === onlyGlobal && isExempt(req.url ?? '/')) return undefined
+    let listed: 0 | 1 | 2 = 0
+    if (hasLists) {
+      listed = listing(client.ip)
+      if (listed === 2) return { headers: [], rejection: clientDenied }
+    }
+    // Shedding protects the process: it comes before any bucket is charged, allowlist or not.
+    if (loop !== undefined && loop.overloaded()) {
+      return { headers: [], rejection: shedAnswer(loop.retryAfterSeconds) }
+    }
+    let acquired = false
+    if (adaptive !== undefined) {
+      if (!adaptive.tryAcquire()) {
+        return { headers: [], rejection: atConcurrencyLimit }
+      }
+      acquired = true
+    }
+    if (listed === 1) return acquired ? ADMITTED_WITH_SLOT : NOTHING
     if (!streakDone) watchStreak(client)
     const n = policies.length
     for (let i = 0; i < n; i++) {
@@ -431,15 +482,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       scratchCosts[i] = costOf(p, req)
     }
     if (sharedOrFixed(policies)) {
-      return decideShared(policies, scratchKeys.slice(0, n), scratchCosts.slice(0, n))
+      const decided = decideShared(policies, scratchKeys.slice(0, n), scratchCosts.slice(0, n))
+      return acquired ? decided.then((r) => withSlot(r, true)) : decided
     }
-    if (n === scratch.length) {
-      decideInMemory(policies, scratchKeys, scratchCosts, scratch)
-      return conclude(policies, scratch)
-    }
-    const out = scratch.slice(0, n)
+    const out = n === scratch.length ? scratch : scratch.slice(0, n)
     decideInMemory(policies, scratchKeys, scratchCosts, out)
-    return conclude(policies, out)
+    return withSlot(conclude(policies, out), acquired)
   }
 
   const select = (policy: string | undefined): Policy[] => {
@@ -461,6 +509,17 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   return {
     check,
     policies: names,
+    release(latencyMs, ok) {
+      if (adaptive === undefined) return
+      adaptive.release(latencyMs, ok)
+      metrics?.adaptiveLimit(adaptive.limit)
+    },
+    get concurrencyLimit() {
+      return adaptive?.limit
+    },
+    close() {
+      loop?.close()
+    },
     penalty: (req, points, policy) => adjust(req, Math.abs(points), policy),
     reward: (req, points, policy) => adjust(req, -Math.abs(points), policy),
     async get(key, policy) {

@@ -1,7 +1,9 @@
 import type { IncomingMessage } from 'node:http'
 import ipaddr from 'ipaddr.js'
 import { z } from 'zod'
-import { fn, section } from '../options/shared.js'
+import { fn, optInSection, section } from '../options/shared.js'
+import { adaptiveSchema } from './adaptive.js'
+import { shedSchema } from './event-loop.js'
 
 /** Which key a request is counted under; return `undefined` to count it by client address. */
 export type KeyFunction = (req: IncomingMessage) => string | undefined
@@ -94,6 +96,10 @@ export const limiterSchema = z.strictObject({
   headers: z.union([z.literal(false), z.array(z.enum(['ietf', 'legacy', 'x'])).min(1)]).default(['ietf']),
   /** Most keys a memory store holds per policy (least recently used go first). */
   maxKeys: z.int().min(1).max(100_000_000).default(100_000),
+  /** Adaptive concurrency: a limit on requests in flight, learned from their latency. Off unless set. */
+  adaptive: optInSection(adaptiveSchema),
+  /** Shed load (503) while the event loop lags beyond a bound. Off unless set. */
+  shed: optInSection(shedSchema),
 })
 
 export const limiterSection = section(limiterSchema)

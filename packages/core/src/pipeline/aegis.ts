@@ -34,6 +34,8 @@ type WithState = IncomingMessage & { [kState]?: State }
 interface State extends AegisRequestState {
   headers: HeaderList
   rejection: Rejection | undefined
+  /** Holds an adaptive-concurrency slot until its response ends. */
+  slot: boolean
 }
 
 /** How an adapter tells the pipeline about its framework. */
@@ -201,6 +203,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       route: undefined,
       bodyLimit: maxBodyBytes,
       input: undefined,
+      slot: false,
     }
     ;(req as WithState)[kState] = state
     // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
@@ -225,6 +228,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (limited !== undefined) {
       if (limited.headers.length > 0) state.headers = [...state.headers, ...limited.headers]
       state.rejection = limited.rejection
+      state.slot = limited.acquired === true
     }
     let rejection = state.rejection
     if (rejection !== undefined && rejection.status >= 400) {
@@ -246,6 +250,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (state === undefined) return
     const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
     const seconds = (performance.now() - state.startedAt) / 1e3
+    if (state.slot) {
+      state.slot = false
+      // Server errors and abandoned requests are the overload signals of the adaptive limit.
+      limiter?.release(seconds * 1e3, status < 500 && status !== 499)
+    }
     // Requests Aegis answered itself never reached a router: one label for them all.
     let route: string
     if (state.rejection !== undefined) route = AEGIS_ROUTE
@@ -358,6 +367,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         draining = true
         await Promise.all([...servers].map(drain))
         servers.clear()
+        limiter?.close()
         await store?.close()
         metrics?.close()
       })()
