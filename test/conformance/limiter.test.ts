@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { randomUUID } from 'node:crypto'
+import { afterEach, describe, expect, inject, it } from 'vitest'
 import type { AegisOptions } from '@aegis/core'
 import { adapters, type TestApp } from './apps.js'
 
@@ -22,9 +23,28 @@ const sendMany = async (n: number, url: string, init?: RequestInit): Promise<Ans
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-describe.each(adapters)('%s: rate limiting', (_name, make) => {
+// The same scenarios on the memory store (synchronous admission) and on Redis (asynchronous).
+const stores = [
+  ['memory', (): AegisOptions => ({})],
+  [
+    'redis',
+    (): AegisOptions => ({ store: { redis: inject('redisUrl'), prefix: `aegis-test:${randomUUID()}:` } }),
+  ],
+] as const
+
+const cases = adapters.flatMap(([name, make]) =>
+  stores.map(([store, options]) => [name, store, make, options] as const),
+)
+
+describe.each(cases)('%s on %s: rate limiting', (_name, _store, make, storeOptions) => {
   let app: TestApp | undefined
-  const start = async (options: AegisOptions) => (app = await make(options))
+  const start = async (options: AegisOptions) => {
+    app = await make({ ...storeOptions(), ...options })
+    // Until Redis answers, the memory insurance decides: wait, so one store sees every request.
+    for (let i = 0; i < 250 && app.core.store !== undefined && !app.core.store.up; i++)
+      await new Promise((r) => setTimeout(r, 20))
+    return app
+  }
   afterEach(async () => {
     await app?.close()
     app = undefined

@@ -75,7 +75,14 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
     if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
     const admitted = core.admit(req)
     core.track(req, res)
-    if (admitted instanceof Promise) admitted.then((state) => proceed(req, res, next, state), next)
+    if (admitted instanceof Promise)
+      admitted.then((state) => {
+        try {
+          proceed(req, res, next, state)
+        } catch (err) {
+          next(err)
+        }
+      }, next)
     else proceed(req, res, next, admitted)
   } as AegisMiddleware
 

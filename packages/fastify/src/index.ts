@@ -76,7 +76,14 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
     if (request.routeOptions.config.aegis === false) return done()
     const admitted = core.admit(request.raw)
     core.track(request.raw, reply.raw)
-    if (admitted instanceof Promise) admitted.then((state) => proceed(request, reply, done, state), done)
+    if (admitted instanceof Promise)
+      admitted.then((state) => {
+        try {
+          proceed(request, reply, done, state)
+        } catch (err) {
+          done(err as Error)
+        }
+      }, done)
     else proceed(request, reply, done, admitted)
   })
 
