@@ -52,6 +52,10 @@ export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
   app.use(shield)
   app.get('/', (_req, res) => res.json({ ok: true }))
   app.post('/login', (_req, res) => res.json({ ok: true }))
+  // A failed login costs 3 more points.
+  app.post('/login/fail', (req, res, next) => {
+    shield.limiter?.penalty(req, 3).then(() => res.status(401).json({ ok: false }), next)
+  })
   app.get('/health', (_req, res) => res.send('ok'))
   app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
   app.get('/boom', () => {
@@ -84,6 +88,10 @@ export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
   await app.register(fastifyAegis, { metrics: { path: '/metrics' }, ...options })
   app.get('/', () => ({ ok: true }))
   app.post('/login', () => ({ ok: true }))
+  app.post('/login/fail', async (request, reply) => {
+    await app.aegis.limiter?.penalty(request, 3)
+    return reply.code(401).send({ ok: false })
+  })
   app.get<{ Params: { id: string } }>('/users/:id', (req) => ({
     id: req.params.id,
     client: req.aegis?.client.ip,
@@ -124,6 +132,11 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   })
   router.post('/login', (ctx) => {
     ctx.body = { ok: true }
+  })
+  router.post('/login/fail', async (ctx) => {
+    await shield.limiter?.penalty(ctx.req, 3)
+    ctx.status = 401
+    ctx.body = { ok: false }
   })
   router.get('/health', (ctx) => {
     ctx.body = 'ok'

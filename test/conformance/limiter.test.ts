@@ -178,6 +178,12 @@ describe.each(cases)('%s on %s: rate limiting', (_name, _store, make, storeOptio
     expect((await send(`${a.url}/`, { headers: { 'x-api-key': 'k2' } })).headers.ratelimit).toMatch(/r=9;/)
   })
 
+  it('a handler charges a penalty to the request (a failed login costs more)', async () => {
+    const a = await start({ limiter: { points: 10, duration: 60 } })
+    expect((await send(`${a.url}/login/fail`, { method: 'POST' })).status).toBe(401)
+    expect((await send(`${a.url}/`)).headers.ratelimit).toMatch(/^"default";r=5;/)
+  })
+
   it('penalty, reward, get and reset', async () => {
     const a = await start({ limiter: { points: 10, duration: 60 } })
     expect((await send(`${a.url}/`)).status).toBe(200)

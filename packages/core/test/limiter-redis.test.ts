@@ -169,17 +169,22 @@ describe('limiter on Redis', () => {
     const redis = client(inject('redisUrl'))
     const keys = (await redis.keys(`${store.prefix}*`)).sort()
     expect(keys).toEqual([`${store.prefix}rl:{127.0.0.1}:/x`, `${store.prefix}rl:{127.0.0.1}:default`])
+    // penalty / reward act on the keys of a request Aegis admitted.
     const req = {
-      headers: {},
+      socket: { remoteAddress: '127.0.0.1' },
+      headers: { host: 'example.com' },
+      rawHeaders: ['Host', 'example.com'],
       url: '/x',
       method: 'GET',
-      aegis: { client: { ip: '127.0.0.1', key: '127.0.0.1' } },
+      httpVersion: '1.1',
     }
+    await expect(a.aegis.limiter?.penalty(req as never, 3)).rejects.toThrow(/admitted/)
+    await a.aegis.admit(req as never)
     await a.aegis.limiter?.penalty(req as never, 3)
-    expect(await a.aegis.limiter?.get('127.0.0.1', '/x')).toMatchObject({ remaining: 1 })
+    expect(await a.aegis.limiter?.get('127.0.0.1', '/x')).toMatchObject({ remaining: 0 })
     await a.aegis.limiter?.reward(req as never, 2)
-    expect(await a.aegis.limiter?.get('127.0.0.1', '/x')).toMatchObject({ remaining: 3 })
-    expect(await a.aegis.limiter?.get('127.0.0.1')).toMatchObject({ remaining: 8 })
+    expect(await a.aegis.limiter?.get('127.0.0.1', '/x')).toMatchObject({ remaining: 2 })
+    expect(await a.aegis.limiter?.get('127.0.0.1')).toMatchObject({ remaining: 7 })
   })
 
   it.each(['kill', 'pause'] as const)(

@@ -66,10 +66,13 @@ export interface LimitStatus {
 export interface Limiter {
   /** Decide a request: `undefined` when no policy applies to it; a promise when a shared store decides. */
   check(req: IncomingMessage, client: ClientIdentity): LimitResult | Promise<LimitResult> | undefined
-  /** Charge extra points to the request's keys (a failed login costs more); `policy` narrows it to one. */
-  penalty(req: IncomingMessage, points: number, policy?: string): Promise<void>
-  /** Give points back to the request's keys (a successful login refunds its attempts). */
-  reward(req: IncomingMessage, points: number, policy?: string): Promise<void>
+  /**
+   * Charge extra points to the keys of an admitted request (a failed login costs more);
+   * `policy` narrows it to one. Takes Node's request (Express `req`, Koa `ctx.req`) or Fastify's.
+   */
+  penalty(req: IncomingMessage | { raw: IncomingMessage }, points: number, policy?: string): Promise<void>
+  /** Give points back to the keys of an admitted request (a successful login refunds its attempts). */
+  reward(req: IncomingMessage | { raw: IncomingMessage }, points: number, policy?: string): Promise<void>
   /** The state of a key (a client key such as `203.0.113.7`, or what your `key()` returns). */
   get(key: string, policy?: string): Promise<LimitStatus | undefined>
   /** Forget a key: its bucket and any ban. */
@@ -92,6 +95,8 @@ export interface LimiterDeps {
   readonly exemptPaths: readonly string[]
   /** Whether a proxy is trusted (the one-address warning only makes sense without). */
   readonly trustsProxy: boolean
+  /** The client of an admitted request (for penalty / reward). */
+  readonly clientOf: (req: IncomingMessage) => ClientIdentity | undefined
 }
 
 const ONE_CLIENT_STREAK = 1_000
@@ -318,20 +323,31 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return conclude(policies, out)
   }
 
-  /** Redis for GCRA (one script per hash tag), rate-limiter-flexible for fixed windows, memory when down. */
+  /** Charged when every enforcing policy of the group admitted (the group decided all or nothing). */
+  const groupCharged = (
+    policies: readonly Policy[],
+    idx: readonly number[],
+    out: readonly Verdict[],
+  ): boolean => idx.every((i) => !policies[i]!.enforce || out[i]!.allowed)
+
+  /**
+   * Redis for GCRA (one script per hash tag), rate-limiter-flexible for fixed windows,
+   * memory for GCRA without Redis — and memory insurance for what Redis could not decide.
+   * Returns true when a `failClosed` policy could not be decided.
+   */
   async function decideWithStores(
     policies: readonly Policy[],
     keys: string[],
     costs: number[],
     out: Verdict[],
   ): Promise<boolean> {
-    const insured: number[] = []
+    const local: number[] = [] // memory by configuration, or insurance while Redis is down
     const groups = new Map<string, number[]>()
     const fixed: number[] = []
     for (let i = 0; i < policies.length; i++) {
       const p = policies[i] as Policy
       if (p.fixed !== undefined) fixed.push(i)
-      else if (conn === undefined || !conn.up) insured.push(i)
+      else if (conn === undefined || !conn.up) local.push(i)
       else {
         const k = keys[i] as string
         let g = groups.get(k)
@@ -339,6 +355,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
         g.push(i)
       }
     }
+    const insured = new Set<number>(conn === undefined ? [] : local)
+    const charged = new Array<boolean>(policies.length).fill(false)
     const tasks: Promise<void>[] = []
     for (const [clientKey, idx] of groups) {
       const redisKeys = idx.map((i) =>
@@ -352,10 +370,13 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
         idx.map((i) => out[i] as Verdict),
         idx.map((i) => policies[i]!.enforce),
       ).then(
-        () => undefined,
+        () => {
+          if (groupCharged(policies, idx, out)) for (const i of idx) charged[i] = out[i]!.allowed
+        },
         (err: unknown) => {
           conn?.fail(err)
-          insured.push(...idx)
+          for (const i of idx) insured.add(i)
+          local.push(...idx)
         },
       )
       tasks.push(task)
@@ -364,39 +385,40 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       const p = policies[i] as Policy
       tasks.push(
         (p.fixed as FixedWindow).consume(keys[i] as string, costs[i] as number, out[i] as Verdict).then(
-          () => undefined,
+          (v) => {
+            charged[i] = v.allowed
+          },
           (err: unknown) => {
-            // Memory fixed windows do not fail; a Redis one without a working insurance does.
+            // rate-limiter-flexible answers from its insurance itself; an error here means both failed.
             conn?.fail(err)
-            insured.push(i)
+            insured.add(i)
+            local.push(i)
           },
         ),
       )
     }
     await Promise.all(tasks)
-    if (insured.length > 0) {
-      const ps = insured.map((i) => policies[i] as Policy)
-      if (ps.some((p) => p.failClosed)) return true
-      for (const p of ps) metrics?.insurance(p.name)
-      const vs = insured.map((i) => out[i] as Verdict)
+    if (local.length > 0) {
+      const ps = local.map((i) => policies[i] as Policy)
+      if (local.some((i) => insured.has(i) && policies[i]!.failClosed)) return true
+      for (const i of insured) metrics?.insurance(policies[i]!.name)
       decideInMemory(
         ps,
-        insured.map((i) => keys[i] as string),
-        insured.map((i) => costs[i] as number),
-        vs,
+        local.map((i) => keys[i] as string),
+        local.map((i) => costs[i] as number),
+        local.map((i) => out[i] as Verdict),
       )
+      if (groupCharged(policies, local, out)) for (const i of local) charged[i] = out[i]!.allowed
     }
-    // Several stores decided apart: if one refused, give back what the others charged.
-    if (groups.size + fixed.length + (insured.length > 0 ? 1 : 0) > 1) {
-      const refused = policies.some((p, i) => p.enforce && !(out[i] as Verdict).allowed)
-      if (refused) {
-        const refunds: Promise<void>[] = []
-        for (let i = 0; i < policies.length; i++) {
-          if ((out[i] as Verdict).allowed)
-            refunds.push(adjustOne(policies[i] as Policy, keys[i] as string, -(costs[i] as number)))
-        }
-        await Promise.allSettled(refunds)
+    // Stores decided apart: if one refused, give back what the others charged.
+    const refused = policies.some((p, i) => p.enforce && !(out[i] as Verdict).allowed)
+    if (refused) {
+      const refunds: Promise<void>[] = []
+      for (let i = 0; i < policies.length; i++) {
+        if (charged[i])
+          refunds.push(adjustOne(policies[i] as Policy, keys[i] as string, -(costs[i] as number)))
       }
+      await Promise.allSettled(refunds)
     }
     return false
   }
@@ -498,12 +520,13 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   }
 
   async function adjust(req: IncomingMessage, points: number, policy: string | undefined): Promise<void> {
-    const state = (req as { aegis?: { client?: ClientIdentity } }).aegis
-    const client = state?.client
+    // Fastify's request wraps the Node one.
+    const raw = (req as { raw?: IncomingMessage }).raw ?? req
+    const client = deps.clientOf(raw)
     if (client === undefined) throw new Error('limiter: penalty()/reward() need a request Aegis admitted')
-    const applicable = policiesOf(req)
+    const applicable = policiesOf(raw)
     const chosen = policy === undefined ? applicable : select(policy)
-    await Promise.all(chosen.map((p) => adjustOne(p, keyOf(p, req, client), points)))
+    await Promise.all(chosen.map((p) => adjustOne(p, keyOf(p, raw, client), points)))
   }
 
   return {
@@ -520,8 +543,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     close() {
       loop?.close()
     },
-    penalty: (req, points, policy) => adjust(req, Math.abs(points), policy),
-    reward: (req, points, policy) => adjust(req, -Math.abs(points), policy),
+    penalty: (req, points, policy) => adjust(req as IncomingMessage, Math.abs(points), policy),
+    reward: (req, points, policy) => adjust(req as IncomingMessage, -Math.abs(points), policy),
     async get(key, policy) {
       const p = select(policy ?? global.name)[0] as Policy
       const scratchVerdict = newVerdict()

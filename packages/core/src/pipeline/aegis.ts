@@ -133,6 +133,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
           exemptPaths:
             config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : [],
           trustsProxy: config.trustProxy !== false,
+          clientOf: (req) => (req as WithState)[kState]?.client,
         })
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
   const { logger, accessLog, serverTiming, skip, onReject } = config
