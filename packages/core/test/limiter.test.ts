@@ -206,6 +206,36 @@ describe('limiter keys', () => {
   })
 })
 
+describe('several policies on one request', () => {
+  it('a refusal by one store gives back what another charged (fixed-window route on a GCRA default)', async () => {
+    const a = make({
+      limiter: {
+        points: 10,
+        duration: 60,
+        routes: { '/fw': { points: 1, duration: 60, algorithm: 'fixed-window' } },
+      },
+    })
+    const req = () => fakeRequest('198.51.100.7', {}, '/fw')
+    expect((await a.admit(req())).rejection).toBeUndefined()
+    const second = await a.admit(req())
+    expect(second.rejection?.status).toBe(429)
+    expect(JSON.parse(second.rejection?.body ?? '{}')['violated-policies']).toEqual(['/fw'])
+    // The default policy was charged once, for the admitted request only.
+    expect(await a.limiter?.get('198.51.100.7')).toMatchObject({ remaining: 9 })
+  })
+
+  it('an observing policy never refuses, and does not stop an enforcing one from charging', () => {
+    const a = make({
+      limiter: { points: 3, duration: 60, routes: { '/x': { points: 1, duration: 60, mode: 'observe' } } },
+    })
+    const states = [1, 2, 3, 4].map(() => admit(a, fakeRequest('198.51.100.8', {}, '/x')))
+    expect(states.map((s) => s.rejection?.status ?? 200)).toEqual([200, 200, 200, 429])
+    expect(states[3]?.headers.find(([n]) => n === 'ratelimit')?.[1]).toMatch(
+      /^"default";r=0;t=60, "\/x";r=0;/,
+    )
+  })
+})
+
 describe('limiter options', () => {
   it('misconfiguration fails at startup naming the option', () => {
     const issues = (options: AegisOptions): string[] => {
