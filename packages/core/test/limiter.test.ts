@@ -263,6 +263,9 @@ describe('limiter options', () => {
     expect(issues({ limiter: { shed: { maxEventLoopDelayMs: 0 } } })).toEqual([
       'limiter.shed.maxEventLoopDelayMs',
     ])
+    expect(issues({ limiter: { algorithm: 'fixed-window', burst: 5 } })).toEqual(['limiter.burst'])
+    const twice = { name: 'x', points: 1, duration: 1 }
+    expect(issues({ limiter: { routes: { '/a': twice, '/b': twice } } })).toEqual(['limiter.routes'])
   })
 })
 

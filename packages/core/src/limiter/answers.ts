@@ -16,8 +16,8 @@ export interface PolicyInfo {
 
 export type HeaderStyle = 'ietf' | 'legacy' | 'x'
 
-/** An RFC 8941 sf-string (the schema already refused quotes and backslashes). */
-export const sfString = (s: string): string => `"${s}"`
+/** An RFC 8941 sf-string (policy names are printable ASCII; route specs may hold `"` or `\`). */
+export const sfString = (s: string): string => `"${s.replace(/[\\"]/g, '\\$&')}"`
 
 export const policyItem = (name: string, points: number, duration: number): string =>
   `${sfString(name)};q=${points};w=${Math.ceil(duration)}`

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import ipaddr from 'ipaddr.js'
 import { LRUCache } from 'lru-cache'
-import { WarningCodes } from '../errors.js'
+import { AegisConfigError, WarningCodes } from '../errors.js'
 import type { Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
 import type { RedisConnection } from '../store/index.js'
@@ -156,7 +156,13 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   }
   const names = all.map((p) => p.name)
   const duplicate = names.find((n, i) => names.indexOf(n) !== i)
-  if (duplicate !== undefined) throw new Error(`limiter: two policies are named ${JSON.stringify(duplicate)}`)
+  if (duplicate !== undefined)
+    throw new AegisConfigError([
+      {
+        path: 'limiter.routes',
+        message: `two policies are named ${JSON.stringify(duplicate)}; give one a name`,
+      },
+    ])
   const byName = new Map(all.map((p) => [p.name, p]))
   const routes = createRouteMatcher(routeEntries)
   const onlyGlobal: readonly Policy[] = [global]

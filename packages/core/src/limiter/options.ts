@@ -61,7 +61,14 @@ const policyFields = {
   failClosed: z.boolean().optional(),
 }
 
-export const policySchema = z.strictObject(policyFields)
+const burstNeedsGcra = {
+  message: 'burst applies to the gcra algorithm only (a fixed window admits its points at once)',
+  path: ['burst'],
+}
+const gcraOnly = (p: { algorithm?: string | undefined; burst?: number | undefined }) =>
+  p.burst === undefined || p.algorithm !== 'fixed-window'
+
+export const policySchema = z.strictObject(policyFields).refine(gcraOnly, burstNeedsGcra)
 
 const defaults = {
   points: 1000,
@@ -74,33 +81,35 @@ const defaults = {
 } as const
 
 /** The limiter: a default policy for every request, plus per-route ones. */
-export const limiterSchema = z.strictObject({
-  ...policyFields,
-  name: policyName.default('default'),
-  points: policyFields.points.default(defaults.points),
-  duration: policyFields.duration.default(defaults.duration),
-  algorithm: policyFields.algorithm.unwrap().default(defaults.algorithm),
-  blockDuration: policyFields.blockDuration.unwrap().default(defaults.blockDuration),
-  cost: policyFields.cost.unwrap().default(defaults.cost),
-  mode: policyFields.mode.unwrap().default(defaults.mode),
-  failClosed: policyFields.failClosed.unwrap().default(defaults.failClosed),
-  /** Extra policies by route (`'POST /login'`, `'/api/*'`); they add to the default one. */
-  routes: z.record(routeSpec, z.union([policySchema, z.array(policySchema).min(1)])).default({}),
-  /** Clients (IPs / CIDRs) never limited. */
-  allow: z.array(cidr).default([]),
-  /** Clients (IPs / CIDRs) always refused with 403. */
-  deny: z.array(cidr).default([]),
-  /** Routes never limited unless a `routes` entry names them (health probes; the metrics path is added). */
-  exempt: z.array(routeSpec).default(['/health', '/healthz', '/livez', '/readyz']),
-  /** Which header fields report the limits: the IETF draft's, `RateLimit-Limit/-Remaining/-Reset`, `X-RateLimit-*`. */
-  headers: z.union([z.literal(false), z.array(z.enum(['ietf', 'legacy', 'x'])).min(1)]).default(['ietf']),
-  /** Most keys a memory store holds per policy (least recently used go first). */
-  maxKeys: z.int().min(1).max(100_000_000).default(100_000),
-  /** Adaptive concurrency: a limit on requests in flight, learned from their latency. Off unless set. */
-  adaptive: optInSection(adaptiveSchema),
-  /** Shed load (503) while the event loop lags beyond a bound. Off unless set. */
-  shed: optInSection(shedSchema),
-})
+export const limiterSchema = z
+  .strictObject({
+    ...policyFields,
+    name: policyName.default('default'),
+    points: policyFields.points.default(defaults.points),
+    duration: policyFields.duration.default(defaults.duration),
+    algorithm: policyFields.algorithm.unwrap().default(defaults.algorithm),
+    blockDuration: policyFields.blockDuration.unwrap().default(defaults.blockDuration),
+    cost: policyFields.cost.unwrap().default(defaults.cost),
+    mode: policyFields.mode.unwrap().default(defaults.mode),
+    failClosed: policyFields.failClosed.unwrap().default(defaults.failClosed),
+    /** Extra policies by route (`'POST /login'`, `'/api/*'`); they add to the default one. */
+    routes: z.record(routeSpec, z.union([policySchema, z.array(policySchema).min(1)])).default({}),
+    /** Clients (IPs / CIDRs) never limited. */
+    allow: z.array(cidr).default([]),
+    /** Clients (IPs / CIDRs) always refused with 403. */
+    deny: z.array(cidr).default([]),
+    /** Routes never limited unless a `routes` entry names them (health probes; the metrics path is added). */
+    exempt: z.array(routeSpec).default(['/health', '/healthz', '/livez', '/readyz']),
+    /** Which header fields report the limits: the IETF draft's, `RateLimit-Limit/-Remaining/-Reset`, `X-RateLimit-*`. */
+    headers: z.union([z.literal(false), z.array(z.enum(['ietf', 'legacy', 'x'])).min(1)]).default(['ietf']),
+    /** Most keys a memory store holds per policy (least recently used go first). */
+    maxKeys: z.int().min(1).max(100_000_000).default(100_000),
+    /** Adaptive concurrency: a limit on requests in flight, learned from their latency. Off unless set. */
+    adaptive: optInSection(adaptiveSchema),
+    /** Shed load (503) while the event loop lags beyond a bound. Off unless set. */
+    shed: optInSection(shedSchema),
+  })
+  .refine(gcraOnly, burstNeedsGcra)
 
 export const limiterSection = section(limiterSchema)
 export type LimiterOptions = z.input<typeof limiterSchema>
