@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import ipaddr from 'ipaddr.js'
 import { LRUCache } from 'lru-cache'
 import { AegisConfigError, WarningCodes } from '../errors.js'
-import type { Metrics } from '../metrics/index.js'
+import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
 import type { RedisConnection } from '../store/index.js'
 import type { Warn } from '../warnings.js'
@@ -37,6 +37,8 @@ interface Policy extends PolicyInfo {
   readonly failClosed: boolean
   readonly key: KeyFunction | undefined
   readonly cost: number | CostFunction
+  /** Decision counters by outcome (found once; no lookup per request). */
+  readonly counted: Record<LimiterOutcome, { value: number }>
   /** Memory buckets: the store itself, or the insurance of the Redis one. */
   readonly memory: MemoryBuckets
   readonly fixed: FixedWindow | undefined
@@ -115,6 +117,9 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const styles: readonly HeaderStyle[] = config.headers === false ? [] : config.headers
   const onInsurance = (policy: string) => () => metrics?.insurance(policy)
 
+  // Without metrics, decisions are counted nowhere.
+  const counter = (policy: string, outcome: LimiterOutcome): { value: number } =>
+    metrics?.limiterDecisions(policy, outcome) ?? { value: 0 }
   const compile = (name: string, p: PolicyConfig | LimiterConfig): Policy => {
     const points = p.points
     const burst = p.burst ?? points
@@ -134,6 +139,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       failClosed: p.failClosed ?? config.failClosed,
       key: p.key ?? config.key,
       cost: p.cost ?? config.cost,
+      counted: {
+        allowed: counter(name, 'allowed'),
+        limited: counter(name, 'limited'),
+        blocked: counter(name, 'blocked'),
+        observed: counter(name, 'observed'),
+      },
       memory: new MemoryBuckets(rate, config.maxKeys),
       fixed:
         algorithm === 'fixed-window'
@@ -265,14 +276,14 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       const p = policies[i] as Policy
       const v = verdicts[i] as Verdict
       if (v.allowed) {
-        metrics?.limiterDecision(p.name, 'allowed')
+        p.counted.allowed.value++
         continue
       }
       if (!p.enforce) {
-        metrics?.limiterDecision(p.name, 'observed')
+        p.counted.observed.value++
         continue
       }
-      metrics?.limiterDecision(p.name, v.banned ? 'blocked' : 'limited')
+      p.counted[v.banned ? 'blocked' : 'limited'].value++
       refused = true
       banned ||= v.banned
       if (v.retryMs > retryMs) retryMs = v.retryMs

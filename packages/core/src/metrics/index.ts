@@ -25,6 +25,7 @@ const KNOWN_METHODS = new Set([
 ])
 const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 
+export type { CounterSeries } from './series.js'
 export type LimiterOutcome = 'allowed' | 'limited' | 'blocked' | 'observed'
 
 /** Every metric Aegis records, defined once. Engines add theirs through `registry`. */
@@ -35,8 +36,11 @@ export interface Metrics {
   request(method: string, route: string, status: number, seconds: number): void
   /** Count a rejection by reason. */
   rejection(reason: string): void
-  /** A limiter decision for one policy: allowed, limited, blocked (banned), observed (would be limited). */
-  limiterDecision(policy: string, outcome: LimiterOutcome): void
+  /**
+   * The counter of limiter decisions for one policy and outcome: allowed, limited,
+   * blocked (banned), observed (would be limited). Keep it and increment `value`.
+   */
+  limiterDecisions(policy: string, outcome: LimiterOutcome): CounterSeries
   /** A failed shared-store command, by reason (timeout, connection, error). */
   storeError(reason: string): void
   /** A decision the in-memory insurance made because the shared store was down. */
@@ -159,8 +163,8 @@ export function createMetrics(config: MetricsConfig): Metrics {
       }
       s.value++
     },
-    limiterDecision(policy, outcome) {
-      seriesOf(decisions, decisionSeries, `${outcome} ${policy}`, () => ({ policy, outcome })).value++
+    limiterDecisions(policy, outcome) {
+      return seriesOf(decisions, decisionSeries, `${outcome} ${policy}`, () => ({ policy, outcome }))
     },
     storeError(reason) {
       seriesOf(storeErrors, errorSeries, reason, () => ({ store: 'redis', reason })).value++
