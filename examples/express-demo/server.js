@@ -6,7 +6,14 @@ import { aegis } from '@aegis/express'
 
 const port = Number(process.env.PORT ?? 3000)
 const app = express()
-const shield = aegis({ accessLog: true, serverTiming: true, logger: consoleLogger() })
+const shield = aegis({
+  accessLog: true,
+  serverTiming: true,
+  logger: consoleLogger(),
+  // On top of the default 1,000 requests a minute per client: 5 login attempts a
+  // minute; the 6th is answered 429 and bans the client from /login for 60 s.
+  limiter: { routes: { 'POST /login': { points: 5, duration: 60, blockDuration: 60 } } },
+})
 
 app.use(shield)
 app.get('/', (req, res) => res.json({ hello: 'world', you: req.aegis?.client.ip }))
@@ -20,6 +27,11 @@ app.post(
   }),
   (req, res) => res.status(201).json(req.body),
 )
+app.post('/login', express.json(), (req, res) => {
+  const { user, password } = req.body ?? {}
+  if (user !== 'ada' || password !== 'lovelace') return res.status(401).json({ error: 'invalid credentials' })
+  res.json({ user })
+})
 app.get('/metrics', shield.metrics)
 
 const server = app.listen(port, '127.0.0.1', () => {
@@ -32,6 +44,8 @@ const server = app.listen(port, '127.0.0.1', () => {
   curl -i -H 'content-type: application/json' -d '{"name":""}' ${base}/people      400 with zod issues
   curl -i -H 'content-type: application/json' -d '{"name":"Ada","age":"36"}' ${base}/people   201
   head -c 2000000 /dev/zero | curl -i -H 'transfer-encoding: chunked' --data-binary @- ${base}/people   413
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' -H 'content-type: application/json' -d '{"user":"ada","password":"guess"}' ${base}/login; done; echo   # 401 x5, then 429
+  curl -i -X POST ${base}/login                       429 while banned: Retry-After, RateLimit fields, violated-policies
   curl -s ${base}/metrics                             Prometheus text
 Ctrl-C stops it (graceful close).`)
 })

@@ -32,6 +32,7 @@ export const WarningCodes = {
   XFF_UNTRUSTED: 'AEGIS_WARN_XFF_UNTRUSTED',
   LENIENT_PARSER: 'AEGIS_WARN_LENIENT_PARSER',
   ONE_CLIENT: 'AEGIS_WARN_ONE_CLIENT',
+  STORE_DOWN: 'AEGIS_WARN_STORE_DOWN',
 } as const
 
 export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes]

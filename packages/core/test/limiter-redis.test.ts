@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, inject, it } from 'vitest'
 import { createAegis, type Aegis, type AegisOptions, type Logger } from '../src/index.js'
-import { startRedisServer, type RedisServer } from '../../../test/helpers/redis.js'
+import { freePort, startRedisServer, type RedisServer } from '../../../test/helpers/redis.js'
 
 interface Served {
   readonly aegis: Aegis
@@ -278,6 +278,26 @@ describe('limiter on Redis', () => {
       type: 'https://iana.org/assignments/http-problem-types#temporary-reduced-capacity',
       code: 'AEGIS_ERR_LIMITER_UNAVAILABLE',
     })
+  })
+
+  it('without a logger, an unreachable Redis is one process warning; requests are decided in memory', async () => {
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => void warnings.push(w)
+    process.on('warning', onWarning)
+    try {
+      const port = await freePort()
+      const a = await serve({
+        store: { redis: `redis://127.0.0.1:${port}`, prefix: prefix() },
+        limiter: { points: 2, duration: 60 },
+      })
+      expect(await burst(3, [a.url])).toEqual(expect.arrayContaining([200, 200, 429]))
+      await new Promise((r) => setTimeout(r, 300))
+      const ours = warnings.filter((w) => (w as Error & { code?: string }).code === 'AEGIS_WARN_STORE_DOWN')
+      expect(ours).toHaveLength(1)
+      expect(ours[0]?.message).toMatch(/^Redis unreachable/)
+    } finally {
+      process.off('warning', onWarning)
+    }
   })
 
   it('a client passed in is duplicated with safe settings and left alone', async () => {

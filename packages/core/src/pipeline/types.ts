@@ -32,7 +32,7 @@ export interface ClientIdentity {
  */
 export interface AegisRequestState {
   readonly client: ClientIdentity
-  /** Response headers Aegis wants on the answer (security headers, CORS). */
+  /** Response headers Aegis wants on the answer (security headers, CORS, rate-limit fields). */
   readonly headers: HeaderList
   /** Set when Aegis answers in place of the app. */
   readonly rejection: Rejection | undefined

@@ -1,4 +1,5 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { WarningCodes } from '../errors.js'
 import type { Logger } from '../options/index.js'
 import { isRedisClient, type StoreConfig } from './options.js'
 
@@ -112,6 +113,16 @@ export function connectStore(
   let probing: NodeJS.Timeout | undefined
   let outageStartedAt = 0
   let lastError = ''
+  let everReady = false
+
+  const reportDown = (message: string): void => {
+    if (logger !== undefined) logger.warn({ store: 'redis', reason: lastError }, message)
+    else
+      process.emitWarning(`${message} (${lastError})`, {
+        code: WarningCodes.STORE_DOWN,
+        type: 'AegisWarning',
+      })
+  }
 
   const setUp = (value: boolean): void => {
     if (up === value) return
@@ -131,10 +142,7 @@ export function connectStore(
     } else {
       outageStartedAt = Date.now()
       // Once per outage, not once per failed request.
-      logger?.warn(
-        { store: 'redis', reason: lastError },
-        'Redis unavailable: deciding in memory (insurance) until it is back',
-      )
+      reportDown('Redis unavailable: deciding in memory (insurance) until it is back')
       probing = setInterval(probe, config.probeInterval)
       probing.unref()
     }
@@ -158,16 +166,12 @@ export function connectStore(
     } else probe()
   })
   // ioredis emits 'error' on every failed reconnect: counted by the outage, never thrown.
-  let everReady = false
   client.on('error', (err: unknown) => {
     lastError = reasonOf(err)
     if (!everReady && outageStartedAt === 0) {
       // Unreachable from the start: say so once, as for an outage.
       outageStartedAt = Date.now()
-      logger?.warn(
-        { store: 'redis', reason: lastError },
-        'Redis unreachable: deciding in memory (insurance) until it answers',
-      )
+      reportDown('Redis unreachable: deciding in memory (insurance) until it answers')
       events.onStateChange?.(false)
     }
   })
