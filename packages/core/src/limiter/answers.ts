@@ -36,6 +36,14 @@ export function limitHeaders(
   verdicts: readonly Verdict[],
   policyField: string | undefined,
 ): HeaderList {
+  // The common case: one policy, the IETF fields only.
+  if (policies.length === 1 && styles.length === 1 && styles[0] === 'ietf' && policyField !== undefined) {
+    const v = verdicts[0] as Verdict
+    return [
+      ['ratelimit-policy', policyField],
+      ['ratelimit', `${(policies[0] as PolicyInfo).nameItem};r=${v.remaining};t=${seconds(v.resetMs)}`],
+    ]
+  }
   const out: [string, string][] = []
   let strictest = 0
   for (let i = 1; i < policies.length; i++) {

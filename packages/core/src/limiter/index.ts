@@ -66,8 +66,15 @@ export interface LimitStatus {
 
 /** The rate limiter of an Aegis instance (`shield.limiter`). */
 export interface Limiter {
-  /** Decide a request: `undefined` when no policy applies to it; a promise when a shared store decides. */
-  check(req: IncomingMessage, client: ClientIdentity): LimitResult | Promise<LimitResult> | undefined
+  /**
+   * Decide a request: `undefined` when no policy applies to it; a promise when a shared store
+   * decides. `now` is `performance.now()` at admission, if the caller has it.
+   */
+  check(
+    req: IncomingMessage,
+    client: ClientIdentity,
+    now?: number,
+  ): LimitResult | Promise<LimitResult> | undefined
   /**
    * Charge extra points to the keys of an admitted request (a failed login costs more);
    * `policy` narrows it to one. Takes Node's request (Express `req`, Koa `ctx.req`) or Fastify's.
@@ -310,8 +317,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     keys: string[],
     costs: number[],
     out: Verdict[],
+    now = performance.now(),
   ): void {
-    const now = performance.now()
     let refused = false
     for (let i = 0; i < policies.length; i++) {
       const p = policies[i] as Policy
@@ -493,6 +500,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   function check(
     req: IncomingMessage,
     client: ClientIdentity,
+    now = performance.now(),
   ): LimitResult | Promise<LimitResult> | undefined {
     const policies = policiesOf(req)
     if (policies === onlyGlobal && isExempt(req.url ?? '/')) return undefined
@@ -525,7 +533,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       return acquired ? decided.then((r) => withSlot(r, true)) : decided
     }
     const out = n === scratch.length ? scratch : scratch.slice(0, n)
-    decideInMemory(policies, scratchKeys, scratchCosts, out)
+    decideInMemory(policies, scratchKeys, scratchCosts, out, now)
     return withSlot(conclude(policies, out), acquired)
   }
 

@@ -210,7 +210,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
     if (chunked && rejection === undefined && validator !== undefined)
       watchBodySize(req, maxBodyBytes, onBodyExceeded)
-    const limited = skipped || rejection !== undefined ? undefined : limiter?.check(req, client)
+    const limited = skipped || rejection !== undefined ? undefined : limiter?.check(req, client, startedAt)
     if (limited !== undefined && 'then' in limited) {
       return limited.then(
         (result) => conclude(req, state, result),
