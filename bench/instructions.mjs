@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { variants } from './variants.mjs'
+import { comparisons, suites, variants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('instructions-server.mjs', import.meta.url))
 const { values } = parseArgs({
@@ -20,17 +20,30 @@ const { values } = parseArgs({
     only: { type: 'string' },
     small: { type: 'string', default: '200' },
     large: { type: 'string', default: '1200' },
+    // V8 flags for the measured server, e.g. --single-threaded: no background
+    // compiler or GC threads, so where optimisation lands does not depend on timing.
+    'node-flags': { type: 'string', default: '' },
   },
 })
-const selected = values.only ? variants.filter((v) => values.only.split(',').includes(v.name)) : variants
+const names = values.only?.split(',') ?? suites.headline
+const selected = variants.filter((v) => names.includes(v.name))
 const [small, large] = [Number(values.small), Number(values.large)]
+const nodeFlags = values['node-flags'].split(' ').filter(Boolean)
 
 /** Run one server under callgrind for `n` requests; resolve with the instructions it executed. */
 function count(variant, n) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'valgrind',
-      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, SERVER, variant, String(n)],
+      [
+        '--tool=callgrind',
+        '--callgrind-out-file=/dev/null',
+        process.execPath,
+        ...nodeFlags,
+        SERVER,
+        variant,
+        String(n),
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     const deadline = setTimeout(() => child.kill('SIGKILL'), 600_000)
@@ -76,6 +89,7 @@ async function load(port, n) {
   agent.destroy()
 }
 
+const width = Math.max(...selected.map((v) => v.name.length))
 const results = []
 for (const v of selected) {
   const a = await count(v.name, small)
@@ -83,7 +97,7 @@ for (const v of selected) {
   const perRequest = (b - a) / (large - small)
   results.push({ name: v.name, label: v.label, framework: v.framework, stack: v.stack, perRequest })
   console.log(
-    `${v.name.padEnd(16)} ${Math.round(perRequest).toLocaleString('en-US').padStart(10)} instructions/request`,
+    `${v.name.padEnd(width)} ${Math.round(perRequest).toLocaleString('en-US').padStart(10)} instructions/request`,
   )
 }
 
@@ -95,4 +109,19 @@ for (const r of results) {
       ? '—'
       : `${r.perRequest > bare.perRequest ? '+' : ''}${Math.round(r.perRequest - bare.perRequest).toLocaleString('en-US')}`
   console.log(`| ${r.label} | ${Math.round(r.perRequest).toLocaleString('en-US')} | ${added} |`)
+}
+
+// The CPU comparisons of variants.mjs (what the rate limiters add), in instructions.
+const measured = comparisons.filter(
+  (c) => c.kind === 'cpu' && [c.variant, c.base].every((n) => results.some((r) => r.name === n)),
+)
+if (measured.length > 0) {
+  console.log('\n| Comparison | Variant − base | instructions / request |\n| --- | --- | ---: |')
+  for (const c of measured) {
+    const [a, b] = [c.variant, c.base].map((n) => results.find((r) => r.name === n).perRequest)
+    const d = Math.round(a - b)
+    console.log(
+      `| ${c.label} | \`${c.variant}\` − \`${c.base}\` | ${d > 0 ? '+' : ''}${d.toLocaleString('en-US')} |`,
+    )
+  }
 }

@@ -3,17 +3,26 @@
  * defaults and with the peer stacks, each run in a fresh server process under
  * wrk (or autocannon), in interleaved rounds. Method: bench/README.md.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { cpus, loadavg, release } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
-import { run, startServer } from './lib/children.mjs'
+import { buildPackages, checkBuilt, distFingerprint, sourceState } from './lib/build.mjs'
+import { startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
-import { markdownTable, markdownTargets, summarize, targetChecks } from './lib/report.mjs'
-import { HELLO, variants } from './variants.mjs'
+import {
+  checkClaims,
+  compare,
+  markdownClaims,
+  markdownComparisons,
+  markdownTable,
+  markdownTargets,
+  summarize,
+  targetChecks,
+} from './lib/report.mjs'
+import { claims, comparisons, HELLO, suites, variants } from './variants.mjs'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SERVER = fileURLToPath(new URL('server.mjs', import.meta.url))
 const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
 
@@ -23,7 +32,10 @@ const USAGE = `Usage: pnpm bench [options]
   --duration S       measured seconds per run (default 5)
   --connections C    concurrent keep-alive connections (default 50)
   --warmup S         unmeasured seconds of the same load before each run (default 2)
-  --only a,b         only these variants: ${variants.map((v) => v.name).join(', ')}
+  --suite NAME       a named set of variants: ${Object.entries(suites)
+    .map(([name, list]) => `${name} (${list.length} variants)`)
+    .join(', ')} (default headline)
+  --only a,b         only these variants (overrides --suite): ${variants.map((v) => v.name).join(', ')}
   --autocannon       load with autocannon instead of wrk (cross-check)
   --skip-build       use the packages' existing dist/ instead of building first
   -h, --help         this text`
@@ -37,6 +49,7 @@ function parseOptions(argv) {
       duration: { type: 'string', default: '5' },
       connections: { type: 'string', default: '50' },
       warmup: { type: 'string', default: '2' },
+      suite: { type: 'string', default: 'headline' },
       only: { type: 'string' },
       autocannon: { type: 'boolean', default: false },
       'skip-build': { type: 'boolean', default: false },
@@ -48,12 +61,17 @@ function parseOptions(argv) {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`)
     return n
   }
-  let selected = variants
+  const suite = suites[values.suite]
+  if (suite === undefined)
+    throw new Error(`unknown --suite ${values.suite}: ${Object.keys(suites).join(', ')}`)
+  // In the order listed: the order of each round and of the report.
+  const byName = (names) => names.map((n) => variants.find((v) => v.name === n))
+  let selected = byName(suite)
   if (values.only !== undefined) {
-    const names = values.only.split(',').map((n) => n.trim())
+    const names = [...new Set(values.only.split(',').map((n) => n.trim()))]
     const unknown = names.filter((n) => !variants.some((v) => v.name === n))
     if (unknown.length > 0) throw new Error(`unknown variant(s) in --only: ${unknown.join(', ')}`)
-    selected = variants.filter((v) => names.includes(v.name))
+    selected = byName(names)
   }
   return {
     help: values.help,
@@ -64,49 +82,6 @@ function parseOptions(argv) {
     variants: selected,
     generator: values.autocannon ? generators.autocannon : generators.wrk,
     build: !values['skip-build'],
-  }
-}
-
-async function buildPackages() {
-  console.log('Building packages/* (tsup)…')
-  // The root "build" script, minus the shell: run by `sh`, its unquoted
-  // ./packages/** glob expands to the package directories, which pnpm then
-  // takes for the script name.
-  const args = ['-r', '--filter', './packages/**', 'run', 'build']
-  const out = await run('pnpm', args, { cwd: ROOT, timeoutMs: 300_000 })
-  if (out.code !== 0) {
-    throw new Error(`build failed (pnpm ${args.join(' ')}):\n${out.stdout}${out.stderr}`)
-  }
-}
-
-/** The servers import the adapters' dist/ through the workspace links. */
-function checkBuilt() {
-  const missing = ['@aegis/core', '@aegis/express', '@aegis/fastify', '@aegis/koa'].filter((pkg) => {
-    try {
-      return !existsSync(fileURLToPath(import.meta.resolve(pkg)))
-    } catch {
-      return true
-    }
-  })
-  if (missing.length > 0) {
-    throw new Error(
-      `${missing.join(', ')}: no dist/ to benchmark. Build them (run without --skip-build, ` +
-        `or pnpm -r --filter './packages/**' run build) and try again.`,
-    )
-  }
-}
-
-/** The source measured: commit and whether packages/ had uncommitted changes. */
-async function sourceState() {
-  try {
-    const head = await run('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeoutMs: 10_000 })
-    const status = await run('git', ['status', '--porcelain', '--', 'packages'], {
-      cwd: ROOT,
-      timeoutMs: 10_000,
-    })
-    return { commit: head.stdout.trim(), uncommittedInPackages: status.stdout.split('\n').filter(Boolean) }
-  } catch {
-    return undefined // not a git checkout: nothing to record
   }
 }
 
@@ -131,6 +106,15 @@ function checkResponse(url, variant) {
         }
         if (!isDeepStrictEqual(json, HELLO)) problems.push(`body ${JSON.stringify(body)}`)
         for (const name of variant.expect) if (res.headers[name] === undefined) problems.push(`no ${name}`)
+        for (const [name, pattern] of Object.entries(variant.expectValues ?? {})) {
+          const value = res.headers[name]
+          if (value === undefined) {
+            if (!variant.expect.includes(name)) problems.push(`no ${name}`)
+          } else if (!pattern.test(String(value))) problems.push(`${name}: ${value}`)
+        }
+        for (const name of variant.expectAbsent ?? []) {
+          if (res.headers[name] !== undefined) problems.push(`unexpected ${name}: ${res.headers[name]}`)
+        }
         if (problems.length === 0) resolve()
         else reject(new Error(`GET / check failed: ${problems.join(', ')}`))
       })
@@ -153,17 +137,23 @@ async function measure(variant, options) {
       const problems = problemsOf(warm)
       if (problems.length > 0) throw new Error(`warm-up: ${problems.join(', ')}`)
     }
+    // A variant's own probe (the Redis ones: no insurance decision, Redis' CPU) brackets the window too.
+    const probeBefore = variant.probe === undefined ? undefined : await server.probe()
     const before = await server.cpuUsage()
     const load = await generator.run({ url, duration, connections })
     const after = await server.cpuUsage()
+    const probeAfter = variant.probe === undefined ? undefined : await server.probe()
     const cpu = { userUs: after.user - before.user, systemUs: after.system - before.system }
-    const problems = problemsOf(load)
+    const problems = [...problemsOf(load), ...(probeAfter?.problems ?? [])]
+    const redisCpuUs =
+      probeAfter?.redisCpuUs === undefined ? undefined : probeAfter.redisCpuUs - probeBefore.redisCpuUs
     return {
       ok: problems.length === 0,
       problems,
       ...load,
       cpu,
       cpuUsPerRequest: (cpu.userUs + cpu.systemUs) / load.requests,
+      ...(redisCpuUs !== undefined && { redisCpuUsPerRequest: redisCpuUs / load.requests }),
       ...(problems.length > 0 && { serverLog: server.log() }),
     }
   } finally {
@@ -203,13 +193,17 @@ async function main(options) {
     // Start each round one variant later, so no variant always runs first.
     const order = selected.map((_, i) => selected[(i + round - 1) % selected.length])
     for (const variant of order) {
+      const dist = distFingerprint()
       const result = await measure(variant, options).catch((err) => ({ ok: false, problems: [err.message] }))
-      runs.push({ round, variant: variant.name, ...result })
+      runs.push({ round, variant: variant.name, dist, ...result })
       const line = `round ${round}/${rounds}  ${pad(variant.name, width)}  `
       console.log(
         result.ok
           ? `${line}${pad(Math.round(result.reqPerSec).toLocaleString('en-US'), 7)} req/s  ` +
-              `${result.cpuUsPerRequest.toFixed(1)} µs CPU/req  p99 ${result.latencyMs.p99?.toFixed(2)} ms`
+              `${result.cpuUsPerRequest.toFixed(1)} µs CPU/req  p99 ${result.latencyMs.p99?.toFixed(2)} ms` +
+              (result.redisCpuUsPerRequest === undefined
+                ? ''
+                : `  Redis ${result.redisCpuUsPerRequest.toFixed(1)} µs CPU/req`)
           : `${line}FAILED: ${result.problems.join('; ')}`,
       )
     }
@@ -217,6 +211,9 @@ async function main(options) {
 
   const summary = summarize(selected, runs)
   const targets = targetChecks(summary)
+  const derived = compare(comparisons, runs)
+  const verdicts = checkClaims(claims, derived)
+  const builds = [...new Set(runs.map((r) => r.dist))]
   environment.loadavgAtEnd = loadavg()
   mkdirSync(RESULTS, { recursive: true })
   const file = `${RESULTS}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
@@ -229,6 +226,9 @@ async function main(options) {
     variants: selected, // JSON leaves out their `start` functions
     summary,
     targets,
+    comparisons: derived,
+    claims: verdicts,
+    distFingerprints: builds,
     runs,
   }
   writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`)
@@ -238,6 +238,16 @@ async function main(options) {
   )
   console.log(markdownTable(summary))
   if (targets.length > 0) console.log(`\n## Targets (Aegis defaults)\n\n${markdownTargets(targets)}`)
+  if (derived.length > 0) {
+    console.log(`\n## Comparisons (paired by round: median, min–max)\n\n${markdownComparisons(derived)}`)
+  }
+  if (verdicts.length > 0) console.log(`\n## Rate-limiter claims\n\n${markdownClaims(verdicts)}`)
+  if (builds.length > 1) {
+    console.log(
+      `\nWARNING: packages/*/dist changed during the run (${builds.join(', ')}): somebody rebuilt ` +
+        `them; the runs did not all measure the same code (each run's "dist" is in the JSON).`,
+    )
+  }
   const failed = runs.filter((r) => !r.ok)
   for (const r of failed) console.log(`\nFAILED round ${r.round} ${r.variant}: ${r.problems.join('; ')}`)
   console.log(`\nResults: ${file}`)

@@ -1,9 +1,10 @@
 /**
  * One measured server: `node server.mjs <variant>`, spawned by run.mjs with an
  * IPC channel. It listens on 127.0.0.1 on a free port, reports the port, and
- * answers `cpu` messages with its own process.cpuUsage(). The runner asks only
- * right before and right after the measured window, so the sampling costs
- * nothing while the load runs and never goes through the HTTP stack measured.
+ * answers `cpu` messages with its own process.cpuUsage() and `probe` messages
+ * with the variant's own probe, if any. The runner asks only right before and
+ * right after the measured window, so the sampling costs nothing while the
+ * load runs and never goes through the HTTP stack measured.
  */
 import { variants } from './variants.mjs'
 
@@ -16,6 +17,15 @@ const server = await variant.start()
 
 process.on('message', (message) => {
   if (message === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() })
+  if (message === 'probe') {
+    // A probe that throws is a problem of the run, not a crash of the server.
+    Promise.resolve()
+      .then(() => variant.probe?.() ?? { problems: [] })
+      .then(
+        (result) => process.send({ type: 'probe', ...result }),
+        (err) => process.send({ type: 'probe', problems: [`probe failed: ${err.message}`] }),
+      )
+  }
 })
 // The runner gone (crashed, killed) means nobody will stop us: leave with it.
 process.on('disconnect', () => process.exit(0))

@@ -14,10 +14,32 @@ export const HELLO = { hello: 'world' }
 const NEVER = 1_000_000_000
 const WINDOW_MS = 60_000
 
+// Aegis with its defaults, except the limit: its default limiter (1000 per
+// minute per client) would answer 429 to wrk, which sends everything from one
+// address. Same limit and window as the peers.
+const AEGIS = { limiter: { points: NEVER, duration: WINDOW_MS / 1000 } }
+// The same on the shared store: one Lua script per request, auto-pipelined by
+// ioredis. A prefix of its own per server process, so no run sees another's keys.
+const aegisOnRedis = () => ({
+  ...AEGIS,
+  store: {
+    redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    prefix: `aegis-bench:${process.pid}:${Date.now().toString(36)}:`,
+  },
+})
+
 // A security header every guarded variant sets, and the limiters' header: the
 // runner checks them once per run so a variant can't silently lose its stack.
 const SECURITY_HEADER = 'x-content-type-options'
 const LIMIT_HEADER = 'x-ratelimit-limit'
+// Aegis' limiter answers with the IETF draft's fields; the policy names the limit.
+const AEGIS_LIMIT = {
+  'ratelimit-policy': /^"default";q=1000000000;w=60$/,
+  ratelimit: /^"default";r=\d+;t=\d+$/,
+}
+const PEER_LIMIT = { [LIMIT_HEADER]: /^1000000000$/ }
+// Every spelling a limiter here could answer with: a variant without one sends none.
+const ANY_LIMIT_HEADER = ['ratelimit', 'ratelimit-policy', 'ratelimit-limit', LIMIT_HEADER]
 
 /** Listen on a free port of the loopback interface only. */
 const listen = (server) =>
@@ -64,14 +86,51 @@ async function koa(mount) {
   return listen(server)
 }
 
+/** Until the Aegis instance's Redis connection is usable: a run must not start on the insurance. */
+async function redisReady(core) {
+  const deadline = Date.now() + 5_000
+  while (core.store?.up !== true) {
+    if (Date.now() > deadline) throw new Error('the Redis store is not up after 5 s (is Redis running?)')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/**
+ * Proof that Redis decided every request so far: no store error and no
+ * decision by the in-memory insurance, read from Aegis' own metrics; and the
+ * Redis server's CPU time (`INFO cpu`), which the server's CPU figure leaves out.
+ * Asked by the runner right before and right after the measured window.
+ */
+async function redisProbe(core) {
+  const problems = []
+  const metrics = (await core.scrapeMetrics())?.body ?? ''
+  for (const m of metrics.matchAll(
+    /^(\w*(?:limiter_insurance_total|store_errors_total))(\{[^}]*\})? (\S+)$/gm,
+  )) {
+    if (Number(m[3]) > 0) problems.push(`${m[1]}${m[2] ?? ''} = ${m[3]}`)
+  }
+  if (core.store?.up !== true) problems.push('Redis store down')
+  const info = await core.store.client.info('cpu')
+  const seconds = (field) => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)?.[1])
+  return { problems, redisCpuUs: (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6 }
+}
+
+// The Aegis core of the variant this process serves, for its probe.
+let core
+
 /**
  * @typedef {object} Variant
  * @property {string} name        CLI and results name
  * @property {'express' | 'fastify' | 'koa'} framework
- * @property {'bare' | 'aegis' | 'peers'} stack
+ * @property {'bare' | 'aegis' | 'peers'} stack  what the report compares with the bare framework
  * @property {string} label       what is in front of the handler, for the report
  * @property {string[]} expect    response headers proving the stack is mounted
+ * @property {Record<string, RegExp>} [expectValues]  …and what they must say
+ * @property {string[]} [expectAbsent]  response headers the stack must not send
  * @property {() => Promise<import('node:http').Server>} start  build and listen
+ * @property {() => Promise<{ problems: string[], redisCpuUs?: number }>} [probe]
+ *   asked in the server process right before and right after the measured
+ *   window; any problem fails the run
  */
 
 /** @type {Variant[]} */
@@ -82,6 +141,7 @@ export const variants = [
     stack: 'bare',
     label: 'Express',
     expect: [],
+    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => express(),
   },
   {
@@ -89,11 +149,12 @@ export const variants = [
     framework: 'express',
     stack: 'aegis',
     label: 'Express + Aegis',
-    expect: [SECURITY_HEADER],
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
     start: () =>
       express(async (app) => {
         const { aegis } = await import('@aegis/express')
-        const shield = aegis()
+        const shield = aegis(AEGIS)
         app.use(shield)
         return shield
       }),
@@ -104,6 +165,7 @@ export const variants = [
     stack: 'peers',
     label: 'Express + helmet + express-rate-limit',
     expect: [SECURITY_HEADER, LIMIT_HEADER],
+    expectValues: PEER_LIMIT,
     start: () =>
       express(async (app) => {
         const { default: helmet } = await import('helmet')
@@ -118,6 +180,7 @@ export const variants = [
     stack: 'bare',
     label: 'Fastify',
     expect: [],
+    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => fastify(),
   },
   {
@@ -125,11 +188,12 @@ export const variants = [
     framework: 'fastify',
     stack: 'aegis',
     label: 'Fastify + Aegis',
-    expect: [SECURITY_HEADER],
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
     start: () =>
       fastify(async (app) => {
         const { aegis } = await import('@aegis/fastify')
-        await app.register(aegis)
+        await app.register(aegis, AEGIS)
       }),
   },
   {
@@ -138,6 +202,7 @@ export const variants = [
     stack: 'peers',
     label: 'Fastify + @fastify/helmet + @fastify/rate-limit',
     expect: [SECURITY_HEADER, LIMIT_HEADER],
+    expectValues: PEER_LIMIT,
     start: () =>
       fastify(async (app) => {
         const { default: helmet } = await import('@fastify/helmet')
@@ -152,6 +217,7 @@ export const variants = [
     stack: 'bare',
     label: 'Koa',
     expect: [],
+    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => koa(),
   },
   {
@@ -159,11 +225,12 @@ export const variants = [
     framework: 'koa',
     stack: 'aegis',
     label: 'Koa + Aegis',
-    expect: [SECURITY_HEADER],
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
     start: () =>
       koa(async (app) => {
         const { aegis } = await import('@aegis/koa')
-        const shield = aegis()
+        const shield = aegis(AEGIS)
         app.use(shield)
         return shield
       }),
@@ -174,6 +241,7 @@ export const variants = [
     stack: 'peers',
     label: 'Koa + koa-helmet + koa-ratelimit',
     expect: [SECURITY_HEADER, LIMIT_HEADER],
+    expectValues: PEER_LIMIT,
     start: () =>
       koa(async (app) => {
         const { default: helmet } = await import('koa-helmet')
@@ -182,4 +250,246 @@ export const variants = [
         app.use(ratelimit({ driver: 'memory', db: new Map(), duration: WINDOW_MS, max: NEVER }))
       }),
   },
+
+  // What the rate limiter costs: Aegis without it, with it in memory, with it
+  // on Redis, and the framework's usual limiter alone. `stack` tells the main
+  // table how to compare them with the bare framework; `comparisons` below
+  // holds the differences that answer the question.
+  {
+    name: 'express-aegis-nolimit',
+    framework: 'express',
+    stack: 'aegis',
+    label: 'Express + Aegis, limiter off',
+    expect: [SECURITY_HEADER],
+    expectAbsent: ANY_LIMIT_HEADER,
+    start: () =>
+      express(async (app) => {
+        const { aegis } = await import('@aegis/express')
+        const shield = aegis({ limiter: false })
+        app.use(shield)
+        return shield
+      }),
+  },
+  {
+    name: 'express-aegis-limit',
+    framework: 'express',
+    stack: 'aegis',
+    label: 'Express + Aegis, limiter in memory',
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
+    start: () =>
+      express(async (app) => {
+        const { aegis } = await import('@aegis/express')
+        const shield = aegis(AEGIS)
+        app.use(shield)
+        return shield
+      }),
+  },
+  {
+    name: 'express-erl',
+    framework: 'express',
+    stack: 'peers',
+    label: 'Express + express-rate-limit',
+    expect: [LIMIT_HEADER],
+    expectValues: PEER_LIMIT,
+    expectAbsent: [SECURITY_HEADER],
+    start: () =>
+      express(async (app) => {
+        const { rateLimit } = await import('express-rate-limit')
+        app.use(rateLimit({ windowMs: WINDOW_MS, limit: NEVER }))
+      }),
+  },
+  {
+    name: 'express-aegis-redis',
+    framework: 'express',
+    stack: 'aegis',
+    label: 'Express + Aegis, limiter on Redis',
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
+    start: () =>
+      express(async (app) => {
+        const { aegis } = await import('@aegis/express')
+        const shield = aegis(aegisOnRedis())
+        core = shield.core
+        await redisReady(core)
+        app.use(shield)
+        return shield
+      }),
+    probe: () => redisProbe(core),
+  },
+  {
+    name: 'fastify-aegis-nolimit',
+    framework: 'fastify',
+    stack: 'aegis',
+    label: 'Fastify + Aegis, limiter off',
+    expect: [SECURITY_HEADER],
+    expectAbsent: ANY_LIMIT_HEADER,
+    start: () =>
+      fastify(async (app) => {
+        const { aegis } = await import('@aegis/fastify')
+        await app.register(aegis, { limiter: false })
+      }),
+  },
+  {
+    name: 'fastify-aegis-limit',
+    framework: 'fastify',
+    stack: 'aegis',
+    label: 'Fastify + Aegis, limiter in memory',
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
+    start: () =>
+      fastify(async (app) => {
+        const { aegis } = await import('@aegis/fastify')
+        await app.register(aegis, AEGIS)
+      }),
+  },
+  {
+    name: 'fastify-frl',
+    framework: 'fastify',
+    stack: 'peers',
+    label: 'Fastify + @fastify/rate-limit',
+    expect: [LIMIT_HEADER],
+    expectValues: PEER_LIMIT,
+    expectAbsent: [SECURITY_HEADER],
+    start: () =>
+      fastify(async (app) => {
+        const { default: rateLimit } = await import('@fastify/rate-limit')
+        await app.register(rateLimit, { max: NEVER, timeWindow: WINDOW_MS })
+      }),
+  },
+  {
+    name: 'fastify-aegis-redis',
+    framework: 'fastify',
+    stack: 'aegis',
+    label: 'Fastify + Aegis, limiter on Redis',
+    expect: [SECURITY_HEADER, 'ratelimit-policy'],
+    expectValues: AEGIS_LIMIT,
+    start: () =>
+      fastify(async (app) => {
+        const { aegis } = await import('@aegis/fastify')
+        await app.register(aegis, aegisOnRedis())
+        core = app.aegis
+        await redisReady(core)
+      }),
+    probe: () => redisProbe(core),
+  },
+]
+
+/**
+ * Named sets of variants for `--suite`. `headline` is what `pnpm bench` runs:
+ * each framework bare, with Aegis and with the peer stack.
+ */
+export const suites = {
+  headline: [
+    'express',
+    'express-aegis',
+    'express-peers',
+    'fastify',
+    'fastify-aegis',
+    'fastify-peers',
+    'koa',
+    'koa-aegis',
+    'koa-peers',
+  ],
+  limiter: [
+    'express',
+    'express-aegis-nolimit',
+    'express-aegis-limit',
+    'express-erl',
+    'express-aegis-redis',
+    'fastify',
+    'fastify-aegis-nolimit',
+    'fastify-aegis-limit',
+    'fastify-frl',
+    'fastify-aegis-redis',
+  ],
+}
+
+/**
+ * Derived figures the runner prints when both variants of a row were measured,
+ * paired by round (the runs of one round are minutes apart, those of two
+ * rounds may not be): `cpu` is the CPU µs/request of `variant` minus that of
+ * `base`, `rate` the ratio of their req/s.
+ *
+ * @type {{ id: string, kind: 'cpu' | 'rate', label: string, variant: string, base: string }[]}
+ */
+export const comparisons = [
+  {
+    id: 'express-limiter',
+    kind: 'cpu',
+    label: 'Aegis memory limiter on Express',
+    variant: 'express-aegis-limit',
+    base: 'express-aegis-nolimit',
+  },
+  {
+    id: 'express-erl',
+    kind: 'cpu',
+    label: 'express-rate-limit on Express',
+    variant: 'express-erl',
+    base: 'express',
+  },
+  {
+    id: 'express-redis-cpu',
+    kind: 'cpu',
+    label: 'Redis instead of memory on Express (server process only)',
+    variant: 'express-aegis-redis',
+    base: 'express-aegis-limit',
+  },
+  {
+    id: 'express-redis',
+    kind: 'rate',
+    label: 'Express: Redis / memory req/s',
+    variant: 'express-aegis-redis',
+    base: 'express-aegis-limit',
+  },
+  {
+    id: 'fastify-limiter',
+    kind: 'cpu',
+    label: 'Aegis memory limiter on Fastify',
+    variant: 'fastify-aegis-limit',
+    base: 'fastify-aegis-nolimit',
+  },
+  {
+    id: 'fastify-frl',
+    kind: 'cpu',
+    label: '@fastify/rate-limit on Fastify',
+    variant: 'fastify-frl',
+    base: 'fastify',
+  },
+  {
+    id: 'fastify-redis-cpu',
+    kind: 'cpu',
+    label: 'Redis instead of memory on Fastify (server process only)',
+    variant: 'fastify-aegis-redis',
+    base: 'fastify-aegis-limit',
+  },
+  {
+    id: 'fastify-redis',
+    kind: 'rate',
+    label: 'Fastify: Redis / memory req/s',
+    variant: 'fastify-aegis-redis',
+    base: 'fastify-aegis-limit',
+  },
+]
+
+/**
+ * What the rate-limiter issue claims, on the comparisons above: `less` holds
+ * when comparison `id` is below comparison `than`, `atLeast` when it is at
+ * least `value`. `report` rows have no target: the figure is shown only.
+ *
+ * @type {({ claim: string, id: string } & ({ than: string } | { atLeast: number } | { report: true }))[]}
+ */
+export const claims = [
+  {
+    claim: 'Aegis memory limiter costs less CPU/request than express-rate-limit (Express)',
+    id: 'express-limiter',
+    than: 'express-erl',
+  },
+  {
+    claim: 'Aegis memory limiter costs less CPU/request than @fastify/rate-limit (Fastify)',
+    id: 'fastify-limiter',
+    than: 'fastify-frl',
+  },
+  { claim: 'Express: Redis mode ≥ 0.60x the req/s of memory mode', id: 'express-redis', atLeast: 0.6 },
+  { claim: 'Fastify: Redis mode req/s / memory mode', id: 'fastify-redis', report: true },
 ]

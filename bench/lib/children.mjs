@@ -20,7 +20,8 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   })
 }
 
-function spawnTracked(command, args, options) {
+/** `spawn`, and kill the child when the runner exits. */
+export function spawnTracked(command, args, options) {
   const child = spawn(command, args, options)
   live.add(child)
   const forget = () => live.delete(child)
@@ -66,6 +67,7 @@ const LOG_TAIL_CHARS = 4_000
  * @returns {Promise<{
  *   port: number,
  *   cpuUsage: () => Promise<NodeJS.CpuUsage>,
+ *   probe: () => Promise<{ problems: string[], redisCpuUs?: number }>,
  *   log: () => string,
  *   stop: () => Promise<void>,
  * }>}
@@ -121,6 +123,12 @@ export async function startServer(script, variant) {
     return {
       port,
       cpuUsage: async () => (await request('cpu', () => child.send('cpu'))).usage,
+      /** The variant's own probe (`variant.probe`), run in the server process. */
+      probe: async () => {
+        const { problems, ...figures } = await request('probe', () => child.send('probe'))
+        delete figures.type
+        return { problems, ...figures }
+      },
       log: () => log,
       stop,
     }

@@ -1,0 +1,86 @@
+/**
+ * What the benchmarks measure: the packages' dist/, built first unless told
+ * otherwise, and the source state it came from. Shared by run.mjs and
+ * limiter-heap.mjs.
+ */
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { run } from './children.mjs'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const PACKAGES = ['@aegis/core', '@aegis/express', '@aegis/fastify', '@aegis/koa']
+
+export async function buildPackages() {
+  console.log('Building packages/* (tsup)…')
+  // The root "build" script, minus the shell: run by `sh`, its unquoted
+  // ./packages/** glob expands to the package directories, which pnpm then
+  // takes for the script name.
+  const args = ['-r', '--filter', './packages/**', 'run', 'build']
+  const out = await run('pnpm', args, { cwd: ROOT, timeoutMs: 300_000 })
+  if (out.code !== 0) {
+    throw new Error(`build failed (pnpm ${args.join(' ')}):\n${out.stdout}${out.stderr}`)
+  }
+}
+
+const entryOf = (pkg) => {
+  try {
+    return fileURLToPath(import.meta.resolve(pkg))
+  } catch {
+    return undefined
+  }
+}
+
+/** The servers import the adapters' dist/ through the workspace links. */
+export function checkBuilt() {
+  const missing = PACKAGES.filter((pkg) => {
+    const entry = entryOf(pkg)
+    return entry === undefined || !existsSync(entry)
+  })
+  if (missing.length > 0) {
+    throw new Error(
+      `${missing.join(', ')}: no dist/ to benchmark. Build them (run without --skip-build, ` +
+        `or pnpm -r --filter './packages/**' run build) and try again.`,
+    )
+  }
+}
+
+/**
+ * A short hash of the packages' ESM entry points, taken before each run: if
+ * somebody rebuilds packages/ while a benchmark runs, the runs no longer
+ * measure the same code, and the report says so.
+ */
+export function distFingerprint() {
+  const hash = createHash('sha256')
+  for (const pkg of PACKAGES) {
+    const entry = entryOf(pkg)
+    try {
+      hash.update(entry === undefined ? 'missing' : readFileSync(entry))
+    } catch {
+      hash.update('unreadable') // mid-rebuild: tsup empties dist/ first
+    }
+  }
+  return hash.digest('hex').slice(0, 12)
+}
+
+/**
+ * The source measured: commit and whether packages/ had uncommitted changes;
+ * in a tree made by snapshot.mjs, the commit it exported.
+ */
+export async function sourceState() {
+  const snapshot = join(ROOT, 'SNAPSHOT.json')
+  if (existsSync(snapshot))
+    return { ...JSON.parse(readFileSync(snapshot, 'utf8')), uncommittedInPackages: [] }
+  try {
+    const head = await run('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeoutMs: 10_000 })
+    const status = await run('git', ['status', '--porcelain', '--', 'packages'], {
+      cwd: ROOT,
+      timeoutMs: 10_000,
+    })
+    if (head.code !== 0 || status.code !== 0) return undefined // not a git checkout (an exported tree)
+    return { commit: head.stdout.trim(), uncommittedInPackages: status.stdout.split('\n').filter(Boolean) }
+  } catch {
+    return undefined // not a git checkout: nothing to record
+  }
+}
