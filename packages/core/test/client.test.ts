@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import fc from 'fast-check'
+import ipaddr from 'ipaddr.js'
 import { describe, expect, it, vi } from 'vitest'
 import { createClientResolver, maskAddress, parseOptions } from '../src/index.js'
 
@@ -19,6 +20,18 @@ describe('client identity', () => {
     expect(r.resolve(req('203.0.113.9'))).toEqual({ ip: '203.0.113.9', key: '203.0.113.9' })
     expect(r.resolve(req('::ffff:192.0.2.1'))).toEqual({ ip: '192.0.2.1', key: '192.0.2.1' })
     expect(r.resolve(req('::ffff:c000:201'))).toEqual({ ip: '192.0.2.1', key: '192.0.2.1' })
+  })
+
+  it('keys IPv6 clients by the network of any prefix length, as ipaddr.js computes it (property)', () => {
+    fc.assert(
+      fc.property(fc.ipV6(), fc.integer({ min: 32, max: 127 }), (address, bits) => {
+        const r = createClientResolver({ trustProxy: false, ipv6Subnet: bits })
+        const parsed = ipaddr.parse(address)
+        fc.pre(parsed.kind() === 'ipv6' && !(parsed as ipaddr.IPv6).isIPv4MappedAddress())
+        const expected = ipaddr.IPv6.networkAddressFromCIDR(`${parsed.toString()}/${bits}`).toString()
+        expect(r.resolve(req(address)).key).toBe(`${expected}/${bits}`)
+      }),
+    )
   })
 
   it('keys IPv6 clients by their /64', () => {

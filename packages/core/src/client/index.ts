@@ -74,8 +74,13 @@ export function createClientResolver(options: {
   const identity = (addr: ipaddr.IPv4 | ipaddr.IPv6): ClientIdentity => {
     const ip = addr.toString()
     if (addr.kind() === 'ipv4' || ipv6Subnet >= 128) return { ip, key: ip }
-    const prefix = ipaddr.IPv6.networkAddressFromCIDR(`${ip}/${ipv6Subnet}`).toString()
-    return { ip, key: `${prefix}/${ipv6Subnet}` }
+    // Mask the parsed parts: re-parsing a CIDR string costs several times more, per new client.
+    const parts = (addr as ipaddr.IPv6).parts.slice()
+    for (let i = 0; i < 8; i++) {
+      const keep = Math.min(16, Math.max(0, ipv6Subnet - i * 16))
+      parts[i] = (parts[i] as number) & (keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff)
+    }
+    return { ip, key: `${new ipaddr.IPv6(parts).toString()}/${ipv6Subnet}` }
   }
 
   const fromText = (text: string): ClientIdentity => {
