@@ -47,26 +47,33 @@ export interface ClientResolver {
  * const clients = createClientResolver({ trustProxy: ['loopback'], ipv6Subnet: 64 })
  * clients.resolve(req).key // '203.0.113.7' or '2001:db8:1:2::/64'
  */
+/** Parse IPs and CIDRs (and the named ranges) into ranges `inRanges` can match. */
+export function parseRanges(entries: readonly string[]): Range[] {
+  const ranges: Range[] = []
+  for (const entry of entries) {
+    for (const cidr of NAMED[entry] ?? [entry]) {
+      if (cidr.includes('/')) ranges.push(ipaddr.parseCIDR(cidr))
+      else {
+        const a = ipaddr.process(cidr)
+        ranges.push([a, a.kind() === 'ipv4' ? 32 : 128])
+      }
+    }
+  }
+  return ranges
+}
+
+/** Whether an address lies in one of the ranges. */
+export const inRanges = (addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: readonly Range[]): boolean =>
+  ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match([net, bits] as never))
+
 export function createClientResolver(options: {
   trustProxy: false | number | readonly string[]
   ipv6Subnet: number
   onUntrustedForwardedFor?: () => void
 }): ClientResolver {
   const { trustProxy, ipv6Subnet, onUntrustedForwardedFor } = options
-  const ranges: Range[] = []
-  if (Array.isArray(trustProxy)) {
-    for (const entry of trustProxy as readonly string[]) {
-      for (const cidr of NAMED[entry] ?? [entry]) {
-        if (cidr.includes('/')) ranges.push(ipaddr.parseCIDR(cidr))
-        else {
-          const a = ipaddr.process(cidr)
-          ranges.push([a, a.kind() === 'ipv4' ? 32 : 128])
-        }
-      }
-    }
-  }
-  const trusted = (addr: ipaddr.IPv4 | ipaddr.IPv6): boolean =>
-    ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match([net, bits] as never))
+  const ranges = Array.isArray(trustProxy) ? parseRanges(trustProxy as readonly string[]) : []
+  const trusted = (addr: ipaddr.IPv4 | ipaddr.IPv6): boolean => inRanges(addr, ranges)
 
   // Identities are small and few per socket address: cache them (bounded).
   const cache = new LRUCache<string, ClientIdentity>({ max: 10_000 })

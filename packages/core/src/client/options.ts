@@ -3,19 +3,26 @@ import ipaddr from 'ipaddr.js'
 
 const NAMED_RANGES = ['loopback', 'linklocal', 'uniquelocal'] as const
 
-const trustEntry = z.string().refine(
-  (s) => {
-    if ((NAMED_RANGES as readonly string[]).includes(s)) return true
-    try {
-      if (s.includes('/')) ipaddr.parseCIDR(s)
-      else ipaddr.parse(s)
-      return true
-    } catch {
-      return false
-    }
-  },
-  { message: `expected an IP address, a CIDR, or one of ${NAMED_RANGES.join(', ')}` },
-)
+const isAddressOrCidr = (s: string): boolean => {
+  try {
+    if (s.includes('/')) ipaddr.parseCIDR(s)
+    else ipaddr.parse(s)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** An IP address or a CIDR (allow / deny lists). */
+export const addressOrCidr = z
+  .string()
+  .refine(isAddressOrCidr, { message: 'expected an IP address or a CIDR' })
+
+const trustEntry = z
+  .string()
+  .refine((s) => (NAMED_RANGES as readonly string[]).includes(s) || isAddressOrCidr(s), {
+    message: `expected an IP address, a CIDR, or one of ${NAMED_RANGES.join(', ')}`,
+  })
 
 /**
  * `trustProxy`: `false` (the socket address is the client), a hop count, or the

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
-import ipaddr from 'ipaddr.js'
 import { LRUCache } from 'lru-cache'
+import { inRanges, parseAddress, parseRanges } from '../client/index.js'
 import { AegisConfigError, WarningCodes } from '../errors.js'
 import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
@@ -201,28 +201,14 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return false
   }
 
-  type Range = [ipaddr.IPv4 | ipaddr.IPv6, number]
-  const toRanges = (list: readonly string[]): Range[] =>
-    list.map((s) => {
-      if (s.includes('/')) return ipaddr.parseCIDR(s)
-      const a = ipaddr.process(s)
-      return [a, a.kind() === 'ipv4' ? 32 : 128]
-    })
-  const allowRanges = toRanges(config.allow)
-  const denyRanges = toRanges(config.deny)
+  const allowRanges = parseRanges(config.allow)
+  const denyRanges = parseRanges(config.deny)
   const listed = new LRUCache<string, 0 | 1 | 2>({ max: 10_000 })
-  const inRanges = (addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: Range[]): boolean =>
-    ranges.some(([net, bits]) => net.kind() === addr.kind() && addr.match([net, bits] as never))
   /** 0: neither, 1: allowed, 2: denied. */
   const listing = (ip: string): 0 | 1 | 2 => {
     let v = listed.get(ip)
     if (v === undefined) {
-      let addr: ipaddr.IPv4 | ipaddr.IPv6 | undefined
-      try {
-        addr = ipaddr.process(ip)
-      } catch {
-        addr = undefined
-      }
+      const addr = parseAddress(ip)
       v = addr === undefined ? 0 : inRanges(addr, denyRanges) ? 2 : inRanges(addr, allowRanges) ? 1 : 0
       listed.set(ip, v)
     }
@@ -238,12 +224,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     if (client.key === streakKey) {
       if (++streak < ONE_CLIENT_STREAK) return
       streakDone = true
-      let range = 'unicast'
-      try {
-        range = ipaddr.process(client.ip).range()
-      } catch {
-        // not an address: leave it
-      }
+      const range = parseAddress(client.ip)?.range() ?? 'unicast'
       if (range !== 'unicast')
         warn(
           WarningCodes.ONE_CLIENT,
@@ -466,8 +447,10 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return matched.length === 0 ? onlyGlobal : [global, ...matched]
   }
 
+  // Decided once: only route matches build new policy lists, and those are rare.
+  const globalIsAsync = usesRedisGcra || global.fixed !== undefined
   const sharedOrFixed = (policies: readonly Policy[]): boolean =>
-    usesRedisGcra || policies.some((p) => p.fixed !== undefined)
+    policies === onlyGlobal ? globalIsAsync : usesRedisGcra || policies.some((p) => p.fixed !== undefined)
 
   const adaptive = config.adaptive === false ? undefined : createAdaptiveLimiter(config.adaptive)
   const loop =

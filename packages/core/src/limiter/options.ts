@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
-import ipaddr from 'ipaddr.js'
 import { z } from 'zod'
+import { addressOrCidr } from '../client/options.js'
 import { fn, optInSection, section } from '../options/shared.js'
 import { adaptiveSchema } from './adaptive.js'
 import { shedSchema } from './event-loop.js'
@@ -10,18 +10,7 @@ export type KeyFunction = (req: IncomingMessage) => string | undefined
 /** What a request costs, in points. */
 export type CostFunction = (req: IncomingMessage) => number
 
-const cidr = z.string().refine(
-  (s) => {
-    try {
-      if (s.includes('/')) ipaddr.parseCIDR(s)
-      else ipaddr.parse(s)
-      return true
-    } catch {
-      return false
-    }
-  },
-  { message: 'expected an IP address or a CIDR' },
-)
+const cidr = addressOrCidr
 
 /** `[METHOD ]/path`, the path with `:param` segments and an optional trailing `*`. */
 export const routeSpec = z
