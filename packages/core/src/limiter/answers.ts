@@ -12,6 +12,8 @@ export interface PolicyInfo {
   readonly policyItem: string
   /** `"name"`, built once. */
   readonly nameItem: string
+  /** The `RateLimit-Policy` field of a request this policy alone limits, built once. */
+  readonly policyField: readonly [string, string]
 }
 
 export type HeaderStyle = 'ietf' | 'legacy' | 'x'
@@ -36,13 +38,11 @@ export function limitHeaders(
   verdicts: readonly Verdict[],
   policyField: string | undefined,
 ): HeaderList {
-  // The common case: one policy, the IETF fields only.
+  // The common case: one policy, the IETF fields only (its policy field built once).
   if (policies.length === 1 && styles.length === 1 && styles[0] === 'ietf' && policyField !== undefined) {
     const v = verdicts[0] as Verdict
-    return [
-      ['ratelimit-policy', policyField],
-      ['ratelimit', `${(policies[0] as PolicyInfo).nameItem};r=${v.remaining};t=${seconds(v.resetMs)}`],
-    ]
+    const p = policies[0] as PolicyInfo
+    return [p.policyField, ['ratelimit', `${p.nameItem};r=${v.remaining};t=${seconds(v.resetMs)}`]]
   }
   const out: [string, string][] = []
   let strictest = 0

@@ -134,12 +134,14 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     const algorithm = p.algorithm ?? config.algorithm
     const blockDuration = p.blockDuration ?? 0
     const rate: Rate = { interval, tolerance: burst * interval, blockMs: blockDuration * 1000 }
+    const item = policyItem(name, points, p.duration)
     return {
       name,
       points,
       duration: p.duration,
-      policyItem: policyItem(name, points, p.duration),
+      policyItem: item,
       nameItem: sfString(name),
+      policyField: Object.freeze(['ratelimit-policy', item] as const),
       rate,
       algorithm,
       enforce: (p.mode ?? config.mode) === 'enforce',
