@@ -53,3 +53,18 @@ export type {
 } from './limiter/index.js'
 export { connectStore } from './store/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
+export {
+  createGateway,
+  createProxyRoute,
+  proxyRouteSchema,
+  parseUpstreamUrl,
+  underPrefix,
+} from './gateway/index.js'
+export type {
+  Gateway,
+  GatewayDeps,
+  ProxyRoute,
+  ProxyRouteOptions,
+  ProxyRouteConfig,
+  ParsedBody,
+} from './gateway/index.js'

@@ -7,6 +7,7 @@ import {
   type AegisRequestState,
   type HttpServer,
   type Limiter,
+  type ProxyRouteOptions,
   type Rejection,
   type RouteSchemas,
 } from '@aegis/core'
@@ -31,6 +32,12 @@ export interface AegisMiddleware extends RequestHandler {
   validate(schemas: RouteSchemas): RequestHandler
   /** The rate limiter: `penalty(req, points)`, `reward`, `get(key)`, `reset(key)`. */
   readonly limiter: Limiter | undefined
+  /**
+   * A gateway route: forwards what reaches it to its upstreams. The mount path is
+   * the prefix: `app.use('/api', shield.proxy({ upstreams: ['http://127.0.0.1:8081'] }))`.
+   * Requests are admitted once, whether `shield` runs before it or not.
+   */
+  proxy(options: ProxyRouteOptions): RequestHandler
   /** Warn about missing server timeouts, answer parser errors, drain on close. */
   attach(server: HttpServer): void
   close(): Promise<void>
@@ -62,28 +69,61 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
   const core = createAegis(options, { routeOf: routeOf as (req: unknown) => string | undefined })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
-  const proceed = (req: Request, res: Response, next: NextFunction, state: AegisRequestState): void => {
+  /** Forward through a gateway route when it owns the request; otherwise on to the app. */
+  const forward = (
+    route: { handle: Aegis['gateway']['handle'] },
+    req: Request,
+    res: Response,
+    next: NextFunction,
+  ): void => {
+    // What lies past the mount path, as sent: Express turns a bare `/api` into `/`.
+    const rest = req.originalUrl.slice(req.baseUrl.length)
+    const url = rest === '' || rest.startsWith('/') || rest.startsWith('?') ? rest : req.url
+    const forwarded = route.handle(req, res, url, req.body)
+    if (forwarded === false) return next()
+    forwarded.catch(next)
+  }
+
+  /** Put the admitted state on the request and response; `false` when Aegis answered instead. */
+  const accepted = (req: Request, res: Response, state: AegisRequestState): boolean => {
     req.aegis = state
     core.applyHeaders(res, state)
-    if (state.rejection !== undefined) return send(res, state.rejection)
+    if (state.rejection === undefined) return true
+    send(res, state.rejection)
+    return false
+  }
+
+  const proceed = (req: Request, res: Response, next: NextFunction, state: AegisRequestState): void => {
+    if (!accepted(req, res, state)) return
     if (metricsPath !== undefined && req.path === metricsPath && req.method === 'GET')
       return core.metricsHandler(req, res)
+    if (core.gateway.routes.length > 0) return forward(core.gateway, req, res, next)
     next()
   }
 
-  const middleware = function aegis(req: Request, res: Response, next: NextFunction): void {
-    if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
-    const admitted = core.admit(req)
+  /** Admit once, however mounted, then `then(state)` unless Aegis answered. */
+  const admitted = (
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    then: (req: Request, res: Response, next: NextFunction, state: AegisRequestState) => void,
+  ): void => {
+    const admission = core.admit(req)
     core.track(req, res)
-    if (admitted instanceof Promise)
-      admitted.then((state) => {
+    if (admission instanceof Promise)
+      admission.then((state) => {
         try {
-          proceed(req, res, next, state)
+          then(req, res, next, state)
         } catch (err) {
           next(err)
         }
       }, next)
-    else proceed(req, res, next, admitted)
+    else then(req, res, next, admission)
+  }
+
+  const middleware = function aegis(req: Request, res: Response, next: NextFunction): void {
+    if (core.stateOf(req) !== undefined) return next() // admitted once, however mounted
+    admitted(req, res, next, proceed)
   } as AegisMiddleware
 
   return Object.assign(middleware, {
@@ -111,6 +151,21 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
           })
         if (req.aegis !== undefined) req.aegis.input = result.value
         next()
+      }
+    },
+    proxy(options: ProxyRouteOptions): RequestHandler {
+      const route = core.proxy(options)
+      const afterAdmission = (
+        req: Request,
+        res: Response,
+        next: NextFunction,
+        state: AegisRequestState,
+      ): void => {
+        if (accepted(req, res, state)) forward(route, req, res, next)
+      }
+      return function aegisProxy(req, res, next) {
+        if (core.stateOf(req) !== undefined) return forward(route, req, res, next)
+        admitted(req, res, next, afterAdmission)
       }
     },
     attach: (server: HttpServer) => core.attach(server),

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import {
+  AegisConfigError,
   createAegis,
   type Aegis,
   type AegisOptions,
@@ -30,7 +31,6 @@ declare module 'fastify' {
 const send = (reply: FastifyReply, r: Rejection): FastifyReply =>
   reply.code(r.status).headers(r.headers).send(r.body)
 
-// eslint-disable-next-line @typescript-eslint/require-await -- fastify-plugin wants an async plugin or a callback
 const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
   // fastify passes its own keys (prefix, logLevel…) only on encapsulated plugins; keep ours.
   const core = createAegis(options)
@@ -94,6 +94,30 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
         .header('cache-control', 'no-store')
         .type(scraped?.contentType ?? 'text/plain')
         .send(scraped?.body ?? '')
+    })
+  }
+
+  if (core.gateway.routes.length > 0) {
+    if (app.initialConfig.http2 === true)
+      throw new AegisConfigError([
+        { path: 'proxy', message: 'proxy routes on a Fastify server with http2: true are not supported yet' },
+      ])
+    // In a context of their own: no body parser may read what the gateway streams upstream.
+    await app.register((gateway, _options, registered) => {
+      gateway.removeAllContentTypeParsers()
+      gateway.addContentTypeParser('*', (_request, _payload, done) => done(null))
+      for (const route of core.gateway.routes) {
+        const handler = (request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
+          const forwarded = route.handle(request.raw, reply.raw, request.raw.url ?? '/')
+          if (forwarded === false) return void reply.callNotFound()
+          void reply.hijack()
+          return forwarded
+        }
+        const { prefix } = route.config
+        gateway.all(prefix === '/' ? '/*' : `${prefix}/*`, handler)
+        if (prefix !== '/') gateway.all(prefix, handler)
+      }
+      registered()
     })
   }
 

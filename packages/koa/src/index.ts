@@ -6,6 +6,8 @@ import {
   type AegisRequestState,
   type HttpServer,
   type Limiter,
+  type ProxyRoute,
+  type ProxyRouteOptions,
   type Rejection,
   type RouteSchemas,
 } from '@aegis/core'
@@ -26,6 +28,11 @@ export interface AegisKoaMiddleware extends Middleware {
   readonly limiter: Limiter | undefined
   /** Per-route zod validation, placed after the body parser and router. */
   validate(schemas: RouteSchemas): Middleware
+  /**
+   * A gateway route: `app.use(shield.proxy({ prefix: '/api', upstreams: [...] }))`
+   * forwards what lies under `prefix` and passes everything else on.
+   */
+  proxy(options: ProxyRouteOptions): Middleware
   attach(server: HttpServer): void
   close(): Promise<void>
 }
@@ -57,16 +64,34 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
   const core = createAegis(options)
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
-  const middleware = async function aegis(ctx: Context, next: Next): Promise<void> {
-    if (core.stateOf(ctx.req) !== undefined) return void (await next()) // admitted once, however mounted
+  /** Admit the request; its state, or `undefined` when Aegis answered instead. */
+  const admit = async (ctx: Context): Promise<AegisRequestState | undefined> => {
     const admitted = core.admit(ctx.req)
     core.track(ctx.req, ctx.res)
     const state = admitted instanceof Promise ? await admitted : admitted
     ctx.state.aegis = state
     core.applyHeaders(ctx.res, state)
-    if (state.rejection !== undefined) return send(ctx, state.rejection)
+    if (state.rejection === undefined) return state
+    send(ctx, state.rejection)
+    return undefined
+  }
+
+  /** Forward through a gateway route that owns the request; `false` when none does. */
+  const forward = async (route: Pick<ProxyRoute, 'handle'>, ctx: Context): Promise<boolean> => {
+    const forwarded = route.handle(ctx.req, ctx.res, ctx.url, (ctx.request as { body?: unknown }).body)
+    if (forwarded === false) return false
+    ctx.respond = false // the gateway writes the response itself
+    await forwarded
+    return true
+  }
+
+  const middleware = async function aegis(ctx: Context, next: Next): Promise<void> {
+    if (core.stateOf(ctx.req) !== undefined) return void (await next()) // admitted once, however mounted
+    const state = await admit(ctx)
+    if (state === undefined) return
     if (metricsPath !== undefined && ctx.path === metricsPath && ctx.method === 'GET')
       return serveMetrics(core, ctx)
+    if (core.gateway.routes.length > 0 && (await forward(core.gateway, ctx))) return
     try {
       await next()
     } catch (err) {
@@ -102,6 +127,13 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
         if (schemas.params !== undefined) c.params = result.value.params
         if (ctx.state.aegis !== undefined) ctx.state.aegis.input = result.value
         await next()
+      }
+    },
+    proxy(options: ProxyRouteOptions): Middleware {
+      const route = core.proxy(options)
+      return async function aegisProxy(ctx: Context, next: Next) {
+        if (core.stateOf(ctx.req) === undefined && (await admit(ctx)) === undefined) return
+        if (!(await forward(route, ctx))) await next()
       }
     },
     attach: (server: HttpServer) => core.attach(server),

@@ -35,6 +35,8 @@ export function parseAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefine
 export interface ClientResolver {
   /** The client of this request. Cached per socket address and forwarded chain. */
   resolve(req: IncomingMessage): ClientIdentity
+  /** Whether the socket peer of this request is a trusted proxy (its forwarding headers count). */
+  peerTrusted(req: IncomingMessage): boolean
 }
 
 /**
@@ -139,6 +141,12 @@ export function createClientResolver(options: {
         if (!trusted(addr)) break
       }
       return fromText(client.toString())
+    },
+    peerTrusted(req) {
+      if (trustProxy === false) return false
+      if (typeof trustProxy === 'number') return trustProxy > 0
+      const addr = parseAddress(req.socket.remoteAddress ?? '')
+      return addr !== undefined && trusted(addr)
     },
   }
 }

@@ -5,6 +5,7 @@ import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
 import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
+import { proxySection } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
@@ -45,6 +46,7 @@ export const optionsSchema = z
     headers: headersSection,
     cors: corsSection,
     metrics: metricsSection,
+    proxy: proxySection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),
@@ -135,6 +137,21 @@ function deepFreeze<T>(value: T): T {
   return value
 }
 
+/** Parse `input` with `schema`, or throw `AegisConfigError` naming every bad path under `prefix`. */
+export function parseSection<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  prefix: readonly PropertyKey[],
+): z.output<S> {
+  const result = schema.safeParse(input)
+  if (result.success) return deepFreeze(result.data)
+  // Paths are reported from the options' root: nest the input the same way.
+  const root = prefix.reduceRight<unknown>((inner, key) => ({ [key]: inner }), input)
+  const issues: ConfigIssue[] = []
+  collect(result.error.issues, prefix, root, issues)
+  throw new AegisConfigError(issues)
+}
+
 /**
  * Parse and freeze the options; throws `AegisConfigError` naming every bad path.
  *
@@ -142,11 +159,5 @@ function deepFreeze<T>(value: T): T {
  * const config = parseOptions({ validator: { maxBodyBytes: 65_536 } })
  */
 export function parseOptions(input: AegisOptions | undefined = {}): AegisConfig {
-  const result = optionsSchema.safeParse(input)
-  if (!result.success) {
-    const issues: ConfigIssue[] = []
-    collect(result.error.issues, [], input, issues)
-    throw new AegisConfigError(issues)
-  }
-  return deepFreeze(result.data)
+  return parseSection(optionsSchema, input, [])
 }

@@ -13,7 +13,16 @@ import {
   type Metrics,
 } from '../metrics/index.js'
 import { createLimiter, type Limiter, type LimitResult } from '../limiter/index.js'
-import { parseOptions, type AegisConfig, type AegisOptions } from '../options/index.js'
+import { parseOptions, parseSection, type AegisConfig, type AegisOptions } from '../options/index.js'
+import {
+  createGateway,
+  createProxyRoute,
+  proxyRouteSchema,
+  type Gateway,
+  type GatewayDeps,
+  type ProxyRoute,
+  type ProxyRouteOptions,
+} from '../gateway/index.js'
 import { connectStore, type RedisConnection } from '../store/index.js'
 import {
   checkServer,
@@ -82,6 +91,13 @@ export interface Aegis {
   readonly limiter: Limiter | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
+  /** The proxy routes of the `proxy` option (longest prefix first). */
+  readonly gateway: Gateway
+  /**
+   * One more proxy route (`shield.proxy()`): throws `AegisConfigError` on bad
+   * options; `close()` closes its upstream pools.
+   */
+  proxy(options: ProxyRouteOptions): ProxyRoute
   /**
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
    * errors with problem+json, and drain it gracefully on `close()`.
@@ -135,6 +151,15 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
           trustsProxy: config.trustProxy !== false,
           clientOf: (req) => (req as WithState)[kState]?.client,
         })
+  const gatewayDeps: GatewayDeps = {
+    peerTrusted: (req) => clients.peerTrusted(req),
+    setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
+    countRejection: (rejection) => metrics?.rejection(rejection.reason),
+  }
+  const gateway = createGateway(config.proxy, gatewayDeps)
+  const extraRoutes: ProxyRoute[] = []
+  const largestRouteBody = (routes: readonly { config: { maxBodyBytes?: number | undefined } }[]): number =>
+    Math.max(0, ...routes.map((r) => r.config.maxBodyBytes ?? 0))
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
   const { logger, accessLog, serverTiming, skip, onReject } = config
   const routeOf = hooks.routeOf
@@ -167,7 +192,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
 
   // Filled in by the validator; admission is synchronous, so one object serves
   // every request (no allocation on the hot path).
-  const shape: RequestShape = { chunked: false }
+  // `ceiling`: a proxy route may allow larger bodies than the validator's default.
+  const shape: RequestShape = {
+    watch: false,
+    ceiling: Math.max(maxBodyBytes, largestRouteBody(gateway.routes)),
+  }
 
   function admit(req: IncomingMessage): AegisRequestState | Promise<AegisRequestState> {
     const existing = (req as WithState)[kState]
@@ -184,11 +213,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const skipped = skip !== undefined && skip(req) === true
     let rejection: Rejection | undefined
     let headers = security
-    let chunked = false
+    let watch = false
     if (!skipped) {
-      shape.chunked = false
+      shape.watch = false
       rejection = validator?.inspect(req, shape)
-      chunked = shape.chunked
+      watch = shape.watch
       if (rejection === undefined && cors !== undefined) {
         const verdict = cors.evaluate(req)
         if (verdict.kind === 'preflight') rejection = verdict.response
@@ -208,7 +237,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     }
     ;(req as WithState)[kState] = state
     // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
-    if (chunked && rejection === undefined && validator !== undefined)
+    if (watch && rejection === undefined && validator !== undefined)
       watchBodySize(req, maxBodyBytes, onBodyExceeded)
     const limited = skipped || rejection !== undefined ? undefined : limiter?.check(req, client, startedAt)
     if (limited !== undefined && 'then' in limited) {
@@ -348,6 +377,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     metrics,
     limiter,
     store,
+    gateway,
+    proxy(options) {
+      if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'proxy() after close()')
+      const route = createProxyRoute(parseSection(proxyRouteSchema, options, ['proxy']), gatewayDeps)
+      extraRoutes.push(route)
+      shape.ceiling = Math.max(shape.ceiling, largestRouteBody([route]))
+      return route
+    },
     attach(server, { drain = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
       if (attached.has(server)) return
@@ -369,6 +406,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         await Promise.all([...servers].map(drain))
         servers.clear()
         limiter?.close()
+        await Promise.all([gateway.close(), ...extraRoutes.map((r) => r.close())])
         await store?.close()
         metrics?.close()
       })()

@@ -16,8 +16,13 @@ export type { RouteSchemas, RouteInput, RouteValidator } from './route-schema.js
 
 /** What `inspect` learned about a request it let through. */
 export interface RequestShape {
-  /** The request carries a chunked body whose size only streaming can tell. */
-  chunked: boolean
+  /**
+   * The body's size must be counted as it streams: a chunked body, or a declared
+   * length above `maxBodyBytes` that a proxy route may still allow.
+   */
+  watch: boolean
+  /** The largest body any proxy route allows (set by the caller; `maxBodyBytes` when there is none). */
+  ceiling: number
 }
 
 /** The request-hardening engine: pure checks on what Node parsed. */
@@ -33,12 +38,21 @@ export interface Validator {
   readonly methodRejection: Rejection
 }
 
+/** 400 for a path with a dot-dot segment in some encoding (the validator's and the gateway's answer). */
+export const pathTraversal = problem({
+  status: 400,
+  code: ErrorCodes.PATH_TRAVERSAL,
+  reason: 'traversal',
+  title: 'Bad Request',
+  detail: 'The path contains a dot-dot segment in some encoding.',
+})
+
 /**
  * Build the validator. All rejections are built here, once.
  *
  * @example
  * const v = createValidator(parseOptions().validator as ValidatorConfig)
- * const rejection = v.inspect(req, { chunked: false })
+ * const rejection = v.inspect(req, { watch: false, ceiling: v.maxBodyBytes })
  */
 export function createValidator(config: ValidatorConfig): Validator {
   const methods = new Set(config.methods)
@@ -97,13 +111,7 @@ export function createValidator(config: ValidatorConfig): Validator {
       title: 'Misdirected Request',
       detail: 'This server does not answer for the host the request names.',
     }),
-    traversal: problem({
-      status: 400,
-      code: ErrorCodes.PATH_TRAVERSAL,
-      reason: 'traversal',
-      title: 'Bad Request',
-      detail: 'The path contains a dot-dot segment in some encoding.',
-    }),
+    traversal: pathTraversal,
     badPath: problem({
       status: 400,
       code: ErrorCodes.BAD_PATH,
@@ -188,7 +196,7 @@ export function createValidator(config: ValidatorConfig): Validator {
       ) {
         return r.framing
       }
-      shape.chunked = true
+      shape.watch = true
     }
 
     // RFC 9112 §3.2: exactly one Host; an absolute-form target's authority replaces it (§3.2.2).
@@ -224,7 +232,11 @@ export function createValidator(config: ValidatorConfig): Validator {
     if (verdict === 'control') return r.badPath
     if (verdict === 'traversal' && config.traversal) return r.traversal
 
-    if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) return r.bodySize
+    if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
+      // A proxy route may take it: count it as it streams, at the default limit until the route raises it.
+      if (Number(contentLength) > shape.ceiling) return r.bodySize
+      shape.watch = true
+    }
     return undefined
   }
 

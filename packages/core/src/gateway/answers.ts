@@ -1,0 +1,68 @@
+import { ErrorCodes } from '../errors.js'
+import { IETF_PROBLEM, problem } from '../pipeline/problem.js'
+import type { Rejection } from '../pipeline/types.js'
+
+/** 502: the upstream refused or reset the connection, or answered what is not HTTP. */
+export const upstreamUnavailable = problem({
+  status: 502,
+  code: ErrorCodes.UPSTREAM_UNAVAILABLE,
+  reason: 'upstream-unavailable',
+  title: 'Bad Gateway',
+  detail: 'The upstream service could not be reached or did not answer properly.',
+})
+
+/** 504: no connection, no response headers or no response body data in time. */
+export const upstreamTimeout = problem({
+  status: 504,
+  code: ErrorCodes.UPSTREAM_TIMEOUT,
+  reason: 'upstream-timeout',
+  title: 'Gateway Timeout',
+  detail: 'The upstream service did not answer in time.',
+})
+
+/** 503: no upstream can take the request now (none healthy, every breaker open, retry budget spent). */
+export const noUpstream = (retryAfterSeconds: number): Rejection =>
+  problem({
+    status: 503,
+    code: ErrorCodes.NO_UPSTREAM,
+    reason: 'no-upstream',
+    title: 'Service Unavailable',
+    type: IETF_PROBLEM.temporaryReducedCapacity,
+    detail: 'No upstream service can take the request now.',
+    headers: { 'retry-after': String(retryAfterSeconds) },
+  })
+
+/** 500: an app's body parser read the request body and left nothing the gateway can re-send. */
+export const bodyConsumed = problem({
+  status: 500,
+  code: ErrorCodes.BODY_CONSUMED,
+  reason: 'body-consumed',
+  title: 'Internal Server Error',
+  detail: 'The request body was read before the gateway and cannot be forwarded.',
+})
+
+const TIMEOUTS = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT',
+])
+
+/** The answer for an upstream error (DESIGN: refused / reset → 502; connect, header or idle timeout → 504). */
+export function upstreamFailure(err: unknown): Rejection {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && TIMEOUTS.has(code) ? upstreamTimeout : upstreamUnavailable
+}
+
+/** Whether an upstream error means the host was not reached at all (safe to try another host). */
+export function isConnectFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return (
+    code === 'ECONNREFUSED' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' ||
+    code === 'ENOTFOUND' ||
+    code === 'EAI_AGAIN'
+  )
+}

@@ -1,0 +1,148 @@
+/**
+ * One request through the gateway: the client's request streamed to the
+ * upstream through undici's dispatcher API (no intermediate streams: undici
+ * pauses the request body when the upstream socket is full), the answer
+ * streamed back with `res.write()`, pausing undici while the client's socket
+ * is full. A client that goes away aborts the upstream request.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { clientResponseHeaders } from './headers.js'
+
+/** How one exchange ended. */
+export interface ExchangeOutcome {
+  /** The upstream's status, or 0 when none arrived. */
+  readonly status: number
+  /** The error, when the exchange failed (before or after the response started). */
+  readonly error: Error | undefined
+  /** Whether the client's response was started (headers sent) from the upstream's answer. */
+  readonly responded: boolean
+  /** The client went away first. */
+  readonly clientAborted: boolean
+}
+
+class ClientAbortError extends Error {
+  override name = 'ClientAbortError'
+  readonly code = 'AEGIS_CLIENT_ABORTED'
+  constructor() {
+    super('the client closed the connection')
+  }
+}
+
+type Controller = Dispatcher.DispatchController
+
+/**
+ * The dispatch handler of one exchange. Writes the upstream's answer to `res`;
+ * on a failure before the answer started, calls `fail` to answer the client
+ * (or try another host) instead.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private controller: Controller | undefined
+  private status = 0
+  private responded = false
+  private finished = false
+  private clientGone = false
+  private readonly onClose = (): void => {
+    if (this.finished) return
+    this.clientGone = true
+    this.controller?.abort(new ClientAbortError())
+  }
+  private readonly onDrain = (): void => this.controller?.resume()
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly requestId: { name: string; value: string } | undefined,
+    private readonly done: (outcome: ExchangeOutcome) => void,
+  ) {
+    res.once('close', this.onClose)
+  }
+
+  onRequestStart(controller: Controller): void {
+    this.controller = controller
+    if (this.clientGone || this.res.destroyed) controller.abort(new ClientAbortError())
+  }
+
+  onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return // 1xx: Node answers the client's `Expect` itself
+    this.status = statusCode
+    const res = this.res
+    try {
+      if (this.requestId !== undefined && headers[this.requestId.name] === undefined)
+        res.setHeader(this.requestId.name, this.requestId.value)
+      // The standard reason phrase, not the upstream's: it is free text a client may display.
+      res.writeHead(statusCode, clientResponseHeaders(headers))
+    } catch (err) {
+      // A field Node refuses to write: nothing went out yet, so the client gets a 502.
+      controller.abort(err as Error)
+      return
+    }
+    this.responded = true
+    res.on('drain', this.onDrain)
+    if (res.destroyed) controller.abort(new ClientAbortError())
+  }
+
+  onResponseData(controller: Controller, chunk: Buffer): void {
+    if (!this.res.write(chunk)) controller.pause()
+  }
+
+  onResponseEnd(): void {
+    this.res.end()
+    this.finish(undefined)
+  }
+
+  onResponseError(_controller: Controller, err: Error): void {
+    // Once the answer has started there is no status left to say it with: cut the response.
+    if (this.responded && !this.res.writableEnded) this.res.destroy(err)
+    this.finish(err)
+  }
+
+  private finish(error: Error | undefined): void {
+    if (this.finished) return
+    this.finished = true
+    this.res.off('close', this.onClose)
+    this.res.off('drain', this.onDrain)
+    this.done({
+      status: this.status,
+      error,
+      responded: this.responded,
+      clientAborted: this.clientGone || error instanceof ClientAbortError,
+    })
+  }
+}
+
+export interface UpstreamRequest {
+  readonly dispatcher: Dispatcher
+  readonly origin: string
+  readonly path: string
+  readonly method: Dispatcher.HttpMethod
+  readonly headers: string[]
+  readonly body: IncomingMessage | Buffer | string | null
+  readonly headersTimeout: number
+  readonly bodyTimeout: number
+  readonly requestId: { name: string; value: string } | undefined
+}
+
+/** Send one request upstream and stream the answer to `res`; resolves when the exchange is over. */
+export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<ExchangeOutcome> {
+  return new Promise((resolve) => {
+    const handler = new Exchange(res, up.requestId, resolve)
+    try {
+      up.dispatcher.dispatch(
+        {
+          origin: up.origin,
+          path: up.path,
+          method: up.method,
+          headers: up.headers,
+          body: up.body,
+          headersTimeout: up.headersTimeout,
+          bodyTimeout: up.bodyTimeout,
+          // The client decides whether a request may be replayed, not undici.
+          idempotent: false,
+        },
+        handler,
+      )
+    } catch (err) {
+      handler.onResponseError(undefined as never, err as Error)
+    }
+  })
+}

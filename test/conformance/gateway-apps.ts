@@ -1,0 +1,113 @@
+/**
+ * A gateway on Express, Fastify and Koa, each mounted the framework's way:
+ * Express `app.use(prefix, shield.proxy(route))` (the mount path is the
+ * prefix), Koa `app.use(shield.proxy(route))`, Fastify `proxy: [route]`. Each
+ * also serves `GET /local` itself and counts the body of `POST /local/upload`.
+ */
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import Fastify from 'fastify'
+import Koa from 'koa'
+import type { Aegis, AegisOptions, ProxyRouteOptions } from '@aegis/core'
+import { aegis as expressAegis } from '@aegis/express'
+import { aegis as fastifyAegis } from '@aegis/fastify'
+import { aegis as koaAegis } from '@aegis/koa'
+
+export interface GatewayApp {
+  readonly name: 'express' | 'fastify' | 'koa'
+  readonly url: string
+  readonly port: number
+  readonly core: Aegis
+  readonly server: Server
+  close(): Promise<void>
+}
+
+export type GatewayFactory = (routes: ProxyRouteOptions[], options?: AegisOptions) => Promise<GatewayApp>
+
+const countBody = async (stream: AsyncIterable<Buffer>): Promise<number> => {
+  let n = 0
+  for await (const chunk of stream) n += chunk.length
+  return n
+}
+
+const portOf = (server: Server): number => (server.address() as AddressInfo).port
+
+async function listen(server: Server): Promise<number> {
+  if (!server.listening) await once(server, 'listening')
+  return portOf(server)
+}
+
+export const expressGateway: GatewayFactory = async (routes, options = {}) => {
+  const app = express()
+  const shield = expressAegis(options)
+  app.use(shield)
+  app.get('/local', (_req, res) => res.json({ local: true }))
+  app.post('/local/upload', (req, res, next) => {
+    countBody(req).then((bytes) => res.json({ bytes }), next)
+  })
+  for (const { prefix = '/', ...route } of routes) app.use(prefix, shield.proxy(route))
+  const server = app.listen(0, '127.0.0.1')
+  shield.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'express',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: shield.core,
+    server,
+    close: () => shield.close(),
+  }
+}
+
+export const fastifyGateway: GatewayFactory = async (routes, options = {}) => {
+  const app = Fastify({ requestTimeout: 30_000 })
+  await app.register(fastifyAegis, { ...options, proxy: [...(options.proxy ?? []), ...routes] })
+  app.get('/local', () => ({ local: true }))
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => {
+    countBody(payload).then((bytes) => done(null, bytes), done)
+  })
+  app.post('/local/upload', (req) => ({ bytes: req.body }))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = portOf(app.server)
+  return {
+    name: 'fastify',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: app.aegis,
+    server: app.server,
+    close: () => app.close(),
+  }
+}
+
+export const koaGateway: GatewayFactory = async (routes, options = {}) => {
+  const app = new Koa()
+  app.silent = true
+  const shield = koaAegis(options)
+  app.use(shield)
+  app.use(async (ctx, next) => {
+    if (ctx.path === '/local' && ctx.method === 'GET') ctx.body = { local: true }
+    else if (ctx.path === '/local/upload' && ctx.method === 'POST')
+      ctx.body = { bytes: await countBody(ctx.req) }
+    else await next()
+  })
+  for (const route of routes) app.use(shield.proxy(route))
+  const server = app.listen(0, '127.0.0.1')
+  shield.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'koa',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: shield.core,
+    server,
+    close: () => shield.close(),
+  }
+}
+
+export const gateways = [
+  ['express', expressGateway],
+  ['fastify', fastifyGateway],
+  ['koa', koaGateway],
+] as const
