@@ -62,22 +62,22 @@ describe('prefix matching', () => {
 
 describe('smooth weighted round robin', () => {
   it('spreads picks as nginx does: 5:1:1 gives a a b a c a a, never five in a row', () => {
-    const hosts = ['a', 'b', 'c'].map((name, i) => ({ name, effectiveWeight: [5, 1, 1][i] as number }))
+    const hosts = ['a', 'b', 'c'].map((name, i) => ({ name, weight: [5, 1, 1][i] as number }))
     const swrr = new SmoothWeightedRoundRobin(hosts)
-    const picks = Array.from({ length: 14 }, () => swrr.pick(() => true)?.name).join('')
+    const picks = Array.from({ length: 14 }, () => swrr.pick((h) => h.weight)?.name).join('')
     expect(picks).toBe('aabacaaaabacaa')
   })
 
   it('skips hosts that are not eligible or have no weight', () => {
     const hosts = [
-      { name: 'a', effectiveWeight: 1 },
-      { name: 'b', effectiveWeight: 0 },
-      { name: 'c', effectiveWeight: 1 },
+      { name: 'a', weight: 1 },
+      { name: 'b', weight: 0 },
+      { name: 'c', weight: 1 },
     ]
     const swrr = new SmoothWeightedRoundRobin(hosts)
-    const picks = Array.from({ length: 4 }, () => swrr.pick((h) => h.name !== 'a')?.name)
+    const picks = Array.from({ length: 4 }, () => swrr.pick((h) => (h.name === 'a' ? 0 : h.weight))?.name)
     expect(picks).toEqual(['c', 'c', 'c', 'c'])
-    expect(swrr.pick(() => false)).toBeUndefined()
+    expect(swrr.pick(() => 0)).toBeUndefined()
   })
 })
 

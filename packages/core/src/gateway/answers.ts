@@ -54,6 +54,15 @@ export function upstreamFailure(err: unknown): Rejection {
   return typeof code === 'string' && TIMEOUTS.has(code) ? upstreamTimeout : upstreamUnavailable
 }
 
+/**
+ * Whether the upstream went away before answering — the connection reset or
+ * closed — so an idempotent request may be sent again (Envoy's `reset`).
+ */
+export function isReset(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED'
+}
+
 /** Whether an upstream error means the host was not reached at all (safe to try another host). */
 export function isConnectFailure(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code

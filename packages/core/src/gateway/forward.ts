@@ -19,6 +19,18 @@ export interface ExchangeOutcome {
   readonly responded: boolean
   /** The client went away first. */
   readonly clientAborted: boolean
+  /** The answer was held back (not sent to the client) because `hold` asked for a retry. */
+  readonly held: boolean
+}
+
+/** Decide, on the upstream's response head, to hold it back (and retry) instead of answering with it. */
+export type HoldDecision = (status: number, headers: IncomingHttpHeaders) => boolean
+
+class HeldError extends Error {
+  override name = 'HeldError'
+  constructor() {
+    super('response held back for a retry')
+  }
 }
 
 class ClientAbortError extends Error {
@@ -42,6 +54,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private responded = false
   private finished = false
   private clientGone = false
+  private held = false
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
@@ -52,6 +65,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   constructor(
     private readonly res: ServerResponse,
     private readonly requestId: { name: string; value: string } | undefined,
+    private readonly hold: HoldDecision | undefined,
     private readonly done: (outcome: ExchangeOutcome) => void,
   ) {
     res.once('close', this.onClose)
@@ -65,6 +79,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx: Node answers the client's `Expect` itself
     this.status = statusCode
+    if (this.hold?.(statusCode, headers) === true) {
+      this.held = true
+      controller.abort(new HeldError())
+      return
+    }
     const res = this.res
     try {
       if (this.requestId !== undefined && headers[this.requestId.name] === undefined)
@@ -106,6 +125,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       error,
       responded: this.responded,
       clientAborted: this.clientGone || error instanceof ClientAbortError,
+      held: this.held,
     })
   }
 }
@@ -120,12 +140,13 @@ export interface UpstreamRequest {
   readonly headersTimeout: number
   readonly bodyTimeout: number
   readonly requestId: { name: string; value: string } | undefined
+  readonly hold?: HoldDecision | undefined
 }
 
 /** Send one request upstream and stream the answer to `res`; resolves when the exchange is over. */
 export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
-    const handler = new Exchange(res, up.requestId, resolve)
+    const handler = new Exchange(res, up.requestId, up.hold, resolve)
     try {
       up.dispatcher.dispatch(
         {

@@ -5,15 +5,19 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Pool } from 'undici'
-import { SmoothWeightedRoundRobin } from '../balancer/swrr.js'
+import { EventEmitter } from 'node:events'
+import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
+import type { Metrics, UpstreamSeries } from '../metrics/index.js'
+import type { Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
 import type { Rejection } from '../pipeline/types.js'
-import { bodyConsumed, noUpstream, upstreamFailure } from './answers.js'
-import { exchange } from './forward.js'
+import { bodyConsumed, isConnectFailure, isReset, noUpstream, upstreamFailure } from './answers.js'
+import { exchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
 import type { ProxyRouteConfig } from './options.js'
+import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 
 export { proxyRouteSchema, proxySection } from './options.js'
 export type { ProxyRouteOptions, ProxyRouteConfig } from './options.js'
@@ -28,30 +32,36 @@ export {
 export interface GatewayDeps {
   /** Whether the socket peer is a trusted proxy (its forwarding headers are kept). */
   peerTrusted(req: IncomingMessage): boolean
+  /** The client key of an admitted request (consistent hashing by client). */
+  clientKey(req: IncomingMessage): string
   /** Raise the body limit of an admitted request to the route's `maxBodyBytes`. */
   setBodyLimit(req: IncomingMessage, bytes: number): void
   /** Count a rejection the gateway answered. */
   countRejection(rejection: Rejection): void
+  readonly metrics: Metrics | undefined
+  readonly logger: Logger | undefined
 }
 
-/** One upstream of a route. */
+/** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
 class Upstream {
   readonly origin: string
   /** The URL's path without its trailing slash (`''` for `/`). */
   readonly basePath: string
   readonly host: string
   readonly pool: Pool
-  effectiveWeight: number
+  /** Metrics of this upstream (a no-op without metrics). */
+  readonly series: UpstreamSeries | undefined
 
   constructor(
     readonly url: URL,
-    readonly weight: number,
+    readonly state: UpstreamHost,
     route: ProxyRouteConfig,
+    metrics: Metrics | undefined,
   ) {
     this.origin = url.origin
     this.basePath = url.pathname.replace(/\/+$/, '')
     this.host = url.host
-    this.effectiveWeight = weight
+    this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
     this.pool = new Pool(url.origin, {
       connections: route.connections,
       keepAliveTimeout: route.keepAlive,
@@ -67,6 +77,12 @@ class Upstream {
 /** A parsed body an app's body parser left on the request (`req.body`, `ctx.request.body`). */
 export type ParsedBody = unknown
 
+/** A state change of an upstream, as `route.events` emits it. */
+export interface UpstreamEvent {
+  readonly route: string
+  readonly upstream: string
+}
+
 /** One proxy route, ready to forward. */
 export interface ProxyRoute {
   readonly config: ProxyRouteConfig
@@ -76,6 +92,11 @@ export interface ProxyRoute {
    * over. `false` when it does not (the caller goes on to the app).
    */
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
+  /**
+   * `breaker` ({ state: 'open' | 'half-open' | 'closed' }), `health` ({ healthy }),
+   * `ejected` ({ ms }): each with `route` and `upstream`.
+   */
+  readonly events: EventEmitter
   close(): Promise<void>
 }
 
@@ -134,6 +155,27 @@ function bodyOf(req: IncomingMessage, parsed: ParsedBody): Body | undefined {
   return again === undefined ? undefined : { body: again, contentLength: again.length }
 }
 
+/** Read a small request body into memory (so a retry can send it again). */
+async function buffered(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/** How the balancer and the breaker count an exchange. */
+function classify(o: ExchangeOutcome): Outcome {
+  if (o.clientAborted) return 'cancelled'
+  if (o.held || (o.responded && o.status >= 500)) return 'server-error'
+  if (o.error === undefined) return 'success'
+  if (isConnectFailure(o.error)) return 'connect-error'
+  const code = (o.error as { code?: unknown }).code
+  return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref())
+
 /**
  * Build a proxy route.
  *
@@ -142,10 +184,66 @@ function bodyOf(req: IncomingMessage, parsed: ParsedBody): Body | undefined {
  * if (route.handle(req, res, req.url) === false) next()
  */
 export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): ProxyRoute {
-  const upstreams = config.upstreams.map((u) => new Upstream(new URL(u.url), u.weight, config))
-  const balancer = new SmoothWeightedRoundRobin(upstreams)
-  const anyHost = (): boolean => true
-  const { timeouts } = config
+  const events = new EventEmitter()
+  const name = config.name ?? config.prefix
+  const urls = config.upstreams.map((u) => new URL(u.url))
+  const balancer = createBalancer(
+    config.upstreams.map((u, i) => ({
+      id: `${(urls[i] as URL).origin}${(urls[i] as URL).pathname.replace(/\/+$/, '')}`,
+      weight: u.weight,
+    })),
+    config,
+    {
+      breaker(host, state) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined)
+          up.series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
+        deps.logger?.[state === 'open' ? 'warn' : 'info'](
+          { route: name, upstream: host.id, breaker: state },
+          `upstream breaker ${state}`,
+        )
+        events.emit('breaker', { route: name, upstream: host.id, state })
+      },
+      health(host, healthy) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined) up.series.healthy.value = healthy ? 1 : 0
+        deps.logger?.[healthy ? 'info' : 'warn'](
+          { route: name, upstream: host.id, healthy },
+          `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
+        )
+        events.emit('health', { route: name, upstream: host.id, healthy })
+      },
+      ejected(host, ms) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined) up.series.ejections.value++
+        deps.logger?.warn({ route: name, upstream: host.id, ms }, 'upstream ejected')
+        events.emit('ejected', { route: name, upstream: host.id, ms })
+      },
+    },
+  )
+  const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
+  const byHost = new Map(upstreams.map((u) => [u.state, u]))
+  const { timeouts, retry } = config
+  const budget =
+    retry === false ? undefined : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent)
+  const retryStatuses = new Set(retry === false ? [] : retry.statuses)
+  const retried = deps.metrics?.retries(name, 'retried')
+  const exhausted = deps.metrics?.retries(name, 'budget-exhausted')
+
+  balancer.start(async (host, path, timeoutMs) => {
+    const up = byHost.get(host) as Upstream
+    const r = await up.pool.request({
+      path: `${up.basePath}${path}`,
+      method: 'GET',
+      headers: { host: up.host, 'user-agent': 'aegis-health-check' },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    })
+    await r.body.dump()
+    return r.statusCode >= 200 && r.statusCode < 400
+  })
+
   function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
     deps.countRejection(r)
     writeRawRejection(res, r)
@@ -153,16 +251,15 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (!req.readableEnded) req.resume()
   }
 
-  async function forward(req: IncomingMessage, res: ServerResponse, rest: string, parsed: ParsedBody) {
-    if (config.maxBodyBytes !== undefined) {
-      const cl = Number(req.headers['content-length'] ?? 0)
-      if (cl > config.maxBodyBytes) return answer(req, res, bodyTooLarge(config.maxBodyBytes))
-      deps.setBodyLimit(req, config.maxBodyBytes)
-    }
-    const body = bodyOf(req, parsed)
-    if (body === undefined) return answer(req, res, bodyConsumed)
-    const up = balancer.pick(anyHost)
-    if (up === undefined) return answer(req, res, noUpstream(1))
+  /** One attempt on one host, through its breaker; `undefined` when the breaker refused it. */
+  async function attempt(
+    up: Upstream,
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    body: Body,
+    hold: HoldDecision | undefined,
+  ): Promise<ExchangeOutcome | undefined> {
     let path = `${up.basePath}${config.rewritePrefix}${rest}`
     if (!path.startsWith('/')) path = `/${path}`
     const { headers, requestId } = upstreamRequestHeaders(req, {
@@ -178,26 +275,136 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       requestId: config.requestId,
       contentLength: body.contentLength,
     })
-    const outcome = await exchange(res, {
-      dispatcher: up.pool,
-      origin: up.origin,
-      path,
-      method: req.method ?? 'GET',
-      headers,
-      body: body.body,
-      headersTimeout: timeouts.headers,
-      bodyTimeout: timeouts.body,
-      requestId:
-        config.requestId === false || requestId === undefined
-          ? undefined
-          : { name: config.requestId, value: requestId },
-    })
-    if (outcome.responded || outcome.clientAborted) return
-    answer(req, res, upstreamFailure(outcome.error))
+    const host = up.state
+    const started = performance.now()
+    balancer.begin(host)
+    let outcome: ExchangeOutcome | undefined
+    const send = async (): Promise<void> => {
+      outcome = await exchange(res, {
+        dispatcher: up.pool,
+        origin: up.origin,
+        path,
+        method: req.method ?? 'GET',
+        headers,
+        body: body.body,
+        headersTimeout: timeouts.headers,
+        bodyTimeout: timeouts.body,
+        requestId:
+          config.requestId === false || requestId === undefined
+            ? undefined
+            : { name: config.requestId, value: requestId },
+        hold,
+      })
+      const kind = classify(outcome)
+      if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
+    }
+    if (host.breaker === undefined) await send().catch(() => undefined)
+    else await host.breaker.fire(send).catch(() => undefined)
+    const ms = performance.now() - started
+    if (outcome === undefined) {
+      host.inflight = Math.max(0, host.inflight - 1)
+      return undefined
+    }
+    const kind = classify(outcome)
+    balancer.end(host, kind, ms)
+    up.series?.request(kind, ms / 1000)
+    return outcome
+  }
+
+  async function forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    parsed: ParsedBody,
+  ): Promise<void> {
+    if (config.maxBodyBytes !== undefined) {
+      const cl = Number(req.headers['content-length'] ?? 0)
+      if (cl > config.maxBodyBytes) return answer(req, res, bodyTooLarge(config.maxBodyBytes))
+      deps.setBodyLimit(req, config.maxBodyBytes)
+    }
+    let body = bodyOf(req, parsed)
+    if (body === undefined) return answer(req, res, bodyConsumed)
+    const method = req.method ?? 'GET'
+    const mayRetry =
+      retry !== false &&
+      retry.attempts > 0 &&
+      (IDEMPOTENT.has(method) || req.headers['idempotency-key'] !== undefined)
+    // A small body is read first, so that a retry can send it again.
+    if (
+      mayRetry &&
+      body.body === req &&
+      body.contentLength !== undefined &&
+      body.contentLength <= retry.maxBufferBytes
+    )
+      body = { body: await buffered(req), contentLength: body.contentLength }
+    const deadline = performance.now() + (retry === false ? 0 : retry.deadline)
+    const clientKey = deps.clientKey(req)
+    const tried = new Set<UpstreamHost>()
+    let retries = 0
+    let holding = false
+    let last: ExchangeOutcome | undefined
+    if (budget !== undefined) budget.active++
+    try {
+      for (;;) {
+        // Another host when there is one; the same one otherwise.
+        const host =
+          balancer.pick(req, clientKey, tried) ?? (tried.size > 0 ? balancer.pick(req, clientKey) : undefined)
+        if (host === undefined)
+          return answer(req, res, last === undefined ? noUpstream(1) : upstreamFailure(last.error))
+        tried.add(host)
+        const replayable = body.body !== req
+        const canRetry = mayRetry && retries < retry.attempts
+        let waitMs = 0
+        // Hold back a retryable answer only when a retry is sure to follow: its budget slot is taken here.
+        const hold: HoldDecision | undefined =
+          canRetry && replayable
+            ? (status, headers) => {
+                if (!retryStatuses.has(status)) return false
+                const after = retryAfterMs(headers['retry-after'])
+                waitMs = Math.max(after ?? 0, backoffMs(retries + 1, retry.backoff.base, retry.backoff.max))
+                if (performance.now() + waitMs > deadline) return false
+                if (!budget?.tryAcquire()) {
+                  if (exhausted !== undefined) exhausted.value++
+                  return false
+                }
+                holding = true
+                return true
+              }
+            : undefined
+        const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
+        if (holding) budget?.release()
+        if (outcome === undefined) continue // its breaker opened meanwhile: pick again
+        last = outcome
+        if (outcome.responded || outcome.clientAborted) return
+        if (!outcome.held) {
+          // Failed before any answer. Not reached at all: another host may take it if the body can be
+          // sent again. Reset before answering: an idempotent request with a replayable body may go again.
+          const again =
+            canRetry &&
+            performance.now() < deadline &&
+            ((isConnectFailure(outcome.error) && (replayable || !req.readableDidRead)) ||
+              (isReset(outcome.error) && replayable))
+          if (!again) return answer(req, res, upstreamFailure(outcome.error))
+          if (!budget?.tryAcquire()) {
+            if (exhausted !== undefined) exhausted.value++
+            return answer(req, res, upstreamFailure(outcome.error))
+          }
+          holding = true
+          waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
+        }
+        retries++
+        if (retried !== undefined) retried.value++
+        if (waitMs > 0) await sleep(waitMs)
+        if (res.destroyed) return
+      }
+    } finally {
+      if (budget !== undefined) budget.active--
+    }
   }
 
   return {
     config,
+    events,
     handle(req, res, url, parsed) {
       const rest = underPrefix(config.prefix, url)
       if (rest === undefined) return false
@@ -210,6 +417,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       return forward(req, res, rest, parsed)
     },
     async close() {
+      balancer.close()
       await Promise.all(upstreams.map((u) => u.pool.close()))
     },
   }

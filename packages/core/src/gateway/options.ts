@@ -1,5 +1,6 @@
 import { z } from 'zod'
-import { headerName } from '../options/shared.js'
+import { balancerFields } from '../balancer/options.js'
+import { headerName, section } from '../options/shared.js'
 import { parseUpstreamUrl } from './upstream-url.js'
 
 const upstreamUrl = z.string().superRefine((s, ctx) => {
@@ -55,11 +56,53 @@ const tls = z.strictObject({
   rejectUnauthorized: z.boolean().default(true),
 })
 
+/**
+ * Retries (Envoy's retry policy with a retry budget): only idempotent methods or a
+ * request with an `Idempotency-Key`, to another host when there is one, with
+ * exponential backoff and full jitter, honouring `Retry-After`, never past
+ * `deadline`. The budget caps retries in flight at `budget.percent` of the
+ * requests in flight (at least `budget.minConcurrent`), so retries can never
+ * multiply an outage.
+ */
+const retry = section(
+  z.strictObject({
+    /** Retries after the first attempt. */
+    attempts: z.int().min(0).max(10).default(2),
+    /** Upstream statuses worth another host (connection failures always are). */
+    statuses: z.array(z.int().min(500).max(599)).default([502, 503, 504]),
+    /** Backoff: the n-th retry waits a random time below min(max, base × 2ⁿ⁻¹) ms. */
+    backoff: z
+      .strictObject({
+        base: z.int().min(0).max(60_000).default(25),
+        max: z.int().min(0).max(600_000).default(250),
+      })
+      .prefault({}),
+    budget: z
+      .strictObject({
+        /** Retries in flight, as a percentage of requests in flight. */
+        percent: z.number().min(0).max(100).default(20),
+        /** Retries in flight always allowed, however few requests there are. */
+        minConcurrent: z.int().min(0).max(10_000).default(3),
+      })
+      .prefault({}),
+    /** Request bodies up to this size are buffered so they can be sent again; larger ones are not retried. */
+    maxBufferBytes: z
+      .int()
+      .min(0)
+      .max(16 * 1024 * 1024)
+      .default(64 * 1024),
+    /** Milliseconds after the first attempt past which no retry starts (nor waits for `Retry-After`). */
+    deadline: z.int().min(1).max(3_600_000).default(10_000),
+  }),
+)
+
 /** One proxy route: what `shield.proxy(route)` and Fastify's `proxy: [route]` take. */
 export const proxyRouteSchema = z
   .strictObject({
     /** Requests under this path go upstream (Express: the mount path is the prefix). */
     prefix: prefix.default('/'),
+    /** The route's name in metrics and logs (default: its prefix). */
+    name: z.string().min(1).max(100).optional(),
     /** Upstream base URLs (`http://10.0.0.5:8080`, `https://users.internal/v2`). */
     upstreams: z.array(upstream).min(1).max(1000),
     /**
@@ -91,6 +134,8 @@ export const proxyRouteSchema = z
     /** Milliseconds an idle upstream connection is kept. */
     keepAlive: z.int().min(1).max(600_000).default(4_000),
     tls: tls.optional(),
+    ...balancerFields,
+    retry,
   })
   .refine((r) => r.tls === undefined || (r.tls.cert === undefined) === (r.tls.key === undefined), {
     message: 'tls.cert and tls.key go together',

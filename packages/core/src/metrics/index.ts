@@ -49,9 +49,24 @@ export interface Metrics {
   storeUp(up: boolean): void
   /** The adaptive concurrency limit in force. */
   adaptiveLimit(limit: number): void
+  /** The series of one upstream of a proxy route: find once, keep. */
+  upstream(route: string, upstream: string): UpstreamSeries
+  /** Retries of a proxy route by outcome (`retried`, `budget-exhausted`). */
+  retries(route: string, outcome: 'retried' | 'budget-exhausted'): CounterSeries
   /** The exposition text and its content type. */
   scrape(): Promise<{ contentType: string; body: string }>
   close(): void
+}
+
+/** What the gateway records per upstream. */
+export interface UpstreamSeries {
+  /** Count a finished upstream request by outcome and observe its latency. */
+  request(outcome: string, seconds: number): void
+  /** Breaker state: 0 closed, 1 half-open, 2 open. */
+  readonly breaker: CounterSeries
+  /** 1 healthy, 0 failing its active health checks. */
+  readonly healthy: CounterSeries
+  readonly ejections: CounterSeries
 }
 
 /**
@@ -97,17 +112,48 @@ export function createMetrics(config: MetricsConfig): Metrics {
     'Concurrency limit set by the adaptive controller',
     'gauge',
   )
-  const ours: string[] = []
-  for (const metric of [
-    requests,
-    duration,
+  const upstreamRequests = new SeriesCounter(
+    `${p}upstream_requests_total`,
+    'Requests a proxy route sent upstream, by route, upstream and outcome',
+  )
+  const upstreamDuration = new SeriesHistogram(
+    `${p}upstream_request_duration_seconds`,
+    'Upstream response time (to the end of the response) by route and upstream',
+    [...config.buckets].sort((a, b) => a - b),
+  )
+  const breakerState = new SeriesCounter(
+    `${p}upstream_breaker_state`,
+    'Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open',
+    'gauge',
+  )
+  const upstreamHealthy = new SeriesCounter(
+    `${p}upstream_healthy`,
+    'Whether an upstream passes its active health checks (1) or not (0)',
+    'gauge',
+  )
+  const ejections = new SeriesCounter(
+    `${p}upstream_ejections_total`,
+    'Upstreams ejected by outlier detection, by route and upstream',
+  )
+  const retries = new SeriesCounter(
+    `${p}upstream_retries_total`,
+    'Retries of proxied requests by route and outcome (retried, budget-exhausted)',
+  )
+  const counters = [
     rejections,
     decisions,
     storeErrors,
     insurance,
     storeUp,
     adaptive,
-  ]) {
+    upstreamRequests,
+    breakerState,
+    upstreamHealthy,
+    ejections,
+    retries,
+  ]
+  const ours: string[] = []
+  for (const metric of [requests, duration, upstreamDuration, ...counters]) {
     registry.registerMetric(metric as unknown as Metric)
     ours.push(metric.name)
   }
@@ -117,6 +163,9 @@ export function createMetrics(config: MetricsConfig): Metrics {
   const decisionSeries = new Map<string, CounterSeries>()
   const errorSeries = new Map<string, CounterSeries>()
   const insuranceSeries = new Map<string, CounterSeries>()
+  const retrySeries = new Map<string, CounterSeries>()
+  // Bounded by configuration: routes and upstreams are fixed at startup.
+  const upstreamSeries = new Map<string, UpstreamSeries>()
   // Bounded by configuration: policies, outcomes and error reasons are fixed sets.
   const seriesOf = (
     metric: SeriesCounter,
@@ -180,6 +229,30 @@ export function createMetrics(config: MetricsConfig): Metrics {
       adaptiveSeries ??= adaptive.add({})
       adaptiveSeries.value = limit
     },
+    upstream(route, upstream) {
+      const key = `${route} ${upstream}`
+      let s = upstreamSeries.get(key)
+      if (s === undefined) {
+        const labels = { route, upstream }
+        const latency = upstreamDuration.add(labels)
+        const outcomes = new Map<string, CounterSeries>()
+        s = {
+          request(outcome, seconds) {
+            seriesOf(upstreamRequests, outcomes, outcome, () => ({ route, upstream, outcome })).value++
+            upstreamDuration.observe(latency, seconds)
+          },
+          breaker: breakerState.add(labels),
+          healthy: upstreamHealthy.add(labels),
+          ejections: ejections.add(labels),
+        }
+        s.healthy.value = 1
+        upstreamSeries.set(key, s)
+      }
+      return s
+    },
+    retries(route, outcome) {
+      return seriesOf(retries, retrySeries, `${outcome} ${route}`, () => ({ route, outcome }))
+    },
     async scrape() {
       return { contentType: registry.contentType, body: await registry.metrics() }
     },
@@ -188,8 +261,17 @@ export function createMetrics(config: MetricsConfig): Metrics {
       for (const name of ours) registry.removeSingleMetric(name)
       requests.reset()
       duration.reset()
-      for (const m of [rejections, decisions, storeErrors, insurance, storeUp, adaptive]) m.reset()
-      for (const m of [requestSeries, rejectionSeries, decisionSeries, errorSeries, insuranceSeries])
+      upstreamDuration.reset()
+      for (const m of counters) m.reset()
+      for (const m of [
+        requestSeries,
+        rejectionSeries,
+        decisionSeries,
+        errorSeries,
+        insuranceSeries,
+        retrySeries,
+        upstreamSeries,
+      ])
         m.clear()
     },
   }

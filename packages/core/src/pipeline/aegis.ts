@@ -153,6 +153,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         })
   const gatewayDeps: GatewayDeps = {
     peerTrusted: (req) => clients.peerTrusted(req),
+    clientKey: (req) => ((req as WithState)[kState]?.client ?? clients.resolve(req)).key,
+    metrics,
+    logger: config.logger,
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
   }

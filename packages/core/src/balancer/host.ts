@@ -1,0 +1,167 @@
+/**
+ * The balancer's view of one upstream: health (active checks), ejection
+ * (passive outlier detection), circuit breaker, slow start, in-flight requests
+ * and peak-EWMA latency. Time is `performance.now()` milliseconds.
+ */
+import CircuitBreaker from 'opossum'
+import type { z } from 'zod'
+import type { breakerSchema } from './options.js'
+
+export type BreakerConfig = Exclude<z.output<typeof breakerSchema>, false>
+
+/** What an upstream request came to, as the balancer counts it (`cancelled`: the client left; counts for nothing). */
+export type Outcome = 'success' | 'server-error' | 'connect-error' | 'timeout' | 'error' | 'cancelled'
+
+// Peak EWMA (Finagle / Linkerd): latency decays towards new samples with this time
+// constant, but jumps straight up to any sample above it.
+const EWMA_DECAY_MS = 10_000
+// A host without samples yet costs like this (ms): new hosts get tried, not flooded.
+const EWMA_DEFAULT = 1
+// Slow start begins at this fraction of the weight (Envoy's min_weight_percent, 10%).
+const SLOW_START_FLOOR = 0.1
+
+export class UpstreamHost {
+  /** Passing active health checks (always true without them). */
+  healthy = true
+  private passes = 0
+  private fails = 0
+  /** Ejected by outlier detection until this time (0: not ejected). */
+  ejectedUntil = 0
+  /** How many times it was ejected (each ejection lasts longer). */
+  ejections = 0
+  private consecutive5xx = 0
+  private consecutiveConnect = 0
+  /** Requests sent and not yet finished. */
+  inflight = 0
+  private ewma = EWMA_DEFAULT
+  private ewmaAt = 0
+  /** When the host came back (slow start ramps its weight from here); -Infinity: never left. */
+  private recoveredAt = Number.NEGATIVE_INFINITY
+  readonly breaker: CircuitBreaker<[() => Promise<void>], void> | undefined
+
+  constructor(
+    /** Stable identity for metrics and logs (`http://10.0.0.5:8080`). */
+    readonly id: string,
+    readonly weight: number,
+    private readonly slowStartMs: number,
+    breaker: BreakerConfig | false,
+    onBreaker: (state: 'open' | 'half-open' | 'closed') => void,
+  ) {
+    if (breaker !== false) {
+      // opossum as a state machine: the action runs what it is given; our timeouts are undici's.
+      this.breaker = new CircuitBreaker((run: () => Promise<void>) => run(), {
+        timeout: false,
+        errorThresholdPercentage: breaker.errorThresholdPercentage,
+        volumeThreshold: breaker.volumeThreshold,
+        resetTimeout: breaker.resetTimeout,
+        rollingCountTimeout: breaker.rollingCountTimeout,
+      })
+      this.breaker.on('open', () => onBreaker('open'))
+      this.breaker.on('halfOpen', () => onBreaker('half-open'))
+      this.breaker.on('close', () => {
+        this.recover(performance.now())
+        onBreaker('closed')
+      })
+    }
+  }
+
+  /** Not ejected, passing health checks (whatever its breaker says). */
+  available(now: number): boolean {
+    return this.healthy && this.ejectedUntil <= now
+  }
+
+  /** Its breaker lets a request through now (closed, or half-open with its probe slot free). */
+  admits(): boolean {
+    const b = this.breaker
+    return b === undefined || b.closed || (b.halfOpen && b.pendingClose)
+  }
+
+  /** The weight now: ramped up over the slow-start window after a recovery. */
+  effectiveWeightAt(now: number): number {
+    const since = now - this.recoveredAt
+    if (this.slowStartMs <= 0 || since >= this.slowStartMs) return this.weight
+    return this.weight * Math.max(SLOW_START_FLOOR, since / this.slowStartMs)
+  }
+
+  /** Peak-EWMA latency (ms) decayed to `now`, times the load it would join. */
+  cost(now: number): number {
+    const age = now - this.ewmaAt
+    const decayed = age > 0 ? this.ewma * Math.exp(-age / EWMA_DECAY_MS) : this.ewma
+    return Math.max(decayed, EWMA_DEFAULT) * (this.inflight + 1)
+  }
+
+  /** Record a finished request; returns true when it made the host an outlier (eject it). */
+  record(
+    outcome: Outcome,
+    latencyMs: number,
+    now: number,
+    outlier: { consecutive5xx: number; consecutiveConnectErrors: number } | false,
+  ): boolean {
+    if (outcome === 'cancelled') return false
+    if (outcome === 'success' || outcome === 'server-error') {
+      const age = now - this.ewmaAt
+      const w = Math.exp(-Math.max(0, age) / EWMA_DECAY_MS)
+      this.ewma = latencyMs > this.ewma ? latencyMs : this.ewma * w + latencyMs * (1 - w)
+      this.ewmaAt = now
+    }
+    if (outcome === 'success') {
+      this.consecutive5xx = 0
+      this.consecutiveConnect = 0
+      return false
+    }
+    if (outcome === 'server-error') this.consecutive5xx++
+    else if (outcome === 'connect-error') this.consecutiveConnect++
+    if (outlier === false) return false
+    return (
+      this.consecutive5xx >= outlier.consecutive5xx ||
+      this.consecutiveConnect >= outlier.consecutiveConnectErrors
+    )
+  }
+
+  /** Eject for `base × n` ms (n-th ejection), at most `max`. */
+  eject(now: number, base: number, max: number): number {
+    this.ejections++
+    const ms = Math.min(max, base * this.ejections)
+    this.ejectedUntil = now + ms
+    this.consecutive5xx = 0
+    this.consecutiveConnect = 0
+    return ms
+  }
+
+  /** An ejection ran out: back in rotation, with slow start. */
+  unejectIfDue(now: number): boolean {
+    if (this.ejectedUntil === 0 || this.ejectedUntil > now) return false
+    this.ejectedUntil = 0
+    this.recover(now)
+    return true
+  }
+
+  /**
+   * One active health check result; returns the new health when it changed. A
+   * passing check also ends an ejection (Envoy's `successful_active_health_check_uneject_host`):
+   * the check is fresher evidence than the errors that ejected it.
+   */
+  check(passed: boolean, rise: number, fall: number, now: number): boolean | undefined {
+    if (passed) {
+      this.fails = 0
+      if (this.ejectedUntil > now && this.healthy) {
+        this.ejectedUntil = 0
+        this.recover(now)
+      }
+      if (this.healthy || ++this.passes < rise) return undefined
+      this.healthy = true
+      this.passes = 0
+      this.recover(now)
+      return true
+    }
+    this.passes = 0
+    if (!this.healthy || ++this.fails < fall) return undefined
+    this.healthy = false
+    this.fails = 0
+    return false
+  }
+
+  private recover(now: number): void {
+    this.recoveredAt = now
+  }
+}
