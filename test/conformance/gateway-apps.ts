@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
 import Koa from 'koa'
-import type { Aegis, AegisOptions, ProxyRouteOptions } from '@aegis/core'
+import type { Aegis, AegisOptions, ProxyRoute, ProxyRouteOptions } from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
@@ -21,6 +21,8 @@ export interface GatewayApp {
   readonly port: number
   readonly core: Aegis
   readonly server: Server
+  /** The routes given to the factory, however they were mounted, in order. */
+  readonly routes: readonly ProxyRoute[]
   close(): Promise<void>
 }
 
@@ -47,7 +49,11 @@ export const expressGateway: GatewayFactory = async (routes, options = {}) => {
   app.post('/local/upload', (req, res, next) => {
     countBody(req).then((bytes) => res.json({ bytes }), next)
   })
-  for (const { prefix = '/', ...route } of routes) app.use(prefix, shield.proxy(route))
+  const mounted = routes.map(({ prefix = '/', ...route }) => {
+    const proxy = shield.proxy(route)
+    app.use(prefix, proxy)
+    return proxy.route
+  })
   const server = app.listen(0, '127.0.0.1')
   shield.attach(server)
   const port = await listen(server)
@@ -57,6 +63,7 @@ export const expressGateway: GatewayFactory = async (routes, options = {}) => {
     port,
     core: shield.core,
     server,
+    routes: mounted,
     close: () => shield.close(),
   }
 }
@@ -77,6 +84,7 @@ export const fastifyGateway: GatewayFactory = async (routes, options = {}) => {
     port,
     core: app.aegis,
     server: app.server,
+    routes: routes.map((r) => app.aegis.gateway.routes.find((x) => x.config.prefix === (r.prefix ?? '/'))!),
     close: () => app.close(),
   }
 }
@@ -92,7 +100,11 @@ export const koaGateway: GatewayFactory = async (routes, options = {}) => {
       ctx.body = { bytes: await countBody(ctx.req) }
     else await next()
   })
-  for (const route of routes) app.use(shield.proxy(route))
+  const mounted = routes.map((route) => {
+    const proxy = shield.proxy(route)
+    app.use(proxy)
+    return proxy.route
+  })
   const server = app.listen(0, '127.0.0.1')
   shield.attach(server)
   const port = await listen(server)
@@ -102,6 +114,7 @@ export const koaGateway: GatewayFactory = async (routes, options = {}) => {
     port,
     core: shield.core,
     server,
+    routes: mounted,
     close: () => shield.close(),
   }
 }

@@ -230,6 +230,33 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
     expect(a.seen).toHaveLength(1)
   })
 
+  it('injects faults per route, switchable at run time', async () => {
+    const a = await upstream('a')
+    const gw = await start([
+      { prefix: '/api', upstreams: [a.url], chaos: { abort: { percent: 100, status: 503 } } },
+    ])
+    const aborted = await send(gw, '/api/x')
+    expect(aborted.status).toBe(503)
+    expect(aborted.json()).toMatchObject({ code: 'AEGIS_ERR_FAULT_INJECTED' })
+    expect(a.seen).toHaveLength(0)
+    const route = gw.routes[0]!
+    route.setChaos({ delay: { percent: 100, ms: 200 } })
+    const t0 = performance.now()
+    expect((await send(gw, '/api/x')).status).toBe(200)
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(190)
+    route.setChaos(false)
+    expect((await send(gw, '/api/x')).status).toBe(200)
+    expect(() => route.setChaos({ abort: { percent: 150 } })).toThrow(/proxy\.chaos\.abort\.percent/)
+    // Half of the requests, roughly.
+    route.setChaos({ abort: { percent: 50, status: 500 } })
+    const statuses = await Promise.all(
+      Array.from({ length: 200 }, () => send(gw, '/api/x').then((r) => r.status)),
+    )
+    const failed = statuses.filter((s) => s === 500).length
+    expect(failed).toBeGreaterThan(60)
+    expect(failed).toBeLessThan(140)
+  })
+
   it('respects weights within 5% over 3,000 requests (smooth weighted round robin)', async () => {
     const a = await upstream('a')
     const b = await upstream('b')

@@ -25,6 +25,7 @@ export const ErrorCodes = {
   UPSTREAM_TIMEOUT: 'AEGIS_ERR_UPSTREAM_TIMEOUT',
   NO_UPSTREAM: 'AEGIS_ERR_NO_UPSTREAM',
   BODY_CONSUMED: 'AEGIS_ERR_BODY_CONSUMED',
+  FAULT_INJECTED: 'AEGIS_ERR_FAULT_INJECTED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

@@ -7,6 +7,7 @@ import {
   type AegisRequestState,
   type HttpServer,
   type Limiter,
+  type ProxyRoute,
   type ProxyRouteOptions,
   type Rejection,
   type RouteSchemas,
@@ -20,6 +21,11 @@ declare global {
       aegis?: AegisRequestState
     }
   }
+}
+
+/** A gateway route as Express middleware; `route` switches chaos, emits upstream events. */
+export interface ProxyMiddleware extends RequestHandler {
+  readonly route: ProxyRoute
 }
 
 /** The Express middleware, with the instance's other entry points on it. */
@@ -37,7 +43,7 @@ export interface AegisMiddleware extends RequestHandler {
    * the prefix: `app.use('/api', shield.proxy({ upstreams: ['http://127.0.0.1:8081'] }))`.
    * Requests are admitted once, whether `shield` runs before it or not.
    */
-  proxy(options: ProxyRouteOptions): RequestHandler
+  proxy(options: ProxyRouteOptions): ProxyMiddleware
   /** Warn about missing server timeouts, answer parser errors, drain on close. */
   attach(server: HttpServer): void
   close(): Promise<void>
@@ -153,7 +159,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
         next()
       }
     },
-    proxy(options: ProxyRouteOptions): RequestHandler {
+    proxy(options: ProxyRouteOptions): ProxyMiddleware {
       const route = core.proxy(options)
       const afterAdmission = (
         req: Request,
@@ -163,10 +169,11 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
       ): void => {
         if (accepted(req, res, state)) forward(route, req, res, next)
       }
-      return function aegisProxy(req, res, next) {
+      const handler: RequestHandler = function aegisProxy(req, res, next) {
         if (core.stateOf(req) !== undefined) return forward(route, req, res, next)
         admitted(req, res, next, afterAdmission)
       }
+      return Object.assign(handler, { route })
     },
     attach: (server: HttpServer) => core.attach(server),
     close: () => core.close(),

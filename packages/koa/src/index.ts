@@ -19,6 +19,11 @@ declare module 'koa' {
   }
 }
 
+/** A gateway route as Koa middleware; `route` switches chaos, emits upstream events. */
+export interface ProxyMiddleware extends Middleware {
+  readonly route: ProxyRoute
+}
+
 /** The Koa middleware, with the instance's other entry points on it. */
 export interface AegisKoaMiddleware extends Middleware {
   readonly core: Aegis
@@ -32,7 +37,7 @@ export interface AegisKoaMiddleware extends Middleware {
    * A gateway route: `app.use(shield.proxy({ prefix: '/api', upstreams: [...] }))`
    * forwards what lies under `prefix` and passes everything else on.
    */
-  proxy(options: ProxyRouteOptions): Middleware
+  proxy(options: ProxyRouteOptions): ProxyMiddleware
   attach(server: HttpServer): void
   close(): Promise<void>
 }
@@ -129,12 +134,13 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
         await next()
       }
     },
-    proxy(options: ProxyRouteOptions): Middleware {
+    proxy(options: ProxyRouteOptions): ProxyMiddleware {
       const route = core.proxy(options)
-      return async function aegisProxy(ctx: Context, next: Next) {
+      const middleware: Middleware = async function aegisProxy(ctx: Context, next: Next) {
         if (core.stateOf(ctx.req) === undefined && (await admit(ctx)) === undefined) return
         if (!(await forward(route, ctx))) await next()
       }
+      return Object.assign(middleware, { route })
     },
     attach: (server: HttpServer) => core.attach(server),
     close: () => core.close(),

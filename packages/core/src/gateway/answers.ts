@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import { ErrorCodes } from '../errors.js'
 import { IETF_PROBLEM, problem } from '../pipeline/problem.js'
 import type { Rejection } from '../pipeline/types.js'
@@ -75,3 +76,13 @@ export function isConnectFailure(err: unknown): boolean {
     code === 'EAI_AGAIN'
   )
 }
+
+/** An error status injected by the route's `chaos` settings. */
+export const faultInjected = (status: number): Rejection =>
+  problem({
+    status,
+    code: ErrorCodes.FAULT_INJECTED,
+    reason: 'fault-injected',
+    title: STATUS_CODES[status] ?? 'Error',
+    detail: "This error was injected by the route's chaos settings.",
+  })

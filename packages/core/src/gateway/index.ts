@@ -13,14 +13,22 @@ import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
 import type { Rejection } from '../pipeline/types.js'
-import { bodyConsumed, isConnectFailure, isReset, noUpstream, upstreamFailure } from './answers.js'
+import {
+  bodyConsumed,
+  faultInjected,
+  isConnectFailure,
+  isReset,
+  noUpstream,
+  upstreamFailure,
+} from './answers.js'
 import { exchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
-import type { ProxyRouteConfig } from './options.js'
+import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
+import { parseSection } from '../options/index.js'
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 
 export { proxyRouteSchema, proxySection } from './options.js'
-export type { ProxyRouteOptions, ProxyRouteConfig } from './options.js'
+export type { ProxyRouteOptions, ProxyRouteConfig, ChaosOptions } from './options.js'
 export {
   parseUpstreamUrl,
   refusedTargetAddress,
@@ -97,6 +105,8 @@ export interface ProxyRoute {
    * `ejected` ({ ms }): each with `route` and `upstream`.
    */
   readonly events: EventEmitter
+  /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
+  setChaos(chaos: ChaosOptions): void
   close(): Promise<void>
 }
 
@@ -227,6 +237,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const budget =
     retry === false ? undefined : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent)
   const retryStatuses = new Set(retry === false ? [] : retry.statuses)
+  let chaos = config.chaos
   const retried = deps.metrics?.retries(name, 'retried')
   const exhausted = deps.metrics?.retries(name, 'budget-exhausted')
 
@@ -322,6 +333,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       if (cl > config.maxBodyBytes) return answer(req, res, bodyTooLarge(config.maxBodyBytes))
       deps.setBodyLimit(req, config.maxBodyBytes)
     }
+    if (chaos !== false) {
+      if (chaos.abort !== undefined && Math.random() * 100 < chaos.abort.percent)
+        return answer(req, res, faultInjected(chaos.abort.status))
+      if (chaos.delay !== undefined && Math.random() * 100 < chaos.delay.percent) await sleep(chaos.delay.ms)
+    }
     let body = bodyOf(req, parsed)
     if (body === undefined) return answer(req, res, bodyConsumed)
     const method = req.method ?? 'GET'
@@ -415,6 +431,9 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         return Promise.resolve()
       }
       return forward(req, res, rest, parsed)
+    },
+    setChaos(options) {
+      chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
     },
     async close() {
       balancer.close()

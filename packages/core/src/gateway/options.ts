@@ -96,6 +96,25 @@ const retry = section(
   }),
 )
 
+const percent = z.number().min(0).max(100)
+
+/**
+ * Fault injection (Envoy's fault filter): a share of requests delayed, and a share
+ * answered with an error status without reaching the upstream. Off by default;
+ * `route.setChaos()` switches it at run time.
+ */
+export const chaosSchema = z.union([
+  z.literal(false),
+  z
+    .strictObject({
+      /** Delay `percent` of the requests by `ms` before forwarding them. */
+      delay: z.strictObject({ percent, ms: z.int().min(1).max(600_000) }).optional(),
+      /** Answer `percent` of the requests with `status` (problem+json) instead of forwarding them. */
+      abort: z.strictObject({ percent, status: z.int().min(400).max(599).default(503) }).optional(),
+    })
+    .refine((c) => c.delay !== undefined || c.abort !== undefined, { message: 'give delay, abort or both' }),
+])
+
 /** One proxy route: what `shield.proxy(route)` and Fastify's `proxy: [route]` take. */
 export const proxyRouteSchema = z
   .strictObject({
@@ -136,6 +155,7 @@ export const proxyRouteSchema = z
     tls: tls.optional(),
     ...balancerFields,
     retry,
+    chaos: chaosSchema.default(false),
   })
   .refine((r) => r.tls === undefined || (r.tls.cert === undefined) === (r.tls.key === undefined), {
     message: 'tls.cert and tls.key go together',
@@ -146,6 +166,8 @@ export const proxyRouteSchema = z
 export type ProxyRouteOptions = z.input<typeof proxyRouteSchema>
 /** A parsed proxy route. */
 export type ProxyRouteConfig = z.output<typeof proxyRouteSchema>
+
+export type ChaosOptions = z.input<typeof chaosSchema>
 
 /** The top-level `proxy` option: routes the Aegis middleware (or the Fastify plugin) forwards. */
 export const proxySection = z.array(proxyRouteSchema).max(1000).default([])
