@@ -49,9 +49,13 @@ export const expressGateway: GatewayFactory = async (routes, options = {}) => {
   app.post('/local/upload', (req, res, next) => {
     countBody(req).then((bytes) => res.json({ bytes }), next)
   })
+  // The documented mount (the path is the prefix), except for routes that take WebSocket
+  // upgrades: those name their prefix and are mounted at the root.
   const mounted = routes.map(({ prefix = '/', ...route }) => {
-    const proxy = shield.proxy(route)
-    app.use(prefix, proxy)
+    const upgrades = prefix === '/ws'
+    const proxy = shield.proxy(upgrades ? { prefix, ...route } : route)
+    if (upgrades) app.use(proxy)
+    else app.use(prefix, proxy)
     return proxy.route
   })
   const server = app.listen(0, '127.0.0.1')

@@ -41,7 +41,9 @@ export interface AegisMiddleware extends RequestHandler {
   /**
    * A gateway route: forwards what reaches it to its upstreams. The mount path is
    * the prefix: `app.use('/api', shield.proxy({ upstreams: ['http://127.0.0.1:8081'] }))`.
-   * Requests are admitted once, whether `shield` runs before it or not.
+   * Requests are admitted once, whether `shield` runs before it or not. WebSocket
+   * upgrades never pass Express' router: a route takes them when it names its
+   * `prefix` and is mounted at the root (`app.use(shield.proxy({ prefix: '/ws', … }))`).
    */
   proxy(options: ProxyRouteOptions): ProxyMiddleware
   /** Warn about missing server timeouts, answer parser errors, drain on close. */
@@ -160,7 +162,8 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
       }
     },
     proxy(options: ProxyRouteOptions): ProxyMiddleware {
-      const route = core.proxy(options)
+      // Upgrades never pass Express' router: only a route with its own prefix, read from the root, takes them.
+      const route = core.proxy(options, { upgrades: options.prefix !== undefined })
       const afterAdmission = (
         req: Request,
         res: Response,

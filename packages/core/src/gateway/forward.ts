@@ -6,6 +6,7 @@
  * is full. A client that goes away aborts the upstream request.
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { clientResponseHeaders } from './headers.js'
 
@@ -164,6 +165,84 @@ export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<Exch
       )
     } catch (err) {
       handler.onResponseError(undefined as never, err as Error)
+    }
+  })
+}
+
+/**
+ * A WebSocket (or any `Upgrade`) request through the gateway: the upstream's
+ * 101 and its header fields go to the client's socket, then bytes flow both
+ * ways untouched until either side closes. Resolves with the upstream's status
+ * (101) or the error that kept it from upgrading (nothing written yet).
+ */
+export function upgradeExchange(
+  client: Duplex,
+  head: Buffer,
+  up: Omit<UpstreamRequest, 'body' | 'bodyTimeout' | 'hold' | 'requestId'> & { protocol: string },
+): Promise<{ status: number; error: Error | undefined }> {
+  return new Promise((resolve) => {
+    let settled = false
+    const settle = (status: number, error: Error | undefined): void => {
+      if (settled) return
+      settled = true
+      client.off('close', onClientClose)
+      resolve({ status, error })
+    }
+    let controller: Dispatcher.DispatchController | undefined
+    const onClientClose = (): void => {
+      controller?.abort(new ClientAbortError())
+      settle(0, new ClientAbortError())
+    }
+    client.once('close', onClientClose)
+    const handler: Dispatcher.DispatchHandler = {
+      onRequestStart(c) {
+        controller = c
+      },
+      onRequestUpgrade(_c, statusCode, headers, upstream) {
+        let response = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
+        for (const [name, value] of Object.entries(headers))
+          for (const v of Array.isArray(value) ? value : [value])
+            if (v !== undefined) response += `${name}: ${v}\r\n`
+        client.write(`${response}\r\n`)
+        if (head.length > 0) upstream.write(head)
+        // Either side closing, or failing, ends both.
+        const end = (): void => {
+          client.destroy()
+          upstream.destroy()
+        }
+        client.on('error', end)
+        upstream.on('error', end)
+        client.on('close', end)
+        upstream.on('close', end)
+        upstream.pipe(client)
+        client.pipe(upstream)
+        settle(statusCode, undefined)
+      },
+      onResponseStart() {
+        // Not upgraded: undici refuses a non-101 answer to an upgrade request before we get here.
+      },
+      onResponseData() {},
+      onResponseEnd() {
+        settle(0, new Error('the upstream did not upgrade'))
+      },
+      onResponseError(_c, err) {
+        settle(0, err)
+      },
+    }
+    try {
+      up.dispatcher.dispatch(
+        {
+          origin: up.origin,
+          path: up.path,
+          method: up.method,
+          headers: up.headers,
+          upgrade: up.protocol,
+          headersTimeout: up.headersTimeout,
+        },
+        handler,
+      )
+    } catch (err) {
+      settle(0, err as Error)
     }
   })
 }

@@ -4,6 +4,8 @@
  * it; each upstream of each route has its own undici keep-alive pool.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { writeSocketRejection } from '../server/index.js'
 import { Pool } from 'undici'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
@@ -21,7 +23,7 @@ import {
   noUpstream,
   upstreamFailure,
 } from './answers.js'
-import { exchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
+import { exchange, upgradeExchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
 import { parseSection } from '../options/index.js'
@@ -100,6 +102,12 @@ export interface ProxyRoute {
    * over. `false` when it does not (the caller goes on to the app).
    */
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
+  /**
+   * Proxy an `Upgrade` request (WebSocket) of an admitted client when `url` lies
+   * under the prefix: resolves once the upgrade succeeded or was answered.
+   * `false` when the route does not own `url`.
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
   /**
    * `breaker` ({ state: 'open' | 'half-open' | 'closed' }), `health` ({ healthy }),
    * `ejected` ({ ms }): each with `route` and `upstream`.
@@ -418,16 +426,80 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
   }
 
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
+    const refuse = (r: Rejection): void => {
+      deps.countRejection(r)
+      if (!socket.destroyed) writeSocketRejection(socket, r)
+    }
+    const host = balancer.pick(req, deps.clientKey(req))
+    if (host === undefined) return refuse(noUpstream(1))
+    const up = byHost.get(host) as Upstream
+    let path = `${up.basePath}${config.rewritePrefix}${rest}`
+    if (!path.startsWith('/')) path = `/${path}`
+    const { headers } = upstreamRequestHeaders(req, {
+      peer: req.socket.remoteAddress ?? '',
+      peerTrusted: deps.peerTrusted(req),
+      host:
+        config.host === 'upstream'
+          ? up.host
+          : config.host === 'preserve'
+            ? (req.headers.host ?? up.host)
+            : config.host,
+      underscores: config.underscoreHeaders,
+      requestId: config.requestId,
+      contentLength: undefined,
+    })
+    const started = performance.now()
+    balancer.begin(host)
+    const { status, error } = await upgradeExchange(socket, head, {
+      dispatcher: up.pool,
+      origin: up.origin,
+      path,
+      method: 'GET',
+      headers,
+      headersTimeout: timeouts.headers,
+      protocol: String(req.headers.upgrade),
+    })
+    const kind: Outcome =
+      status === 101
+        ? 'success'
+        : isConnectFailure(error)
+          ? 'connect-error'
+          : socket.destroyed
+            ? 'cancelled'
+            : 'error'
+    balancer.end(host, kind, performance.now() - started)
+    up.series?.request(kind, (performance.now() - started) / 1000)
+    if (status !== 101) refuse(upstreamFailure(error))
+  }
+
+  /** The part of `url` this route forwards, or a refusal for a path that climbs out of the prefix. */
+  const routed = (url: string): string | undefined | typeof pathTraversal => {
+    const rest = underPrefix(config.prefix, url)
+    if (rest === undefined) return undefined
+    // The prefix must stay the floor: no dot-dot segment in any decoding may climb out of it.
+    const q = rest.indexOf('?')
+    return inspectPath(q < 0 ? rest : rest.slice(0, q)) === 'ok' ? rest : pathTraversal
+  }
+
   return {
     config,
     events,
-    handle(req, res, url, parsed) {
-      const rest = underPrefix(config.prefix, url)
+    upgrade(req, socket, head, url) {
+      const rest = routed(url)
       if (rest === undefined) return false
-      // The prefix must stay the floor: no dot-dot segment in any decoding may climb out of it.
-      const q = rest.indexOf('?')
-      if (inspectPath(q < 0 ? rest : rest.slice(0, q)) !== 'ok') {
-        answer(req, res, pathTraversal)
+      if (typeof rest !== 'string') {
+        deps.countRejection(rest)
+        writeSocketRejection(socket, rest)
+        return Promise.resolve()
+      }
+      return upgrade(req, socket, head, rest)
+    },
+    handle(req, res, url, parsed) {
+      const rest = routed(url)
+      if (rest === undefined) return false
+      if (typeof rest !== 'string') {
+        answer(req, res, rest)
         return Promise.resolve()
       }
       return forward(req, res, rest, parsed)
@@ -447,6 +519,8 @@ export interface Gateway {
   readonly routes: readonly ProxyRoute[]
   /** Forward through the route owning `url`, or `false` when none does. */
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
+  /** Proxy an upgrade through the route owning `url`, or `false` when none does. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
   close(): Promise<void>
 }
 
@@ -459,6 +533,13 @@ export function createGateway(configs: readonly ProxyRouteConfig[], deps: Gatewa
     handle(req, res, url, parsed) {
       for (const route of routes) {
         const handled = route.handle(req, res, url, parsed)
+        if (handled !== false) return handled
+      }
+      return false
+    },
+    upgrade(req, socket, head, url) {
+      for (const route of routes) {
+        const handled = route.upgrade(req, socket, head, url)
         if (handled !== false) return handled
       }
       return false

@@ -18,6 +18,7 @@ import {
   createGateway,
   createProxyRoute,
   proxyRouteSchema,
+  underPrefix,
   type Gateway,
   type GatewayDeps,
   type ProxyRoute,
@@ -95,9 +96,11 @@ export interface Aegis {
   readonly gateway: Gateway
   /**
    * One more proxy route (`shield.proxy()`): throws `AegisConfigError` on bad
-   * options; `close()` closes its upstream pools.
+   * options; `close()` closes its upstream pools. With `upgrades` (the default),
+   * attached servers send it the WebSocket upgrades under its prefix, read from
+   * the root of the path.
    */
-  proxy(options: ProxyRouteOptions): ProxyRoute
+  proxy(options: ProxyRouteOptions, use?: { upgrades?: boolean }): ProxyRoute
   /**
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
    * errors with problem+json, and drain it gracefully on `close()`.
@@ -161,6 +164,26 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
   const extraRoutes: ProxyRoute[] = []
+  // Routes that take upgrades (the server's 'upgrade' event never passes a framework's router).
+  const upgradeRoutes: ProxyRoute[] = [...gateway.routes]
+  /** Admit an upgrade request and proxy it through the route owning its path. */
+  function onUpgrade(this: HttpServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = req.url ?? '/'
+    const route = upgradeRoutes.find((r) => underPrefix(r.config.prefix, url) !== undefined)
+    if (route === undefined) {
+      // Someone else's upgrade (a WebSocket server of the app), or nobody's: Node would destroy it.
+      if (this.listenerCount('upgrade') === 1) socket.destroy()
+      return
+    }
+    socket.on('error', () => socket.destroy())
+    const proceed = (state: AegisRequestState): void => {
+      if (state.rejection !== undefined) return writeSocketRejection(socket, state.rejection, state.headers)
+      void route.upgrade(req, socket, head, url)
+    }
+    const admitted = admit(req)
+    if (admitted instanceof Promise) admitted.then(proceed, () => socket.destroy())
+    else proceed(admitted)
+  }
   const largestRouteBody = (routes: readonly { config: { maxBodyBytes?: number | undefined } }[]): number =>
     Math.max(0, ...routes.map((r) => r.config.maxBodyBytes ?? 0))
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
@@ -381,10 +404,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     limiter,
     store,
     gateway,
-    proxy(options) {
+    proxy(options, { upgrades = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'proxy() after close()')
       const route = createProxyRoute(parseSection(proxyRouteSchema, options, ['proxy']), gatewayDeps)
       extraRoutes.push(route)
+      if (upgrades) {
+        upgradeRoutes.push(route)
+        upgradeRoutes.sort((a, b) => b.config.prefix.length - a.config.prefix.length)
+      }
       shape.ceiling = Math.max(shape.ceiling, largestRouteBody([route]))
       return route
     },
@@ -399,6 +426,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       // Node writes a bare status line for parser errors only when nobody listens.
       if (server.listenerCount('clientError') === 0)
         server.on('clientError', createClientErrorHandler(countClientError, security))
+      server.on('upgrade', onUpgrade)
       // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
       if (server.listenerCount('connect') === 0 && !validator?.allows('CONNECT'))
         server.on('connect', refuseConnect)

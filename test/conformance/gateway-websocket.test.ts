@@ -1,0 +1,87 @@
+/**
+ * WebSocket upgrades through the gateway on all three adapters: a real `ws`
+ * echo server upstream, undici's WebSocket client in front. Upgrades are
+ * admitted like any request (a denied client gets its 403 on the socket).
+ */
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import { WebSocket } from 'undici'
+import { WebSocketServer } from 'ws'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { gateways, type GatewayApp } from './gateway-apps.js'
+
+let upstream: WebSocketServer
+let upstreamUrl = ''
+
+beforeAll(async () => {
+  upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(upstream, 'listening')
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+  upstream.on('connection', (socket, req) => {
+    socket.send(`hello ${req.url} ${req.headers['x-forwarded-for']}`)
+    socket.on('message', (data, binary) => socket.send(data, { binary }))
+  })
+})
+
+afterAll(async () => {
+  for (const c of upstream.clients) c.terminate()
+  await new Promise((r) => upstream.close(r))
+})
+
+/** Open a WebSocket, collect `n` messages after sending `send`, close. */
+async function converse(url: string, send: (string | Buffer)[], n: number): Promise<(string | Buffer)[]> {
+  const ws = new WebSocket(url)
+  ws.binaryType = 'arraybuffer'
+  const got: (string | Buffer)[] = []
+  const done = new Promise<void>((resolve, reject) => {
+    ws.addEventListener('message', (e) => {
+      got.push(typeof e.data === 'string' ? e.data : Buffer.from(e.data as ArrayBuffer))
+      if (got.length === n) resolve()
+    })
+    ws.addEventListener('error', () => reject(new Error('websocket error')))
+    ws.addEventListener('close', (e) =>
+      got.length < n ? reject(new Error(`closed early: ${e.code}`)) : resolve(),
+    )
+  })
+  done.catch(() => undefined) // awaited below once open; an upgrade that fails rejects `open` first
+  await new Promise<void>((resolve, reject) => {
+    ws.addEventListener('open', () => resolve())
+    ws.addEventListener('error', () => reject(new Error('websocket did not open')))
+  })
+  for (const m of send) ws.send(m)
+  await done
+  ws.close()
+  return got
+}
+
+describe.each(gateways)('WebSocket through the gateway on %s', (_name, createGateway) => {
+  let app: GatewayApp
+
+  beforeAll(async () => {
+    app = await createGateway([{ prefix: '/ws', upstreams: [upstreamUrl] }], { limiter: false })
+  })
+  afterAll(async () => {
+    await app.close()
+  })
+
+  it('echoes text and binary frames', async () => {
+    const payload = Buffer.alloc(100_000, 7)
+    const got = await converse(`ws://127.0.0.1:${app.port}/ws/chat?room=1`, ['ping', payload], 3)
+    expect(got[0]).toBe('hello /chat?room=1 127.0.0.1')
+    expect(got[1]).toBe('ping')
+    expect(Buffer.compare(got[2] as Buffer, payload)).toBe(0)
+  })
+
+  it('refuses an upgrade Aegis refuses as a request', async () => {
+    const denied = await createGateway([{ prefix: '/ws', upstreams: [upstreamUrl] }], {
+      limiter: { deny: ['127.0.0.1'] },
+    })
+    try {
+      await expect(converse(`ws://127.0.0.1:${denied.port}/ws/chat`, [], 1)).rejects.toThrow()
+      const res = await fetch(`http://127.0.0.1:${denied.port}/ws/chat`)
+      expect(res.status).toBe(403)
+    } finally {
+      await denied.close()
+    }
+  })
+})
