@@ -18,7 +18,7 @@ beforeAll(async () => {
   await once(upstream, 'listening')
   upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
   upstream.on('connection', (socket, req) => {
-    socket.send(`hello ${req.url} ${req.headers['x-forwarded-for']}`)
+    socket.send(`hello ${req.url} ${String(req.headers['x-forwarded-for'])}`)
     socket.on('message', (data, binary) => socket.send(data, { binary }))
   })
 })
