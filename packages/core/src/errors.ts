@@ -26,6 +26,7 @@ export const ErrorCodes = {
   NO_UPSTREAM: 'AEGIS_ERR_NO_UPSTREAM',
   BODY_CONSUMED: 'AEGIS_ERR_BODY_CONSUMED',
   FAULT_INJECTED: 'AEGIS_ERR_FAULT_INJECTED',
+  TARGET_REFUSED: 'AEGIS_ERR_TARGET_REFUSED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

@@ -33,6 +33,15 @@ export const noUpstream = (retryAfterSeconds: number): Rejection =>
     headers: { 'retry-after': String(retryAfterSeconds) },
   })
 
+/** 403: the target a route's `router` chose is not one the gateway may reach. */
+export const targetRefused = problem({
+  status: 403,
+  code: ErrorCodes.TARGET_REFUSED,
+  reason: 'target-refused',
+  title: 'Forbidden',
+  detail: 'The upstream chosen for this request is not one the gateway may reach.',
+})
+
 /** 500: an app's body parser read the request body and left nothing the gateway can re-send. */
 export const bodyConsumed = problem({
   status: 500,

@@ -21,8 +21,10 @@ import {
   isConnectFailure,
   isReset,
   noUpstream,
+  targetRefused,
   upstreamFailure,
 } from './answers.js'
+import { createTargetGuard, TargetRefusedError } from './targets.js'
 import { exchange, upgradeExchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
@@ -263,6 +265,90 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     return r.statusCode >= 200 && r.statusCode < 400
   })
 
+  const targets =
+    config.router === undefined
+      ? undefined
+      : createTargetGuard({
+          allow: config.allowTargets,
+          lookup: config.lookup,
+          connectTimeout: timeouts.connect,
+          connections: config.connections,
+          keepAlive: config.keepAlive,
+        })
+
+  /** The upstream request's path and header fields, for an upstream at `basePath` answering to `host`. */
+  function outgoing(
+    req: IncomingMessage,
+    basePath: string,
+    host: string,
+    rest: string,
+    contentLength: number | undefined,
+  ): { path: string; headers: string[]; requestId: { name: string; value: string } | undefined } {
+    let path = `${basePath}${config.rewritePrefix}${rest}`
+    if (!path.startsWith('/')) path = `/${path}`
+    const { headers, requestId } = upstreamRequestHeaders(req, {
+      peer: req.socket.remoteAddress ?? '',
+      peerTrusted: deps.peerTrusted(req),
+      host:
+        config.host === 'upstream'
+          ? host
+          : config.host === 'preserve'
+            ? (req.headers.host ?? host)
+            : config.host,
+      underscores: config.underscoreHeaders,
+      requestId: config.requestId,
+      contentLength,
+    })
+    return {
+      path,
+      headers,
+      requestId:
+        config.requestId === false || requestId === undefined
+          ? undefined
+          : { name: config.requestId, value: requestId },
+    }
+  }
+
+  /** One request to the target `router(req)` chose: checked, never retried, no balancer. */
+  async function forwardToTarget(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    body: Body,
+    target: string | URL,
+  ): Promise<void> {
+    const guard = targets as NonNullable<typeof targets>
+    const url = guard.check(target)
+    if (url instanceof TargetRefusedError) {
+      deps.logger?.warn({ route: name, reason: url.message }, 'run-time target refused')
+      return answer(req, res, targetRefused)
+    }
+    const { path, headers, requestId } = outgoing(
+      req,
+      url.pathname.replace(/\/+$/, ''),
+      url.host,
+      rest,
+      body.contentLength,
+    )
+    const outcome = await exchange(res, {
+      dispatcher: guard.poolFor(url),
+      origin: url.origin,
+      path,
+      method: req.method ?? 'GET',
+      headers,
+      body: body.body,
+      headersTimeout: timeouts.headers,
+      bodyTimeout: timeouts.body,
+      requestId,
+    })
+    if (outcome.responded || outcome.clientAborted) return
+    if ((outcome.error as { code?: unknown } | undefined)?.code === 'AEGIS_TARGET_REFUSED') {
+      deps.logger?.warn({ route: name, reason: outcome.error?.message }, 'run-time target refused')
+      return answer(req, res, targetRefused)
+    }
+    answer(req, res, upstreamFailure(outcome.error))
+  }
+
   function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
     deps.countRejection(r)
     writeRawRejection(res, r)
@@ -279,21 +365,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     body: Body,
     hold: HoldDecision | undefined,
   ): Promise<ExchangeOutcome | undefined> {
-    let path = `${up.basePath}${config.rewritePrefix}${rest}`
-    if (!path.startsWith('/')) path = `/${path}`
-    const { headers, requestId } = upstreamRequestHeaders(req, {
-      peer: req.socket.remoteAddress ?? '',
-      peerTrusted: deps.peerTrusted(req),
-      host:
-        config.host === 'upstream'
-          ? up.host
-          : config.host === 'preserve'
-            ? (req.headers.host ?? up.host)
-            : config.host,
-      underscores: config.underscoreHeaders,
-      requestId: config.requestId,
-      contentLength: body.contentLength,
-    })
+    const { path, headers, requestId } = outgoing(req, up.basePath, up.host, rest, body.contentLength)
     const host = up.state
     const started = performance.now()
     balancer.begin(host)
@@ -308,10 +380,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         body: body.body,
         headersTimeout: timeouts.headers,
         bodyTimeout: timeouts.body,
-        requestId:
-          config.requestId === false || requestId === undefined
-            ? undefined
-            : { name: config.requestId, value: requestId },
+        requestId,
         hold,
       })
       const kind = classify(outcome)
@@ -348,6 +417,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
     let body = bodyOf(req, parsed)
     if (body === undefined) return answer(req, res, bodyConsumed)
+    const target = config.router?.(req)
+    if (target !== undefined) return forwardToTarget(req, res, rest, body, target)
     const method = req.method ?? 'GET'
     const mayRetry =
       retry !== false &&
@@ -434,21 +505,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const host = balancer.pick(req, deps.clientKey(req))
     if (host === undefined) return refuse(noUpstream(1))
     const up = byHost.get(host) as Upstream
-    let path = `${up.basePath}${config.rewritePrefix}${rest}`
-    if (!path.startsWith('/')) path = `/${path}`
-    const { headers } = upstreamRequestHeaders(req, {
-      peer: req.socket.remoteAddress ?? '',
-      peerTrusted: deps.peerTrusted(req),
-      host:
-        config.host === 'upstream'
-          ? up.host
-          : config.host === 'preserve'
-            ? (req.headers.host ?? up.host)
-            : config.host,
-      underscores: config.underscoreHeaders,
-      requestId: config.requestId,
-      contentLength: undefined,
-    })
+    const { path, headers } = outgoing(req, up.basePath, up.host, rest, undefined)
     const started = performance.now()
     balancer.begin(host)
     const { status, error } = await upgradeExchange(socket, head, {
@@ -509,7 +566,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
     async close() {
       balancer.close()
-      await Promise.all(upstreams.map((u) => u.pool.close()))
+      await Promise.all([...upstreams.map((u) => u.pool.close()), targets?.close()])
     },
   }
 }

@@ -1,6 +1,12 @@
+import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { balancerFields } from '../balancer/options.js'
-import { headerName, section } from '../options/shared.js'
+import { addressOrCidr } from '../client/options.js'
+import { fn, headerName, section } from '../options/shared.js'
+import type { LookupFunction } from './targets.js'
+
+/** Choose the upstream of one request at run time: a URL, or `undefined` for the route's `upstreams`. */
+export type RouterFunction = (req: IncomingMessage) => string | URL | undefined
 import { parseUpstreamUrl } from './upstream-url.js'
 
 const upstreamUrl = z.string().superRefine((s, ctx) => {
@@ -123,7 +129,17 @@ export const proxyRouteSchema = z
     /** The route's name in metrics and logs (default: its prefix). */
     name: z.string().min(1).max(100).optional(),
     /** Upstream base URLs (`http://10.0.0.5:8080`, `https://users.internal/v2`). */
-    upstreams: z.array(upstream).min(1).max(1000),
+    upstreams: z.array(upstream).max(1000).default([]),
+    /**
+     * Choose a target per request (a URL), checked on the address actually
+     * connected: private, loopback, link-local and metadata addresses are refused
+     * unless `allowTargets` lists them. `undefined` sends the request to `upstreams`.
+     */
+    router: fn<RouterFunction>('(req) => string | URL | undefined').optional(),
+    /** Addresses and CIDRs a `router` target may reach even though they are internal. */
+    allowTargets: z.array(addressOrCidr).max(10_000).default([]),
+    /** DNS lookup for `router` targets (default `dns.lookup`): a custom resolver, or a stub in tests. */
+    lookup: fn<LookupFunction>('(hostname, options, callback) => void').optional(),
     /**
      * What replaces the prefix upstream, after the upstream URL's own path. Default
      * `''`: the prefix is stripped. `/api/users` under prefix `/api` goes to
@@ -160,6 +176,10 @@ export const proxyRouteSchema = z
   .refine((r) => r.tls === undefined || (r.tls.cert === undefined) === (r.tls.key === undefined), {
     message: 'tls.cert and tls.key go together',
     path: ['tls'],
+  })
+  .refine((r) => r.upstreams.length > 0 || r.router !== undefined, {
+    message: 'give at least one upstream, or a router',
+    path: ['upstreams'],
   })
 
 /** What a proxy route accepts. */

@@ -18,7 +18,12 @@ const METADATA_ADDRESSES = new Set([
   '192.0.0.192', // Oracle Cloud (classic)
   'fd00:ec2::254', // AWS IMDS over IPv6
 ])
-const METADATA_NAMES = new Set(['metadata.google.internal', 'metadata.goog', 'metadata', 'instance-data'])
+export const METADATA_NAMES: ReadonlySet<string> = new Set([
+  'metadata.google.internal',
+  'metadata.goog',
+  'metadata',
+  'instance-data',
+])
 
 /** `undefined` when `host` (a URL hostname, IPv6 in brackets) is not an IP literal. */
 export function hostAddress(host: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
