@@ -62,7 +62,7 @@ const STOP_GRACE_MS = 3_000
 const LOG_TAIL_CHARS = 4_000
 
 /**
- * Start `node <script> <variant>` and wait until it listens.
+ * Start `node <script> <variant> [...args]` and wait until it listens.
  *
  * @returns {Promise<{
  *   port: number,
@@ -72,8 +72,8 @@ const LOG_TAIL_CHARS = 4_000
  *   stop: () => Promise<void>,
  * }>}
  */
-export async function startServer(script, variant) {
-  const child = spawnTracked(process.execPath, [script, variant], {
+export async function startServer(script, variant, ...args) {
+  const child = spawnTracked(process.execPath, [script, variant, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
   // Keep the end of the server's output: shown only when a run fails.

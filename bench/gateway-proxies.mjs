@@ -1,0 +1,119 @@
+/**
+ * The gateway benchmark's processes: `node gateway-proxies.mjs backend` (the
+ * one backend every variant forwards to) and `node gateway-proxies.mjs <proxy>
+ * <backendPort>` (one proxy under test). Each listens on 127.0.0.1, reports
+ * its port over IPC and answers `cpu` with its own process.cpuUsage(), like
+ * server.mjs. nginx is not here: gateway.mjs runs the binary itself.
+ *
+ * Backend: `GET /small` answers a small JSON, `GET /large` 100 KiB, both with
+ * Content-Length, keep-alive.
+ */
+import { createServer, Agent } from 'node:http'
+
+export const SMALL = JSON.stringify({ hello: 'world' })
+export const LARGE_BYTES = 100 * 1024
+const large = Buffer.alloc(LARGE_BYTES, 0x61)
+
+const listen = (server) =>
+  new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve(server))
+  })
+
+/** Every proxy forwards everything under / to the backend (paths unchanged). */
+export const proxies = {
+  async backend() {
+    const server = createServer((req, res) => {
+      if (req.url === '/large') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': LARGE_BYTES })
+        res.end(large)
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(SMALL) })
+        res.end(SMALL)
+      }
+    })
+    server.keepAliveTimeout = 60_000
+    return listen(server)
+  },
+
+  /** http-proxy (node-http-proxy) on a bare Node server, with a keep-alive agent. */
+  async 'node-http-proxy'(backend) {
+    const { default: httpProxy } = await import('http-proxy')
+    const agent = new Agent({ keepAlive: true, maxSockets: 128 })
+    const proxy = httpProxy.createProxyServer({ target: backend, agent })
+    proxy.on('error', (_err, _req, res) => {
+      res.writeHead?.(502)
+      res.end()
+    })
+    return listen(createServer((req, res) => proxy.web(req, res)))
+  },
+
+  /** @fastify/http-proxy (undici underneath). */
+  async 'fastify-http-proxy'(backend) {
+    const { default: Fastify } = await import('fastify')
+    const { default: proxy } = await import('@fastify/http-proxy')
+    const app = Fastify()
+    await app.register(proxy, { upstream: backend })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return app.server
+  },
+
+  /** http-proxy-middleware on Express 5. */
+  async 'express-hpm'(backend) {
+    const { default: express } = await import('express')
+    const { createProxyMiddleware } = await import('http-proxy-middleware')
+    const app = express()
+    app.use(
+      createProxyMiddleware({ target: backend, agent: new Agent({ keepAlive: true, maxSockets: 128 }) }),
+    )
+    return listen(createServer(app))
+  },
+
+  /** The Aegis gateway on Fastify: defaults but the limiter (wrk is one client). */
+  async 'fastify-aegis'(backend) {
+    const { default: Fastify } = await import('fastify')
+    const { aegis } = await import('@aegis/fastify')
+    const app = Fastify({ requestTimeout: 30_000 })
+    await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return app.server
+  },
+
+  async 'express-aegis'(backend) {
+    const { default: express } = await import('express')
+    const { aegis } = await import('@aegis/express')
+    const app = express()
+    const shield = aegis({ limiter: false })
+    app.use(shield)
+    app.use(shield.proxy({ upstreams: [backend] }))
+    const server = await listen(createServer(app))
+    shield.attach(server)
+    return server
+  },
+
+  async 'koa-aegis'(backend) {
+    const { default: Koa } = await import('koa')
+    const { aegis } = await import('@aegis/koa')
+    const app = new Koa()
+    const shield = aegis({ limiter: false })
+    app.use(shield)
+    app.use(shield.proxy({ upstreams: [backend] }))
+    const server = await listen(createServer(app.callback()))
+    shield.attach(server)
+    return server
+  },
+}
+
+// Run as a child of gateway.mjs.
+if (process.send !== undefined && process.argv[2] !== undefined) {
+  const start = proxies[process.argv[2]]
+  if (start === undefined) throw new Error(`unknown proxy ${process.argv[2]}`)
+  const server = await start(
+    process.argv[3] === undefined ? undefined : `http://127.0.0.1:${process.argv[3]}`,
+  )
+  process.on('message', (message) => {
+    if (message === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() })
+  })
+  process.on('disconnect', () => process.exit(0))
+  process.send({ type: 'ready', port: server.address().port })
+}

@@ -1,0 +1,378 @@
+/**
+ * The gateway benchmark (`node bench/gateway.mjs`): one backend, and in front of
+ * it each proxy in turn — nginx (default buffers, and 64 KiB buffers),
+ * node-http-proxy with a keep-alive agent, @fastify/http-proxy,
+ * http-proxy-middleware on Express, and the Aegis gateway on Fastify, Express
+ * and Koa — plus the backend hit directly. Small JSON answers and 100 KiB
+ * answers, wrk -t1, interleaved rounds (each round starts one variant later).
+ * Reports req/s, the ratio to the direct run of the same round, and the proxy
+ * process' CPU per request (nginx: master and worker, from /proc). Method and
+ * caveats: bench/README.md.
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
+import { createServer } from 'node:net'
+import { cpus, loadavg, release, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { buildPackages, checkBuilt, distFingerprint, sourceState } from './lib/build.mjs'
+import { spawnTracked, startServer } from './lib/children.mjs'
+import { generators, problemsOf } from './lib/load.mjs'
+import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
+
+const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
+const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
+const VARIANTS = [
+  'direct',
+  'nginx',
+  'nginx-64k',
+  'node-http-proxy',
+  'fastify-http-proxy',
+  'express-hpm',
+  'fastify-aegis',
+  'express-aegis',
+  'koa-aegis',
+]
+const BODIES = { small: '/small', large: '/large' }
+
+const USAGE = `Usage: node bench/gateway.mjs [options]
+
+  --rounds N        interleaved rounds (default 5)
+  --duration S      seconds of load per run (default 5)
+  --warmup S        seconds of unmeasured load first (default 2)
+  --connections C   wrk connections (default 50)
+  --only a,b        these variants only (direct is always measured): ${VARIANTS.join(', ')}
+  --skip-build      measure the packages' existing dist/
+  -h, --help        this text`
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '50' },
+    only: { type: 'string' },
+    'skip-build': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+if (values.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+const int = (name) => {
+  const n = Number(values[name])
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`)
+  return n
+}
+const rounds = int('rounds')
+const duration = int('duration')
+const warmup = int('warmup')
+const connections = int('connections')
+let selected = VARIANTS
+if (values.only !== undefined) {
+  const names = values.only.split(',').map((s) => s.trim())
+  const unknown = names.filter((n) => !VARIANTS.includes(n))
+  if (unknown.length > 0) throw new Error(`unknown variant(s): ${unknown.join(', ')}`)
+  selected = ['direct', ...names.filter((n) => n !== 'direct')]
+}
+const hasNginx = (() => {
+  try {
+    execFileSync('nginx', ['-v'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+})()
+if (!hasNginx && selected.some((v) => v.startsWith('nginx'))) {
+  console.log('nginx not found (apt-get install nginx-light): its variants are skipped')
+  selected = selected.filter((v) => !v.startsWith('nginx'))
+}
+
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim())
+
+/** utime + stime of a process and its children (nginx: master and worker), in µs. */
+function procCpuUs(pid) {
+  const pids = [pid]
+  try {
+    pids.push(
+      ...execFileSync('pgrep', ['-P', String(pid)])
+        .toString()
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map(Number),
+    )
+  } catch {
+    // no children
+  }
+  let ticks = 0
+  for (const p of pids) {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    ticks += Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14 and 15 of stat)
+  }
+  return ticks * TICK_US
+}
+
+/** nginx as a reverse proxy with upstream keep-alive; `bigBuffers`: 64 KiB proxy buffers. */
+async function startNginx(backendPort, bigBuffers) {
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-nginx-'))
+  const port = await freePort()
+  const buffers = bigBuffers
+    ? 'proxy_buffer_size 64k;\n    proxy_buffers 8 64k;\n    proxy_busy_buffers_size 128k;'
+    : ''
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      ${buffers}
+    }
+  }
+}
+`,
+  )
+  const child = spawnTracked('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
+  for (let i = 0; i < 100; i++) {
+    if (
+      await check(`http://127.0.0.1:${port}/small`).then(
+        () => true,
+        () => false,
+      )
+    )
+      break
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return {
+    port,
+    cpuUsage: async () => {
+      const us = procCpuUs(child.pid)
+      return { user: us, system: 0 }
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        child.once('exit', () => {
+          rmSync(dir, { recursive: true, force: true })
+          resolve()
+        })
+        child.kill('SIGQUIT')
+      }),
+  }
+}
+
+/** GET `url`: 200 and the backend's exact body. */
+function check(url) {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false, timeout: 5_000 }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        const ok =
+          res.statusCode === 200 &&
+          (url.endsWith('/large') ? body.length === LARGE_BYTES : body.toString() === SMALL)
+        if (ok) resolve()
+        else reject(new Error(`GET ${url}: ${res.statusCode}, ${body.length} bytes`))
+      })
+    })
+      .on('error', reject)
+      .on('timeout', function () {
+        this.destroy(new Error('timeout'))
+      })
+  })
+}
+
+async function measure(variant, backend, path) {
+  const proxy =
+    variant === 'direct'
+      ? undefined
+      : variant.startsWith('nginx')
+        ? await startNginx(backend.port, variant === 'nginx-64k')
+        : await startServer(PROXIES, variant, String(backend.port))
+  try {
+    const port = proxy?.port ?? backend.port
+    const url = `http://127.0.0.1:${port}${path}`
+    await check(url)
+    if (warmup > 0) await generators.wrk.run({ url, duration: warmup, connections })
+    const measured = proxy ?? backend
+    const before = await measured.cpuUsage()
+    const load = await generators.wrk.run({ url, duration, connections })
+    const after = await measured.cpuUsage()
+    const problems = problemsOf(load)
+    const cpuUs = after.user - before.user + (after.system - before.system)
+    return { ok: problems.length === 0, problems, ...load, cpuUsPerRequest: cpuUs / load.requests }
+  } finally {
+    await proxy?.stop()
+  }
+}
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return Number.NaN
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+async function main() {
+  await generators.wrk.check()
+  const source = await sourceState()
+  if (!values['skip-build']) await buildPackages()
+  checkBuilt()
+  const environment = {
+    node: process.version,
+    platform: `${process.platform} ${release()}`,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    loadavgAtStart: loadavg(),
+    nginx: hasNginx
+      ? execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || 'present'
+      : 'absent',
+  }
+  const minutes = (rounds * selected.length * 2 * (warmup + duration + 1)) / 60
+  console.log(
+    `${rounds} rounds × ${selected.length} variants × 2 bodies × ${duration} s (+${warmup} s warm-up), ` +
+      `${connections} connections, wrk -t1; about ${Math.ceil(minutes)} min. Node ${process.version}, ${environment.cpus} CPUs.`,
+  )
+  const backend = await startServer(PROXIES, 'backend')
+  const runs = []
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      const order = selected.map((_, i) => selected[(i + round - 1) % selected.length])
+      for (const [body, path] of Object.entries(BODIES)) {
+        for (const variant of order) {
+          const dist = distFingerprint()
+          const r = await measure(variant, backend, path).catch((err) => ({
+            ok: false,
+            problems: [err.message],
+          }))
+          runs.push({ round, body, variant, dist, ...r })
+          console.log(
+            `round ${round}/${rounds} ${body.padEnd(5)} ${variant.padEnd(18)} ` +
+              (r.ok
+                ? `${Math.round(r.reqPerSec).toLocaleString('en-US').padStart(7)} req/s  ${r.cpuUsPerRequest.toFixed(1)} µs CPU/req`
+                : `FAILED: ${r.problems.join('; ')}`),
+          )
+        }
+      }
+    }
+  } finally {
+    await backend.stop()
+  }
+
+  // Per body and variant: median req/s, median ratio to direct (paired by round), median CPU.
+  const ok = runs.filter((r) => r.ok)
+  const at = (round, body, variant) =>
+    ok.find((r) => r.round === round && r.body === body && r.variant === variant)
+  const summary = {}
+  for (const body of Object.keys(BODIES)) {
+    summary[body] = {}
+    for (const variant of selected) {
+      const mine = ok.filter((r) => r.body === body && r.variant === variant)
+      const ratios = mine.map((r) => r.reqPerSec / (at(r.round, body, 'direct')?.reqPerSec ?? Number.NaN))
+      summary[body][variant] = {
+        runs: mine.length,
+        reqPerSec: median(mine.map((r) => r.reqPerSec)),
+        vsDirect: median(ratios),
+        cpuUsPerRequest: variant === 'direct' ? Number.NaN : median(mine.map((r) => r.cpuUsPerRequest)),
+        backendCpu: variant === 'direct' ? median(mine.map((r) => r.cpuUsPerRequest)) : undefined,
+      }
+    }
+  }
+  // The issue's claims, paired by round.
+  const paired = (body, a, b) =>
+    median(
+      ok
+        .filter((r) => r.body === body && r.variant === a)
+        .map((r) => r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN)),
+    )
+  const claims = [
+    [
+      'Fastify gateway ≥ 1.3x @fastify/http-proxy (small)',
+      'small',
+      'fastify-aegis',
+      'fastify-http-proxy',
+      1.3,
+    ],
+    [
+      'Fastify gateway ≥ 1.3x @fastify/http-proxy (100 KiB)',
+      'large',
+      'fastify-aegis',
+      'fastify-http-proxy',
+      1.3,
+    ],
+    ['Express gateway ≥ 1.2x http-proxy-middleware (small)', 'small', 'express-aegis', 'express-hpm', 1.2],
+    ['Express gateway ≥ 1.2x http-proxy-middleware (100 KiB)', 'large', 'express-aegis', 'express-hpm', 1.2],
+    ['Fastify gateway ≥ nginx, default buffers (100 KiB)', 'large', 'fastify-aegis', 'nginx', 1],
+    ['Express gateway ≥ nginx, default buffers (100 KiB)', 'large', 'express-aegis', 'nginx', 1],
+  ]
+    .filter(([, , a, b]) => selected.includes(a) && selected.includes(b))
+    .map(([label, body, a, b, target]) => {
+      const ratio = paired(body, a, b)
+      return { label, body, variant: a, base: b, ratio, target, met: ratio >= target }
+    })
+
+  mkdirSync(RESULTS, { recursive: true })
+  const file = `${RESULTS}gateway-${new Date().toISOString().replace(/[:.]/g, '-')}.json`
+  environment.loadavgAtEnd = loadavg()
+  writeFileSync(
+    file,
+    `${JSON.stringify({ command: ['node', 'bench/gateway.mjs', ...process.argv.slice(2)].join(' '), options: { rounds, duration, warmup, connections }, environment, source, summary, claims, runs }, null, 2)}\n`,
+  )
+  const fmt = (x, d = 0) =>
+    Number.isFinite(x)
+      ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+      : '—'
+  for (const body of Object.keys(BODIES)) {
+    console.log(
+      `\n## ${body === 'small' ? 'Small JSON' : '100 KiB'} answers (medians over ${rounds} rounds)\n`,
+    )
+    console.log('| Variant | req/s | vs direct | proxy CPU µs/req |\n| --- | ---: | ---: | ---: |')
+    for (const variant of selected) {
+      const s = summary[body][variant]
+      console.log(
+        `| ${variant} | ${fmt(s.reqPerSec)} | ${fmt(s.vsDirect, 2)}x | ${variant === 'direct' ? `(backend ${fmt(s.backendCpu, 1)})` : fmt(s.cpuUsPerRequest, 1)} |`,
+      )
+    }
+  }
+  if (claims.length > 0) {
+    console.log(
+      '\n## Claims (req/s ratio, paired by round, median)\n\n| Claim | Ratio | Met |\n| --- | ---: | :---: |',
+    )
+    for (const c of claims) console.log(`| ${c.label} | ${fmt(c.ratio, 2)}x | ${c.met ? 'yes' : 'no'} |`)
+  }
+  const failed = runs.filter((r) => !r.ok)
+  for (const r of failed)
+    console.log(`\nFAILED round ${r.round} ${r.body} ${r.variant}: ${r.problems.join('; ')}`)
+  console.log(`\nResults: ${file}`)
+  if (failed.length > 0) process.exitCode = 1
+}
+
+await main()
