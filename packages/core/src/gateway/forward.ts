@@ -8,7 +8,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { clientResponseHeaders } from './headers.js'
+import { setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */
 export interface ExchangeOutcome {
@@ -87,10 +87,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     const res = this.res
     try {
-      if (this.requestId !== undefined && headers[this.requestId.name] === undefined)
-        res.setHeader(this.requestId.name, this.requestId.value)
+      setClientResponseHeaders(res, headers, this.requestId)
       // The standard reason phrase, not the upstream's: it is free text a client may display.
-      res.writeHead(statusCode, clientResponseHeaders(headers))
+      res.writeHead(statusCode)
     } catch (err) {
       // A field Node refuses to write: nothing went out yet, so the client gets a 502.
       controller.abort(err as Error)

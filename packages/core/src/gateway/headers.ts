@@ -16,7 +16,8 @@
  * Towards the client: the upstream's fields minus the hop-by-hop ones.
  */
 import { randomUUID } from 'node:crypto'
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import { setParsedHeaders } from '../headers/write.js'
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -44,9 +45,12 @@ const REQUEST_DROPPED = new Set([
   'forwarded',
 ])
 
-/** Field names a `Connection` header lists (lower-case). */
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i
+
+/** Field names a `Connection` header lists (lower-case); `undefined` when it names none. */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined
+  // The common values name no other field.
+  if (value === undefined || (typeof value === 'string' && PLAIN_CONNECTION.test(value))) return undefined
   const tokens = new Set<string>()
   for (const v of Array.isArray(value) ? value : [value])
     for (const t of v.split(',')) {
@@ -134,16 +138,19 @@ const first = (v: string | string[] | undefined): string | undefined => {
 
 const joined = (v: string | string[]): string => (Array.isArray(v) ? v.join(', ') : v)
 
-/** The upstream response's fields for the client: flat `[name, value, …]` without hop-by-hop ones. */
-export function clientResponseHeaders(headers: IncomingHttpHeaders): string[] {
+/**
+ * Set the upstream response's fields on the client's response, without the
+ * hop-by-hop ones, plus `extra` (the request id) unless the upstream set it.
+ */
+export function setClientResponseHeaders(
+  res: ServerResponse,
+  headers: IncomingHttpHeaders,
+  extra: { name: string; value: string } | undefined,
+): void {
   const named = connectionTokens(headers.connection)
-  const out: string[] = []
-  for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || named?.has(name)) continue
-    const value = headers[name]
-    if (value === undefined) continue
-    if (Array.isArray(value)) for (const v of value) out.push(name, v)
-    else out.push(name, value)
-  }
-  return out
+  const fields =
+    extra === undefined || headers[extra.name] !== undefined
+      ? headers
+      : { ...headers, [extra.name]: extra.value }
+  setParsedHeaders(res, fields, (name) => HOP_BY_HOP.has(name) || named?.has(name) === true)
 }

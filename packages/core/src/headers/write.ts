@@ -2,7 +2,7 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
 import type { HeaderList } from '../pipeline/types.js'
 
-type HeaderStore = Record<string, [string, string]>
+type HeaderStore = Record<string, [string, string | string[]]>
 
 /**
  * Node keeps a response's headers in an object under an internal symbol
@@ -51,16 +51,47 @@ export function createHeaderWriter(
       for (const [name, value] of headers) res.setHeader(name, value)
     }
   }
-  const key = kOutHeaders
   return (res, headers) => {
-    const target = res as unknown as Record<symbol, HeaderStore | null | undefined>
-    let store = target[key]
-    if (store == null) {
-      store = Object.create(null) as HeaderStore
-      target[key] = store
-    }
+    const store = storeOf(res, kOutHeaders as symbol)
     if (remove !== undefined) delete store[remove]
     // A fresh pair per header: Node mutates the pair when a header is appended to.
     for (const [name, value] of headers) store[name] = [name, value]
+  }
+}
+
+function storeOf(res: ServerResponse, key: symbol): HeaderStore {
+  const target = res as unknown as Record<symbol, HeaderStore | null | undefined>
+  let store = target[key]
+  if (store == null) {
+    store = Object.create(null) as HeaderStore
+    target[key] = store
+  }
+  return store
+}
+
+/**
+ * Set header fields another strict HTTP parser already validated — an upstream's
+ * answer as undici's llhttp parsed it (token names, lower-cased; values without
+ * CR, LF, NUL or other controls) — or that we made (a request id checked against
+ * `[\x21-\x7e]`, a UUID), replacing fields of the same name already set.
+ * A list value (`Set-Cookie`) stays a list, one field line per value. `skip(name)`
+ * leaves a field out.
+ */
+export function setParsedHeaders(
+  res: ServerResponse,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  skip: (name: string) => boolean,
+): void {
+  if (kOutHeaders === undefined) {
+    for (const name in headers) {
+      const value = headers[name]
+      if (value !== undefined && !skip(name)) res.setHeader(name, value)
+    }
+    return
+  }
+  const store = storeOf(res, kOutHeaders)
+  for (const name in headers) {
+    const value = headers[name]
+    if (value !== undefined && !skip(name)) store[name] = [name, value]
   }
 }
