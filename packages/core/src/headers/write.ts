@@ -51,8 +51,9 @@ export function createHeaderWriter(
       for (const [name, value] of headers) res.setHeader(name, value)
     }
   }
+  const key = kOutHeaders
   return (res, headers) => {
-    const store = storeOf(res, kOutHeaders as symbol)
+    const store = storeOf(res, key)
     if (remove !== undefined) delete store[remove]
     // A fresh pair per header: Node mutates the pair when a header is appended to.
     for (const [name, value] of headers) store[name] = [name, value]
