@@ -230,6 +230,30 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
     expect(a.seen).toHaveLength(1)
   })
 
+  it('retries an idempotent request on another host after a 503; never a POST', async () => {
+    const down = await upstream('down', (_req, res) => {
+      res.statusCode = 503
+      res.setHeader('x-upstream', 'down')
+      res.end('busy')
+    })
+    const up = await upstream('up')
+    const gw = await start([
+      { prefix: '/api', name: 'retry', upstreams: [down.url, up.url], outlier: false, breaker: false },
+    ])
+    for (let i = 0; i < 10; i++) {
+      const r = await send(gw, '/api/x')
+      expect(r.status).toBe(200)
+      expect(r.headers['x-upstream']).toBe('up')
+    }
+    expect(down.seen.length).toBeGreaterThan(0) // half the first attempts went there
+    const posts = await Promise.all(
+      Array.from({ length: 10 }, () => send(gw, '/api/x', { method: 'POST', body: 'x' })),
+    )
+    expect(posts.map((r) => r.status).sort()).toContain(503)
+    const scraped = (await gw.core.scrapeMetrics())?.body ?? ''
+    expect(scraped).toMatch(/aegis_upstream_retries_total\{route="retry",outcome="retried"\} [1-9]/)
+  })
+
   it('injects faults per route, switchable at run time', async () => {
     const a = await upstream('a')
     const gw = await start([

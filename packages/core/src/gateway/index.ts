@@ -436,7 +436,9 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const clientKey = deps.clientKey(req)
     const tried = new Set<UpstreamHost>()
     let retries = 0
-    let holding = false
+    // A retry holds a budget slot from the moment it is decided until its attempt ends.
+    let slot = false // the attempt about to run is a retry with a slot
+    let nextSlot = false // a slot taken for the attempt after this one
     let last: ExchangeOutcome | undefined
     if (budget !== undefined) budget.active++
     try {
@@ -450,6 +452,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         const replayable = body.body !== req
         const canRetry = mayRetry && retries < retry.attempts
         let waitMs = 0
+        nextSlot = false
         // Hold back a retryable answer only when a retry is sure to follow: its budget slot is taken here.
         const hold: HoldDecision | undefined =
           canRetry && replayable
@@ -462,12 +465,13 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
                   if (exhausted !== undefined) exhausted.value++
                   return false
                 }
-                holding = true
+                nextSlot = true
                 return true
               }
             : undefined
         const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
-        if (holding) budget?.release()
+        if (slot) budget?.release()
+        slot = false
         if (outcome === undefined) continue // its breaker opened meanwhile: pick again
         last = outcome
         if (outcome.responded || outcome.clientAborted) return
@@ -484,15 +488,18 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             if (exhausted !== undefined) exhausted.value++
             return answer(req, res, upstreamFailure(outcome.error))
           }
-          holding = true
+          nextSlot = true
           waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
         }
+        slot = nextSlot
         retries++
         if (retried !== undefined) retried.value++
         if (waitMs > 0) await sleep(waitMs)
         if (res.destroyed) return
       }
     } finally {
+      // One slot at most is outstanding (between `slot = nextSlot` and the next pick both name it).
+      if (slot || nextSlot) budget?.release()
       if (budget !== undefined) budget.active--
     }
   }
