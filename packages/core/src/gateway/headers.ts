@@ -148,9 +148,6 @@ export function setClientResponseHeaders(
   extra: { name: string; value: string } | undefined,
 ): void {
   const named = connectionTokens(headers.connection)
-  const fields =
-    extra === undefined || headers[extra.name] !== undefined
-      ? headers
-      : { ...headers, [extra.name]: extra.value }
-  setParsedHeaders(res, fields, (name) => HOP_BY_HOP.has(name) || named?.has(name) === true)
+  const added = extra === undefined || headers[extra.name] !== undefined ? undefined : extra
+  setParsedHeaders(res, headers, (name) => HOP_BY_HOP.has(name) || named?.has(name) === true, added)
 }

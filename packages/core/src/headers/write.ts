@@ -76,18 +76,20 @@ function storeOf(res: ServerResponse, key: symbol): HeaderStore {
  * CR, LF, NUL or other controls) — or that we made (a request id checked against
  * `[\x21-\x7e]`, a UUID), replacing fields of the same name already set.
  * A list value (`Set-Cookie`) stays a list, one field line per value. `skip(name)`
- * leaves a field out.
+ * leaves a field out; `extra` (lower-case name) is set after them.
  */
 export function setParsedHeaders(
   res: ServerResponse,
   headers: Readonly<Record<string, string | string[] | undefined>>,
   skip: (name: string) => boolean,
+  extra?: { readonly name: string; readonly value: string },
 ): void {
   if (kOutHeaders === undefined) {
     for (const name in headers) {
       const value = headers[name]
       if (value !== undefined && !skip(name)) res.setHeader(name, value)
     }
+    if (extra !== undefined) res.setHeader(extra.name, extra.value)
     return
   }
   const store = storeOf(res, kOutHeaders)
@@ -95,4 +97,5 @@ export function setParsedHeaders(
     const value = headers[name]
     if (value !== undefined && !skip(name)) store[name] = [name, value]
   }
+  if (extra !== undefined) store[extra.name] = [extra.name, extra.value]
 }
