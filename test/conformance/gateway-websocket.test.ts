@@ -4,7 +4,7 @@
  * admitted like any request (a denied client gets its 403 on the socket).
  */
 import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 import { WebSocket } from 'undici'
 import { WebSocketServer } from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -82,6 +82,41 @@ describe.each(gateways)('WebSocket through the gateway on %s', (_name, createGat
       expect(res.status).toBe(403)
     } finally {
       await denied.close()
+    }
+  })
+})
+
+describe('servers without upgrade routes', () => {
+  it('still serve a request that carries an Upgrade header (h2c) as a plain request', async () => {
+    const { default: express } = await import('express')
+    const { aegis } = await import('@aegis/express')
+    const app = express()
+    const shield = aegis()
+    app.use(shield)
+    app.get('/', (_req, res) => res.send('plain'))
+    const server = app.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    shield.attach(server)
+    try {
+      const port = (server.address() as AddressInfo).port
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () =>
+          socket.write(
+            'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+          ),
+        )
+        let got = ''
+        socket.on('data', (d: Buffer) => {
+          got += d.toString('latin1')
+          if (got.includes('plain')) socket.end()
+        })
+        socket.on('close', () => resolve(got))
+        socket.on('error', reject)
+      })
+      expect(answer).toMatch(/^HTTP\/1\.1 200/)
+      expect(answer).toContain('plain')
+    } finally {
+      await shield.close()
     }
   })
 })

@@ -196,8 +196,14 @@ export function upgradeExchange(
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c
+        if (settled || client.destroyed) c.abort(new ClientAbortError())
       },
       onRequestUpgrade(_c, statusCode, headers, upstream) {
+        if (settled || client.destroyed) {
+          upstream.destroy()
+          settle(0, new ClientAbortError())
+          return
+        }
         let response = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
         for (const [name, value] of Object.entries(headers))
           for (const v of Array.isArray(value) ? value : [value])

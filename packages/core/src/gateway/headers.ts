@@ -82,7 +82,12 @@ export interface ForwardContext {
   readonly requestId: string | false
   /** `Content-Length` to send, or `undefined` when the gateway streams (chunked) or sends none. */
   readonly contentLength: number | undefined
+  /** The body is a parser's value serialised again (decoded): its `Content-Encoding` no longer applies. */
+  readonly reserialized?: boolean
 }
+
+/** Client-address fields some servers believe; only a trusted proxy's are passed on. */
+const CLIENT_IP_FIELDS = new Set(['x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip'])
 
 /** The upstream request's header fields (flat `[name, value, …]`) and the request id sent. */
 export function upstreamRequestHeaders(
@@ -98,6 +103,8 @@ export function upstreamRequestHeaders(
     const value = raw[i + 1] as string
     const lower = name.toLowerCase()
     if (REQUEST_DROPPED.has(lower) || named?.has(lower)) continue
+    if (!ctx.peerTrusted && CLIENT_IP_FIELDS.has(lower)) continue
+    if (ctx.reserialized === true && lower === 'content-encoding') continue
     if (!ctx.underscores && name.includes('_')) continue
     if (lower === ctx.requestId) {
       if (requestId !== undefined || !REQUEST_ID.test(value)) continue

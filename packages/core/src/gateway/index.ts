@@ -161,6 +161,8 @@ export function reserialize(parsed: ParsedBody, contentType: string | undefined)
 interface Body {
   readonly body: IncomingMessage | Buffer | null
   readonly contentLength: number | undefined
+  /** A parser's value serialised again. */
+  readonly reserialized?: boolean
 }
 
 /** What to send upstream as the body: the request stream, a re-serialised parsed body, or nothing. */
@@ -172,7 +174,7 @@ function bodyOf(req: IncomingMessage, parsed: ParsedBody): Body | undefined {
   if (!req.readableDidRead && !req.readableEnded)
     return { body: req, contentLength: chunked ? undefined : Number(cl) }
   const again = reserialize(parsed, req.headers['content-type'])
-  return again === undefined ? undefined : { body: again, contentLength: again.length }
+  return again === undefined ? undefined : { body: again, contentLength: again.length, reserialized: true }
 }
 
 /** Read a small request body into memory (so a retry can send it again). */
@@ -282,7 +284,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     basePath: string,
     host: string,
     rest: string,
-    contentLength: number | undefined,
+    body: Body | undefined,
   ): { path: string; headers: string[]; requestId: { name: string; value: string } | undefined } {
     let path = `${basePath}${config.rewritePrefix}${rest}`
     if (!path.startsWith('/')) path = `/${path}`
@@ -297,7 +299,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             : config.host,
       underscores: config.underscoreHeaders,
       requestId: config.requestId,
-      contentLength,
+      contentLength: body?.contentLength,
+      reserialized: body?.reserialized === true,
     })
     return {
       path,
@@ -323,13 +326,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       deps.logger?.warn({ route: name, reason: url.message }, 'run-time target refused')
       return answer(req, res, targetRefused)
     }
-    const { path, headers, requestId } = outgoing(
-      req,
-      url.pathname.replace(/\/+$/, ''),
-      url.host,
-      rest,
-      body.contentLength,
-    )
+    const { path, headers, requestId } = outgoing(req, url.pathname.replace(/\/+$/, ''), url.host, rest, body)
     const outcome = await exchange(res, {
       dispatcher: guard.poolFor(url),
       origin: url.origin,
@@ -365,7 +362,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     body: Body,
     hold: HoldDecision | undefined,
   ): Promise<ExchangeOutcome | undefined> {
-    const { path, headers, requestId } = outgoing(req, up.basePath, up.host, rest, body.contentLength)
+    const { path, headers, requestId } = outgoing(req, up.basePath, up.host, rest, body)
     const host = up.state
     const started = performance.now()
     balancer.begin(host)
@@ -439,6 +436,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     // A retry holds a budget slot from the moment it is decided until its attempt ends.
     let slot = false // the attempt about to run is a retry with a slot
     let nextSlot = false // a slot taken for the attempt after this one
+    let outstanding = 0 // slots taken and not given back
     let last: ExchangeOutcome | undefined
     if (budget !== undefined) budget.active++
     try {
@@ -465,13 +463,17 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
                   if (exhausted !== undefined) exhausted.value++
                   return false
                 }
+                outstanding++
                 nextSlot = true
                 return true
               }
             : undefined
         const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
-        if (slot) budget?.release()
-        slot = false
+        if (slot) {
+          budget?.release()
+          outstanding--
+          slot = false
+        }
         if (outcome === undefined) continue // its breaker opened meanwhile: pick again
         last = outcome
         if (outcome.responded || outcome.clientAborted) return
@@ -488,6 +490,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             if (exhausted !== undefined) exhausted.value++
             return answer(req, res, upstreamFailure(outcome.error))
           }
+          outstanding++
           nextSlot = true
           waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
         }
@@ -498,8 +501,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (res.destroyed) return
       }
     } finally {
-      // One slot at most is outstanding (between `slot = nextSlot` and the next pick both name it).
-      if (slot || nextSlot) budget?.release()
+      for (; outstanding > 0; outstanding--) budget?.release()
       if (budget !== undefined) budget.active--
     }
   }

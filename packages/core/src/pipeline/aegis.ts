@@ -171,14 +171,34 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const url = req.url ?? '/'
     const route = upgradeRoutes.find((r) => underPrefix(r.config.prefix, url) !== undefined)
     if (route === undefined) {
-      // Someone else's upgrade (a WebSocket server of the app), or nobody's: Node would destroy it.
+      // Someone else's upgrade (a WebSocket server of the app), or nobody's: with us the only
+      // listener, Node will not serve it as a plain request any more, so refuse it plainly.
       if (this.listenerCount('upgrade') === 1) socket.destroy()
       return
     }
     socket.on('error', () => socket.destroy())
     const proceed = (state: AegisRequestState): void => {
-      if (state.rejection !== undefined) return writeSocketRejection(socket, state.rejection, state.headers)
-      void route.upgrade(req, socket, head, url)
+      // An upgrade holds an adaptive-concurrency slot for its handshake only: no response will end it.
+      const release = (ok: boolean): void => {
+        const s = state as State
+        if (!s.slot) return
+        s.slot = false
+        limiter?.release(performance.now() - s.startedAt, ok)
+      }
+      if (state.rejection !== undefined) {
+        release(true)
+        return writeSocketRejection(socket, state.rejection, state.headers)
+      }
+      const upgraded = route.upgrade(req, socket, head, url)
+      if (upgraded === false) return void socket.destroy() // the route matched a moment ago
+      upgraded.then(
+        () => release(true),
+        (err: unknown) => {
+          release(false)
+          logger?.error({ err }, 'WebSocket upgrade failed')
+          socket.destroy()
+        },
+      )
     }
     const admitted = admit(req)
     if (admitted instanceof Promise) admitted.then(proceed, () => socket.destroy())
@@ -194,6 +214,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
 
   const servers = new Set<HttpServer>()
   const attached = new WeakSet<HttpServer>()
+  // Attached servers, for routes added later that take upgrades.
+  const attachedServers = new Set<HttpServer>()
   const refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
     const r = validator?.methodRejection
     if (r === undefined) return void socket.destroy()
@@ -411,6 +433,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       if (upgrades) {
         upgradeRoutes.push(route)
         upgradeRoutes.sort((a, b) => b.config.prefix.length - a.config.prefix.length)
+        // With a listener Node hands every `Upgrade` request (h2c too) to 'upgrade': add it only now.
+        for (const server of attachedServers)
+          if (!server.listeners('upgrade').includes(onUpgrade)) server.on('upgrade', onUpgrade)
       }
       shape.ceiling = Math.max(shape.ceiling, largestRouteBody([route]))
       return route
@@ -420,13 +445,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       if (attached.has(server)) return
       assertStrictParser(server)
       attached.add(server)
+      attachedServers.add(server)
       if (drain) servers.add(server)
       checkedServers.add(server)
       checkServer(server, warn)
       // Node writes a bare status line for parser errors only when nobody listens.
       if (server.listenerCount('clientError') === 0)
         server.on('clientError', createClientErrorHandler(countClientError, security))
-      server.on('upgrade', onUpgrade)
+      if (upgradeRoutes.length > 0) server.on('upgrade', onUpgrade)
       // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
       if (server.listenerCount('connect') === 0 && !validator?.allows('CONNECT'))
         server.on('connect', refuseConnect)
@@ -436,6 +462,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         draining = true
         await Promise.all([...servers].map(drain))
         servers.clear()
+        attachedServers.clear()
         limiter?.close()
         await Promise.all([gateway.close(), ...extraRoutes.map((r) => r.close())])
         await store?.close()

@@ -38,14 +38,18 @@ const push = Readable.prototype.push
  */
 function countingPush(this: Watched, chunk: unknown, encoding?: BufferEncoding): boolean {
   const watch = this[kWatch]
-  if (watch !== undefined && chunk !== null && chunk !== undefined) {
-    watch.seen += (chunk as { length: number }).length
-    if (watch.seen > watch.limit) {
-      if (!watch.exceeded) {
+  if (watch !== undefined) {
+    // Past the limit nothing more reaches the reader, not even the end of the body: a
+    // gateway streaming it upstream must not see it complete (truncated). The 413 closes
+    // the connection, which ends the request for everyone.
+    if (watch.exceeded) return true
+    if (chunk !== null && chunk !== undefined) {
+      watch.seen += (chunk as { length: number }).length
+      if (watch.seen > watch.limit) {
         watch.exceeded = true
         watch.onExceed(this)
+        return true
       }
-      return true
     }
   }
   return push.call(this, chunk, encoding)
