@@ -1,0 +1,507 @@
+/**
+ * One proxy route: its upstreams (undici pools and the balancer's view of
+ * them), forwarding with retries and breakers, upgrades, run-time targets and
+ * fault injection.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { writeSocketRejection } from '../server/index.js'
+import { Pool } from 'undici'
+import { EventEmitter } from 'node:events'
+import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
+import type { Metrics, UpstreamSeries } from '../metrics/index.js'
+import type { Logger } from '../options/index.js'
+import { pathTraversal } from '../validator/index.js'
+import { inspectPath } from '../validator/path.js'
+import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
+import type { Rejection } from '../pipeline/types.js'
+import {
+  bodyConsumed,
+  faultInjected,
+  isConnectFailure,
+  isReset,
+  noUpstream,
+  targetRefused,
+  upstreamFailure,
+} from './answers.js'
+import { createTargetGuard, TargetRefusedError } from './targets.js'
+import { exchange, upgradeExchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
+import { upstreamRequestHeaders } from './headers.js'
+import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
+import { parseSection } from '../options/index.js'
+import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
+import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
+import { underPrefix } from './prefix.js'
+
+/** What the gateway needs from the pipeline. */
+export interface GatewayDeps {
+  /** Whether the socket peer is a trusted proxy (its forwarding headers are kept). */
+  peerTrusted(req: IncomingMessage): boolean
+  /** The client key of an admitted request (consistent hashing by client). */
+  clientKey(req: IncomingMessage): string
+  /** Raise the body limit of an admitted request to the route's `maxBodyBytes`. */
+  setBodyLimit(req: IncomingMessage, bytes: number): void
+  /** Count a rejection the gateway answered. */
+  countRejection(rejection: Rejection): void
+  readonly metrics: Metrics | undefined
+  readonly logger: Logger | undefined
+}
+
+/** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
+class Upstream {
+  readonly origin: string
+  /** The URL's path without its trailing slash (`''` for `/`). */
+  readonly basePath: string
+  readonly host: string
+  readonly pool: Pool
+  /** Metrics of this upstream (a no-op without metrics). */
+  readonly series: UpstreamSeries | undefined
+
+  constructor(
+    readonly url: URL,
+    readonly state: UpstreamHost,
+    route: ProxyRouteConfig,
+    metrics: Metrics | undefined,
+  ) {
+    this.origin = url.origin
+    this.basePath = url.pathname.replace(/\/+$/, '')
+    this.host = url.host
+    this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
+    this.pool = new Pool(url.origin, {
+      connections: route.connections,
+      keepAliveTimeout: route.keepAlive,
+      pipelining: 1,
+      connect: {
+        timeout: route.timeouts.connect,
+        ...(url.protocol === 'https:' && route.tls !== undefined ? route.tls : {}),
+      },
+    })
+  }
+}
+
+/** A state change of an upstream, as `route.events` emits it. */
+export interface UpstreamEvent {
+  readonly route: string
+  readonly upstream: string
+}
+
+/** One proxy route, ready to forward. */
+export interface ProxyRoute {
+  readonly config: ProxyRouteConfig
+  /**
+   * Forward `req` when `url` (the request target as seen where the route is
+   * mounted) lies under the route's prefix: resolves once the response is
+   * over. `false` when it does not (the caller goes on to the app).
+   */
+  handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
+  /**
+   * Proxy an `Upgrade` request (WebSocket) of an admitted client when `url` lies
+   * under the prefix: resolves once the upgrade succeeded or was answered.
+   * `false` when the route does not own `url`.
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  /**
+   * `breaker` ({ state: 'open' | 'half-open' | 'closed' }), `health` ({ healthy }),
+   * `ejected` ({ ms }): each with `route` and `upstream`.
+   */
+  readonly events: EventEmitter
+  /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
+  setChaos(chaos: ChaosOptions): void
+  close(): Promise<void>
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/** How the balancer and the breaker count an exchange. */
+function classify(o: ExchangeOutcome): Outcome {
+  if (o.clientAborted) return 'cancelled'
+  if (o.held || (o.responded && o.status >= 500)) return 'server-error'
+  if (o.error === undefined) return 'success'
+  if (isConnectFailure(o.error)) return 'connect-error'
+  const code = (o.error as { code?: unknown }).code
+  return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref())
+
+/**
+ * Build a proxy route.
+ *
+ * @example
+ * const route = createProxyRoute(proxyRouteSchema.parse({ prefix: '/api', upstreams: ['http://127.0.0.1:8081'] }), deps)
+ * if (route.handle(req, res, req.url) === false) next()
+ */
+export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): ProxyRoute {
+  const events = new EventEmitter()
+  const name = config.name ?? config.prefix
+  const urls = config.upstreams.map((u) => new URL(u.url))
+  const balancer = createBalancer(
+    config.upstreams.map((u, i) => ({
+      id: `${(urls[i] as URL).origin}${(urls[i] as URL).pathname.replace(/\/+$/, '')}`,
+      weight: u.weight,
+    })),
+    config,
+    {
+      breaker(host, state) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined)
+          up.series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
+        deps.logger?.[state === 'open' ? 'warn' : 'info'](
+          { route: name, upstream: host.id, breaker: state },
+          `upstream breaker ${state}`,
+        )
+        events.emit('breaker', { route: name, upstream: host.id, state })
+      },
+      health(host, healthy) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined) up.series.healthy.value = healthy ? 1 : 0
+        deps.logger?.[healthy ? 'info' : 'warn'](
+          { route: name, upstream: host.id, healthy },
+          `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
+        )
+        events.emit('health', { route: name, upstream: host.id, healthy })
+      },
+      ejected(host, ms) {
+        const up = byHost.get(host)
+        if (up?.series !== undefined) up.series.ejections.value++
+        deps.logger?.warn({ route: name, upstream: host.id, ms }, 'upstream ejected')
+        events.emit('ejected', { route: name, upstream: host.id, ms })
+      },
+    },
+  )
+  const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
+  const byHost = new Map(upstreams.map((u) => [u.state, u]))
+  const { timeouts, retry } = config
+  const budget =
+    retry === false ? undefined : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent)
+  const retryStatuses = new Set(retry === false ? [] : retry.statuses)
+  let chaos = config.chaos
+  const retried = deps.metrics?.retries(name, 'retried')
+  const exhausted = deps.metrics?.retries(name, 'budget-exhausted')
+
+  balancer.start(async (host, path, timeoutMs) => {
+    const up = byHost.get(host) as Upstream
+    const r = await up.pool.request({
+      path: `${up.basePath}${path}`,
+      method: 'GET',
+      headers: { host: up.host, 'user-agent': 'aegis-health-check' },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    })
+    await r.body.dump()
+    return r.statusCode >= 200 && r.statusCode < 400
+  })
+
+  const targets =
+    config.router === undefined
+      ? undefined
+      : createTargetGuard({
+          allow: config.allowTargets,
+          lookup: config.lookup,
+          connectTimeout: timeouts.connect,
+          connections: config.connections,
+          keepAlive: config.keepAlive,
+        })
+
+  /** The upstream request's path and header fields, for an upstream at `basePath` answering to `host`. */
+  function outgoing(
+    req: IncomingMessage,
+    basePath: string,
+    host: string,
+    rest: string,
+    body: Body | undefined,
+  ): { path: string; headers: string[]; requestId: { name: string; value: string } | undefined } {
+    let path = `${basePath}${config.rewritePrefix}${rest}`
+    if (!path.startsWith('/')) path = `/${path}`
+    const { headers, requestId } = upstreamRequestHeaders(req, {
+      peer: req.socket.remoteAddress ?? '',
+      peerTrusted: deps.peerTrusted(req),
+      host:
+        config.host === 'upstream'
+          ? host
+          : config.host === 'preserve'
+            ? (req.headers.host ?? host)
+            : config.host,
+      underscores: config.underscoreHeaders,
+      requestId: config.requestId,
+      contentLength: body?.contentLength,
+      reserialized: body?.reserialized === true,
+    })
+    return {
+      path,
+      headers,
+      requestId:
+        config.requestId === false || requestId === undefined
+          ? undefined
+          : { name: config.requestId, value: requestId },
+    }
+  }
+
+  /** One request to the target `router(req)` chose: checked, never retried, no balancer. */
+  async function forwardToTarget(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    body: Body,
+    target: string | URL,
+  ): Promise<void> {
+    const guard = targets as NonNullable<typeof targets>
+    const url = guard.check(target)
+    if (url instanceof TargetRefusedError) {
+      deps.logger?.warn({ route: name, reason: url.message }, 'run-time target refused')
+      return answer(req, res, targetRefused)
+    }
+    const { path, headers, requestId } = outgoing(req, url.pathname.replace(/\/+$/, ''), url.host, rest, body)
+    const outcome = await exchange(res, {
+      dispatcher: guard.poolFor(url),
+      origin: url.origin,
+      path,
+      method: req.method ?? 'GET',
+      headers,
+      body: body.body,
+      headersTimeout: timeouts.headers,
+      bodyTimeout: timeouts.body,
+      requestId,
+    })
+    if (outcome.responded || outcome.clientAborted) return
+    if ((outcome.error as { code?: unknown } | undefined)?.code === 'AEGIS_TARGET_REFUSED') {
+      deps.logger?.warn({ route: name, reason: outcome.error?.message }, 'run-time target refused')
+      return answer(req, res, targetRefused)
+    }
+    answer(req, res, upstreamFailure(outcome.error))
+  }
+
+  function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
+    deps.countRejection(r)
+    writeRawRejection(res, r)
+    // An unread upload would stall the connection: let it drain into nothing.
+    if (!req.readableEnded) req.resume()
+  }
+
+  /** One attempt on one host, through its breaker; `undefined` when the breaker refused it. */
+  async function attempt(
+    up: Upstream,
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    body: Body,
+    hold: HoldDecision | undefined,
+  ): Promise<ExchangeOutcome | undefined> {
+    const { path, headers, requestId } = outgoing(req, up.basePath, up.host, rest, body)
+    const host = up.state
+    const started = performance.now()
+    balancer.begin(host)
+    let outcome: ExchangeOutcome | undefined
+    const send = async (): Promise<void> => {
+      outcome = await exchange(res, {
+        dispatcher: up.pool,
+        origin: up.origin,
+        path,
+        method: req.method ?? 'GET',
+        headers,
+        body: body.body,
+        headersTimeout: timeouts.headers,
+        bodyTimeout: timeouts.body,
+        requestId,
+        hold,
+      })
+      const kind = classify(outcome)
+      if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
+    }
+    if (host.breaker === undefined) await send().catch(() => undefined)
+    else await host.breaker.fire(send).catch(() => undefined)
+    const ms = performance.now() - started
+    if (outcome === undefined) {
+      host.inflight = Math.max(0, host.inflight - 1)
+      return undefined
+    }
+    const kind = classify(outcome)
+    balancer.end(host, kind, ms)
+    up.series?.request(kind, ms / 1000)
+    return outcome
+  }
+
+  async function forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rest: string,
+    parsed: ParsedBody,
+  ): Promise<void> {
+    if (config.maxBodyBytes !== undefined) {
+      const cl = Number(req.headers['content-length'] ?? 0)
+      if (cl > config.maxBodyBytes) return answer(req, res, bodyTooLarge(config.maxBodyBytes))
+      deps.setBodyLimit(req, config.maxBodyBytes)
+    }
+    if (chaos !== false) {
+      if (chaos.abort !== undefined && Math.random() * 100 < chaos.abort.percent)
+        return answer(req, res, faultInjected(chaos.abort.status))
+      if (chaos.delay !== undefined && Math.random() * 100 < chaos.delay.percent) await sleep(chaos.delay.ms)
+    }
+    let body = bodyOf(req, parsed)
+    if (body === undefined) return answer(req, res, bodyConsumed)
+    const target = config.router?.(req)
+    if (target !== undefined) return forwardToTarget(req, res, rest, body, target)
+    const method = req.method ?? 'GET'
+    const mayRetry =
+      retry !== false &&
+      retry.attempts > 0 &&
+      (IDEMPOTENT.has(method) || req.headers['idempotency-key'] !== undefined)
+    // A small body is read first, so that a retry can send it again.
+    if (
+      mayRetry &&
+      body.body === req &&
+      body.contentLength !== undefined &&
+      body.contentLength <= retry.maxBufferBytes
+    )
+      body = { body: await buffered(req), contentLength: body.contentLength }
+    const deadline = performance.now() + (retry === false ? 0 : retry.deadline)
+    const clientKey = deps.clientKey(req)
+    const tried = new Set<UpstreamHost>()
+    let retries = 0
+    // A retry holds a budget slot from the moment it is decided until its attempt ends.
+    let slot = false // the attempt about to run is a retry with a slot
+    let nextSlot = false // a slot taken for the attempt after this one
+    let outstanding = 0 // slots taken and not given back
+    let last: ExchangeOutcome | undefined
+    if (budget !== undefined) budget.active++
+    try {
+      for (;;) {
+        // Another host when there is one; the same one otherwise.
+        const host =
+          balancer.pick(req, clientKey, tried) ?? (tried.size > 0 ? balancer.pick(req, clientKey) : undefined)
+        if (host === undefined)
+          return answer(req, res, last === undefined ? noUpstream(1) : upstreamFailure(last.error))
+        tried.add(host)
+        const replayable = body.body !== req
+        const canRetry = mayRetry && retries < retry.attempts
+        let waitMs = 0
+        nextSlot = false
+        // Hold back a retryable answer only when a retry is sure to follow: its budget slot is taken here.
+        const hold: HoldDecision | undefined =
+          canRetry && replayable
+            ? (status, headers) => {
+                if (!retryStatuses.has(status)) return false
+                const after = retryAfterMs(headers['retry-after'])
+                waitMs = Math.max(after ?? 0, backoffMs(retries + 1, retry.backoff.base, retry.backoff.max))
+                if (performance.now() + waitMs > deadline) return false
+                if (!budget?.tryAcquire()) {
+                  if (exhausted !== undefined) exhausted.value++
+                  return false
+                }
+                outstanding++
+                nextSlot = true
+                return true
+              }
+            : undefined
+        const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
+        if (slot) {
+          budget?.release()
+          outstanding--
+          slot = false
+        }
+        if (outcome === undefined) continue // its breaker opened meanwhile: pick again
+        last = outcome
+        if (outcome.responded || outcome.clientAborted) return
+        if (!outcome.held) {
+          // Failed before any answer. Not reached at all: another host may take it if the body can be
+          // sent again. Reset before answering: an idempotent request with a replayable body may go again.
+          const again =
+            canRetry &&
+            performance.now() < deadline &&
+            ((isConnectFailure(outcome.error) && (replayable || !req.readableDidRead)) ||
+              (isReset(outcome.error) && replayable))
+          if (!again) return answer(req, res, upstreamFailure(outcome.error))
+          if (!budget?.tryAcquire()) {
+            if (exhausted !== undefined) exhausted.value++
+            return answer(req, res, upstreamFailure(outcome.error))
+          }
+          outstanding++
+          nextSlot = true
+          waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
+        }
+        slot = nextSlot
+        retries++
+        if (retried !== undefined) retried.value++
+        if (waitMs > 0) await sleep(waitMs)
+        if (res.destroyed) return
+      }
+    } finally {
+      for (; outstanding > 0; outstanding--) budget?.release()
+      if (budget !== undefined) budget.active--
+    }
+  }
+
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
+    const refuse = (r: Rejection): void => {
+      deps.countRejection(r)
+      if (!socket.destroyed) writeSocketRejection(socket, r)
+    }
+    const host = balancer.pick(req, deps.clientKey(req))
+    if (host === undefined) return refuse(noUpstream(1))
+    const up = byHost.get(host) as Upstream
+    const { path, headers } = outgoing(req, up.basePath, up.host, rest, undefined)
+    const started = performance.now()
+    balancer.begin(host)
+    const { status, error } = await upgradeExchange(socket, head, {
+      dispatcher: up.pool,
+      origin: up.origin,
+      path,
+      method: 'GET',
+      headers,
+      headersTimeout: timeouts.headers,
+      protocol: String(req.headers.upgrade),
+    })
+    const kind: Outcome =
+      status === 101
+        ? 'success'
+        : isConnectFailure(error)
+          ? 'connect-error'
+          : socket.destroyed
+            ? 'cancelled'
+            : 'error'
+    balancer.end(host, kind, performance.now() - started)
+    up.series?.request(kind, (performance.now() - started) / 1000)
+    if (status !== 101) refuse(upstreamFailure(error))
+  }
+
+  /** The part of `url` this route forwards, or a refusal for a path that climbs out of the prefix. */
+  const routed = (url: string): string | undefined | typeof pathTraversal => {
+    const rest = underPrefix(config.prefix, url)
+    if (rest === undefined) return undefined
+    // The prefix must stay the floor: no dot-dot segment in any decoding may climb out of it.
+    const q = rest.indexOf('?')
+    return inspectPath(q < 0 ? rest : rest.slice(0, q)) === 'ok' ? rest : pathTraversal
+  }
+
+  return {
+    config,
+    events,
+    upgrade(req, socket, head, url) {
+      const rest = routed(url)
+      if (rest === undefined) return false
+      if (typeof rest !== 'string') {
+        deps.countRejection(rest)
+        writeSocketRejection(socket, rest)
+        return Promise.resolve()
+      }
+      return upgrade(req, socket, head, rest)
+    },
+    handle(req, res, url, parsed) {
+      const rest = routed(url)
+      if (rest === undefined) return false
+      if (typeof rest !== 'string') {
+        answer(req, res, rest)
+        return Promise.resolve()
+      }
+      return forward(req, res, rest, parsed)
+    },
+    setChaos(options) {
+      chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
+    },
+    async close() {
+      balancer.close()
+      await Promise.all([...upstreams.map((u) => u.pool.close()), targets?.close()])
+    },
+  }
+}
