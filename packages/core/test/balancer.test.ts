@@ -107,6 +107,16 @@ describe('balancer', () => {
     b.close()
   })
 
+  it('each ejection lasts longer, until the host behaves for the longest ejection', () => {
+    const b = createBalancer(hostsOf(1), base)
+    const h = b.hosts[0]!
+    expect(h.eject(0, 1_000, 10_000)).toBe(1_000)
+    expect(h.eject(2_000, 1_000, 10_000)).toBe(2_000)
+    expect(h.eject(5_000, 1_000, 10_000)).toBe(3_000)
+    // In rotation from 8,000 until 18,000 and later: back to the first length.
+    expect(h.eject(18_000, 1_000, 10_000)).toBe(1_000)
+  })
+
   it('slow start ramps a recovered host from 10% of its weight', () => {
     const b = createBalancer(hostsOf(1), { ...base, slowStart: 10_000, healthCheck: false })
     const h = b.hosts[0]!

@@ -29,6 +29,7 @@ export class UpstreamHost {
   ejectedUntil = 0
   /** How many times it was ejected (each ejection lasts longer). */
   ejections = 0
+  private lastEjectionEnd = 0
   private consecutive5xx = 0
   private consecutiveConnect = 0
   /** Requests sent and not yet finished. */
@@ -118,11 +119,18 @@ export class UpstreamHost {
     )
   }
 
-  /** Eject for `base × n` ms (n-th ejection), at most `max`. */
+  /**
+   * Eject for `base × n` ms (n-th ejection), at most `max`. A host that stayed in
+   * rotation for `max` since its last ejection starts counting from one again
+   * (Envoy lowers its multiplier while a host behaves), so old trouble does not
+   * make every later ejection the longest.
+   */
   eject(now: number, base: number, max: number): number {
+    if (this.ejections > 0 && now - this.lastEjectionEnd >= max) this.ejections = 0
     this.ejections++
     const ms = Math.min(max, base * this.ejections)
     this.ejectedUntil = now + ms
+    this.lastEjectionEnd = now + ms
     this.consecutive5xx = 0
     this.consecutiveConnect = 0
     return ms
