@@ -149,6 +149,33 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
     expect(r.headers['keep-alive']).not.toBe('timeout=99')
   })
 
+  it('passes response trailers on with a chunked answer', async () => {
+    const a = await upstream('a', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' })
+      res.write('part one, ')
+      res.addTrailers({ 'x-checksum': 'abc123' })
+      res.end('part two')
+    })
+    const gw = await start([{ prefix: '/api', upstreams: [a.url] }])
+    const got = await new Promise<{ body: string; trailers: Record<string, string | undefined> }>(
+      (resolve, reject) => {
+        httpRequest(
+          { host: '127.0.0.1', port: gw.port, path: '/api/t', headers: { te: 'trailers' } },
+          (res) => {
+            let body = ''
+            res.setEncoding('utf8')
+            res.on('data', (d: string) => (body += d))
+            res.on('end', () => resolve({ body, trailers: res.trailers }))
+          },
+        )
+          .on('error', reject)
+          .end()
+      },
+    )
+    expect(got.body).toBe('part one, part two')
+    expect(got.trailers['x-checksum']).toBe('abc123')
+  })
+
   it('appends to the forwarding fields of a trusted proxy; generates a request id', async () => {
     const a = await upstream('a')
     const gw = await start([{ prefix: '/', upstreams: [a.url], host: 'preserve' }], {

@@ -104,7 +104,11 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (!this.res.write(chunk)) controller.pause()
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    // Trailers (gRPC's status, checksums) go on when the answer is chunked; Node drops them otherwise.
+    let any = false
+    for (const name in trailers) if (trailers[name] !== undefined) any = true
+    if (any) this.res.addTrailers(trailers as Record<string, string>)
     this.res.end()
     this.finish(undefined)
   }

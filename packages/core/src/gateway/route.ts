@@ -371,7 +371,12 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         const host =
           balancer.pick(req, clientKey, tried) ?? (tried.size > 0 ? balancer.pick(req, clientKey) : undefined)
         if (host === undefined)
-          return answer(req, res, last === undefined ? noUpstream(1) : upstreamFailure(last.error))
+          return answer(
+            req,
+            res,
+            // A held 5xx was going to be retried: say so, rather than blame the connection.
+            last === undefined || last.held ? noUpstream(1) : upstreamFailure(last.error),
+          )
         tried.add(host)
         const replayable = body.body !== req
         const canRetry = mayRetry && retries < retry.attempts
