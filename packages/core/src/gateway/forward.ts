@@ -108,7 +108,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     // Trailers (gRPC's status, checksums) go on when the answer is chunked; Node drops them otherwise.
     let any = false
     for (const name in trailers) if (trailers[name] !== undefined) any = true
-    if (any) this.res.addTrailers(trailers as Record<string, string>)
+    if (any) this.res.addTrailers(trailers)
     this.res.end()
     this.finish(undefined)
   }
