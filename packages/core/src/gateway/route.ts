@@ -363,6 +363,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     let slot = false // the attempt about to run is a retry with a slot
     let nextSlot = false // a slot taken for the attempt after this one
     let outstanding = 0 // slots taken and not given back
+    let refusals = 0
     let last: ExchangeOutcome | undefined
     if (budget !== undefined) budget.active++
     try {
@@ -405,7 +406,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           outstanding--
           slot = false
         }
-        if (outcome === undefined) continue // its breaker opened meanwhile: pick again
+        if (outcome === undefined) {
+          // Its breaker refused at the last moment: pick again, a bounded number of times.
+          if (++refusals > upstreams.length) return answer(req, res, noUpstream(1))
+          continue
+        }
         last = outcome
         if (outcome.responded || outcome.clientAborted) return
         if (!outcome.held) {
