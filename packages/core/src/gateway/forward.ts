@@ -147,25 +147,25 @@ export interface UpstreamRequest {
   readonly hold?: HoldDecision | undefined
 }
 
+/** undici's options for an upstream request. */
+const dispatchOptions = (up: UpstreamRequest): Dispatcher.DispatchOptions => ({
+  origin: up.origin,
+  path: up.path,
+  method: up.method,
+  headers: up.headers,
+  body: up.body,
+  headersTimeout: up.headersTimeout,
+  bodyTimeout: up.bodyTimeout,
+  // The client decides whether a request may be replayed, not undici.
+  idempotent: false,
+})
+
 /** Send one request upstream and stream the answer to `res`; resolves when the exchange is over. */
 export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
     const handler = new Exchange(res, up.requestId, up.hold, resolve)
     try {
-      up.dispatcher.dispatch(
-        {
-          origin: up.origin,
-          path: up.path,
-          method: up.method,
-          headers: up.headers,
-          body: up.body,
-          headersTimeout: up.headersTimeout,
-          bodyTimeout: up.bodyTimeout,
-          // The client decides whether a request may be replayed, not undici.
-          idempotent: false,
-        },
-        handler,
-      )
+      up.dispatcher.dispatch(dispatchOptions(up), handler)
     } catch (err) {
       handler.onResponseError(undefined as never, err as Error)
     }
@@ -181,7 +181,8 @@ export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<Exch
 export function upgradeExchange(
   client: Duplex,
   head: Buffer,
-  up: Omit<UpstreamRequest, 'body' | 'bodyTimeout' | 'hold' | 'requestId'> & { protocol: string },
+  up: UpstreamRequest,
+  protocol: string,
 ): Promise<{ status: number; error: Error | undefined }> {
   return new Promise((resolve) => {
     let settled = false
@@ -239,17 +240,7 @@ export function upgradeExchange(
       },
     }
     try {
-      up.dispatcher.dispatch(
-        {
-          origin: up.origin,
-          path: up.path,
-          method: up.method,
-          headers: up.headers,
-          upgrade: up.protocol,
-          headersTimeout: up.headersTimeout,
-        },
-        handler,
-      )
+      up.dispatcher.dispatch({ ...dispatchOptions(up), body: null, upgrade: protocol }, handler)
     } catch (err) {
       settle(0, err as Error)
     }

@@ -68,6 +68,7 @@ const forwardedValue = (s: string): string =>
 const forwardedNode = (ip: string): string => (ip.includes(':') ? `"[${ip}]"` : ip)
 
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/
+const TE_TRAILERS = /(?:^|,)\s*trailers\s*(?:;|,|$)/i
 
 export interface ForwardContext {
   /** The socket peer's address. */
@@ -114,7 +115,8 @@ export function upstreamRequestHeaders(
   }
   if (ctx.contentLength !== undefined) out.push('content-length', String(ctx.contentLength))
   // `TE: trailers` is the one TE value a proxy passes on (gRPC needs it).
-  if (/(?:^|,)\s*trailers\s*(?:;|,|$)/i.test(String(req.headers.te ?? ''))) out.push('te', 'trailers')
+  const te = req.headers.te
+  if (te !== undefined && TE_TRAILERS.test(String(te))) out.push('te', 'trailers')
 
   const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true
   const incoming = ctx.peerTrusted ? req.headers : undefined

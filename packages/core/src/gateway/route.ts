@@ -6,11 +6,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { writeSocketRejection } from '../server/index.js'
-import { Pool } from 'undici'
+import { Pool, type Dispatcher } from 'undici'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
 import type { Metrics, UpstreamSeries } from '../metrics/index.js'
-import type { Logger } from '../options/index.js'
+import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
@@ -25,10 +25,15 @@ import {
   upstreamFailure,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
-import { exchange, upgradeExchange, type ExchangeOutcome, type HoldDecision } from './forward.js'
+import {
+  exchange,
+  upgradeExchange,
+  type ExchangeOutcome,
+  type HoldDecision,
+  type UpstreamRequest,
+} from './forward.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
-import { parseSection } from '../options/index.js'
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
@@ -47,8 +52,20 @@ export interface GatewayDeps {
   readonly logger: Logger | undefined
 }
 
+/** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
+const basePathOf = (url: URL): string => url.pathname.replace(/\/+$/, '')
+
+/** Where a request goes: a keep-alive pool, and the URL parts a request to it is built from. */
+interface Destination {
+  readonly pool: Dispatcher
+  readonly origin: string
+  /** The URL's path without its trailing slash (`''` for `/`). */
+  readonly basePath: string
+  readonly host: string
+}
+
 /** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
-class Upstream {
+class Upstream implements Destination {
   readonly origin: string
   /** The URL's path without its trailing slash (`''` for `/`). */
   readonly basePath: string
@@ -64,7 +81,7 @@ class Upstream {
     metrics: Metrics | undefined,
   ) {
     this.origin = url.origin
-    this.basePath = url.pathname.replace(/\/+$/, '')
+    this.basePath = basePathOf(url)
     this.host = url.host
     this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
     this.pool = new Pool(url.origin, {
@@ -135,37 +152,39 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
+  /** A state change of an upstream: logged, and emitted on `events`. */
+  const report = (
+    event: 'breaker' | 'health' | 'ejected',
+    host: UpstreamHost,
+    fields: Record<string, unknown>,
+    warn: boolean,
+    message: string,
+  ): void => {
+    deps.logger?.[warn ? 'warn' : 'info']({ route: name, upstream: host.id, ...fields }, message)
+    events.emit(event, { route: name, upstream: host.id, ...fields })
+  }
   const balancer = createBalancer(
     config.upstreams.map((u, i) => ({
-      id: `${(urls[i] as URL).origin}${(urls[i] as URL).pathname.replace(/\/+$/, '')}`,
+      id: `${(urls[i] as URL).origin}${basePathOf(urls[i] as URL)}`,
       weight: u.weight,
     })),
     config,
     {
       breaker(host, state) {
-        const up = byHost.get(host)
-        if (up?.series !== undefined)
-          up.series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
-        deps.logger?.[state === 'open' ? 'warn' : 'info'](
-          { route: name, upstream: host.id, breaker: state },
-          `upstream breaker ${state}`,
-        )
-        events.emit('breaker', { route: name, upstream: host.id, state })
+        const series = byHost.get(host)?.series
+        if (series !== undefined)
+          series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
+        report('breaker', host, { state }, state === 'open', `upstream breaker ${state}`)
       },
       health(host, healthy) {
-        const up = byHost.get(host)
-        if (up?.series !== undefined) up.series.healthy.value = healthy ? 1 : 0
-        deps.logger?.[healthy ? 'info' : 'warn'](
-          { route: name, upstream: host.id, healthy },
-          `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
-        )
-        events.emit('health', { route: name, upstream: host.id, healthy })
+        const series = byHost.get(host)?.series
+        if (series !== undefined) series.healthy.value = healthy ? 1 : 0
+        report('health', host, { healthy }, !healthy, `upstream ${healthy ? 'healthy' : 'unhealthy'}`)
       },
       ejected(host, ms) {
-        const up = byHost.get(host)
-        if (up?.series !== undefined) up.series.ejections.value++
-        deps.logger?.warn({ route: name, upstream: host.id, ms }, 'upstream ejected')
-        events.emit('ejected', { route: name, upstream: host.id, ms })
+        const series = byHost.get(host)?.series
+        if (series !== undefined) series.ejections.value++
+        report('ejected', host, { ms }, true, 'upstream ejected')
       },
     },
   )
@@ -204,24 +223,23 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           keepAlive: config.keepAlive,
         })
 
-  /** The upstream request's path and header fields, for an upstream at `basePath` answering to `host`. */
+  /** The request to send to `to` (an upstream, or a run-time target) for this client request. */
   function outgoing(
     req: IncomingMessage,
-    basePath: string,
-    host: string,
+    to: Destination,
     rest: string,
     body: Body | undefined,
-  ): { path: string; headers: string[]; requestId: { name: string; value: string } | undefined } {
-    let path = `${basePath}${config.rewritePrefix}${rest}`
+  ): UpstreamRequest {
+    let path = `${to.basePath}${config.rewritePrefix}${rest}`
     if (!path.startsWith('/')) path = `/${path}`
     const { headers, requestId } = upstreamRequestHeaders(req, {
       peer: req.socket.remoteAddress ?? '',
       peerTrusted: deps.peerTrusted(req),
       host:
         config.host === 'upstream'
-          ? host
+          ? to.host
           : config.host === 'preserve'
-            ? (req.headers.host ?? host)
+            ? (req.headers.host ?? to.host)
             : config.host,
       underscores: config.underscoreHeaders,
       requestId: config.requestId,
@@ -229,8 +247,14 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       reserialized: body?.reserialized === true,
     })
     return {
+      dispatcher: to.pool,
+      origin: to.origin,
       path,
+      method: req.method ?? 'GET',
       headers,
+      body: body?.body ?? null,
+      headersTimeout: timeouts.headers,
+      bodyTimeout: timeouts.body,
       requestId:
         config.requestId === false || requestId === undefined
           ? undefined
@@ -252,20 +276,10 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       deps.logger?.warn({ route: name, reason: url.message }, 'run-time target refused')
       return answer(req, res, targetRefused)
     }
-    const { path, headers, requestId } = outgoing(req, url.pathname.replace(/\/+$/, ''), url.host, rest, body)
-    const outcome = await exchange(res, {
-      dispatcher: guard.poolFor(url),
-      origin: url.origin,
-      path,
-      method: req.method ?? 'GET',
-      headers,
-      body: body.body,
-      headersTimeout: timeouts.headers,
-      bodyTimeout: timeouts.body,
-      requestId,
-    })
+    const to = { pool: guard.poolFor(url), origin: url.origin, basePath: basePathOf(url), host: url.host }
+    const outcome = await exchange(res, outgoing(req, to, rest, body))
     if (outcome.responded || outcome.clientAborted) return
-    if ((outcome.error as { code?: unknown } | undefined)?.code === 'AEGIS_TARGET_REFUSED') {
+    if (outcome.error instanceof TargetRefusedError) {
       deps.logger?.warn({ route: name, reason: outcome.error?.message }, 'run-time target refused')
       return answer(req, res, targetRefused)
     }
@@ -288,35 +302,22 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     body: Body,
     hold: HoldDecision | undefined,
   ): Promise<ExchangeOutcome | undefined> {
-    const { path, headers, requestId } = outgoing(req, up.basePath, up.host, rest, body)
+    const request = { ...outgoing(req, up, rest, body), hold }
     const host = up.state
     const started = performance.now()
-    balancer.begin(host)
     let outcome: ExchangeOutcome | undefined
+    let kind: Outcome = 'success'
     const send = async (): Promise<void> => {
-      outcome = await exchange(res, {
-        dispatcher: up.pool,
-        origin: up.origin,
-        path,
-        method: req.method ?? 'GET',
-        headers,
-        body: body.body,
-        headersTimeout: timeouts.headers,
-        bodyTimeout: timeouts.body,
-        requestId,
-        hold,
-      })
-      const kind = classify(outcome)
+      balancer.begin(host)
+      outcome = await exchange(res, request)
+      kind = classify(outcome)
+      // The breaker counts a rejection as a failure.
       if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
     }
     if (host.breaker === undefined) await send().catch(() => undefined)
     else await host.breaker.fire(send).catch(() => undefined)
+    if (outcome === undefined) return undefined // the breaker refused: nothing was sent
     const ms = performance.now() - started
-    if (outcome === undefined) {
-      host.inflight = Math.max(0, host.inflight - 1)
-      return undefined
-    }
-    const kind = classify(outcome)
     balancer.end(host, kind, ms)
     up.series?.request(kind, ms / 1000)
     return outcome
@@ -450,18 +451,14 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const host = balancer.pick(req, deps.clientKey(req))
     if (host === undefined) return refuse(noUpstream(1))
     const up = byHost.get(host) as Upstream
-    const { path, headers } = outgoing(req, up.basePath, up.host, rest, undefined)
     const started = performance.now()
     balancer.begin(host)
-    const { status, error } = await upgradeExchange(socket, head, {
-      dispatcher: up.pool,
-      origin: up.origin,
-      path,
-      method: 'GET',
-      headers,
-      headersTimeout: timeouts.headers,
-      protocol: String(req.headers.upgrade),
-    })
+    const { status, error } = await upgradeExchange(
+      socket,
+      head,
+      outgoing(req, up, rest, undefined),
+      String(req.headers.upgrade),
+    )
     const kind: Outcome =
       status === 101
         ? 'success'
@@ -470,8 +467,9 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           : socket.destroyed
             ? 'cancelled'
             : 'error'
-    balancer.end(host, kind, performance.now() - started)
-    up.series?.request(kind, (performance.now() - started) / 1000)
+    const ms = performance.now() - started
+    balancer.end(host, kind, ms)
+    up.series?.request(kind, ms / 1000)
     if (status !== 101) refuse(upstreamFailure(error))
   }
 

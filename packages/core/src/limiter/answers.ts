@@ -36,10 +36,9 @@ export function limitHeaders(
   styles: readonly HeaderStyle[],
   policies: readonly PolicyInfo[],
   verdicts: readonly Verdict[],
-  policyField: string | undefined,
 ): HeaderList {
   // The common case: one policy, the IETF fields only (its policy field built once).
-  if (policies.length === 1 && styles.length === 1 && styles[0] === 'ietf' && policyField !== undefined) {
+  if (policies.length === 1 && styles.length === 1 && styles[0] === 'ietf') {
     const v = verdicts[0] as Verdict
     const p = policies[0] as PolicyInfo
     return [p.policyField, ['ratelimit', `${p.nameItem};r=${v.remaining};t=${seconds(v.resetMs)}`]]
@@ -59,7 +58,7 @@ export function limitHeaders(
         if (i > 0) field += ', '
         field += `${(policies[i] as PolicyInfo).nameItem};r=${v.remaining};t=${seconds(v.resetMs)}`
       }
-      out.push(['ratelimit-policy', policyField ?? policies.map((p) => p.policyItem).join(', ')])
+      out.push(['ratelimit-policy', policies.map((p) => p.policyItem).join(', ')])
       out.push(['ratelimit', field])
     } else {
       const p = policies[strictest] as PolicyInfo

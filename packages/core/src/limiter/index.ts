@@ -186,7 +186,6 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const byName = new Map(all.map((p) => [p.name, p]))
   const routes = createRouteMatcher(routeEntries)
   const onlyGlobal: readonly Policy[] = [global]
-  const globalField = global.policyItem
 
   // Exemptions match the raw path exactly (a loose match here would be a bypass).
   const exemptExact = new Set<string>()
@@ -279,12 +278,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       if (v.retryMs > retryMs) retryMs = v.retryMs
       ;(violated ??= []).push(p.name)
     }
-    const headers = limitHeaders(
-      styles,
-      policies,
-      verdicts,
-      policies === onlyGlobal ? globalField : undefined,
-    )
+    const headers = limitHeaders(styles, policies, verdicts)
     return { headers, rejection: refused ? quotaExceeded(violated ?? [], retryMs, banned) : undefined }
   }
 
