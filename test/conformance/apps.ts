@@ -31,7 +31,7 @@ export const nameSchema = {
 }
 export const itemQuerySchema = { query: z.object({ limit: z.coerce.number().int().max(100) }) }
 
-const listen = async (server: Server): Promise<number> => {
+export const listen = async (server: Server): Promise<number> => {
   if (!server.listening) {
     server.listen(0, '127.0.0.1')
     await once(server, 'listening')
@@ -40,7 +40,7 @@ const listen = async (server: Server): Promise<number> => {
 }
 
 /** Read a request stream fully, counting bytes (the "upload" route). */
-const countBody = async (stream: AsyncIterable<Buffer>): Promise<number> => {
+export const countBody = async (stream: AsyncIterable<Buffer>): Promise<number> => {
   let n = 0
   for await (const chunk of stream) n += chunk.length
   return n

@@ -4,7 +4,6 @@
  * prefix), Koa `app.use(shield.proxy(route))`, Fastify `proxy: [route]`. Each
  * also serves `GET /local` itself and counts the body of `POST /local/upload`.
  */
-import { once } from 'node:events'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
@@ -14,6 +13,7 @@ import type { Aegis, AegisOptions, ProxyRoute, ProxyRouteOptions } from '@aegis/
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
+import { countBody, listen } from './apps.js'
 
 export interface GatewayApp {
   readonly name: 'express' | 'fastify' | 'koa'
@@ -28,17 +28,24 @@ export interface GatewayApp {
 
 export type GatewayFactory = (routes: ProxyRouteOptions[], options?: AegisOptions) => Promise<GatewayApp>
 
-const countBody = async (stream: AsyncIterable<Buffer>): Promise<number> => {
-  let n = 0
-  for await (const chunk of stream) n += chunk.length
-  return n
-}
-
-const portOf = (server: Server): number => (server.address() as AddressInfo).port
-
-async function listen(server: Server): Promise<number> {
-  if (!server.listening) await once(server, 'listening')
-  return portOf(server)
+/** An Express or Koa gateway on its attached server. */
+async function served(
+  name: 'express' | 'koa',
+  server: Server,
+  shield: { core: Aegis; attach(server: Server): void; close(): Promise<void> },
+  routes: readonly ProxyRoute[],
+): Promise<GatewayApp> {
+  shield.attach(server)
+  const port = await listen(server)
+  return {
+    name,
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core: shield.core,
+    server,
+    routes,
+    close: () => shield.close(),
+  }
 }
 
 export const expressGateway: GatewayFactory = async (routes, options = {}) => {
@@ -58,18 +65,7 @@ export const expressGateway: GatewayFactory = async (routes, options = {}) => {
     else app.use(prefix, proxy)
     return proxy.route
   })
-  const server = app.listen(0, '127.0.0.1')
-  shield.attach(server)
-  const port = await listen(server)
-  return {
-    name: 'express',
-    url: `http://127.0.0.1:${port}`,
-    port,
-    core: shield.core,
-    server,
-    routes: mounted,
-    close: () => shield.close(),
-  }
+  return served('express', app.listen(0, '127.0.0.1'), shield, mounted)
 }
 
 export const fastifyGateway: GatewayFactory = async (routes, options = {}) => {
@@ -81,7 +77,7 @@ export const fastifyGateway: GatewayFactory = async (routes, options = {}) => {
   })
   app.post('/local/upload', (req) => ({ bytes: req.body }))
   await app.listen({ port: 0, host: '127.0.0.1' })
-  const port = portOf(app.server)
+  const port = (app.server.address() as AddressInfo).port
   return {
     name: 'fastify',
     url: `http://127.0.0.1:${port}`,
@@ -109,18 +105,7 @@ export const koaGateway: GatewayFactory = async (routes, options = {}) => {
     app.use(proxy)
     return proxy.route
   })
-  const server = app.listen(0, '127.0.0.1')
-  shield.attach(server)
-  const port = await listen(server)
-  return {
-    name: 'koa',
-    url: `http://127.0.0.1:${port}`,
-    port,
-    core: shield.core,
-    server,
-    routes: mounted,
-    close: () => shield.close(),
-  }
+  return served('koa', app.listen(0, '127.0.0.1'), shield, mounted)
 }
 
 export const gateways = [
