@@ -13,11 +13,11 @@ import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { createServer } from 'node:net'
-import { cpus, loadavg, release, tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { buildPackages, checkBuilt, distFingerprint, sourceState } from './lib/build.mjs'
+import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { spawnTracked, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
@@ -247,11 +247,7 @@ async function main() {
   if (!values['skip-build']) await buildPackages()
   checkBuilt()
   const environment = {
-    node: process.version,
-    platform: `${process.platform} ${release()}`,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavgAtStart: loadavg(),
+    ...environmentInfo(),
     nginx: hasNginx
       ? execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || 'present'
       : 'absent',

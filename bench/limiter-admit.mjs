@@ -10,6 +10,7 @@
  */
 import { parseArgs } from 'node:util'
 import { createAegis } from '@aegis/core'
+import { hasHeader, requestFrom } from './lib/admit.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -34,26 +35,9 @@ if (![rounds, warmup, requests].every(Number.isInteger) || rounds <= warmup || r
   throw new Error('--rounds must exceed --warmup; all three are positive integers')
 
 const known = Array.from({ length: 4096 }, (_, j) => `172.16.${j >>> 8}.${j & 255}`)
-// What admit() reads of an IncomingMessage (see limiter-heap.mjs).
-const requestFrom = (remoteAddress) => ({
-  method: 'GET',
-  url: '/',
-  headers: { host: 'bench.test' },
-  rawHeaders: ['Host', 'bench.test'],
-  httpVersion: '1.1',
-  httpVersionMajor: 1,
-  httpVersionMinor: 1,
-  socket: { remoteAddress },
-})
-
 const metrics = values.metrics ? undefined : false
 const on = createAegis({ limiter: { points: 1e9, duration: 60 }, metrics })
 const off = createAegis({ limiter: false, metrics })
-
-const hasLimitField = (state) => {
-  for (const [name] of state.headers) if (name === 'ratelimit') return true
-  return false
-}
 
 /** ns per admit() over `requests` requests; checks every 256th answer (a check per request would weigh more than the limiter). */
 function round(aegis, limited) {
@@ -61,7 +45,8 @@ function round(aegis, limited) {
   const t0 = process.hrtime.bigint()
   for (let j = 0; j < requests; j++) {
     const state = aegis.admit(requestFrom(known[j & 4095]))
-    if ((j & 255) === 0 && (state.rejection !== undefined || hasLimitField(state) !== limited)) wrong++
+    if ((j & 255) === 0 && (state.rejection !== undefined || hasHeader(state, 'ratelimit') !== limited))
+      wrong++
   }
   const ns = Number(process.hrtime.bigint() - t0) / requests
   if (wrong > 0) throw new Error(`${wrong} requests were refused or wrongly limited`)

@@ -9,11 +9,11 @@
  * holds for the same traffic). Method: bench/README.md.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { cpus, release } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { buildPackages, checkBuilt, distFingerprint, sourceState } from './lib/build.mjs'
+import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { spawnTracked } from './lib/children.mjs'
+import { hasHeader, requestFrom } from './lib/admit.mjs'
 
 const SELF = fileURLToPath(import.meta.url)
 const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
@@ -39,30 +39,6 @@ function addressOf(i) {
   const k = i >>> 1
   if ((i & 1) === 0) return `${10 + (k >>> 24)}.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`
   return `2001:db8:${(k >>> 16).toString(16)}:${(k & 0xffff).toString(16)}:${(k % 251).toString(16)}::${(i % 7) + 1}`
-}
-
-/**
- * What `admit()` reads of an IncomingMessage: method, url, headers and
- * rawHeaders (the validator), HTTP version, and the socket's address (client
- * identity). A fresh object per request: Aegis keeps its state on the request
- * and answers a second `admit()` of the same object from it.
- */
-const requestFrom = (remoteAddress) => ({
-  method: 'GET',
-  url: '/',
-  headers: { host: 'bench.test' },
-  rawHeaders: ['Host', 'bench.test'],
-  httpVersion: '1.1',
-  httpVersionMajor: 1,
-  httpVersionMinor: 1,
-  socket: { remoteAddress },
-})
-
-/** A plain loop: destructuring each `[name, value]` would cost more than admit() itself. */
-function hasHeader(state, name) {
-  const headers = state.headers
-  for (let i = 0; i < headers.length; i++) if (headers[i][0] === name) return true
-  return false
 }
 
 /** The heap once everything unreachable is gone: two full collections. */
@@ -318,12 +294,7 @@ async function main(options) {
     date: startedAt.toISOString(),
     command: ['node --expose-gc bench/limiter-heap.mjs', ...process.argv.slice(2)].join(' '),
     options: { keys, step, hot, maxKeys, policy },
-    environment: {
-      node: process.version,
-      platform: `${process.platform} ${release()}`,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-    },
+    environment: environmentInfo(),
     source,
     dist,
     problems,

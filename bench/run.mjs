@@ -5,10 +5,10 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
-import { cpus, loadavg, release } from 'node:os'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
-import { buildPackages, checkBuilt, distFingerprint, sourceState } from './lib/build.mjs'
+import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import {
@@ -174,11 +174,7 @@ async function main(options) {
 
   const startedAt = new Date()
   const environment = {
-    node: process.version,
-    platform: `${process.platform} ${release()}`,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavgAtStart: loadavg(),
+    ...environmentInfo(),
   }
   const minutes = (rounds * selected.length * (warmup + duration + 1)) / 60
   console.log(

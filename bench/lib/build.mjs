@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { cpus, loadavg, release } from 'node:os'
 import { run } from './children.mjs'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -84,3 +85,12 @@ export async function sourceState() {
     return undefined // not a git checkout: nothing to record
   }
 }
+
+/** The machine a run measured on, for its results file. */
+export const environmentInfo = () => ({
+  node: process.version,
+  platform: `${process.platform} ${release()}`,
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model,
+  loadavgAtStart: loadavg(),
+})
