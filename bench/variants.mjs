@@ -118,6 +118,50 @@ async function redisProbe(core) {
 // The Aegis core of the variant this process serves, for its probe.
 let core
 
+/** Aegis with `options()` (built in the server process) on the framework's app; waits for Redis when it has a store. */
+const withAegis = {
+  express: (options) =>
+    express(async (app) => {
+      const { aegis } = await import('@aegis/express')
+      const shield = aegis(options())
+      core = shield.core
+      if (core.store !== undefined) await redisReady(core)
+      app.use(shield)
+      return shield
+    }),
+  fastify: (options) =>
+    fastify(async (app) => {
+      const { aegis } = await import('@aegis/fastify')
+      await app.register(aegis, options())
+      core = app.aegis
+      if (core.store !== undefined) await redisReady(core)
+    }),
+  koa: (options) =>
+    koa(async (app) => {
+      const { aegis } = await import('@aegis/koa')
+      const shield = aegis(options())
+      core = shield.core
+      app.use(shield)
+      return shield
+    }),
+}
+
+/**
+ * An Aegis variant: with the limiter on (`limited`) its fields are expected,
+ * without it none may appear; `redis` adds the probe that proves Redis decided.
+ */
+const aegisVariant = (framework, name, label, options, { limited = true, redis = false } = {}) => ({
+  name,
+  framework,
+  stack: 'aegis',
+  label,
+  ...(limited
+    ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
+    : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
+  start: () => withAegis[framework](options),
+  ...(redis && { probe: () => redisProbe(core) }),
+})
+
 /**
  * @typedef {object} Variant
  * @property {string} name        CLI and results name
@@ -144,21 +188,7 @@ export const variants = [
     expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => express(),
   },
-  {
-    name: 'express-aegis',
-    framework: 'express',
-    stack: 'aegis',
-    label: 'Express + Aegis',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      express(async (app) => {
-        const { aegis } = await import('@aegis/express')
-        const shield = aegis(AEGIS)
-        app.use(shield)
-        return shield
-      }),
-  },
+  aegisVariant('express', 'express-aegis', 'Express + Aegis', () => AEGIS),
   {
     name: 'express-peers',
     framework: 'express',
@@ -183,19 +213,7 @@ export const variants = [
     expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => fastify(),
   },
-  {
-    name: 'fastify-aegis',
-    framework: 'fastify',
-    stack: 'aegis',
-    label: 'Fastify + Aegis',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      fastify(async (app) => {
-        const { aegis } = await import('@aegis/fastify')
-        await app.register(aegis, AEGIS)
-      }),
-  },
+  aegisVariant('fastify', 'fastify-aegis', 'Fastify + Aegis', () => AEGIS),
   {
     name: 'fastify-peers',
     framework: 'fastify',
@@ -220,21 +238,7 @@ export const variants = [
     expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
     start: () => koa(),
   },
-  {
-    name: 'koa-aegis',
-    framework: 'koa',
-    stack: 'aegis',
-    label: 'Koa + Aegis',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      koa(async (app) => {
-        const { aegis } = await import('@aegis/koa')
-        const shield = aegis(AEGIS)
-        app.use(shield)
-        return shield
-      }),
-  },
+  aegisVariant('koa', 'koa-aegis', 'Koa + Aegis', () => AEGIS),
   {
     name: 'koa-peers',
     framework: 'koa',
@@ -255,36 +259,16 @@ export const variants = [
   // on Redis, and the framework's usual limiter alone. `stack` tells the main
   // table how to compare them with the bare framework; `comparisons` below
   // holds the differences that answer the question.
-  {
-    name: 'express-aegis-nolimit',
-    framework: 'express',
-    stack: 'aegis',
-    label: 'Express + Aegis, limiter off',
-    expect: [SECURITY_HEADER],
-    expectAbsent: ANY_LIMIT_HEADER,
-    start: () =>
-      express(async (app) => {
-        const { aegis } = await import('@aegis/express')
-        const shield = aegis({ limiter: false })
-        app.use(shield)
-        return shield
-      }),
-  },
-  {
-    name: 'express-aegis-limit',
-    framework: 'express',
-    stack: 'aegis',
-    label: 'Express + Aegis, limiter in memory',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      express(async (app) => {
-        const { aegis } = await import('@aegis/express')
-        const shield = aegis(AEGIS)
-        app.use(shield)
-        return shield
-      }),
-  },
+  aegisVariant(
+    'express',
+    'express-aegis-nolimit',
+    'Express + Aegis, limiter off',
+    () => ({ limiter: false }),
+    {
+      limited: false,
+    },
+  ),
+  aegisVariant('express', 'express-aegis-limit', 'Express + Aegis, limiter in memory', () => AEGIS),
   {
     name: 'express-erl',
     framework: 'express',
@@ -299,50 +283,19 @@ export const variants = [
         app.use(rateLimit({ windowMs: WINDOW_MS, limit: NEVER }))
       }),
   },
-  {
-    name: 'express-aegis-redis',
-    framework: 'express',
-    stack: 'aegis',
-    label: 'Express + Aegis, limiter on Redis',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      express(async (app) => {
-        const { aegis } = await import('@aegis/express')
-        const shield = aegis(aegisOnRedis())
-        core = shield.core
-        await redisReady(core)
-        app.use(shield)
-        return shield
-      }),
-    probe: () => redisProbe(core),
-  },
-  {
-    name: 'fastify-aegis-nolimit',
-    framework: 'fastify',
-    stack: 'aegis',
-    label: 'Fastify + Aegis, limiter off',
-    expect: [SECURITY_HEADER],
-    expectAbsent: ANY_LIMIT_HEADER,
-    start: () =>
-      fastify(async (app) => {
-        const { aegis } = await import('@aegis/fastify')
-        await app.register(aegis, { limiter: false })
-      }),
-  },
-  {
-    name: 'fastify-aegis-limit',
-    framework: 'fastify',
-    stack: 'aegis',
-    label: 'Fastify + Aegis, limiter in memory',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      fastify(async (app) => {
-        const { aegis } = await import('@aegis/fastify')
-        await app.register(aegis, AEGIS)
-      }),
-  },
+  aegisVariant('express', 'express-aegis-redis', 'Express + Aegis, limiter on Redis', aegisOnRedis, {
+    redis: true,
+  }),
+  aegisVariant(
+    'fastify',
+    'fastify-aegis-nolimit',
+    'Fastify + Aegis, limiter off',
+    () => ({ limiter: false }),
+    {
+      limited: false,
+    },
+  ),
+  aegisVariant('fastify', 'fastify-aegis-limit', 'Fastify + Aegis, limiter in memory', () => AEGIS),
   {
     name: 'fastify-frl',
     framework: 'fastify',
@@ -357,22 +310,9 @@ export const variants = [
         await app.register(rateLimit, { max: NEVER, timeWindow: WINDOW_MS })
       }),
   },
-  {
-    name: 'fastify-aegis-redis',
-    framework: 'fastify',
-    stack: 'aegis',
-    label: 'Fastify + Aegis, limiter on Redis',
-    expect: [SECURITY_HEADER, 'ratelimit-policy'],
-    expectValues: AEGIS_LIMIT,
-    start: () =>
-      fastify(async (app) => {
-        const { aegis } = await import('@aegis/fastify')
-        await app.register(aegis, aegisOnRedis())
-        core = app.aegis
-        await redisReady(core)
-      }),
-    probe: () => redisProbe(core),
-  },
+  aegisVariant('fastify', 'fastify-aegis-redis', 'Fastify + Aegis, limiter on Redis', aegisOnRedis, {
+    redis: true,
+  }),
 ]
 
 /**
