@@ -56,6 +56,10 @@ export class UpstreamHost {
         volumeThreshold: breaker.volumeThreshold,
         resetTimeout: breaker.resetTimeout,
         rollingCountTimeout: breaker.rollingCountTimeout,
+        // Counts only: latency percentiles would keep every call's latency for the whole window and
+        // sort them all each second, and nothing here reads snapshots.
+        rollingPercentilesEnabled: false,
+        enableSnapshots: false,
       })
       this.breaker.on('open', () => onBreaker('open'))
       this.breaker.on('halfOpen', () => onBreaker('half-open'))

@@ -56,6 +56,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false
   private clientGone = false
   private held = false
+  private draining = false
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
@@ -69,7 +70,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly hold: HoldDecision | undefined,
     private readonly done: (outcome: ExchangeOutcome) => void,
   ) {
-    res.once('close', this.onClose)
+    res.on('close', this.onClose)
   }
 
   onRequestStart(controller: Controller): void {
@@ -96,12 +97,18 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     this.responded = true
-    res.on('drain', this.onDrain)
     if (res.destroyed) controller.abort(new ClientAbortError())
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
-    if (!this.res.write(chunk)) controller.pause()
+    // undici can hand over an empty slice at a read boundary; written, it would cost a system call.
+    if (chunk.length === 0 || this.res.write(chunk)) return
+    controller.pause()
+    // Listened for only once the client's socket first fills up (most answers never do).
+    if (!this.draining) {
+      this.draining = true
+      this.res.on('drain', this.onDrain)
+    }
   }
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
@@ -123,7 +130,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.finished) return
     this.finished = true
     this.res.off('close', this.onClose)
-    this.res.off('drain', this.onDrain)
+    if (this.draining) this.res.off('drain', this.onDrain)
     this.done({
       status: this.status,
       error,

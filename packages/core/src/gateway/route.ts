@@ -229,6 +229,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     to: Destination,
     rest: string,
     body: Body | undefined,
+    hold?: HoldDecision,
   ): UpstreamRequest {
     let path = `${to.basePath}${config.rewritePrefix}${rest}`
     if (!path.startsWith('/')) path = `/${path}`
@@ -259,6 +260,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         config.requestId === false || requestId === undefined
           ? undefined
           : { name: config.requestId, value: requestId },
+      hold,
     }
   }
 
@@ -302,7 +304,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     body: Body,
     hold: HoldDecision | undefined,
   ): Promise<ExchangeOutcome | undefined> {
-    const request = { ...outgoing(req, up, rest, body), hold }
+    const request = outgoing(req, up, rest, body, hold)
     const host = up.state
     const started = performance.now()
     let outcome: ExchangeOutcome | undefined
