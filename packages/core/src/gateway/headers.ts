@@ -60,9 +60,11 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
   return tokens
 }
 
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
 /** An RFC 7239 value: a token as is, anything else quoted. */
 const forwardedValue = (s: string): string =>
-  /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(s) ? s : `"${s.replace(/["\\]/g, '\\$&')}"`
+  TOKEN.test(s) ? s : `"${s.includes('"') || s.includes('\\') ? s.replace(/["\\]/g, '\\$&') : s}"`
 
 /** An RFC 7239 node: IPv6 in brackets and quotes. */
 const forwardedNode = (ip: string): string => (ip.includes(':') ? `"[${ip}]"` : ip)

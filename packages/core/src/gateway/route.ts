@@ -316,8 +316,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       // The breaker counts a rejection as a failure.
       if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
     }
-    if (host.breaker === undefined) await send().catch(() => undefined)
-    else await host.breaker.fire(send).catch(() => undefined)
+    try {
+      await (host.breaker === undefined ? send() : host.breaker.fire(send))
+    } catch {
+      // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
+    }
     if (outcome === undefined) return undefined // the breaker refused: nothing was sent
     const ms = performance.now() - started
     balancer.end(host, kind, ms)
