@@ -69,16 +69,20 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
   const core = createAegis(options)
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
-  /** Admit the request; its state, or `undefined` when Aegis answered instead. */
-  const admit = async (ctx: Context): Promise<AegisRequestState | undefined> => {
-    const admitted = core.admit(ctx.req)
-    core.track(ctx.req, ctx.res)
-    const state = admitted instanceof Promise ? await admitted : admitted
+  /** Put the admitted state on the context and response; `undefined` when Aegis answered instead. */
+  const accept = (ctx: Context, state: AegisRequestState): AegisRequestState | undefined => {
     ctx.state.aegis = state
     core.applyHeaders(ctx.res, state)
     if (state.rejection === undefined) return state
     send(ctx, state.rejection)
     return undefined
+  }
+
+  /** Admit the request: synchronously, unless a shared store has to answer first. */
+  const admit = (ctx: Context): AegisRequestState | undefined | Promise<AegisRequestState | undefined> => {
+    const admitted = core.admit(ctx.req)
+    core.track(ctx.req, ctx.res)
+    return admitted instanceof Promise ? admitted.then((state) => accept(ctx, state)) : accept(ctx, admitted)
   }
 
   /** Forward through a gateway route that owns the request; `false` when none does. */
@@ -90,9 +94,8 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
     return true
   }
 
-  const middleware = async function aegis(ctx: Context, next: Next): Promise<void> {
-    if (core.stateOf(ctx.req) !== undefined) return void (await next()) // admitted once, however mounted
-    const state = await admit(ctx)
+  /** After admission: the metrics page, a gateway route, or the rest of the app. */
+  const proceed = async (ctx: Context, next: Next, state: AegisRequestState | undefined): Promise<void> => {
     if (state === undefined) return
     if (metricsPath !== undefined && ctx.path === metricsPath && ctx.method === 'GET')
       return serveMetrics(core, ctx)
@@ -111,6 +114,12 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
       const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute
       if (typeof matched === 'string') state.route = matched
     }
+  }
+
+  const middleware = function aegis(ctx: Context, next: Next): Promise<void> {
+    if (core.stateOf(ctx.req) !== undefined) return next() // admitted once, however mounted
+    const state = admit(ctx)
+    return state instanceof Promise ? state.then((s) => proceed(ctx, next, s)) : proceed(ctx, next, state)
   } as AegisKoaMiddleware
 
   return Object.assign(middleware, {
