@@ -4,6 +4,7 @@
  * admitted like any request (a denied client gets its 403 on the socket).
  */
 import { once } from 'node:events'
+import { createServer, type Server } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
 import { WebSocket } from 'undici'
 import { WebSocketServer } from 'ws'
@@ -12,6 +13,9 @@ import { gateways, type GatewayApp } from './gateway-apps.js'
 
 let upstream: WebSocketServer
 let upstreamUrl = ''
+// An upstream that answers upgrade requests like any other: 403 with a body.
+let refusing: Server
+let refusingUrl = ''
 
 beforeAll(async () => {
   upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
@@ -21,12 +25,43 @@ beforeAll(async () => {
     socket.send(`hello ${req.url} ${String(req.headers['x-forwarded-for'])}`)
     socket.on('message', (data, binary) => socket.send(data, { binary }))
   })
+  refusing = createServer((_req, res) => {
+    res.writeHead(403, {
+      'content-type': 'application/json',
+      'x-reason': 'no-ticket',
+      connection: 'close, x-secret',
+      'x-secret': 'hop',
+    })
+    res.end('{"error":"no ticket"}')
+  })
+  refusing.listen(0, '127.0.0.1')
+  await once(refusing, 'listening')
+  refusingUrl = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`
 })
 
 afterAll(async () => {
   for (const c of upstream.clients) c.terminate()
   await new Promise((r) => upstream.close(r))
+  refusing.closeAllConnections()
+  await new Promise((r) => refusing.close(r))
 })
+
+/** Send a raw WebSocket handshake to `path`; resolve with everything read until the server closes. */
+function handshake(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      ),
+    )
+    let got = ''
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')))
+    socket.on('close', () => resolve(got))
+    socket.on('error', reject)
+    socket.setTimeout(5000, () => socket.destroy(new Error('no answer within 5 s')))
+  })
+}
 
 /** Open a WebSocket, collect `n` messages after sending `send`, close. */
 async function converse(url: string, send: (string | Buffer)[], n: number): Promise<(string | Buffer)[]> {
@@ -70,6 +105,21 @@ describe.each(gateways)('WebSocket through the gateway on %s', (_name, createGat
     expect(got[0]).toBe('hello /chat?room=1 127.0.0.1')
     expect(got[1]).toBe('ping')
     expect(Buffer.compare(got[2] as Buffer, payload)).toBe(0)
+  })
+
+  it("relays an upstream's refusal of the upgrade (status, fields, body) and closes", async () => {
+    const refused = await createGateway([{ prefix: '/ws', upstreams: [refusingUrl] }], { limiter: false })
+    try {
+      const answer = await handshake(refused.port, '/ws/chat')
+      const [head = '', body] = answer.split('\r\n\r\n')
+      expect(head).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/)
+      expect(head).toMatch(/\r\nx-reason: no-ticket/i)
+      expect(head).toMatch(/\r\nconnection: close/i)
+      expect(head).not.toMatch(/x-secret/i) // named in the upstream's Connection: hop-by-hop
+      expect(body).toBe('{"error":"no ticket"}')
+    } finally {
+      await refused.close()
+    }
   })
 
   it('refuses an upgrade Aegis refuses as a request', async () => {

@@ -8,7 +8,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { setClientResponseHeaders } from './headers.js'
+import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */
 export interface ExchangeOutcome {
@@ -179,11 +179,16 @@ export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<Exch
   })
 }
 
+/** The longest answer body to a refused upgrade that is relayed (a longer one is a 502). */
+const REFUSAL_BODY_LIMIT = 64 * 1024
+
 /**
  * A WebSocket (or any `Upgrade`) request through the gateway: the upstream's
  * 101 and its header fields go to the client's socket, then bytes flow both
- * ways untouched until either side closes. Resolves with the upstream's status
- * (101) or the error that kept it from upgrading (nothing written yet).
+ * ways untouched until either side closes. An upstream that answers anything
+ * else (401, 404, 503…) has that answer relayed and the socket closed, as
+ * nginx does. Resolves with the upstream's status, or 0 and the error that
+ * kept it from answering (nothing written yet).
  */
 export function upgradeExchange(
   client: Duplex,
@@ -200,6 +205,7 @@ export function upgradeExchange(
       resolve({ status, error })
     }
     let controller: Dispatcher.DispatchController | undefined
+    let refusal: { status: number; headers: IncomingHttpHeaders; chunks: Buffer[]; bytes: number } | undefined
     const onClientClose = (): void => {
       controller?.abort(new ClientAbortError())
       settle(0, new ClientAbortError())
@@ -235,12 +241,21 @@ export function upgradeExchange(
         client.pipe(upstream)
         settle(statusCode, undefined)
       },
-      onResponseStart() {
-        // Not upgraded: undici refuses a non-101 answer to an upgrade request before we get here.
+      // Not upgraded: an ordinary answer, buffered (bounded) and relayed whole.
+      onResponseStart(_c, statusCode, headers) {
+        if (statusCode >= 200) refusal = { status: statusCode, headers, chunks: [], bytes: 0 }
       },
-      onResponseData() {},
+      onResponseData(c, chunk) {
+        if (refusal === undefined) return
+        refusal.bytes += chunk.length
+        if (refusal.bytes <= REFUSAL_BODY_LIMIT) refusal.chunks.push(chunk)
+        else c.abort(new Error(`the upstream's answer to an upgrade exceeds ${REFUSAL_BODY_LIMIT} bytes`))
+      },
       onResponseEnd() {
-        settle(0, new Error('the upstream did not upgrade'))
+        if (refusal === undefined || settled || client.destroyed)
+          return settle(0, new Error('the upstream did not upgrade'))
+        client.end(rawAnswer(refusal.status, refusal.headers, Buffer.concat(refusal.chunks)))
+        settle(refusal.status, undefined)
       },
       onResponseError(_c, err) {
         settle(0, err)

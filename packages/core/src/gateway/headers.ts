@@ -16,7 +16,7 @@
  * Towards the client: the upstream's fields minus the hop-by-hop ones.
  */
 import { randomUUID } from 'node:crypto'
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import { setParsedHeaders } from '../headers/write.js'
 
 const HOP_BY_HOP = new Set([
@@ -161,4 +161,24 @@ export function setClientResponseHeaders(
   const named = connectionTokens(headers.connection)
   const added = extra === undefined || headers[extra.name] !== undefined ? undefined : extra
   setParsedHeaders(res, headers, (name) => HOP_BY_HOP.has(name) || named?.has(name) === true, added)
+}
+
+/**
+ * A complete HTTP/1.1 answer for a raw socket, from an upstream's status,
+ * fields and (buffered) body: the upstream's fields without the hop-by-hop
+ * ones and without its framing, then `Connection: close` and the body's
+ * length. For an upgrade the upstream refused, whose socket never reaches
+ * Node's HTTP response machinery.
+ */
+export function rawAnswer(status: number, headers: IncomingHttpHeaders, body: Buffer): Buffer {
+  const named = connectionTokens(headers.connection)
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) === true || name === 'content-length')
+      continue
+    for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`
+  }
+  head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
+  return Buffer.concat([Buffer.from(head, 'latin1'), body])
 }

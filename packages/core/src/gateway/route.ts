@@ -464,18 +464,21 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       outgoing(req, up, rest, undefined),
       String(req.headers.upgrade),
     )
+    // An answer other than 101 was relayed to the client: the upstream works, unless it answered 5xx.
     const kind: Outcome =
-      status === 101
-        ? 'success'
-        : isConnectFailure(error)
-          ? 'connect-error'
-          : socket.destroyed
-            ? 'cancelled'
-            : 'error'
+      status >= 500
+        ? 'server-error'
+        : status > 0
+          ? 'success'
+          : isConnectFailure(error)
+            ? 'connect-error'
+            : socket.destroyed
+              ? 'cancelled'
+              : 'error'
     const ms = performance.now() - started
     balancer.end(host, kind, ms)
     up.series?.request(kind, ms / 1000)
-    if (status !== 101) refuse(upstreamFailure(error))
+    if (status === 0) refuse(upstreamFailure(error))
   }
 
   /** The part of `url` this route forwards, or a refusal for a path that climbs out of the prefix. */
