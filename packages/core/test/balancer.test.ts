@@ -9,6 +9,7 @@ const base: BalancerConfig = {
   outlier: {
     consecutive5xx: 5,
     consecutiveConnectErrors: 3,
+    consecutiveLocalFailures: 5,
     baseEjectionTime: 30_000,
     maxEjectionPercent: 50,
     maxEjectionTime: 300_000,
@@ -72,6 +73,25 @@ describe('balancer', () => {
     expect(ejected).toHaveLength(2) // 50% of 4
     const picks = new Set(Array.from({ length: 40 }, () => b.pick(req(), 'c')?.id))
     expect(picks).toEqual(new Set(b.hosts.filter((h) => !ejected.includes(h)).map((h) => h.id)))
+  })
+
+  it('ejects after consecutive timeouts and resets; an answer in between starts the count again', () => {
+    const b = createBalancer(hostsOf(2), base)
+    const [h0] = b.hosts
+    const fail = (outcome: 'timeout' | 'error', n: number) => {
+      for (let i = 0; i < n; i++) {
+        b.begin(h0!)
+        b.end(h0!, outcome, 1)
+      }
+    }
+    fail('timeout', 4)
+    b.begin(h0!)
+    b.end(h0!, 'success', 1)
+    fail('error', 4)
+    expect(h0!.ejectedUntil).toBe(0)
+    fail('timeout', 1) // the fifth local failure in a row
+    expect(h0!.ejectedUntil).toBeGreaterThan(performance.now())
+    expect(new Set(Array.from({ length: 10 }, () => b.pick(req(), 'c')?.id))).toEqual(new Set(['h1']))
   })
 
   it('panics below the threshold: spreads over every host rather than overload the last ones', () => {

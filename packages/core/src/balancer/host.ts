@@ -32,6 +32,7 @@ export class UpstreamHost {
   private lastEjectionEnd = 0
   private consecutive5xx = 0
   private consecutiveConnect = 0
+  private consecutiveLocal = 0
   /** Requests sent and not yet finished. */
   inflight = 0
   private ewma = EWMA_DEFAULT
@@ -100,7 +101,8 @@ export class UpstreamHost {
     outcome: Outcome,
     latencyMs: number,
     now: number,
-    outlier: { consecutive5xx: number; consecutiveConnectErrors: number } | false,
+    outlier:
+      { consecutive5xx: number; consecutiveConnectErrors: number; consecutiveLocalFailures: number } | false,
   ): boolean {
     if (outcome === 'cancelled') return false
     if (outcome === 'success' || outcome === 'server-error') {
@@ -112,14 +114,17 @@ export class UpstreamHost {
     if (outcome === 'success') {
       this.consecutive5xx = 0
       this.consecutiveConnect = 0
+      this.consecutiveLocal = 0
       return false
     }
     if (outcome === 'server-error') this.consecutive5xx++
     else if (outcome === 'connect-error') this.consecutiveConnect++
+    else this.consecutiveLocal++ // a timeout or a reset
     if (outlier === false) return false
     return (
       this.consecutive5xx >= outlier.consecutive5xx ||
-      this.consecutiveConnect >= outlier.consecutiveConnectErrors
+      this.consecutiveConnect >= outlier.consecutiveConnectErrors ||
+      this.consecutiveLocal >= outlier.consecutiveLocalFailures
     )
   }
 
@@ -137,6 +142,7 @@ export class UpstreamHost {
     this.lastEjectionEnd = now + ms
     this.consecutive5xx = 0
     this.consecutiveConnect = 0
+    this.consecutiveLocal = 0
     return ms
   }
 

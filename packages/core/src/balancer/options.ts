@@ -55,6 +55,12 @@ export const outlierSchema = section(
     consecutive5xx: z.int().min(1).max(1000).default(5),
     /** Consecutive connection failures (refused, reset, connect timeout) that eject an upstream. */
     consecutiveConnectErrors: z.int().min(1).max(1000).default(3),
+    /**
+     * Consecutive failures on an established connection — no answer within the
+     * timeouts, or the connection cut mid-answer — that eject an upstream
+     * (Envoy's local-origin failures).
+     */
+    consecutiveLocalFailures: z.int().min(1).max(1000).default(5),
     /** Milliseconds of the first ejection; the n-th lasts n times as long. */
     baseEjectionTime: z.int().min(100).max(3_600_000).default(30_000),
     /** Longest ejection, in milliseconds. */
