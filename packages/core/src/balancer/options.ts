@@ -53,7 +53,7 @@ export const outlierSchema = section(
   z.strictObject({
     /** Consecutive 5xx answers that eject an upstream. */
     consecutive5xx: z.int().min(1).max(1000).default(5),
-    /** Consecutive connection failures (refused, reset, connect timeout) that eject an upstream. */
+    /** Consecutive connection failures (refused, unreachable, connect timeout) that eject an upstream. */
     consecutiveConnectErrors: z.int().min(1).max(1000).default(3),
     /**
      * Consecutive failures on an established connection — no answer within the
