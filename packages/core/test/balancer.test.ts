@@ -117,6 +117,7 @@ describe('balancer', () => {
         volumeThreshold: 1,
         resetTimeout: 60_000,
         rollingCountTimeout: 10_000,
+        shared: false,
       },
     })
     const fail = () => Promise.reject(new Error('5xx'))

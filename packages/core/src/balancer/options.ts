@@ -81,6 +81,12 @@ export const breakerSchema = section(
     resetTimeout: z.int().min(100).max(3_600_000).default(10_000),
     /** Length of the rolling window, in milliseconds. */
     rollingCountTimeout: z.int().min(1_000).max(3_600_000).default(10_000),
+    /**
+     * Share breaker states with every instance on the same Redis store (`store`):
+     * one instance's open breaker opens the others' for that upstream, a recovery
+     * closes them.
+     */
+    shared: z.boolean().default(false),
   }),
 )
 

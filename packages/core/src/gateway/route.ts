@@ -25,6 +25,7 @@ import {
   upstreamFailure,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
+import type { BreakerBus } from './breaker-bus.js'
 import {
   exchange,
   upgradeExchange,
@@ -50,6 +51,8 @@ export interface GatewayDeps {
   countRejection(rejection: Rejection): void
   readonly metrics: Metrics | undefined
   readonly logger: Logger | undefined
+  /** Breaker states shared between instances (routes with `breaker.shared`); needs a Redis store. */
+  readonly breakers: BreakerBus | undefined
 }
 
 /** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
@@ -152,6 +155,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
+  const shared = config.breaker !== false && config.breaker.shared ? deps.breakers : undefined
+  let applyingShared = false
   /** A state change of an upstream: logged, and emitted on `events`. */
   const report = (
     event: 'breaker' | 'health' | 'ejected',
@@ -175,6 +180,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (series !== undefined)
           series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
         report('breaker', host, { state }, state === 'open', `upstream breaker ${state}`)
+        if (shared !== undefined && !applyingShared && state !== 'half-open')
+          shared.publish(name, host.id, state)
       },
       health(host, healthy) {
         const series = byHost.get(host)?.series
@@ -189,6 +196,17 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
   )
   const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
+  // Another instance's breaker change, applied here without being published again.
+  for (const host of shared === undefined ? [] : balancer.hosts)
+    shared?.subscribe(name, host.id, (state) => {
+      applyingShared = true
+      try {
+        if (state === 'open') host.breaker?.open()
+        else host.breaker?.close()
+      } finally {
+        applyingShared = false
+      }
+    })
   const byHost = new Map(upstreams.map((u) => [u.state, u]))
   const { timeouts, retry } = config
   const budget =

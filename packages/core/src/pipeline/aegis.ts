@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
-import { AegisError, ErrorCodes, WarningCodes } from '../errors.js'
+import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../errors.js'
 import { securityHeaders } from '../headers/index.js'
 import { createHeaderWriter } from '../headers/write.js'
 import {
@@ -15,6 +15,7 @@ import {
 import { createLimiter, type Limiter, type LimitResult } from '../limiter/index.js'
 import { parseOptions, parseSection, type AegisConfig, type AegisOptions } from '../options/index.js'
 import {
+  createBreakerBus,
   createGateway,
   createProxyRoute,
   proxyRouteSchema,
@@ -22,6 +23,7 @@ import {
   type Gateway,
   type GatewayDeps,
   type ProxyRoute,
+  type ProxyRouteConfig,
   type ProxyRouteOptions,
 } from '../gateway/index.js'
 import { connectStore, type RedisConnection } from '../store/index.js'
@@ -138,6 +140,15 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   )
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
+  /** `breaker.shared` needs a store to share through: refused at startup, before connecting anywhere. */
+  const requireStoreFor = (route: ProxyRouteConfig, path: string): void => {
+    const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
+    if (!storeConfigured && route.breaker !== false && route.breaker.shared)
+      throw new AegisConfigError([
+        { path, message: 'sharing breaker states needs a shared store: set the store option (Redis)' },
+      ])
+  }
+  config.proxy.forEach((route, i) => requireStoreFor(route, `proxy.${i}.breaker.shared`))
   const store = connectStore(config.store, config.logger, {
     onError: (reason) => metrics?.storeError(reason),
     onStateChange: (up) => metrics?.storeUp(up),
@@ -161,6 +172,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     logger: config.logger,
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
+    breakers: store === undefined ? undefined : createBreakerBus(store, config.logger),
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
   const extraRoutes: ProxyRoute[] = []
@@ -428,7 +440,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     gateway,
     proxy(options, { upgrades = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'proxy() after close()')
-      const route = createProxyRoute(parseSection(proxyRouteSchema, options, ['proxy']), gatewayDeps)
+      const routeConfig = parseSection(proxyRouteSchema, options, ['proxy'])
+      requireStoreFor(routeConfig, 'proxy.breaker.shared')
+      const route = createProxyRoute(routeConfig, gatewayDeps)
       extraRoutes.push(route)
       if (upgrades) {
         upgradeRoutes.push(route)
@@ -465,6 +479,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         attachedServers.clear()
         limiter?.close()
         await Promise.all([gateway.close(), ...extraRoutes.map((r) => r.close())])
+        await gatewayDeps.breakers?.close()
         await store?.close()
         metrics?.close()
       })()
