@@ -117,9 +117,15 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
   }
 
   const middleware = function aegis(ctx: Context, next: Next): Promise<void> {
-    if (core.stateOf(ctx.req) !== undefined) return next() // admitted once, however mounted
-    const state = admit(ctx)
-    return state instanceof Promise ? state.then((s) => proceed(ctx, next, s)) : proceed(ctx, next, state)
+    try {
+      if (core.stateOf(ctx.req) !== undefined) return next() // admitted once, however mounted
+      const state = admit(ctx)
+      return state instanceof Promise ? state.then((s) => proceed(ctx, next, s)) : proceed(ctx, next, state)
+    } catch (err) {
+      // A middleware's failure is a rejected promise with the value thrown, as from an async function.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+      return Promise.reject(err)
+    }
   } as AegisKoaMiddleware
 
   return Object.assign(middleware, {

@@ -10,7 +10,8 @@
  * message is not published again.
  */
 import { randomUUID } from 'node:crypto'
-import type { Cluster, Redis } from 'ioredis'
+import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import type { UpstreamHost } from '../balancer/index.js'
 import type { Logger } from '../options/index.js'
 import type { RedisConnection } from '../store/index.js'
 
@@ -19,8 +20,8 @@ export type SharedBreakerState = 'open' | 'closed'
 export interface BreakerBus {
   /** Tell the other instances that this upstream's breaker on `route` changed. */
   publish(route: string, upstream: string, state: SharedBreakerState): void
-  /** Apply the other instances' changes for this upstream on `route`. */
-  subscribe(route: string, upstream: string, apply: (state: SharedBreakerState) => void): void
+  /** Apply the other instances' changes for this upstream on `route`; returns the unsubscribe. */
+  subscribe(route: string, upstream: string, apply: (state: SharedBreakerState) => void): () => void
   close(): Promise<void>
 }
 
@@ -45,7 +46,8 @@ const keyOf = (route: string, upstream: string): string => `${route}\n${upstream
 export function createBreakerBus(conn: RedisConnection, logger: Logger | undefined): BreakerBus {
   const id = randomUUID()
   const channel = `${conn.prefix}breaker`
-  const handlers = new Map<string, (state: SharedBreakerState) => void>()
+  // Routes may share a name (it defaults to the prefix): every one of them applies the change.
+  const handlers = new Map<string, Set<(state: SharedBreakerState) => void>>()
   let subscriber: Redis | Cluster | undefined
 
   const onMessage = (from: string, text: string): void => {
@@ -58,7 +60,40 @@ export function createBreakerBus(conn: RedisConnection, logger: Logger | undefin
     }
     if (m.from === id || typeof m.route !== 'string' || typeof m.upstream !== 'string') return
     if (m.state !== 'open' && m.state !== 'closed') return
-    handlers.get(keyOf(m.route, m.upstream))?.(m.state)
+    const state = m.state
+    for (const apply of handlers.get(keyOf(m.route, m.upstream)) ?? []) apply(state)
+  }
+
+  /**
+   * The subscriber: unlike the request path's connection it may wait for Redis
+   * (no command timeout, no retry limit), and it subscribes on every `ready`
+   * until that succeeds once; ioredis then subscribes again after reconnects.
+   */
+  const listen = (): Redis | Cluster => {
+    // `commandTimeout: undefined` removes the store's timeout from the copied options.
+    const waiting = {
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+      commandTimeout: undefined,
+    } as unknown as Partial<RedisOptions>
+    const s = conn.isCluster
+      ? (conn.client as Cluster).duplicate([], {
+          enableOfflineQueue: true,
+          redisOptions: { ...(conn.client as Cluster).options.redisOptions, ...waiting },
+        } as unknown as Parameters<Cluster['duplicate']>[1])
+      : (conn.client as Redis).duplicate(waiting)
+    let subscribed = false
+    const subscribe = (): void => {
+      if (subscribed) return
+      s.subscribe(channel).then(
+        () => (subscribed = true),
+        (err: unknown) => logger?.warn({ err }, 'breaker states not shared yet: subscribing failed'),
+      )
+    }
+    s.on('message', onMessage)
+    s.on('ready', subscribe)
+    s.on('error', () => undefined) // the store's own connection reports outages
+    return s
   }
 
   return {
@@ -70,23 +105,78 @@ export function createBreakerBus(conn: RedisConnection, logger: Logger | undefin
       })
     },
     subscribe(route, upstream, apply) {
-      handlers.set(keyOf(route, upstream), apply)
-      if (subscriber !== undefined) return
-      // Queue the SUBSCRIBE until connected (the request path's connection never queues).
-      subscriber = conn.isCluster
-        ? (conn.client as Cluster).duplicate([], { enableOfflineQueue: true })
-        : (conn.client as Redis).duplicate({ enableOfflineQueue: true })
-      subscriber.on('message', onMessage)
-      subscriber.on('error', () => undefined) // the store's own connection reports outages
-      subscriber.subscribe(channel).catch((err: unknown) => {
-        logger?.warn({ err }, 'breaker states will not be shared: subscribing failed')
-      })
+      const key = keyOf(route, upstream)
+      const set = handlers.get(key) ?? new Set()
+      handlers.set(key, set.add(apply))
+      if (subscriber === undefined) subscriber = listen()
+      return () => {
+        set.delete(apply)
+        if (set.size === 0) handlers.delete(key)
+      }
     },
     async close() {
       handlers.clear()
       const s = subscriber
       subscriber = undefined
-      if (s !== undefined) await s.quit().catch(() => s.disconnect())
+      if (s === undefined) return
+      // QUIT waits for Redis: only when it is there to answer.
+      if (s.status === 'ready') await s.quit().catch(() => s.disconnect())
+      else s.disconnect()
+    },
+  }
+}
+
+/** One route's side of the bus. */
+export interface BreakerSharing {
+  /** Every breaker state change of one of the route's hosts (the balancer's event). */
+  changed(host: UpstreamHost, state: SharedBreakerState | 'half-open'): void
+  close(): void
+}
+
+/**
+ * Publish the route's breaker changes and apply the other instances'. A change
+ * applied from the bus is not published again. After another instance closed
+ * a breaker, the failures still in this instance's window would re-open it on
+ * the next one and re-open every instance with it (a fleet flapping each
+ * `resetTimeout`): such an open stays local for one window, unless it is a
+ * probe of ours that failed.
+ *
+ * @example
+ * const sharing = shareBreakers(bus, 'api', balancer.hosts, 10_000)
+ * // in the balancer's breaker event: sharing.changed(host, state)
+ */
+export function shareBreakers(
+  bus: BreakerBus,
+  route: string,
+  hosts: readonly UpstreamHost[],
+  windowMs: number,
+): BreakerSharing {
+  let applying = false
+  const previous = new Map<UpstreamHost, string>()
+  const closedElsewhereAt = new Map<UpstreamHost, number>()
+  const unsubscribe = hosts.map((host) =>
+    bus.subscribe(route, host.id, (state) => {
+      if (state === 'closed') closedElsewhereAt.set(host, performance.now())
+      applying = true
+      try {
+        if (state === 'open') host.breaker?.open()
+        else host.breaker?.close()
+      } finally {
+        applying = false
+      }
+    }),
+  )
+  return {
+    changed(host, state) {
+      const before = previous.get(host)
+      previous.set(host, state)
+      if (applying || state === 'half-open') return
+      const sinceClosedElsewhere = performance.now() - (closedElsewhereAt.get(host) ?? -Infinity)
+      if (state === 'open' && before !== 'half-open' && sinceClosedElsewhere < windowMs) return
+      bus.publish(route, host.id, state)
+    },
+    close() {
+      for (const u of unsubscribe) u()
     },
   }
 }

@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
+import { endSocket } from '../server/index.js'
 import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */
@@ -187,28 +188,28 @@ const REFUSAL_BODY_LIMIT = 64 * 1024
  * 101 and its header fields go to the client's socket, then bytes flow both
  * ways untouched until either side closes. An upstream that answers anything
  * else (401, 404, 503…) has that answer relayed and the socket closed, as
- * nginx does. Resolves with the upstream's status, or 0 and the error that
- * kept it from answering (nothing written yet).
+ * nginx does. Resolves with the upstream's status (0: none), whether its
+ * answer reached the client (`relayed`), and the error that kept it from it.
  */
 export function upgradeExchange(
   client: Duplex,
   head: Buffer,
   up: UpstreamRequest,
   protocol: string,
-): Promise<{ status: number; error: Error | undefined }> {
+): Promise<{ status: number; relayed: boolean; error: Error | undefined }> {
   return new Promise((resolve) => {
     let settled = false
-    const settle = (status: number, error: Error | undefined): void => {
+    const settle = (status: number, relayed: boolean, error: Error | undefined): void => {
       if (settled) return
       settled = true
       client.off('close', onClientClose)
-      resolve({ status, error })
+      resolve({ status, relayed, error })
     }
     let controller: Dispatcher.DispatchController | undefined
     let refusal: { status: number; headers: IncomingHttpHeaders; chunks: Buffer[]; bytes: number } | undefined
     const onClientClose = (): void => {
       controller?.abort(new ClientAbortError())
-      settle(0, new ClientAbortError())
+      settle(0, false, new ClientAbortError())
     }
     client.once('close', onClientClose)
     const handler: Dispatcher.DispatchHandler = {
@@ -219,7 +220,7 @@ export function upgradeExchange(
       onRequestUpgrade(_c, statusCode, headers, upstream) {
         if (settled || client.destroyed) {
           upstream.destroy()
-          settle(0, new ClientAbortError())
+          settle(0, false, new ClientAbortError())
           return
         }
         let response = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
@@ -239,7 +240,7 @@ export function upgradeExchange(
         upstream.on('close', end)
         upstream.pipe(client)
         client.pipe(upstream)
-        settle(statusCode, undefined)
+        settle(statusCode, true, undefined)
       },
       // Not upgraded: an ordinary answer, buffered (bounded) and relayed whole.
       onResponseStart(_c, statusCode, headers) {
@@ -253,18 +254,21 @@ export function upgradeExchange(
       },
       onResponseEnd() {
         if (refusal === undefined || settled || client.destroyed)
-          return settle(0, new Error('the upstream did not upgrade'))
-        client.end(rawAnswer(refusal.status, refusal.headers, Buffer.concat(refusal.chunks)))
-        settle(refusal.status, undefined)
+          return settle(refusal?.status ?? 0, false, new Error('the upstream did not upgrade'))
+        endSocket(
+          client,
+          rawAnswer(refusal.status, refusal.headers, Buffer.concat(refusal.chunks), up.requestId),
+        )
+        settle(refusal.status, true, undefined)
       },
       onResponseError(_c, err) {
-        settle(0, err)
+        settle(refusal?.status ?? 0, false, err)
       },
     }
     try {
       up.dispatcher.dispatch({ ...dispatchOptions(up), body: null, upgrade: protocol }, handler)
     } catch (err) {
-      settle(0, err as Error)
+      settle(0, false, err as Error)
     }
   })
 }

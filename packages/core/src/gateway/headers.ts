@@ -166,11 +166,16 @@ export function setClientResponseHeaders(
 /**
  * A complete HTTP/1.1 answer for a raw socket, from an upstream's status,
  * fields and (buffered) body: the upstream's fields without the hop-by-hop
- * ones and without its framing, then `Connection: close` and the body's
- * length. For an upgrade the upstream refused, whose socket never reaches
- * Node's HTTP response machinery.
+ * ones and without its framing, `extra` (the request id) unless the upstream
+ * set it, then `Connection: close` and the body's length. For an upgrade the
+ * upstream refused, whose socket never reaches Node's HTTP response machinery.
  */
-export function rawAnswer(status: number, headers: IncomingHttpHeaders, body: Buffer): Buffer {
+export function rawAnswer(
+  status: number,
+  headers: IncomingHttpHeaders,
+  body: Buffer,
+  extra: { name: string; value: string } | undefined,
+): Buffer {
   const named = connectionTokens(headers.connection)
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
   for (const name in headers) {
@@ -179,6 +184,11 @@ export function rawAnswer(status: number, headers: IncomingHttpHeaders, body: Bu
       continue
     for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`
   }
-  head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
-  return Buffer.concat([Buffer.from(head, 'latin1'), body])
+  if (extra !== undefined && headers[extra.name] === undefined) head += `${extra.name}: ${extra.value}\r\n`
+  // 204 and 304 carry no body, and no Content-Length either (RFC 9110 §8.6).
+  const bodyless = status === 204 || status === 304
+  head += bodyless
+    ? 'connection: close\r\n\r\n'
+    : `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
+  return bodyless ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), body])
 }

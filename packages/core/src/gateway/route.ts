@@ -25,7 +25,7 @@ import {
   upstreamFailure,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
-import type { BreakerBus } from './breaker-bus.js'
+import { shareBreakers, type BreakerBus } from './breaker-bus.js'
 import {
   exchange,
   upgradeExchange,
@@ -132,12 +132,17 @@ export interface ProxyRoute {
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
-/** How the balancer and the breaker count an exchange. */
-function classify(o: ExchangeOutcome): Outcome {
+/**
+ * How the balancer and the breaker count an exchange. A timeout or a reset while
+ * the client had not sent its whole request yet (a stalled upload) says nothing
+ * about the upstream: it counts for nothing.
+ */
+function classify(o: ExchangeOutcome, requestComplete: boolean): Outcome {
   if (o.clientAborted) return 'cancelled'
   if (o.held || (o.responded && o.status >= 500)) return 'server-error'
   if (o.error === undefined) return 'success'
   if (isConnectFailure(o.error)) return 'connect-error'
+  if (!requestComplete) return 'cancelled'
   const code = (o.error as { code?: unknown }).code
   return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
 }
@@ -155,8 +160,6 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
-  const shared = config.breaker !== false && config.breaker.shared ? deps.breakers : undefined
-  let applyingShared = false
   /** A state change of an upstream: logged, and emitted on `events`. */
   const report = (
     event: 'breaker' | 'health' | 'ejected',
@@ -180,8 +183,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (series !== undefined)
           series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
         report('breaker', host, { state }, state === 'open', `upstream breaker ${state}`)
-        if (shared !== undefined && !applyingShared && state !== 'half-open')
-          shared.publish(name, host.id, state)
+        sharing?.changed(host, state)
       },
       health(host, healthy) {
         const series = byHost.get(host)?.series
@@ -196,17 +198,10 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
   )
   const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
-  // Another instance's breaker change, applied here without being published again.
-  for (const host of shared === undefined ? [] : balancer.hosts)
-    shared?.subscribe(name, host.id, (state) => {
-      applyingShared = true
-      try {
-        if (state === 'open') host.breaker?.open()
-        else host.breaker?.close()
-      } finally {
-        applyingShared = false
-      }
-    })
+  const sharing =
+    config.breaker !== false && config.breaker.shared && deps.breakers !== undefined
+      ? shareBreakers(deps.breakers, name, balancer.hosts, config.breaker.rollingCountTimeout)
+      : undefined
   const byHost = new Map(upstreams.map((u) => [u.state, u]))
   const { timeouts, retry } = config
   const budget =
@@ -330,7 +325,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const send = async (): Promise<void> => {
       balancer.begin(host)
       outcome = await exchange(res, request)
-      kind = classify(outcome)
+      kind = classify(outcome, req.complete)
       // The breaker counts a rejection as a failure.
       if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
     }
@@ -476,13 +471,13 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const up = byHost.get(host) as Upstream
     const started = performance.now()
     balancer.begin(host)
-    const { status, error } = await upgradeExchange(
+    const { status, relayed, error } = await upgradeExchange(
       socket,
       head,
       outgoing(req, up, rest, undefined),
       String(req.headers.upgrade),
     )
-    // An answer other than 101 was relayed to the client: the upstream works, unless it answered 5xx.
+    // An upstream that answered works, unless it answered 5xx (relayed or not: a body too long to relay is a 502).
     const kind: Outcome =
       status >= 500
         ? 'server-error'
@@ -496,7 +491,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const ms = performance.now() - started
     balancer.end(host, kind, ms)
     up.series?.request(kind, ms / 1000)
-    if (status === 0) refuse(upstreamFailure(error))
+    if (!relayed) refuse(upstreamFailure(error))
   }
 
   /** The part of `url` this route forwards, or a refusal for a path that climbs out of the prefix. */
@@ -534,6 +529,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
     },
     async close() {
+      sharing?.close()
       balancer.close()
       await Promise.all([...upstreams.map((u) => u.pool.close()), targets?.close()])
     },

@@ -114,5 +114,21 @@ export function writeSocketRejection(socket: Duplex, r: Rejection, extra: Header
   for (const [k, v] of extra) head += `${k}: ${v}\r\n`
   for (const [k, v] of Object.entries(r.headers)) if (k !== 'connection') head += `${k}: ${v}\r\n`
   head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
-  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]))
+  endSocket(socket, Buffer.concat([Buffer.from(head, 'latin1'), body]))
+}
+
+/** How long a socket given its last answer may wait for the client to close its side. */
+const LINGER_MS = 5_000
+
+/**
+ * Write a last answer and close our side; destroy the socket if the client keeps
+ * its side open (HTTP servers allow half-open sockets, and a socket taken from
+ * Node's HTTP machinery has no timeout left).
+ */
+export function endSocket(socket: Duplex, data: Buffer): void {
+  socket.end(data)
+  if (socket.destroyed) return
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
 }
