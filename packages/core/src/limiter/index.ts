@@ -1,6 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { LRUCache } from 'lru-cache'
-import { inRanges, parseAddress, parseRanges } from '../client/index.js'
+import { parseAddress } from '../client/index.js'
 import { AegisConfigError, WarningCodes } from '../errors.js'
 import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
@@ -20,6 +19,7 @@ import {
   type PolicyInfo,
 } from './answers.js'
 import { FixedWindow } from './fixed-window.js'
+import { createExemptions, createListing, type Listing } from './lists.js'
 import { MemoryBuckets, newVerdict, type Rate, type Verdict } from './gcra.js'
 import type { CostFunction, KeyFunction, LimiterConfig, PolicyConfig } from './options.js'
 import { bucketKey, createRedisGcra } from './redis-gcra.js'
@@ -187,35 +187,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const routes = createRouteMatcher(routeEntries)
   const onlyGlobal: readonly Policy[] = [global]
 
-  // Exemptions match the raw path exactly (a loose match here would be a bypass).
-  const exemptExact = new Set<string>()
-  const exemptPrefixes: string[] = []
-  for (const spec of [...config.exempt, ...deps.exemptPaths]) {
-    if (spec.endsWith('/*')) exemptPrefixes.push(spec.slice(0, -1))
-    else exemptExact.add(spec)
-  }
-  const isExempt = (url: string): boolean => {
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
-    if (exemptExact.has(path)) return true
-    for (const p of exemptPrefixes) if (path.startsWith(p)) return true
-    return false
-  }
-
-  const allowRanges = parseRanges(config.allow)
-  const denyRanges = parseRanges(config.deny)
-  const listed = new LRUCache<string, 0 | 1 | 2>({ max: 10_000 })
-  /** 0: neither, 1: allowed, 2: denied. */
-  const listing = (ip: string): 0 | 1 | 2 => {
-    let v = listed.get(ip)
-    if (v === undefined) {
-      const addr = parseAddress(ip)
-      v = addr === undefined ? 0 : inRanges(addr, denyRanges) ? 2 : inRanges(addr, allowRanges) ? 1 : 0
-      listed.set(ip, v)
-    }
-    return v
-  }
-  const hasLists = allowRanges.length + denyRanges.length > 0
+  const isExempt = createExemptions([...config.exempt, ...deps.exemptPaths])
+  const listing = createListing(config.allow, config.deny)
 
   // "Every request comes from one address": the app is probably behind a proxy it does not trust.
   let streakKey = ''
@@ -483,8 +456,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   ): LimitResult | Promise<LimitResult> | undefined {
     const policies = policiesOf(req)
     if (policies === onlyGlobal && isExempt(req.url ?? '/')) return undefined
-    let listed: 0 | 1 | 2 = 0
-    if (hasLists) {
+    let listed: Listing = 0
+    if (listing !== undefined) {
       listed = listing(client.ip)
       if (listed === 2) return { headers: [], rejection: clientDenied }
     }
