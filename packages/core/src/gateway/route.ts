@@ -6,10 +6,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { writeSocketRejection } from '../server/index.js'
-import { Pool, type Dispatcher } from 'undici'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
-import type { Metrics, UpstreamSeries } from '../metrics/index.js'
+import type { Metrics } from '../metrics/index.js'
 import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
@@ -38,6 +37,7 @@ import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
+import { basePathOf, classify, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
 export interface GatewayDeps {
@@ -53,50 +53,6 @@ export interface GatewayDeps {
   readonly logger: Logger | undefined
   /** Breaker states shared between instances (routes with `breaker.shared`); needs a Redis store. */
   readonly breakers: BreakerBus | undefined
-}
-
-/** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
-const basePathOf = (url: URL): string => url.pathname.replace(/\/+$/, '')
-
-/** Where a request goes: a keep-alive pool, and the URL parts a request to it is built from. */
-interface Destination {
-  readonly pool: Dispatcher
-  readonly origin: string
-  /** The URL's path without its trailing slash (`''` for `/`). */
-  readonly basePath: string
-  readonly host: string
-}
-
-/** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
-class Upstream implements Destination {
-  readonly origin: string
-  /** The URL's path without its trailing slash (`''` for `/`). */
-  readonly basePath: string
-  readonly host: string
-  readonly pool: Pool
-  /** Metrics of this upstream (a no-op without metrics). */
-  readonly series: UpstreamSeries | undefined
-
-  constructor(
-    readonly url: URL,
-    readonly state: UpstreamHost,
-    route: ProxyRouteConfig,
-    metrics: Metrics | undefined,
-  ) {
-    this.origin = url.origin
-    this.basePath = basePathOf(url)
-    this.host = url.host
-    this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
-    this.pool = new Pool(url.origin, {
-      connections: route.connections,
-      keepAliveTimeout: route.keepAlive,
-      pipelining: 1,
-      connect: {
-        timeout: route.timeouts.connect,
-        ...(url.protocol === 'https:' && route.tls !== undefined ? route.tls : {}),
-      },
-    })
-  }
 }
 
 /** A state change of an upstream, as `route.events` emits it. */
@@ -128,23 +84,6 @@ export interface ProxyRoute {
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
   setChaos(chaos: ChaosOptions): void
   close(): Promise<void>
-}
-
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
-
-/**
- * How the balancer and the breaker count an exchange. A timeout or a reset while
- * the client had not sent its whole request yet (a stalled upload) says nothing
- * about the upstream: it counts for nothing.
- */
-function classify(o: ExchangeOutcome, requestComplete: boolean): Outcome {
-  if (o.clientAborted) return 'cancelled'
-  if (o.held || (o.responded && o.status >= 500)) return 'server-error'
-  if (o.error === undefined) return 'success'
-  if (isConnectFailure(o.error)) return 'connect-error'
-  if (!requestComplete) return 'cancelled'
-  const code = (o.error as { code?: unknown }).code
-  return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref())

@@ -1,0 +1,72 @@
+/**
+ * The upstreams of a route: where a request goes (a keep-alive undici pool and
+ * the URL parts a request is built from), and how an exchange with one counts
+ * for the balancer and its breaker.
+ */
+import { Pool, type Dispatcher } from 'undici'
+import type { Outcome, UpstreamHost } from '../balancer/index.js'
+import type { Metrics, UpstreamSeries } from '../metrics/index.js'
+import { isConnectFailure } from './answers.js'
+import type { ExchangeOutcome } from './forward.js'
+import type { ProxyRouteConfig } from './options.js'
+
+/** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
+export const basePathOf = (url: URL): string => url.pathname.replace(/\/+$/, '')
+
+/** Where a request goes: a keep-alive pool, and the URL parts a request to it is built from. */
+export interface Destination {
+  readonly pool: Dispatcher
+  readonly origin: string
+  /** The URL's path without its trailing slash (`''` for `/`). */
+  readonly basePath: string
+  readonly host: string
+}
+
+/** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
+export class Upstream implements Destination {
+  readonly origin: string
+  /** The URL's path without its trailing slash (`''` for `/`). */
+  readonly basePath: string
+  readonly host: string
+  readonly pool: Pool
+  /** Metrics of this upstream (a no-op without metrics). */
+  readonly series: UpstreamSeries | undefined
+
+  constructor(
+    readonly url: URL,
+    readonly state: UpstreamHost,
+    route: ProxyRouteConfig,
+    metrics: Metrics | undefined,
+  ) {
+    this.origin = url.origin
+    this.basePath = basePathOf(url)
+    this.host = url.host
+    this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
+    this.pool = new Pool(url.origin, {
+      connections: route.connections,
+      keepAliveTimeout: route.keepAlive,
+      pipelining: 1,
+      connect: {
+        timeout: route.timeouts.connect,
+        ...(url.protocol === 'https:' && route.tls !== undefined ? route.tls : {}),
+      },
+    })
+  }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/**
+ * How the balancer and the breaker count an exchange. A timeout or a reset while
+ * the client had not sent its whole request yet (a stalled upload) says nothing
+ * about the upstream: it counts for nothing.
+ */
+export function classify(o: ExchangeOutcome, requestComplete: boolean): Outcome {
+  if (o.clientAborted) return 'cancelled'
+  if (o.held || (o.responded && o.status >= 500)) return 'server-error'
+  if (o.error === undefined) return 'success'
+  if (isConnectFailure(o.error)) return 'connect-error'
+  if (!requestComplete) return 'cancelled'
+  const code = (o.error as { code?: unknown }).code
+  return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
+}
