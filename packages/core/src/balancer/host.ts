@@ -112,9 +112,7 @@ export class UpstreamHost {
       this.ewmaAt = now
     }
     if (outcome === 'success') {
-      this.consecutive5xx = 0
-      this.consecutiveConnect = 0
-      this.consecutiveLocal = 0
+      this.resetCounts()
       return false
     }
     if (outcome === 'server-error') this.consecutive5xx++
@@ -140,10 +138,14 @@ export class UpstreamHost {
     const ms = Math.min(max, base * this.ejections)
     this.ejectedUntil = now + ms
     this.lastEjectionEnd = now + ms
+    this.resetCounts()
+    return ms
+  }
+
+  private resetCounts(): void {
     this.consecutive5xx = 0
     this.consecutiveConnect = 0
     this.consecutiveLocal = 0
-    return ms
   }
 
   /** An ejection ran out: back in rotation, with slow start. */

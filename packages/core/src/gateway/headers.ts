@@ -16,8 +16,9 @@
  * Towards the client: the upstream's fields minus the hop-by-hop ones.
  */
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { setParsedHeaders } from '../headers/write.js'
+import { rawResponse } from '../server/index.js'
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -158,9 +159,14 @@ export function setClientResponseHeaders(
   headers: IncomingHttpHeaders,
   extra: { name: string; value: string } | undefined,
 ): void {
-  const named = connectionTokens(headers.connection)
   const added = extra === undefined || headers[extra.name] !== undefined ? undefined : extra
-  setParsedHeaders(res, headers, (name) => HOP_BY_HOP.has(name) || named?.has(name) === true, added)
+  setParsedHeaders(res, headers, hopByHop(headers), added)
+}
+
+/** Whether a response field is hop-by-hop: always, or because its `Connection` names it. */
+function hopByHop(headers: IncomingHttpHeaders): (name: string) => boolean {
+  const named = connectionTokens(headers.connection)
+  return (name) => HOP_BY_HOP.has(name) || named?.has(name) === true
 }
 
 /**
@@ -176,19 +182,13 @@ export function rawAnswer(
   body: Buffer,
   extra: { name: string; value: string } | undefined,
 ): Buffer {
-  const named = connectionTokens(headers.connection)
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
+  const skip = hopByHop(headers)
+  let fields = ''
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) === true || name === 'content-length')
-      continue
-    for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`
+    if (value === undefined || skip(name) || name === 'content-length') continue
+    for (const v of Array.isArray(value) ? value : [value]) fields += `${name}: ${v}\r\n`
   }
-  if (extra !== undefined && headers[extra.name] === undefined) head += `${extra.name}: ${extra.value}\r\n`
-  // 204 and 304 carry no body, and no Content-Length either (RFC 9110 §8.6).
-  const bodyless = status === 204 || status === 304
-  head += bodyless
-    ? 'connection: close\r\n\r\n'
-    : `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
-  return bodyless ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), body])
+  if (extra !== undefined && headers[extra.name] === undefined) fields += `${extra.name}: ${extra.value}\r\n`
+  return rawResponse(status, fields, body)
 }

@@ -37,7 +37,7 @@ import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
-import { basePathOf, classify, Upstream, type Destination } from './upstream.js'
+import { basePathOf, classify, destinationOf, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
 export interface GatewayDeps {
@@ -225,18 +225,16 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     target: string | URL,
   ): Promise<void> {
     const guard = targets as NonNullable<typeof targets>
+    // Refused on its URL, or on the address it resolved to when connecting.
+    const refuse = (err: TargetRefusedError): void => {
+      deps.logger?.warn({ route: name, reason: err.message }, 'run-time target refused')
+      answer(req, res, targetRefused)
+    }
     const url = guard.check(target)
-    if (url instanceof TargetRefusedError) {
-      deps.logger?.warn({ route: name, reason: url.message }, 'run-time target refused')
-      return answer(req, res, targetRefused)
-    }
-    const to = { pool: guard.poolFor(url), origin: url.origin, basePath: basePathOf(url), host: url.host }
-    const outcome = await exchange(res, outgoing(req, to, rest, body))
+    if (url instanceof TargetRefusedError) return refuse(url)
+    const outcome = await exchange(res, outgoing(req, destinationOf(url, guard.poolFor(url)), rest, body))
     if (outcome.responded || outcome.clientAborted) return
-    if (outcome.error instanceof TargetRefusedError) {
-      deps.logger?.warn({ route: name, reason: outcome.error?.message }, 'run-time target refused')
-      return answer(req, res, targetRefused)
-    }
+    if (outcome.error instanceof TargetRefusedError) return refuse(outcome.error)
     answer(req, res, upstreamFailure(outcome.error))
   }
 
@@ -323,6 +321,16 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     let outstanding = 0 // slots taken and not given back
     let refusals = 0
     let last: ExchangeOutcome | undefined
+    /** A budget slot for the next attempt, if the budget has one left. */
+    const takeSlot = (): boolean => {
+      if (!budget?.tryAcquire()) {
+        if (exhausted !== undefined) exhausted.value++
+        return false
+      }
+      outstanding++
+      nextSlot = true
+      return true
+    }
     if (budget !== undefined) budget.active++
     try {
       for (;;) {
@@ -348,14 +356,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
                 if (!retryStatuses.has(status)) return false
                 const after = retryAfterMs(headers['retry-after'])
                 waitMs = Math.max(after ?? 0, backoffMs(retries + 1, retry.backoff.base, retry.backoff.max))
-                if (performance.now() + waitMs > deadline) return false
-                if (!budget?.tryAcquire()) {
-                  if (exhausted !== undefined) exhausted.value++
-                  return false
-                }
-                outstanding++
-                nextSlot = true
-                return true
+                return performance.now() + waitMs <= deadline && takeSlot()
               }
             : undefined
         const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
@@ -379,13 +380,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             performance.now() < deadline &&
             ((isConnectFailure(outcome.error) && (replayable || !req.readableDidRead)) ||
               (isReset(outcome.error) && replayable))
-          if (!again) return answer(req, res, upstreamFailure(outcome.error))
-          if (!budget?.tryAcquire()) {
-            if (exhausted !== undefined) exhausted.value++
-            return answer(req, res, upstreamFailure(outcome.error))
-          }
-          outstanding++
-          nextSlot = true
+          if (!again || !takeSlot()) return answer(req, res, upstreamFailure(outcome.error))
           waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
         }
         slot = nextSlot

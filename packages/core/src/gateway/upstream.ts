@@ -22,6 +22,14 @@ export interface Destination {
   readonly host: string
 }
 
+/** The destination parts of `url`, for requests through `pool`. */
+export const destinationOf = (url: URL, pool: Dispatcher): Destination => ({
+  pool,
+  origin: url.origin,
+  basePath: basePathOf(url),
+  host: url.host,
+})
+
 /** One upstream of a route: its pool, where requests go, and the balancer's view of it. */
 export class Upstream implements Destination {
   readonly origin: string

@@ -141,8 +141,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
   /** `breaker.shared` needs a store to share through: refused at startup, before connecting anywhere. */
+  const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
   const requireStoreFor = (route: ProxyRouteConfig, path: string): void => {
-    const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
     if (!storeConfigured && route.breaker !== false && route.breaker.shared)
       throw new AegisConfigError([
         { path, message: 'sharing breaker states needs a shared store: set the store option (Redis)' },
@@ -225,8 +225,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const closeHeader: HeaderList = [['connection', 'close']]
 
   const servers = new Set<HttpServer>()
-  const attached = new WeakSet<HttpServer>()
-  // Attached servers, for routes added later that take upgrades.
+  // Attached servers (once each), for routes added later that take upgrades.
   const attachedServers = new Set<HttpServer>()
   const refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
     const r = validator?.methodRejection
@@ -456,9 +455,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     },
     attach(server, { drain = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
-      if (attached.has(server)) return
+      if (attachedServers.has(server)) return
       assertStrictParser(server)
-      attached.add(server)
       attachedServers.add(server)
       if (drain) servers.add(server)
       checkedServers.add(server)

@@ -109,12 +109,21 @@ export function createClientErrorHandler(
 
 /** Write a rejection straight onto a socket that no ServerResponse owns, and close it. */
 export function writeSocketRejection(socket: Duplex, r: Rejection, extra: HeaderList = []): void {
-  const body = Buffer.from(r.body)
-  let head = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n`
-  for (const [k, v] of extra) head += `${k}: ${v}\r\n`
-  for (const [k, v] of Object.entries(r.headers)) if (k !== 'connection') head += `${k}: ${v}\r\n`
-  head += `connection: close\r\ncontent-length: ${body.length}\r\n\r\n`
-  endSocket(socket, Buffer.concat([Buffer.from(head, 'latin1'), body]))
+  let fields = ''
+  for (const [k, v] of extra) fields += `${k}: ${v}\r\n`
+  for (const [k, v] of Object.entries(r.headers)) if (k !== 'connection') fields += `${k}: ${v}\r\n`
+  endSocket(socket, rawResponse(r.status, fields, Buffer.from(r.body)))
+}
+
+/**
+ * A complete HTTP/1.1 answer for a socket no ServerResponse owns: the status
+ * line, `fields` (`name: value\r\n` lines), `Connection: close`, and the body
+ * with its length (neither for 204 and 304, RFC 9110 §8.6).
+ */
+export function rawResponse(status: number, fields: string, body: Buffer): Buffer {
+  const head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fields}connection: close\r\n`
+  if (status === 204 || status === 304) return Buffer.from(`${head}\r\n`, 'latin1')
+  return Buffer.concat([Buffer.from(`${head}content-length: ${body.length}\r\n\r\n`, 'latin1'), body])
 }
 
 /** How long a socket given its last answer may wait for the client to close its side. */
