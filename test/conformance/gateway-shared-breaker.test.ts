@@ -8,8 +8,8 @@
 import { once } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import type { ProxyRouteOptions } from '@aegis/core'
-import { Redis } from 'ioredis'
-import { afterEach, describe, expect, inject, it } from 'vitest'
+import { afterEach, describe, expect, inject, it, vi } from 'vitest'
+import { waitForSubscribers } from '../helpers/redis.js'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
 import { expressGateway, fastifyGateway, type GatewayApp } from './gateway-apps.js'
 
@@ -33,10 +33,9 @@ const route = (url: string, resetTimeout: number): ProxyRouteOptions => ({
 
 /** The next state a route's breaker reports, within 2 s. */
 const nextBreakerState = async (app: GatewayApp): Promise<string> => {
-  const [event] = (await Promise.race([
-    once(app.routes[0]!.events, 'breaker'),
-    new Promise((_, reject) => setTimeout(() => reject(new Error('no breaker event within 2 s')), 2000)),
-  ])) as [{ state: string }]
+  const [event] = (await once(app.routes[0]!.events, 'breaker', { signal: AbortSignal.timeout(2000) })) as [
+    { state: string },
+  ]
   return event.state
 }
 
@@ -54,16 +53,8 @@ describe('breaker states shared through Redis', () => {
     const b = await expressGateway([route(upstream.url, 60_000)], { limiter: false, store })
     apps.push(b)
     // Both instances listen before anything happens.
-    const redis = new Redis(inject('redisUrl'))
-    try {
-      for (let i = 0; i < 100; i++) {
-        const [, listeners] = (await redis.pubsub('NUMSUB', `${store.prefix}breaker`)) as [string, number]
-        if (listeners === 2) break
-        await new Promise((r) => setTimeout(r, 20))
-      }
-    } finally {
-      redis.disconnect()
-    }
+    await vi.waitFor(() => expect(a.core.store?.up).toBe(true), { timeout: 2000 })
+    await waitForSubscribers(a.core.store!.client, `${store.prefix}breaker`, 2)
 
     const bOpened = nextBreakerState(b)
     for (let i = 0; i < 4; i++) expect((await fetch(`${a.url}/api/x`)).status).toBe(500)

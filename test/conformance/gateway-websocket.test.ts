@@ -4,18 +4,18 @@
  * admitted like any request (a denied client gets its 403 on the socket).
  */
 import { once } from 'node:events'
-import { createServer, type Server } from 'node:http'
-import { connect, type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { WebSocket } from 'undici'
 import { WebSocketServer } from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { rawRequest } from '../helpers/raw-http.js'
+import { startUpstream, type Upstream } from '../helpers/upstream.js'
 import { gateways, type GatewayApp } from './gateway-apps.js'
 
 let upstream: WebSocketServer
 let upstreamUrl = ''
 // An upstream that answers upgrade requests like any other: 403 with a body.
-let refusing: Server
-let refusingUrl = ''
+let refusing: Upstream
 
 beforeAll(async () => {
   upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
@@ -25,7 +25,7 @@ beforeAll(async () => {
     socket.send(`hello ${req.url} ${String(req.headers['x-forwarded-for'])}`)
     socket.on('message', (data, binary) => socket.send(data, { binary }))
   })
-  refusing = createServer((_req, res) => {
+  refusing = await startUpstream('refusing', (_req, res) => {
     res.writeHead(403, {
       'content-type': 'application/json',
       'x-reason': 'no-ticket',
@@ -34,34 +34,24 @@ beforeAll(async () => {
     })
     res.end('{"error":"no ticket"}')
   })
-  refusing.listen(0, '127.0.0.1')
-  await once(refusing, 'listening')
-  refusingUrl = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`
 })
 
 afterAll(async () => {
   for (const c of upstream.clients) c.terminate()
   await new Promise((r) => upstream.close(r))
-  refusing.closeAllConnections()
-  await new Promise((r) => refusing.close(r))
+  await refusing.close()
 })
 
 /** Send a raw WebSocket handshake to `path`; resolve with everything read until the server closes. */
-function handshake(port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () =>
-      socket.write(
-        `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
-      ),
+const handshake = async (port: number, path: string): Promise<string> =>
+  (
+    await rawRequest(
+      port,
+      `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      { waitForClose: true, timeoutMs: 5000 },
     )
-    let got = ''
-    socket.on('data', (d: Buffer) => (got += d.toString('latin1')))
-    socket.on('close', () => resolve(got))
-    socket.on('error', reject)
-    socket.setTimeout(5000, () => socket.destroy(new Error('no answer within 5 s')))
-  })
-}
+  ).raw
 
 /** Open a WebSocket, collect `n` messages after sending `send`, close. */
 async function converse(url: string, send: (string | Buffer)[], n: number): Promise<(string | Buffer)[]> {
@@ -108,7 +98,7 @@ describe.each(gateways)('WebSocket through the gateway on %s', (_name, createGat
   })
 
   it("relays an upstream's refusal of the upgrade (status, fields, body) and closes", async () => {
-    const refused = await createGateway([{ prefix: '/ws', upstreams: [refusingUrl] }], { limiter: false })
+    const refused = await createGateway([{ prefix: '/ws', upstreams: [refusing.url] }], { limiter: false })
     try {
       const answer = await handshake(refused.port, '/ws/chat')
       const [head = '', body] = answer.split('\r\n\r\n')
@@ -149,20 +139,10 @@ describe('servers without upgrade routes', () => {
     shield.attach(server)
     try {
       const port = (server.address() as AddressInfo).port
-      const answer = await new Promise<string>((resolve, reject) => {
-        const socket = connect(port, '127.0.0.1', () =>
-          socket.write(
-            'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
-          ),
-        )
-        let got = ''
-        socket.on('data', (d: Buffer) => {
-          got += d.toString('latin1')
-          if (got.includes('plain')) socket.end()
-        })
-        socket.on('close', () => resolve(got))
-        socket.on('error', reject)
-      })
+      const { raw: answer } = await rawRequest(
+        port,
+        'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+      )
       expect(answer).toMatch(/^HTTP\/1\.1 200/)
       expect(answer).toContain('plain')
     } finally {

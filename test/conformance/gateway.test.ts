@@ -4,6 +4,7 @@
 import { request as httpRequest, Agent, type IncomingHttpHeaders } from 'node:http'
 import { connect } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { rawRequest } from '../helpers/raw-http.js'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
 import { gateways, type GatewayApp } from './gateway-apps.js'
 
@@ -222,13 +223,7 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
       'PUT /api/put HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n' +
       chunk.repeat(8) +
       '0\r\n\r\n'
-    const status = await new Promise<string>((resolve, reject) => {
-      const socket = connect(gw.port, '127.0.0.1', () => socket.end(raw))
-      let got = ''
-      socket.on('data', (d: Buffer) => (got += d.toString('latin1')))
-      socket.on('close', () => resolve(got.slice(0, 12)))
-      socket.on('error', reject)
-    })
+    const status = (await rawRequest(gw.port, raw)).raw.slice(0, 12)
     expect(status).toBe('HTTP/1.1 413')
     await new Promise((done) => setTimeout(done, 200))
     expect(a.seen).toEqual([]) // a request the upstream read to its end would be here

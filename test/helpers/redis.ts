@@ -72,3 +72,20 @@ export async function startRedisServer(extraArgs: string[] = [], fixedPort?: num
       }),
   }
 }
+
+/** Wait until `n` connections listen on `channel` (PUBSUB NUMSUB); throws after `timeoutMs`. */
+export async function waitForSubscribers(
+  client: { pubsub(subcommand: 'NUMSUB', channel: string): Promise<unknown> },
+  channel: string,
+  n: number,
+  timeoutMs = 2000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const [, listeners] = (await client.pubsub('NUMSUB', channel)) as [string, number]
+    if (listeners >= n) return
+    if (Date.now() > end)
+      throw new Error(`${listeners} of ${n} subscribers on ${channel} after ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { afterEach, describe, expect, inject, it } from 'vitest'
+import { afterEach, describe, expect, inject, it, vi } from 'vitest'
+import { waitForSubscribers } from '../../../test/helpers/redis.js'
 import { createBalancer, type BalancerConfig, type UpstreamHost } from '../src/balancer/index.js'
 import { createBreakerBus, shareBreakers } from '../src/gateway/breaker-bus.js'
-import { rawAnswer } from '../src/gateway/headers.js'
 import { connectStore, storeSchema, type RedisConnection } from '../src/store/index.js'
 
 const config: BalancerConfig = {
@@ -25,14 +25,6 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
 })
 
-const waitFor = async (check: () => boolean, ms = 2000): Promise<void> => {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
 /** One gateway instance's view of route `api` with one upstream, sharing through a real Redis. */
 async function instance(
   prefix: string,
@@ -42,7 +34,7 @@ async function instance(
     undefined,
   ) as RedisConnection
   closers.push(() => conn.close())
-  await waitFor(() => conn.up)
+  await vi.waitFor(() => expect(conn.up).toBe(true), { timeout: 2000 })
   const bus = createBreakerBus(conn, undefined)
   closers.push(() => bus.close())
   const published: string[] = []
@@ -66,16 +58,14 @@ describe('breaker states shared through Redis', () => {
     const a = await instance(prefix)
     const b = await instance(prefix)
     // Both instances listen before anything happens.
-    const listeners = async () =>
-      ((await a.conn.client.pubsub('NUMSUB', `${prefix}breaker`)) as [string, number])[1]
-    for (let i = 0; i < 100 && (await listeners()) < 2; i++) await new Promise((r) => setTimeout(r, 20))
+    await waitForSubscribers(a.conn.client, `${prefix}breaker`, 2)
 
     a.host.breaker?.open()
-    await waitFor(() => b.host.breaker?.opened === true)
+    await vi.waitFor(() => expect(b.host.breaker?.opened).toBe(true), { timeout: 2000 })
     expect(b.published).toEqual([]) // applied, not published again
 
     a.host.breaker?.close()
-    await waitFor(() => b.host.breaker?.closed === true)
+    await vi.waitFor(() => expect(b.host.breaker?.closed).toBe(true), { timeout: 2000 })
 
     // B's window still holds old failures and re-opens at once: that stays on B.
     b.host.breaker?.open()
@@ -84,35 +74,9 @@ describe('breaker states shared through Redis', () => {
     expect(a.host.breaker?.closed).toBe(true)
 
     // B's own probe fails (half-open → open): that is news for everyone.
-    await waitFor(() => b.host.breaker?.halfOpen === true)
+    await vi.waitFor(() => expect(b.host.breaker?.halfOpen).toBe(true), { timeout: 2000 })
     b.host.breaker?.open()
     expect(b.published).toEqual(['open'])
-    await waitFor(() => a.host.breaker?.opened === true)
-  })
-})
-
-describe('rawAnswer', () => {
-  it('relays end-to-end fields, adds the request id and the framing, and no length for 204', () => {
-    const text = (b: Buffer) => b.toString('latin1')
-    const refused = text(
-      rawAnswer(
-        403,
-        {
-          'content-type': 'text/plain',
-          'content-length': '2',
-          'keep-alive': 'timeout=5',
-          'set-cookie': ['a=1', 'b=2'],
-        },
-        Buffer.from('no'),
-        { name: 'x-request-id', value: 'r1' },
-      ),
-    )
-    expect(refused).toBe(
-      'HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n' +
-        'x-request-id: r1\r\nconnection: close\r\ncontent-length: 2\r\n\r\nno',
-    )
-    expect(
-      text(rawAnswer(204, { 'x-request-id': 'up' }, Buffer.alloc(0), { name: 'x-request-id', value: 'r1' })),
-    ).toBe('HTTP/1.1 204 No Content\r\nx-request-id: up\r\nconnection: close\r\n\r\n')
+    await vi.waitFor(() => expect(a.host.breaker?.opened).toBe(true), { timeout: 2000 })
   })
 })

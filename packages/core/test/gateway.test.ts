@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { AegisConfigError, createAegis, parseUpstreamUrl, underPrefix } from '../src/index.js'
 import { SmoothWeightedRoundRobin } from '../src/balancer/swrr.js'
 import { reserialize } from '../src/gateway/index.js'
+import { rawAnswer } from '../src/gateway/headers.js'
 
 describe('operator-configured upstream URLs', () => {
   it.each([
@@ -94,5 +95,31 @@ describe('re-sending a parsed body', () => {
     expect(reserialize({ a: { nested: true } }, 'application/x-www-form-urlencoded')).toBeUndefined()
     expect(reserialize({ a: 1 }, 'multipart/form-data; boundary=x')).toBeUndefined()
     expect(reserialize(undefined, 'application/json')).toBeUndefined()
+  })
+})
+
+describe('rawAnswer', () => {
+  it('relays end-to-end fields, adds the request id and the framing, and no length for 204', () => {
+    const text = (b: Buffer) => b.toString('latin1')
+    const refused = text(
+      rawAnswer(
+        403,
+        {
+          'content-type': 'text/plain',
+          'content-length': '2',
+          'keep-alive': 'timeout=5',
+          'set-cookie': ['a=1', 'b=2'],
+        },
+        Buffer.from('no'),
+        { name: 'x-request-id', value: 'r1' },
+      ),
+    )
+    expect(refused).toBe(
+      'HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n' +
+        'x-request-id: r1\r\nconnection: close\r\ncontent-length: 2\r\n\r\nno',
+    )
+    expect(
+      text(rawAnswer(204, { 'x-request-id': 'up' }, Buffer.alloc(0), { name: 'x-request-id', value: 'r1' })),
+    ).toBe('HTTP/1.1 204 No Content\r\nx-request-id: up\r\nconnection: close\r\n\r\n')
   })
 })
