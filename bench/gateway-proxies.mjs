@@ -9,16 +9,11 @@
  * Content-Length, keep-alive.
  */
 import { createServer, Agent } from 'node:http'
+import { listen } from './variants.mjs'
 
 export const SMALL = JSON.stringify({ hello: 'world' })
 export const LARGE_BYTES = 100 * 1024
 const large = Buffer.alloc(LARGE_BYTES, 0x61)
-
-const listen = (server) =>
-  new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve(server))
-  })
 
 /** Every proxy forwards everything under / to the backend (paths unchanged). */
 export const proxies = {
@@ -73,7 +68,7 @@ export const proxies = {
   async 'fastify-aegis'(backend) {
     const { default: Fastify } = await import('fastify')
     const { aegis } = await import('@aegis/fastify')
-    const app = Fastify({ requestTimeout: 30_000 })
+    const app = Fastify({ requestTimeout: 30_000 }) // as Aegis advises (it warns without one)
     await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
     await app.listen({ port: 0, host: '127.0.0.1' })
     return app.server
@@ -83,25 +78,25 @@ export const proxies = {
     const { default: express } = await import('express')
     const { aegis } = await import('@aegis/express')
     const app = express()
-    const shield = aegis({ limiter: false })
-    app.use(shield)
-    app.use(shield.proxy({ upstreams: [backend] }))
-    const server = await listen(createServer(app))
-    shield.attach(server)
-    return server
+    return aegisGateway(aegis, app, backend, () => app)
   },
 
   async 'koa-aegis'(backend) {
     const { default: Koa } = await import('koa')
     const { aegis } = await import('@aegis/koa')
     const app = new Koa()
-    const shield = aegis({ limiter: false })
-    app.use(shield)
-    app.use(shield.proxy({ upstreams: [backend] }))
-    const server = await listen(createServer(app.callback()))
-    shield.attach(server)
-    return server
+    return aegisGateway(aegis, app, backend, () => app.callback())
   },
+}
+
+/** Express or Koa: Aegis' defaults but the limiter, then one proxy route to the backend. */
+async function aegisGateway(aegis, app, backend, handler) {
+  const shield = aegis({ limiter: false })
+  app.use(shield)
+  app.use(shield.proxy({ upstreams: [backend] }))
+  const server = await listen(createServer(handler())) // Koa's callback() only after its use() calls
+  shield.attach(server)
+  return server
 }
 
 // Run as a child of gateway.mjs.

@@ -9,7 +9,7 @@
  * process' CPU per request (nginx: master and worker, from /proc). Method and
  * caveats: bench/README.md.
  */
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { createServer } from 'node:net'
@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { spawnTracked, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
+import { median } from './lib/report.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
 
 const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
@@ -78,14 +79,9 @@ if (values.only !== undefined) {
   if (unknown.length > 0) throw new Error(`unknown variant(s): ${unknown.join(', ')}`)
   selected = ['direct', ...names.filter((n) => n !== 'direct')]
 }
-const hasNginx = (() => {
-  try {
-    execFileSync('nginx', ['-v'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-})()
+/** `nginx -v`'s answer (it prints to stderr), or `undefined` when there is no nginx. */
+const nginxVersion = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr?.trim() || undefined
+const hasNginx = nginxVersion !== undefined
 if (!hasNginx && selected.some((v) => v.startsWith('nginx'))) {
   console.log('nginx not found (apt-get install nginx-light): its variants are skipped')
   selected = selected.filter((v) => !v.startsWith('nginx'))
@@ -235,11 +231,7 @@ async function measure(variant, backend, path) {
   }
 }
 
-const median = (xs) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
-  if (s.length === 0) return Number.NaN
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
+const medianOf = (xs) => median(xs.filter(Number.isFinite)) ?? Number.NaN
 
 async function main() {
   await generators.wrk.check()
@@ -248,9 +240,7 @@ async function main() {
   checkBuilt()
   const environment = {
     ...environmentInfo(),
-    nginx: hasNginx
-      ? execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || 'present'
-      : 'absent',
+    nginx: nginxVersion ?? 'absent',
   }
   const minutes = (rounds * selected.length * 2 * (warmup + duration + 1)) / 60
   console.log(
@@ -295,16 +285,16 @@ async function main() {
       const ratios = mine.map((r) => r.reqPerSec / (at(r.round, body, 'direct')?.reqPerSec ?? Number.NaN))
       summary[body][variant] = {
         runs: mine.length,
-        reqPerSec: median(mine.map((r) => r.reqPerSec)),
-        vsDirect: median(ratios),
-        cpuUsPerRequest: variant === 'direct' ? Number.NaN : median(mine.map((r) => r.cpuUsPerRequest)),
-        backendCpu: variant === 'direct' ? median(mine.map((r) => r.cpuUsPerRequest)) : undefined,
+        reqPerSec: medianOf(mine.map((r) => r.reqPerSec)),
+        vsDirect: medianOf(ratios),
+        cpuUsPerRequest: variant === 'direct' ? Number.NaN : medianOf(mine.map((r) => r.cpuUsPerRequest)),
+        backendCpu: variant === 'direct' ? medianOf(mine.map((r) => r.cpuUsPerRequest)) : undefined,
       }
     }
   }
   // The issue's claims, paired by round.
   const paired = (body, a, b) =>
-    median(
+    medianOf(
       ok
         .filter((r) => r.body === body && r.variant === a)
         .map((r) => r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN)),

@@ -42,7 +42,7 @@ const PEER_LIMIT = { [LIMIT_HEADER]: /^1000000000$/ }
 const ANY_LIMIT_HEADER = ['ratelimit', 'ratelimit-policy', 'ratelimit-limit', LIMIT_HEADER]
 
 /** Listen on a free port of the loopback interface only. */
-const listen = (server) =>
+export const listen = (server) =>
   new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(0, '127.0.0.1', () => resolve(server))
@@ -147,20 +147,25 @@ const withAegis = {
 }
 
 /**
- * An Aegis variant: with the limiter on (`limited`) its fields are expected,
- * without it none may appear; `redis` adds the probe that proves Redis decided.
+ * An Aegis variant, its checks read off its options: with the limiter on its
+ * fields are expected, without it none may appear; a store adds the probe that
+ * proves Redis decided.
  */
-const aegisVariant = (framework, name, label, options, { limited = true, redis = false } = {}) => ({
-  name,
-  framework,
-  stack: 'aegis',
-  label,
-  ...(limited
-    ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
-    : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
-  start: () => withAegis[framework](options),
-  ...(redis && { probe: () => redisProbe(core) }),
-})
+const aegisVariant = (framework, name, label, options) => {
+  const { limiter, store } = options()
+  return {
+    name,
+    framework,
+    stack: 'aegis',
+    label,
+    ...(limiter !== false
+      ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
+      : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
+    start: () => withAegis[framework](options),
+    ...(store !== undefined && { probe: () => redisProbe(core) }),
+  }
+}
+const NO_LIMIT = () => ({ limiter: false })
 
 /**
  * @typedef {object} Variant
@@ -259,15 +264,7 @@ export const variants = [
   // on Redis, and the framework's usual limiter alone. `stack` tells the main
   // table how to compare them with the bare framework; `comparisons` below
   // holds the differences that answer the question.
-  aegisVariant(
-    'express',
-    'express-aegis-nolimit',
-    'Express + Aegis, limiter off',
-    () => ({ limiter: false }),
-    {
-      limited: false,
-    },
-  ),
+  aegisVariant('express', 'express-aegis-nolimit', 'Express + Aegis, limiter off', NO_LIMIT),
   aegisVariant('express', 'express-aegis-limit', 'Express + Aegis, limiter in memory', () => AEGIS),
   {
     name: 'express-erl',
@@ -283,18 +280,8 @@ export const variants = [
         app.use(rateLimit({ windowMs: WINDOW_MS, limit: NEVER }))
       }),
   },
-  aegisVariant('express', 'express-aegis-redis', 'Express + Aegis, limiter on Redis', aegisOnRedis, {
-    redis: true,
-  }),
-  aegisVariant(
-    'fastify',
-    'fastify-aegis-nolimit',
-    'Fastify + Aegis, limiter off',
-    () => ({ limiter: false }),
-    {
-      limited: false,
-    },
-  ),
+  aegisVariant('express', 'express-aegis-redis', 'Express + Aegis, limiter on Redis', aegisOnRedis),
+  aegisVariant('fastify', 'fastify-aegis-nolimit', 'Fastify + Aegis, limiter off', NO_LIMIT),
   aegisVariant('fastify', 'fastify-aegis-limit', 'Fastify + Aegis, limiter in memory', () => AEGIS),
   {
     name: 'fastify-frl',
@@ -310,9 +297,7 @@ export const variants = [
         await app.register(rateLimit, { max: NEVER, timeWindow: WINDOW_MS })
       }),
   },
-  aegisVariant('fastify', 'fastify-aegis-redis', 'Fastify + Aegis, limiter on Redis', aegisOnRedis, {
-    redis: true,
-  }),
+  aegisVariant('fastify', 'fastify-aegis-redis', 'Fastify + Aegis, limiter on Redis', aegisOnRedis),
 ]
 
 /**
