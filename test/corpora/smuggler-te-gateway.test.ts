@@ -16,13 +16,8 @@ import { once } from 'node:events'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { gateways, type GatewayApp } from '../conformance/gateway-apps.js'
-import { exchange, pool, readCorpus } from './support.js'
-
-interface Gadget {
-  config: string
-  name: string
-  gadget_hex: string
-}
+import { gadgets, wire } from './smuggler.js'
+import { exchange, pool } from './support.js'
 
 interface Seen {
   method: string
@@ -30,11 +25,6 @@ interface Seen {
   headers: [string, string][]
   body: string
 }
-
-const gadgets = readCorpus('smuggler-te-mutations/mutations.jsonl')
-  .split('\n')
-  .filter((l) => l.trim() !== '')
-  .map((l) => JSON.parse(l) as Gadget)
 
 /**
  * An upstream that parses what arrives only as far as it must to answer: a
@@ -74,17 +64,6 @@ function recordingUpstream(): { server: Server; seen: Seen[]; broken: string[] }
   })
   return { server, seen, broken }
 }
-
-const wire = (g: Gadget, n: number): Buffer =>
-  Buffer.concat([
-    Buffer.from(`POST /upload?g=${n} HTTP/1.1\r\n`, 'latin1'),
-    Buffer.from(g.gadget_hex, 'hex'),
-    Buffer.from(
-      '\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\n0\r\n\r\n' +
-        `GET /second?g=${n} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`,
-      'latin1',
-    ),
-  ])
 
 const TE_LIKE = /t\W*r\W*a\W*n\W*s\W*f\W*e\W*r\W*.?\W*e\W*n\W*c\W*o\W*d\W*i\W*n\W*g/i
 

@@ -20,33 +20,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adapters, type TestApp } from '../conformance/apps.js'
-import { exchange, pool, readCorpus, type Exchange } from './support.js'
-
-interface Gadget {
-  config: 'default' | 'doubles' | 'exhaustive'
-  name: string
-  gadget_hex: string
-  node20_20_2: 'rejected-400' | 'accepted-as-CL'
-}
-
-const gadgets = readCorpus('smuggler-te-mutations/mutations.jsonl')
-  .split('\n')
-  .filter((l) => l.trim() !== '')
-  .map((l) => JSON.parse(l) as Gadget)
+import { gadgets, wire } from './smuggler.js'
+import { exchange, pool, type Exchange } from './support.js'
 
 const CONFIGS = ['default', 'doubles', 'exhaustive'] as const
 const CONCURRENCY = 20
-
-const wire = (g: Gadget): Buffer =>
-  Buffer.concat([
-    Buffer.from('POST /upload HTTP/1.1\r\n', 'latin1'),
-    Buffer.from(g.gadget_hex, 'hex'),
-    Buffer.from(
-      '\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\n0\r\n\r\n' +
-        'GET /second HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n',
-      'latin1',
-    ),
-  ])
 
 /** 'refused', 'content-length', or a description of what went wrong. */
 function judge(res: Exchange): string {
