@@ -1,6 +1,8 @@
+import { IncomingMessage } from 'node:http'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   createAegis,
+  pathOf,
   templatize,
   type Aegis,
   type AegisOptions,
@@ -51,6 +53,33 @@ export interface AegisMiddleware extends RequestHandler {
   close(): Promise<void>
 }
 
+// Express re-prototypes every request, which leaves each request object with a
+// hidden class of its own: every property added to one costs V8 a new map. So
+// `req.aegis` is an accessor, defined once on the request prototype every
+// Express app of this copy of Express inherits from (the object just above
+// `IncomingMessage.prototype`), reading the state core keeps off the request.
+const exposed = new WeakSet<object>()
+function exposeState(req: Request, core: Aegis): boolean {
+  let proto = Object.getPrototypeOf(req) as object | null
+  if (proto !== null && exposed.has(proto)) return true
+  const first = proto
+  while (proto !== null && Object.getPrototypeOf(proto) !== IncomingMessage.prototype)
+    proto = Object.getPrototypeOf(proto) as object | null
+  if (proto === null || first === null) return false // not an Express request
+  if (!Object.hasOwn(proto, 'aegis'))
+    Object.defineProperty(proto, 'aegis', {
+      configurable: true,
+      get(this: IncomingMessage) {
+        return core.stateOf(this)
+      },
+      set(this: IncomingMessage, value: unknown) {
+        Object.defineProperty(this, 'aegis', { value, writable: true, configurable: true, enumerable: true })
+      },
+    })
+  exposed.add(first)
+  return true
+}
+
 const send = (res: Response, r: Rejection): void => {
   res.status(r.status).set(r.headers).send(r.body)
 }
@@ -74,7 +103,10 @@ const routeOf = (req: Request): string | undefined =>
  * shield.attach(app.listen(3000))
  */
 export function aegis(options?: AegisOptions): AegisMiddleware {
-  const core = createAegis(options, { routeOf: routeOf as (req: unknown) => string | undefined })
+  const core = createAegis(options, {
+    routeOf: routeOf as (req: unknown) => string | undefined,
+    stateBesideRequest: true,
+  })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
   /** Forward through a gateway route when it owns the request; otherwise on to the app. */
@@ -94,7 +126,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
 
   /** Put the admitted state on the request and response; `false` when Aegis answered instead. */
   const accepted = (req: Request, res: Response, state: AegisRequestState): boolean => {
-    req.aegis = state
+    if (!exposeState(req, core)) req.aegis = state
     core.applyHeaders(res, state)
     if (state.rejection === undefined) return true
     send(res, state.rejection)
@@ -103,7 +135,8 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
 
   const proceed = (req: Request, res: Response, next: NextFunction, state: AegisRequestState): void => {
     if (!accepted(req, res, state)) return
-    if (metricsPath !== undefined && req.path === metricsPath && req.method === 'GET')
+    // `req.url`, not Express' `req.path` getter, which parses the URL again.
+    if (metricsPath !== undefined && req.method === 'GET' && pathOf(req.url) === metricsPath)
       return core.metricsHandler(req, res)
     if (core.gateway.routes.length > 0) return forward(core.gateway, req, res, next)
     next()

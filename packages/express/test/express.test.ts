@@ -55,6 +55,30 @@ describe('@aegis/express', () => {
     await shield.close()
   })
 
+  it('gives req.aegis to sub-apps and lets a handler replace it, without own properties on the request', async () => {
+    const app = express()
+    const shield = aegis({ metrics: { path: '/metrics' } })
+    const sub = express()
+    sub.get('/who', (req, res) =>
+      res.json({ client: req.aegis?.client.ip, own: Object.hasOwn(req, 'aegis') }),
+    )
+    sub.get('/replace', (req, res) => {
+      req.aegis = undefined
+      res.json({ cleared: req.aegis === undefined })
+    })
+    app.use(shield)
+    app.use('/sub', sub)
+    app.get('/back', (req, res) => res.json({ client: req.aegis?.client.ip }))
+    const { url, server } = await start(app)
+    shield.attach(server)
+    expect(await (await fetch(`${url}/sub/who`)).json()).toEqual({ client: '127.0.0.1', own: false })
+    expect(await (await fetch(`${url}/sub/replace`)).json()).toEqual({ cleared: true })
+    expect(await (await fetch(`${url}/back`)).json()).toEqual({ client: '127.0.0.1' })
+    // The middleware serves its metrics path itself, with a query string too.
+    expect(await (await fetch(`${url}/metrics?x=1`)).text()).toMatch(/aegis_http_requests_total/)
+    await shield.close()
+  })
+
   it('keeps route labels bounded when a mount path carries values', async () => {
     const app = express()
     const shield = aegis({ metrics: { maxRoutes: 5 } })

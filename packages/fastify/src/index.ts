@@ -64,27 +64,30 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
     reply: FastifyReply,
     done: (err?: Error) => void,
     state: AegisRequestState,
+    route: string | undefined,
   ): void => {
     request.aegis = state
-    if (request.routeOptions.url !== undefined) state.route = request.routeOptions.url
+    if (route !== undefined) state.route = route
     core.applyHeaders(reply.raw, state)
     if (state.rejection !== undefined) return void send(reply, state.rejection)
     done()
   }
 
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done) => {
-    if (request.routeOptions.config.aegis === false) return done()
+    // Fastify builds a fresh object on every read of `routeOptions`: read it once.
+    const { url, config } = request.routeOptions
+    if (config.aegis === false) return done()
     const admitted = core.admit(request.raw)
     core.track(request.raw, reply.raw)
     if (admitted instanceof Promise)
       admitted.then((state) => {
         try {
-          proceed(request, reply, done, state)
+          proceed(request, reply, done, state, url)
         } catch (err) {
           done(err as Error)
         }
       }, done)
-    else proceed(request, reply, done, admitted)
+    else proceed(request, reply, done, admitted, url)
   })
 
   if (metricsPath !== undefined) {

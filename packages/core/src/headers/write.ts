@@ -56,7 +56,11 @@ export function createHeaderWriter(
     const store = storeOf(res, key)
     if (remove !== undefined) delete store[remove]
     // A fresh pair per header: Node mutates the pair when a header is appended to.
-    for (const [name, value] of headers) store[name] = [name, value]
+    // Indexed reads: array destructuring here allocated an iterator per header.
+    for (let i = 0; i < headers.length; i++) {
+      const header = headers[i] as HeaderList[number]
+      store[header[0]] = [header[0], header[1]]
+    }
   }
 }
 

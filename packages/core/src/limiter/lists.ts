@@ -6,6 +6,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import { inRanges, parseAddress, parseRanges } from '../client/index.js'
+import { pathOf } from '../url.js'
 
 /** `isExempt(url)` for these exemption specs (`/health`, `/static/*`). */
 export function createExemptions(specs: readonly string[]): (url: string) => boolean {
@@ -16,8 +17,7 @@ export function createExemptions(specs: readonly string[]): (url: string) => boo
     else exact.add(spec)
   }
   return (url) => {
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
+    const path = pathOf(url)
     if (exact.has(path)) return true
     for (const p of prefixes) if (path.startsWith(p)) return true
     return false

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import { pathOf } from '../url.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const NUMBER = /^[0-9]+$/
@@ -13,9 +14,7 @@ const TOKEN = /^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_-]{16,}$/
  * templatize('/users/42/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301') // '/users/:id/orders/:id'
  */
 export function templatize(path: string): string {
-  const q = path.indexOf('?')
-  const p = q < 0 ? path : path.slice(0, q)
-  const segments = p.split('/')
+  const segments = pathOf(path).split('/')
   for (let i = 0; i < segments.length; i++) {
     const s = segments[i] as string
     if (s.length > 0 && (NUMBER.test(s) || UUID.test(s) || HEX.test(s) || TOKEN.test(s))) segments[i] = ':id'

@@ -39,9 +39,24 @@ import { bodyTooLarge, setWatchedLimit, watchBodySize, writeRawRejection } from 
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../warnings.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
+import { pathOf } from '../url.js'
 
+/** Where a request's state lives, found from the request. */
+interface StateSlots {
+  get(req: IncomingMessage): State | undefined
+  set(req: IncomingMessage, state: State): void
+}
 const kState = Symbol.for('aegis.requestState')
 type WithState = IncomingMessage & { [kState]?: State }
+/** A symbol property of the request: the cheapest lookup where request objects share a hidden class. */
+const onRequest: StateSlots = {
+  get: (req) => (req as WithState)[kState],
+  set: (req, state) => {
+    ;(req as WithState)[kState] = state
+  },
+}
+/** Beside the request, for frameworks whose request objects each get a hidden class of their own. */
+const besideRequest: StateSlots = new WeakMap<IncomingMessage, State>()
 
 interface State extends AegisRequestState {
   headers: HeaderList
@@ -54,6 +69,12 @@ interface State extends AegisRequestState {
 export interface AdapterHooks {
   /** The matched route template of a finished request, if the framework knows it. */
   routeOf?: RouteOf
+  /**
+   * Keep each request's state in a WeakMap instead of a property of the request.
+   * For Express, which re-prototypes every request: each of its request objects
+   * has a hidden class of its own, so a property added to one costs V8 a new map.
+   */
+  stateBesideRequest?: boolean
 }
 
 /**
@@ -123,6 +144,7 @@ export interface Aegis {
  */
 export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): Aegis {
   const config = parseOptions(options)
+  const states = hooks.stateBesideRequest === true ? besideRequest : onRequest
   const warn = createWarnOnce(config.logger)
   const clients = createClientResolver({
     trustProxy: config.trustProxy,
@@ -163,11 +185,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
           exemptPaths:
             config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : [],
           trustsProxy: config.trustProxy !== false,
-          clientOf: (req) => (req as WithState)[kState]?.client,
+          clientOf: (req) => states.get(req)?.client,
         })
   const gatewayDeps: GatewayDeps = {
     peerTrusted: (req) => clients.peerTrusted(req),
-    clientKey: (req) => ((req as WithState)[kState]?.client ?? clients.resolve(req)).key,
+    clientKey: (req) => (states.get(req)?.client ?? clients.resolve(req)).key,
     metrics,
     logger: config.logger,
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
@@ -238,7 +260,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   let closing: Promise<void> | undefined
 
   const onBodyExceeded = (req: IncomingMessage): void => {
-    const state = (req as WithState)[kState]
+    const state = states.get(req)
     const rejection = bodyTooLarge(state?.bodyLimit ?? maxBodyBytes)
     metrics?.rejection(rejection.reason)
     const res = (req.socket as { _httpMessage?: ServerResponse } | null)?._httpMessage
@@ -258,7 +280,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   }
 
   function admit(req: IncomingMessage): AegisRequestState | Promise<AegisRequestState> {
-    const existing = (req as WithState)[kState]
+    const existing = states.get(req)
     if (existing !== undefined) return existing
     const startedAt = performance.now()
 
@@ -294,7 +316,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       input: undefined,
       slot: false,
     }
-    ;(req as WithState)[kState] = state
+    states.set(req, state)
     // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
     if (watch && rejection === undefined && validator !== undefined)
       watchBodySize(req, maxBodyBytes, onBodyExceeded)
@@ -335,7 +357,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   }
 
   function observe(req: IncomingMessage, res: ServerResponse): void {
-    const state = (req as WithState)[kState]
+    const state = states.get(req)
     if (state === undefined) return
     const status = res.writableFinished ? res.statusCode : 499 // nginx's "client closed request"
     const seconds = (performance.now() - state.startedAt) / 1e3
@@ -355,13 +377,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     state.route = route
     metrics?.request(req.method ?? 'OTHER', route, status, seconds)
     if (accessLog && logger !== undefined) {
-      const url = req.url ?? ''
-      const q = url.indexOf('?')
       // Path only (queries carry tokens), masked client, no headers or bodies.
       logger.info(
         {
           method: req.method,
-          path: q < 0 ? url : url.slice(0, q),
+          path: pathOf(req.url ?? ''),
           route,
           status,
           durationMs: Math.round(seconds * 1e6) / 1e3,
@@ -398,16 +418,16 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const aegis: Aegis = {
     config,
     admit,
-    stateOf: (req) => (req as WithState)[kState],
+    stateOf: (req) => states.get(req),
     applyHeaders: (res, state) => writeHeaders(res, state.headers),
     track(req, res) {
-      if ((req as WithState)[kState] !== undefined) res.on('close', onResponseClose) // emitted once per response
+      if (states.get(req) !== undefined) res.on('close', onResponseClose) // emitted once per response
     },
     observe,
     routeValidator: createRouteValidator,
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
     setBodyLimit(req, bytes) {
-      const state = (req as WithState)[kState]
+      const state = states.get(req)
       if (state !== undefined) state.bodyLimit = bytes
       setWatchedLimit(req, bytes)
     },

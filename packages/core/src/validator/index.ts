@@ -5,6 +5,7 @@ import type { Rejection } from '../pipeline/types.js'
 import { compileHostAllowlist, normalizeHost, type HostMatcher } from './host.js'
 import type { ValidatorConfig } from './options.js'
 import { inspectPath } from './path.js'
+import { pathOf } from '../url.js'
 
 export { validatorSchema, DEFAULT_METHODS } from './options.js'
 export type { ValidatorOptions, ValidatorConfig } from './options.js'
@@ -227,8 +228,7 @@ export function createValidator(config: ValidatorConfig): Validator {
       return r.host
     }
 
-    const q = path.indexOf('?')
-    const verdict = inspectPath(q < 0 ? path : path.slice(0, q))
+    const verdict = inspectPath(pathOf(path))
     if (verdict === 'control') return r.badPath
     if (verdict === 'traversal' && config.traversal) return r.traversal
 
