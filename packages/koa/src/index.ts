@@ -56,6 +56,12 @@ const serveMetrics = async (core: Aegis, ctx: Context): Promise<void> => {
   ctx.body = scraped.body
 }
 
+/** @koa/router records the matched template on the context. */
+const recordRoute = (ctx: Context, state: AegisRequestState): void => {
+  const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute
+  if (typeof matched === 'string') state.route = matched
+}
+
 /**
  * Aegis for Koa 3. Security headers survive errors thrown by handlers (Koa
  * drops every header on error unless the error carries them).
@@ -94,26 +100,34 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
     return true
   }
 
+  /**
+   * The rest of the app. Promise callbacks rather than an async function with
+   * try/finally: one allocation fewer on every request.
+   */
+  const downstream = (ctx: Context, next: Next, state: AegisRequestState): Promise<void> =>
+    next().then(
+      () => recordRoute(ctx, state),
+      (err: unknown) => {
+        recordRoute(ctx, state)
+        // Koa's onerror removes all headers, then sets `err.headers`: carry ours there.
+        if (typeof err === 'object' && err !== null && Object.isExtensible(err)) {
+          const e = err as { headers?: Record<string, string> }
+          e.headers = { ...Object.fromEntries(state.headers), ...e.headers }
+        }
+        throw err
+      },
+    )
+
   /** After admission: the metrics page, a gateway route, or the rest of the app. */
-  const proceed = async (ctx: Context, next: Next, state: AegisRequestState | undefined): Promise<void> => {
-    if (state === undefined) return
+  const proceed = (ctx: Context, next: Next, state: AegisRequestState | undefined): Promise<void> => {
+    if (state === undefined) return Promise.resolve()
     if (metricsPath !== undefined && ctx.path === metricsPath && ctx.method === 'GET')
       return serveMetrics(core, ctx)
-    if (core.gateway.routes.length > 0 && (await forward(core.gateway, ctx))) return
-    try {
-      await next()
-    } catch (err) {
-      // Koa's onerror removes all headers, then sets `err.headers`: carry ours there.
-      if (typeof err === 'object' && err !== null && Object.isExtensible(err)) {
-        const e = err as { headers?: Record<string, string> }
-        e.headers = { ...Object.fromEntries(state.headers), ...e.headers }
-      }
-      throw err
-    } finally {
-      // @koa/router records the matched template here.
-      const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute
-      if (typeof matched === 'string') state.route = matched
-    }
+    if (core.gateway.routes.length > 0)
+      return forward(core.gateway, ctx).then((forwarded) =>
+        forwarded ? undefined : downstream(ctx, next, state),
+      )
+    return downstream(ctx, next, state)
   }
 
   const middleware = function aegis(ctx: Context, next: Next): Promise<void> {
