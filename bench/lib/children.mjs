@@ -68,6 +68,7 @@ const LOG_TAIL_CHARS = 4_000
  *   port: number,
  *   cpuUsage: () => Promise<NodeJS.CpuUsage>,
  *   probe: () => Promise<{ problems: string[], redisCpuUs?: number }>,
+ *   ask: (message: string, replyType: string) => Promise<object>,
  *   log: () => string,
  *   stop: () => Promise<void>,
  * }>}
@@ -129,6 +130,8 @@ export async function startServer(script, variant, ...args) {
         delete figures.type
         return { problems, ...figures }
       },
+      /** Send `message` and wait for the server's answer of type `replyType`. */
+      ask: (message, replyType) => request(replyType, () => child.send(message)),
       log: () => log,
       stop,
     }
