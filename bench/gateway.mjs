@@ -63,15 +63,15 @@ if (values.help) {
   console.log(USAGE)
   process.exit(0)
 }
-const int = (name) => {
+const int = (name, min) => {
   const n = Number(values[name])
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`)
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer of at least ${min}`)
   return n
 }
-const rounds = int('rounds')
-const duration = int('duration')
-const warmup = int('warmup')
-const connections = int('connections')
+const rounds = int('rounds', 1)
+const duration = int('duration', 1)
+const warmup = int('warmup', 0)
+const connections = int('connections', 1)
 let selected = VARIANTS
 if (values.only !== undefined) {
   const names = values.only.split(',').map((s) => s.trim())
@@ -292,13 +292,15 @@ async function main() {
       }
     }
   }
-  // The issue's claims, paired by round.
-  const paired = (body, a, b) =>
-    medianOf(
-      ok
-        .filter((r) => r.body === body && r.variant === a)
-        .map((r) => r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN)),
-    )
+  // The issue's claims, paired by round: req/s of `a` over `b`, and CPU per request of `b` over `a`.
+  const perRound = (body, a, b) =>
+    ok
+      .filter((r) => r.body === body && r.variant === a)
+      .map((r) => ({
+        round: r.round,
+        ratio: r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN),
+        cpuRatio: (at(r.round, body, b)?.cpuUsPerRequest ?? Number.NaN) / r.cpuUsPerRequest,
+      }))
   const claims = [
     [
       'Fastify gateway ≥ 1.3x @fastify/http-proxy (small)',
@@ -321,8 +323,10 @@ async function main() {
   ]
     .filter(([, , a, b]) => selected.includes(a) && selected.includes(b))
     .map(([label, body, a, b, target]) => {
-      const ratio = paired(body, a, b)
-      return { label, body, variant: a, base: b, ratio, target, met: ratio >= target }
+      const rounds = perRound(body, a, b)
+      const ratio = medianOf(rounds.map((r) => r.ratio))
+      const cpuRatio = medianOf(rounds.map((r) => r.cpuRatio))
+      return { label, body, variant: a, base: b, ratio, cpuRatio, rounds, target, met: ratio >= target }
     })
 
   mkdirSync(RESULTS, { recursive: true })
@@ -350,9 +354,14 @@ async function main() {
   }
   if (claims.length > 0) {
     console.log(
-      '\n## Claims (req/s ratio, paired by round, median)\n\n| Claim | Ratio | Met |\n| --- | ---: | :---: |',
+      '\n## Claims (paired by round, median; CPU ratio = peer µs ÷ Aegis µs per request)\n\n| Claim | req/s ratio | per round | CPU ratio | Met |\n| --- | ---: | --- | ---: | :---: |',
     )
-    for (const c of claims) console.log(`| ${c.label} | ${fmt(c.ratio, 2)}x | ${c.met ? 'yes' : 'no'} |`)
+    for (const c of claims) {
+      const rounds = c.rounds.map((r) => fmt(r.ratio, 2)).join(', ')
+      console.log(
+        `| ${c.label} | ${fmt(c.ratio, 2)}x | ${rounds} | ${fmt(c.cpuRatio, 2)}x | ${c.met ? 'yes' : 'no'} |`,
+      )
+    }
   }
   const failed = runs.filter((r) => !r.ok)
   for (const r of failed)
