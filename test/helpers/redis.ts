@@ -73,16 +73,27 @@ export async function startRedisServer(extraArgs: string[] = [], fixedPort?: num
   }
 }
 
-/** Wait until `n` connections listen on `channel` (PUBSUB NUMSUB); throws after `timeoutMs`. */
+interface PubSubClient {
+  pubsub(subcommand: 'NUMSUB', channel: string): Promise<unknown>
+}
+
+/**
+ * Wait until `n` connections listen on `channel` (PUBSUB NUMSUB); throws after `timeoutMs`.
+ * On a Redis Cluster a subscriber counts on the node it subscribed through: the masters' counts are summed.
+ */
 export async function waitForSubscribers(
-  client: { pubsub(subcommand: 'NUMSUB', channel: string): Promise<unknown> },
+  client: PubSubClient | { nodes(role: 'master'): PubSubClient[] },
   channel: string,
   n: number,
   timeoutMs = 2000,
 ): Promise<void> {
   const end = Date.now() + timeoutMs
   for (;;) {
-    const [, listeners] = (await client.pubsub('NUMSUB', channel)) as [string, number]
+    let listeners = 0
+    for (const node of 'nodes' in client ? client.nodes('master') : [client]) {
+      const [, count] = (await node.pubsub('NUMSUB', channel)) as [string, number]
+      listeners += Number(count)
+    }
     if (listeners >= n) return
     if (Date.now() > end)
       throw new Error(`${listeners} of ${n} subscribers on ${channel} after ${timeoutMs} ms`)

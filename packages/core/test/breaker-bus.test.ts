@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { afterEach, describe, expect, inject, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest'
 import { waitForSubscribers } from '../../../test/helpers/redis.js'
+import { startRedisCluster, type RedisCluster } from '../../../test/helpers/redis-cluster.js'
 import { createBalancer, type BalancerConfig, type UpstreamHost } from '../src/balancer/index.js'
 import { createBreakerBus, shareBreakers } from '../src/gateway/breaker-bus.js'
 import { connectStore, storeSchema, type RedisConnection } from '../src/store/index.js'
@@ -25,14 +26,12 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
 })
 
-/** One gateway instance's view of route `api` with one upstream, sharing through a real Redis. */
+/** One gateway instance's view of route `api` with one upstream, sharing through a real Redis (or Cluster). */
 async function instance(
   prefix: string,
+  store: object = { redis: inject('redisUrl') },
 ): Promise<{ host: UpstreamHost; published: string[]; conn: RedisConnection }> {
-  const conn = connectStore(
-    storeSchema.parse({ redis: inject('redisUrl'), prefix }),
-    undefined,
-  ) as RedisConnection
+  const conn = connectStore(storeSchema.parse({ ...store, prefix }), undefined) as RedisConnection
   closers.push(() => conn.close())
   await vi.waitFor(() => expect(conn.up).toBe(true), { timeout: 2000 })
   const bus = createBreakerBus(conn, undefined)
@@ -79,4 +78,28 @@ describe('breaker states shared through Redis', () => {
     expect(b.published).toEqual(['open'])
     await vi.waitFor(() => expect(a.host.breaker?.opened).toBe(true), { timeout: 2000 })
   })
+})
+
+describe('breaker states shared through a Redis Cluster (3 masters)', () => {
+  let cluster: RedisCluster | undefined
+  beforeAll(async () => {
+    cluster = await startRedisCluster()
+  }, 60_000)
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('opens and closes the other instance', async () => {
+    const prefix = `aegis-test:${randomUUID()}:`
+    const store = { cluster: cluster?.nodes }
+    const a = await instance(prefix, store)
+    const b = await instance(prefix, store)
+    await waitForSubscribers(a.conn.client, `${prefix}breaker`, 2, 5000)
+
+    a.host.breaker?.open()
+    await vi.waitFor(() => expect(b.host.breaker?.opened).toBe(true), { timeout: 2000 })
+    a.host.breaker?.close()
+    await vi.waitFor(() => expect(b.host.breaker?.closed).toBe(true), { timeout: 2000 })
+    expect(b.published).toEqual([])
+  }, 30_000)
 })

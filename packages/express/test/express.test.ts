@@ -63,8 +63,9 @@ describe('@aegis/express', () => {
       res.json({ client: req.aegis?.client.ip, own: Object.hasOwn(req, 'aegis') }),
     )
     sub.get('/replace', (req, res) => {
-      req.aegis = undefined
-      res.json({ cleared: req.aegis === undefined })
+      const state = req.aegis
+      if (state !== undefined) req.aegis = { ...state, client: { ip: 'replaced', key: 'replaced' } }
+      res.json({ client: req.aegis?.client.ip })
     })
     app.use(shield)
     app.use('/sub', sub)
@@ -72,7 +73,7 @@ describe('@aegis/express', () => {
     const { url, server } = await start(app)
     shield.attach(server)
     expect(await (await fetch(`${url}/sub/who`)).json()).toEqual({ client: '127.0.0.1', own: false })
-    expect(await (await fetch(`${url}/sub/replace`)).json()).toEqual({ cleared: true })
+    expect(await (await fetch(`${url}/sub/replace`)).json()).toEqual({ client: 'replaced' })
     expect(await (await fetch(`${url}/back`)).json()).toEqual({ client: '127.0.0.1' })
     // The middleware serves its metrics path itself, with a query string too.
     expect(await (await fetch(`${url}/metrics?x=1`)).text()).toMatch(/aegis_http_requests_total/)
