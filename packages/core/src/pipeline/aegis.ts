@@ -40,23 +40,7 @@ import { createRouteValidator, type RouteSchemas, type RouteValidator } from '..
 import { createWarnOnce } from '../warnings.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
 import { pathOf } from '../url.js'
-
-/** Where a request's state lives, found from the request. */
-interface StateSlots {
-  get(req: IncomingMessage): State | undefined
-  set(req: IncomingMessage, state: State): void
-}
-const kState = Symbol.for('aegis.requestState')
-type WithState = IncomingMessage & { [kState]?: State }
-/** A symbol property of the request: the cheapest lookup where request objects share a hidden class. */
-const onRequest: StateSlots = {
-  get: (req) => (req as WithState)[kState],
-  set: (req, state) => {
-    ;(req as WithState)[kState] = state
-  },
-}
-/** Beside the request, for frameworks whose request objects each get a hidden class of their own. */
-const besideRequest: StateSlots = new WeakMap<IncomingMessage, State>()
+import { stateSlots } from './state.js'
 
 interface State extends AegisRequestState {
   headers: HeaderList
@@ -144,7 +128,7 @@ export interface Aegis {
  */
 export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): Aegis {
   const config = parseOptions(options)
-  const states = hooks.stateBesideRequest === true ? besideRequest : onRequest
+  const states = stateSlots<State>(hooks.stateBesideRequest === true)
   const warn = createWarnOnce(config.logger)
   const clients = createClientResolver({
     trustProxy: config.trustProxy,
