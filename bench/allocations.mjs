@@ -34,7 +34,7 @@ if (values.help) {
   console.log(USAGE)
   process.exit(0)
 }
-const names = values.only?.split(',') ?? suites.headline
+const names = values.only?.split(',').map((n) => n.trim()) ?? suites.headline
 const unknown = names.filter((n) => !variants.some((v) => v.name === n))
 const duration = Number(values.duration)
 const top = Number(values.top)
@@ -52,7 +52,8 @@ async function sample(variant) {
   try {
     const url = `http://127.0.0.1:${server.port}/`
     await wrk.run({ url, duration: 2, connections: 50 })
-    await server.ask('heap-start', 'heap-started')
+    const started = await server.ask('heap-start', 'heap-started')
+    if (started.error !== undefined) throw new Error(`${variant.name}: heap sampling: ${started.error}`)
     const load = await wrk.run({ url, duration, connections: 50 })
     const heap = await server.ask('heap-stop', 'heap')
     const problems = problemsOf(load)

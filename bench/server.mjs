@@ -23,6 +23,7 @@ const server = await variant.start()
 let heap
 async function heapSampling(message) {
   if (message === 'heap-start') {
+    heap?.disconnect()
     heap = new Session()
     heap.connect()
     await heap.post('HeapProfiler.startSampling', {
@@ -32,10 +33,14 @@ async function heapSampling(message) {
     })
     return { type: 'heap-started' }
   }
+  if (heap === undefined) throw new Error('heap sampling was not started')
   const { profile } = await heap.post('HeapProfiler.stopSampling')
   heap.disconnect()
+  heap = undefined
   return { type: 'heap', ...allocationSites(profile.head) }
 }
+
+const REPO_PACKAGES = new URL('../packages/', import.meta.url).href
 
 /** Bytes by allocating function (`file:line`); a builtin is named after its caller. */
 function allocationSites(head) {
@@ -43,9 +48,8 @@ function allocationSites(head) {
   let total = 0
   const visit = (node, caller) => {
     const { functionName, url, lineNumber } = node.callFrame
-    const where = url
-      .replace(/^.*node_modules\/(\.pnpm\/[^/]+\/node_modules\/)?/, '')
-      .replace(/^file:\/\/.*?\/packages\//, '@aegis/')
+    // Packages by name: `fastify/lib/route.js`, `@aegis/core/dist/index.js`.
+    const where = url.replace(/^.*node_modules\//, '').replace(REPO_PACKAGES, '@aegis/')
     const name = `${functionName || '(anonymous)'} ${where}${url ? `:${lineNumber + 1}` : ''}`
     const site = url === '' && caller !== undefined ? `${caller} > ${name}` : name
     if (node.selfSize > 0) {

@@ -3,6 +3,7 @@
  * Fastify and Koa adapters.
  */
 export { createAegis } from './pipeline/aegis.js'
+export { requestStateOf } from './pipeline/state.js'
 export type { Aegis, AdapterHooks } from './pipeline/aegis.js'
 export type {
   AegisRequestState,

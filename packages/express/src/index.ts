@@ -3,6 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   createAegis,
   pathOf,
+  requestStateOf,
   templatize,
   type Aegis,
   type AegisOptions,
@@ -57,9 +58,10 @@ export interface AegisMiddleware extends RequestHandler {
 // hidden class of its own: every property added to one costs V8 a new map. So
 // `req.aegis` is an accessor, defined once on the request prototype every
 // Express app of this copy of Express inherits from (the object just above
-// `IncomingMessage.prototype`), reading the state core keeps off the request.
+// `IncomingMessage.prototype`), reading the state core keeps beside the request.
+// It is not an own property: `Object.keys(req)` and `{ ...req }` leave it out.
 const exposed = new WeakSet<object>()
-function exposeState(req: Request, core: Aegis): boolean {
+function exposeState(req: Request): boolean {
   let proto = Object.getPrototypeOf(req) as object | null
   if (proto !== null && exposed.has(proto)) return true
   const first = proto
@@ -70,7 +72,7 @@ function exposeState(req: Request, core: Aegis): boolean {
     Object.defineProperty(proto, 'aegis', {
       configurable: true,
       get(this: IncomingMessage) {
-        return core.stateOf(this)
+        return requestStateOf<AegisRequestState>(this)
       },
       set(this: IncomingMessage, value: unknown) {
         Object.defineProperty(this, 'aegis', { value, writable: true, configurable: true, enumerable: true })
@@ -79,6 +81,10 @@ function exposeState(req: Request, core: Aegis): boolean {
   exposed.add(first)
   return true
 }
+
+// The path of the request target: cut from `req.url` in origin form (Express' `req.path` getter parses
+// the URL again), parsed by Express in absolute form (`GET http://host/metrics`).
+const pathOfTarget = (req: Request): string => (req.url.startsWith('/') ? pathOf(req.url) : req.path)
 
 const send = (res: Response, r: Rejection): void => {
   res.status(r.status).set(r.headers).send(r.body)
@@ -126,7 +132,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
 
   /** Put the admitted state on the request and response; `false` when Aegis answered instead. */
   const accepted = (req: Request, res: Response, state: AegisRequestState): boolean => {
-    if (!exposeState(req, core)) req.aegis = state
+    if (!exposeState(req)) req.aegis = state
     core.applyHeaders(res, state)
     if (state.rejection === undefined) return true
     send(res, state.rejection)
@@ -135,8 +141,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
 
   const proceed = (req: Request, res: Response, next: NextFunction, state: AegisRequestState): void => {
     if (!accepted(req, res, state)) return
-    // `req.url`, not Express' `req.path` getter, which parses the URL again.
-    if (metricsPath !== undefined && req.method === 'GET' && pathOf(req.url) === metricsPath)
+    if (metricsPath !== undefined && req.method === 'GET' && pathOfTarget(req) === metricsPath)
       return core.metricsHandler(req, res)
     if (core.gateway.routes.length > 0) return forward(core.gateway, req, res, next)
     next()

@@ -1,8 +1,10 @@
 import { once } from 'node:events'
+import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import { describe, expect, it } from 'vitest'
 import { aegis } from '../src/index.js'
+import { rawRequest } from '../../../test/helpers/raw-http.js'
 
 async function start(app: express.Express) {
   const server = app.listen(0, '127.0.0.1')
@@ -77,6 +79,48 @@ describe('@aegis/express', () => {
     expect(await (await fetch(`${url}/back`)).json()).toEqual({ client: '127.0.0.1' })
     // The middleware serves its metrics path itself, with a query string too.
     expect(await (await fetch(`${url}/metrics?x=1`)).text()).toMatch(/aegis_http_requests_total/)
+    await shield.close()
+  })
+
+  it('shares request state between copies of Aegis (its ESM and CJS builds both loaded)', async () => {
+    // The CJS build bundles its own copy of core: another module instance, as with two installed versions.
+    const cjs = createRequire(import.meta.url)('../dist/index.cjs') as { aegis: typeof aegis }
+    const first = aegis()
+    const second = cjs.aegis({ metrics: { path: '/metrics' } })
+    const one = express()
+    one.use(first)
+    one.get('/', (req, res) => res.json({ client: req.aegis?.client.ip }))
+    const two = express()
+    two.use(second)
+    two.get('/', (req, res) => res.json({ client: req.aegis?.client.ip }))
+    const both = express()
+    both.use(first, second)
+    both.get('/', (req, res) => res.json({ client: req.aegis?.client.ip }))
+    const started = await Promise.all([one, two, both].map((app) => start(app)))
+    for (const { url } of started)
+      expect(await (await fetch(`${url}/`)).json()).toEqual({ client: '127.0.0.1' })
+    // Through both, the request was admitted (and counted) once: by the first.
+    const scraped = await second.core.scrapeMetrics()
+    expect(scraped?.body).toMatch(
+      /aegis_http_requests_total\{method="GET",route="\/",status_class="2xx"\} 1\n/,
+    )
+    for (const { server } of started) server.close()
+    await Promise.all([first.close(), second.close()])
+  })
+
+  it('serves its metrics path for an absolute-form request target', async () => {
+    const app = express()
+    const shield = aegis({ metrics: { path: '/metrics' } })
+    app.use(shield)
+    const { server } = await start(app)
+    shield.attach(server)
+    const { port } = server.address() as AddressInfo
+    const res = await rawRequest(
+      port,
+      `GET http://127.0.0.1:${port}/metrics?x=1 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
+    )
+    expect(res.status).toBe(200)
+    expect(res.body).toMatch(/aegis_http_requests_total/)
     await shield.close()
   })
 

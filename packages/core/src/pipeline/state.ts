@@ -20,13 +20,20 @@ const onRequest: StateSlots<unknown> = {
 /**
  * Beside the request, in a WeakMap: for frameworks whose request objects each
  * get a hidden class of their own (Express re-prototypes every request), where
- * a property added to one costs V8 a new map.
+ * a property added to one costs V8 a new map. One map per process, like the
+ * symbol, so that every copy of this module (its ESM and CJS builds, two
+ * installed versions) finds what another admitted.
  */
-const besideRequest: StateSlots<unknown> = new WeakMap<IncomingMessage, unknown>()
+const kStates = Symbol.for('aegis.requestStates')
+const besideRequest: StateSlots<unknown> = ((globalThis as { [kStates]?: WeakMap<IncomingMessage, unknown> })[
+  kStates
+] ??= new WeakMap<IncomingMessage, unknown>())
 
 /**
- * The slots of one Aegis instance. Instances of this module share them, so a
- * request is admitted once however many instances it passes.
+ * The slots of one Aegis instance. A request passing several instances is
+ * admitted once, however many copies of this module they come from; an
+ * instance that keeps state beside requests and one that keeps it on them do
+ * not see each other's (adapters choose one per framework).
  *
  * @example
  * const states = stateSlots<State>(false)
@@ -34,3 +41,10 @@ const besideRequest: StateSlots<unknown> = new WeakMap<IncomingMessage, unknown>
  */
 export const stateSlots = <S>(beside: boolean): StateSlots<S> =>
   (beside ? besideRequest : onRequest) as StateSlots<S>
+
+/**
+ * A request's state, wherever an instance keeps it: for accessors that expose
+ * it to applications (Express' `req.aegis`).
+ */
+export const requestStateOf = <S>(req: IncomingMessage): S | undefined =>
+  (besideRequest.get(req) ?? onRequest.get(req)) as S | undefined
