@@ -35,6 +35,32 @@ describe('header writer', () => {
     expect(list[1]).toEqual(['vary', 'Origin'])
   })
 
+  it('keeps fields set before it, and answers for names an object prototype would hold as Node does', () => {
+    const write = createHeaderWriter('x-powered-by')
+    const res = response()
+    res.setHeader('Content-Type', 'text/plain')
+    res.setHeader('X-Powered-By', 'Express')
+    write(res, list)
+    write(res, list) // twice: the same store, nothing lost
+    expect(res.getHeaders()).toEqual({
+      'content-type': 'text/plain',
+      'x-frame-options': 'DENY',
+      vary: 'Origin',
+    })
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__'])
+      expect(res.hasHeader(name)).toBe(false)
+    res.setHeader('__proto__', 'a')
+    res.setHeader('Constructor', 'b')
+    expect(res.getHeader('__proto__')).toBe('a')
+    expect(res.getHeader('constructor')).toBe('b')
+    expect(res.getHeaderNames()).toContain('__proto__')
+    res.removeHeader('content-type')
+    res.writeHead(204)
+    const head = (res as unknown as { _header: string })._header
+    expect(head).toMatch(/\r\n__proto__: a\r\nConstructor: b\r\n/)
+    expect(head).not.toMatch(/content-type/i)
+  })
+
   it('reaches the wire with writeHead', () => {
     const write = createHeaderWriter(undefined)
     const res = response()
