@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util'
 import { checkBuilt } from './lib/build.mjs'
 import { startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
-import { suites, variants } from './variants.mjs'
+import { selectVariants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('server.mjs', import.meta.url))
 const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
@@ -34,12 +34,11 @@ if (values.help) {
   console.log(USAGE)
   process.exit(0)
 }
-const names = values.only?.split(',').map((n) => n.trim()) ?? suites.headline
-const unknown = names.filter((n) => !variants.some((v) => v.name === n))
+const selected = selectVariants(values.only)
 const duration = Number(values.duration)
 const top = Number(values.top)
-if (unknown.length > 0 || !(duration >= 1) || !(top >= 0)) {
-  console.error(`${unknown.length > 0 ? `unknown variant: ${unknown.join(', ')}\n` : ''}${USAGE}`)
+if (!(duration >= 1) || !(top >= 0)) {
+  console.error(USAGE)
   process.exit(2)
 }
 checkBuilt()
@@ -75,8 +74,8 @@ async function sample(variant) {
 }
 
 const results = []
-for (const name of names) {
-  const result = await sample(variants.find((v) => v.name === name))
+for (const variant of selected) {
+  const result = await sample(variant)
   console.log(
     `${result.name.padEnd(16)} ${Math.round(result.bytesPerRequest).toLocaleString('en-US').padStart(7)} bytes/request`,
   )

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { comparisons, suites, variants } from './variants.mjs'
+import { comparisons, selectVariants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('instructions-server.mjs', import.meta.url))
 const { values } = parseArgs({
@@ -25,8 +25,7 @@ const { values } = parseArgs({
     'node-flags': { type: 'string', default: '' },
   },
 })
-const names = values.only?.split(',') ?? suites.headline
-const selected = variants.filter((v) => names.includes(v.name))
+const selected = selectVariants(values.only)
 const [small, large] = [Number(values.small), Number(values.large)]
 const nodeFlags = values['node-flags'].split(' ').filter(Boolean)
 

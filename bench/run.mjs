@@ -21,7 +21,7 @@ import {
   summarize,
   targetChecks,
 } from './lib/report.mjs'
-import { claims, comparisons, HELLO, suites, variants } from './variants.mjs'
+import { claims, comparisons, HELLO, selectVariants, suites, variants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('server.mjs', import.meta.url))
 const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
@@ -65,14 +65,7 @@ function parseOptions(argv) {
   if (suite === undefined)
     throw new Error(`unknown --suite ${values.suite}: ${Object.keys(suites).join(', ')}`)
   // In the order listed: the order of each round and of the report.
-  const byName = (names) => names.map((n) => variants.find((v) => v.name === n))
-  let selected = byName(suite)
-  if (values.only !== undefined) {
-    const names = [...new Set(values.only.split(',').map((n) => n.trim()))]
-    const unknown = names.filter((n) => !variants.some((v) => v.name === n))
-    if (unknown.length > 0) throw new Error(`unknown variant(s) in --only: ${unknown.join(', ')}`)
-    selected = byName(names)
-  }
+  const selected = selectVariants(values.only, suite)
   return {
     help: values.help,
     rounds: integer('rounds', 1),

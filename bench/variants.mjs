@@ -418,3 +418,14 @@ export const claims = [
   { claim: 'Express: Redis mode ≥ 0.60x the req/s of memory mode', id: 'express-redis', atLeast: 0.6 },
   { claim: 'Fastify: Redis mode req/s / memory mode', id: 'fastify-redis', report: true },
 ]
+
+/**
+ * The variants an `--only a,b` list names, in its order and once each, or the
+ * `fallback` suite's when there is no list. An unknown name throws.
+ */
+export function selectVariants(only, fallback = suites.headline) {
+  const names = only === undefined ? fallback : [...new Set(only.split(',').map((n) => n.trim()))]
+  const unknown = names.filter((n) => !variants.some((v) => v.name === n))
+  if (unknown.length > 0) throw new Error(`unknown variant(s) in --only: ${unknown.join(', ')}`)
+  return names.map((n) => variants.find((v) => v.name === n))
+}
