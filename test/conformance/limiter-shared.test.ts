@@ -6,8 +6,8 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
-import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js'
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
+import { useRedisCluster } from '../helpers/redis-cluster.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/limited-app.mjs', import.meta.url))
 const built = fileURLToPath(new URL('../../packages/express/dist/index.js', import.meta.url))
@@ -107,16 +107,10 @@ describe('one global limit across three processes', () => {
   }, 60_000)
 
   describe('Redis Cluster (3 masters)', () => {
-    let cluster: RedisCluster | undefined
-    beforeAll(async () => {
-      cluster = await startRedisCluster()
-    }, 60_000)
-    afterAll(async () => {
-      await cluster?.stop()
-    })
+    const nodes = useRedisCluster()
 
     it(`${REQUESTS} requests against ${POINTS} admit ${POINTS} (within 2%)`, async () => {
-      await sharedLimit({ cluster: cluster?.nodes })
+      await sharedLimit({ cluster: nodes() })
     }, 60_000)
   })
 })

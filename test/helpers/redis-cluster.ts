@@ -20,6 +20,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { afterAll, beforeAll } from 'vitest'
 import { freePort, pingRedis } from './redis.js'
 
 export interface RedisClusterNode {
@@ -383,5 +384,26 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
   } catch (err) {
     await stop()
     throw err
+  }
+}
+
+/**
+ * A cluster for the tests of the enclosing `describe`: started before them,
+ * stopped after them. Returns its nodes, for the tests to read once it runs.
+ *
+ *   const nodes = useRedisCluster()
+ *   it('…', () => new Cluster(nodes()))
+ */
+export function useRedisCluster(options?: RedisClusterOptions): () => RedisClusterNode[] {
+  let cluster: RedisCluster | undefined
+  beforeAll(async () => {
+    cluster = await startRedisCluster(options)
+  }, 60_000)
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+  return () => {
+    if (cluster === undefined) throw new Error('the Redis Cluster has not started')
+    return cluster.nodes
   }
 }

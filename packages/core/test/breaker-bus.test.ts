@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest'
+import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 import { waitForSubscribers } from '../../../test/helpers/redis.js'
-import { startRedisCluster, type RedisCluster } from '../../../test/helpers/redis-cluster.js'
+import { useRedisCluster } from '../../../test/helpers/redis-cluster.js'
 import { createBalancer, type BalancerConfig, type UpstreamHost } from '../src/balancer/index.js'
 import { createBreakerBus, shareBreakers } from '../src/gateway/breaker-bus.js'
 import { connectStore, storeSchema, type RedisConnection } from '../src/store/index.js'
@@ -81,17 +81,11 @@ describe('breaker states shared through Redis', () => {
 })
 
 describe('breaker states shared through a Redis Cluster (3 masters)', () => {
-  let cluster: RedisCluster | undefined
-  beforeAll(async () => {
-    cluster = await startRedisCluster()
-  }, 60_000)
-  afterAll(async () => {
-    await cluster?.stop()
-  })
+  const nodes = useRedisCluster()
 
   it('opens and closes the other instance', async () => {
     const prefix = `aegis-test:${randomUUID()}:`
-    const store = { cluster: cluster?.nodes }
+    const store = { cluster: nodes() }
     const a = await instance(prefix, store)
     const b = await instance(prefix, store)
     await waitForSubscribers(a.conn.client, `${prefix}breaker`, 2, 5000)
