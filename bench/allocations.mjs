@@ -4,7 +4,9 @@
  * allocation with the function that made it, including what the garbage
  * collector has already taken. Bytes per request are steady from run to run
  * (unlike CPU time on a shared VM) and show where a change adds work for the
- * collector, which on Express costs about 0.3 µs per KB.
+ * collector, which on Express costs about 0.3 µs per KB. With `--gateway`,
+ * the gateway benchmark's Node proxies instead (bench/gateway-proxies.mjs),
+ * each forwarding small answers from one backend.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -12,12 +14,15 @@ import { parseArgs } from 'node:util'
 import { checkBuilt } from './lib/build.mjs'
 import { startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
+import { gatewayVariants, SMALL } from './gateway-proxies.mjs'
 import { selectVariants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('server.mjs', import.meta.url))
+const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
 const RESULTS = fileURLToPath(new URL('results/', import.meta.url))
 const USAGE = `Usage: pnpm bench:allocations [options]
-  --only a,b        variants (default: the headline suite)
+  --only a,b        variants (default: the headline suite; with --gateway, every Node proxy)
+  --gateway         the gateway benchmark's Node proxies, forwarding GET /small to one backend
   --duration S      sampled seconds per variant (default 3), after 2 s of warm-up
   --top N           allocation sites listed per variant (default 8)`
 
@@ -27,6 +32,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     duration: { type: 'string', default: '3' },
     top: { type: 'string', default: '8' },
+    gateway: { type: 'boolean', default: false },
     help: { type: 'boolean' },
   },
 })
@@ -34,7 +40,7 @@ if (values.help) {
   console.log(USAGE)
   process.exit(0)
 }
-const selected = selectVariants(values.only)
+const selected = values.gateway ? gatewayVariants(values.only) : selectVariants(values.only)
 const duration = Number(values.duration)
 const top = Number(values.top)
 if (!(duration >= 1) || !(top >= 0)) {
@@ -45,11 +51,22 @@ checkBuilt()
 const wrk = generators.wrk
 await wrk.check()
 
+/** The one backend every gateway proxy forwards to. */
+const backend = values.gateway ? await startServer(PROXIES, 'backend') : undefined
+
 /** One variant: warm up, then sample allocations over a measured window. */
 async function sample(variant) {
-  const server = await startServer(SERVER, variant.name)
+  const server =
+    backend === undefined
+      ? await startServer(SERVER, variant.name)
+      : await startServer(PROXIES, variant.name, String(backend.port))
   try {
-    const url = `http://127.0.0.1:${server.port}/`
+    const url = `http://127.0.0.1:${server.port}${backend === undefined ? '/' : '/small'}`
+    const expected = backend === undefined ? undefined : SMALL
+    if (expected !== undefined) {
+      const body = await (await fetch(url)).text()
+      if (body !== expected) throw new Error(`${variant.name}: GET /small answered ${body.slice(0, 80)}`)
+    }
     await wrk.run({ url, duration: 2, connections: 50 })
     const started = await server.ask('heap-start', 'heap-started')
     if (started.error !== undefined) throw new Error(`${variant.name}: heap sampling: ${started.error}`)
@@ -96,7 +113,11 @@ for (const r of results) {
   for (const s of r.sites) console.log(`${String(Math.round(s.bytesPerRequest)).padStart(7)}  ${s.site}`)
 }
 
+await backend?.stop()
 mkdirSync(RESULTS, { recursive: true })
 const file = `${RESULTS}allocations-${new Date().toISOString().replace(/[:.]/g, '-')}.json`
-writeFileSync(file, `${JSON.stringify({ command: process.argv.slice(2), duration, results }, null, 2)}\n`)
+writeFileSync(
+  file,
+  `${JSON.stringify({ command: process.argv.slice(2), gateway: values.gateway, duration, results }, null, 2)}\n`,
+)
 console.log(`\nResults: ${file}`)

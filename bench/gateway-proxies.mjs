@@ -2,13 +2,15 @@
  * The gateway benchmark's processes: `node gateway-proxies.mjs backend` (the
  * one backend every variant forwards to) and `node gateway-proxies.mjs <proxy>
  * <backendPort>` (one proxy under test). Each listens on 127.0.0.1, reports
- * its port over IPC and answers `cpu` with its own process.cpuUsage(), like
- * server.mjs. nginx is not here: gateway.mjs runs the binary itself.
+ * its port over IPC and answers `cpu` with its own process.cpuUsage() and
+ * `heap-start` / `heap-stop` with its allocations, like server.mjs. nginx is
+ * not here: gateway.mjs runs the binary itself.
  *
  * Backend: `GET /small` answers a small JSON, `GET /large` 100 KiB, both with
  * Content-Length, keep-alive.
  */
 import { createServer, Agent } from 'node:http'
+import { answerHeapSampling } from './lib/heap.mjs'
 import { listen } from './variants.mjs'
 
 export const SMALL = JSON.stringify({ hello: 'world' })
@@ -89,6 +91,17 @@ export const proxies = {
   },
 }
 
+/** The proxies as benchmark variants (`--gateway` of allocations.mjs and instructions.mjs), `only` a list of names. */
+export function gatewayVariants(only) {
+  const names = Object.keys(proxies).filter((n) => n !== 'backend')
+  const chosen = only === undefined ? names : only.split(',').map((s) => s.trim())
+  const unknown = chosen.filter((n) => !names.includes(n))
+  if (unknown.length > 0)
+    throw new Error(`unknown proxy(s): ${unknown.join(', ')}; known: ${names.join(', ')}`)
+  // Each its own `framework`: none is compared with a bare framework.
+  return chosen.map((name) => ({ name, label: name, framework: name, stack: 'proxy' }))
+}
+
 /** Express or Koa: Aegis' defaults but the limiter, then one proxy route to the backend. */
 async function aegisGateway(aegis, app, backend, handler) {
   const shield = aegis({ limiter: false })
@@ -108,6 +121,7 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
   )
   process.on('message', (message) => {
     if (message === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() })
+    answerHeapSampling(message)
   })
   process.on('disconnect', () => process.exit(0))
   process.send({ type: 'ready', port: server.address().port })

@@ -1,18 +1,27 @@
 /**
- * One server for the instruction count (`node instructions-server.mjs <variant> <n>`),
- * run under callgrind by instructions.mjs: it prints its port, serves exactly
- * `n` requests, then exits so callgrind reports the instructions executed.
+ * One server for the instruction count (`node instructions-server.mjs <variant> <n>`,
+ * or `<proxy> <n> <backendPort>` for a proxy of the gateway benchmark), run
+ * under callgrind by instructions.mjs: it prints its port, serves exactly `n`
+ * requests, then exits so callgrind reports the instructions executed.
  */
+import { proxies } from './gateway-proxies.mjs'
 import { variants } from './variants.mjs'
 
-const [name, count] = process.argv.slice(2)
-const variant = variants.find((v) => v.name === name)
+const [name, count, backendPort] = process.argv.slice(2)
+const start =
+  backendPort === undefined
+    ? variants.find((v) => v.name === name)?.start
+    : name === 'backend'
+      ? undefined
+      : proxies[name]?.bind(undefined, `http://127.0.0.1:${backendPort}`)
 const limit = Number(count)
-if (variant === undefined || !Number.isInteger(limit) || limit < 1) {
-  throw new Error(`usage: instructions-server.mjs <variant> <requests>; got ${name} ${count}`)
+if (start === undefined || !Number.isInteger(limit) || limit < 1) {
+  throw new Error(
+    `usage: instructions-server.mjs <variant> <requests> [backendPort]; got ${process.argv.slice(2).join(' ')}`,
+  )
 }
 
-const server = await variant.start()
+const server = await start()
 let finished = 0
 server.on('request', (_req, res) => {
   res.once('finish', () => {

@@ -5,27 +5,36 @@
  * to run; instruction counts do not. Each variant's server runs under
  * valgrind's callgrind twice, serving N1 and then N2 requests (keep-alive, 4
  * connections, sequential per connection); (I2 − I1) / (N2 − N1) is the cost
- * of one request with start-up and shutdown cancelled out.
+ * of one request with start-up and shutdown cancelled out. With `--gateway`,
+ * the gateway benchmark's Node proxies instead, each forwarding `GET /small`
+ * to one backend (which runs outside callgrind).
  */
 import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { startServer } from './lib/children.mjs'
+import { gatewayVariants } from './gateway-proxies.mjs'
 import { comparisons, selectVariants } from './variants.mjs'
 
 const SERVER = fileURLToPath(new URL('instructions-server.mjs', import.meta.url))
+const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
 const { values } = parseArgs({
   args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     only: { type: 'string' },
     small: { type: 'string', default: '200' },
     large: { type: 'string', default: '1200' },
+    gateway: { type: 'boolean', default: false },
     // V8 flags for the measured server, e.g. --single-threaded: no background
     // compiler or GC threads, so where optimisation lands does not depend on timing.
     'node-flags': { type: 'string', default: '' },
   },
 })
-const selected = selectVariants(values.only)
+const selected = values.gateway ? gatewayVariants(values.only) : selectVariants(values.only)
+/** With --gateway: the backend the proxies forward to, and the path asked of them. */
+const backend = values.gateway ? await startServer(PROXIES, 'backend') : undefined
+const path = backend === undefined ? '/' : '/small'
 const [small, large] = [Number(values.small), Number(values.large)]
 const nodeFlags = values['node-flags'].split(' ').filter(Boolean)
 
@@ -42,6 +51,7 @@ function count(variant, n) {
         SERVER,
         variant,
         String(n),
+        ...(backend === undefined ? [] : [String(backend.port)]),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
@@ -68,7 +78,7 @@ function count(variant, n) {
   })
 }
 
-/** `n` GET / over 4 keep-alive connections, each request after the previous answer. */
+/** `n` GET `path` over 4 keep-alive connections, each request after the previous answer. */
 async function load(port, n) {
   const agent = new Agent({ keepAlive: true, maxSockets: 4 })
   let sent = 0
@@ -76,7 +86,7 @@ async function load(port, n) {
     while (sent < n) {
       sent++
       await new Promise((resolve, reject) => {
-        get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+        get({ host: '127.0.0.1', port, path, agent }, (res) => {
           if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
           res.resume()
           res.once('end', resolve)
@@ -124,3 +134,4 @@ if (measured.length > 0) {
     )
   }
 }
+await backend?.stop()

@@ -7,7 +7,7 @@
  * right after the measured window, so the sampling costs nothing while the
  * load runs and never goes through the HTTP stack measured.
  */
-import { Session } from 'node:inspector/promises'
+import { answerHeapSampling } from './lib/heap.mjs'
 import { variants } from './variants.mjs'
 
 const variant = variants.find((v) => v.name === process.argv[2])
@@ -17,58 +17,9 @@ if (variant === undefined || process.send === undefined) {
 
 const server = await variant.start()
 
-// V8's sampling heap profiler, for bench/allocations.mjs: every allocation
-// counts (objects the garbage collector has already taken too), by the
-// function that made it.
-let heap
-async function heapSampling(message) {
-  if (message === 'heap-start') {
-    heap?.disconnect()
-    heap = new Session()
-    heap.connect()
-    await heap.post('HeapProfiler.startSampling', {
-      samplingInterval: 256,
-      includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
-    })
-    return { type: 'heap-started' }
-  }
-  if (heap === undefined) throw new Error('heap sampling was not started')
-  const { profile } = await heap.post('HeapProfiler.stopSampling')
-  heap.disconnect()
-  heap = undefined
-  return { type: 'heap', ...allocationSites(profile.head) }
-}
-
-const REPO_PACKAGES = new URL('../packages/', import.meta.url).href
-
-/** Bytes by allocating function (`file:line`); a builtin is named after its caller. */
-function allocationSites(head) {
-  const sites = new Map()
-  let total = 0
-  const visit = (node, caller) => {
-    const { functionName, url, lineNumber } = node.callFrame
-    // Packages by name: `fastify/lib/route.js`, `@aegis/core/dist/index.js`.
-    const where = url.replace(/^.*node_modules\//, '').replace(REPO_PACKAGES, '@aegis/')
-    const name = `${functionName || '(anonymous)'} ${where}${url ? `:${lineNumber + 1}` : ''}`
-    const site = url === '' && caller !== undefined ? `${caller} > ${name}` : name
-    if (node.selfSize > 0) {
-      sites.set(site, (sites.get(site) ?? 0) + node.selfSize)
-      total += node.selfSize
-    }
-    for (const child of node.children) visit(child, name)
-  }
-  visit(head, undefined)
-  return { total, sites: [...sites].sort((a, b) => b[1] - a[1]) }
-}
-
 process.on('message', (message) => {
   if (message === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() })
-  if (message === 'heap-start' || message === 'heap-stop') {
-    heapSampling(message).then(process.send.bind(process), (err) =>
-      process.send({ type: message === 'heap-start' ? 'heap-started' : 'heap', error: err.message }),
-    )
-  }
+  answerHeapSampling(message)
   if (message === 'probe') {
     // A probe that throws is a problem of the run, not a crash of the server.
     Promise.resolve()
