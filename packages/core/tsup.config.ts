@@ -7,4 +7,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: 'node20',
+  // `import.meta.url` in the CommonJS build (src/dependencies.ts loads optional dependencies with createRequire).
+  shims: true,
 })

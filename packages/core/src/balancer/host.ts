@@ -3,7 +3,8 @@
  * (passive outlier detection), circuit breaker, slow start, in-flight requests
  * and peak-EWMA latency. Time is `performance.now()` milliseconds.
  */
-import CircuitBreaker from 'opossum'
+import type CircuitBreaker from 'opossum'
+import { opossum } from '../dependencies.js'
 import type { z } from 'zod'
 import type { breakerSchema } from './options.js'
 
@@ -51,7 +52,7 @@ export class UpstreamHost {
   ) {
     if (breaker !== false) {
       // opossum as a state machine: the action runs what it is given; our timeouts are undici's.
-      this.breaker = new CircuitBreaker((run: () => Promise<void>) => run(), {
+      this.breaker = new (opossum())((run: () => Promise<void>) => run(), {
         timeout: false,
         errorThresholdPercentage: breaker.errorThresholdPercentage,
         volumeThreshold: breaker.volumeThreshold,

@@ -9,10 +9,11 @@
  * connection; here there is no "later".
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns'
-import { Pool } from 'undici'
+import type { Pool } from 'undici'
 import { LRUCache } from 'lru-cache'
 import { hostAddress, METADATA_NAMES, refusedTargetAddress } from './upstream-url.js'
 import { parseRanges, inRanges, parseAddress } from '../client/index.js'
+import { undici } from '../dependencies.js'
 
 /** A `dns.lookup`-compatible function (tests stub it; apps may bring their own resolver). */
 export type LookupFunction = typeof dnsLookup
@@ -91,7 +92,7 @@ export function createTargetGuard(options: {
     poolFor(url) {
       let pool = pools.get(url.origin)
       if (pool === undefined) {
-        pool = new Pool(url.origin, {
+        pool = new (undici().Pool)(url.origin, {
           connections: options.connections,
           keepAliveTimeout: options.keepAlive,
           pipelining: 1,

@@ -3,12 +3,13 @@
  * the URL parts a request is built from), and how an exchange with one counts
  * for the balancer and its breaker.
  */
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import type { Outcome, UpstreamHost } from '../balancer/index.js'
 import type { Metrics, UpstreamSeries } from '../metrics/index.js'
 import { isConnectFailure } from './answers.js'
 import type { ExchangeOutcome } from './forward.js'
 import type { ProxyRouteConfig } from './options.js'
+import { undici } from '../dependencies.js'
 
 /** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
 export const basePathOf = (url: URL): string => url.pathname.replace(/\/+$/, '')
@@ -50,7 +51,7 @@ export class Upstream implements Destination {
     this.basePath = basePathOf(url)
     this.host = url.host
     this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
-    this.pool = new Pool(url.origin, {
+    this.pool = new (undici().Pool)(url.origin, {
       connections: route.connections,
       keepAliveTimeout: route.keepAlive,
       pipelining: 1,

@@ -7,7 +7,8 @@
  * spend the limit at the end of one and again at the start of the next — the
  * default `gcra` algorithm does not allow that.
  */
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import type { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import { rateLimiterFlexible } from '../dependencies.js'
 import type { RedisConnection } from '../store/index.js'
 import type { Verdict } from './gcra.js'
 
@@ -34,6 +35,7 @@ export class FixedWindow {
       blockDuration: policy.blockDuration,
       keyPrefix: `fw:${policy.name}`,
     }
+    const { RateLimiterMemory, RateLimiterRedis } = rateLimiterFlexible()
     if (conn === undefined) {
       this.limiter = new RateLimiterMemory(base)
       return
@@ -77,7 +79,7 @@ export class FixedWindow {
     try {
       return this.fill(await this.active.consume(key, cost), true, out)
     } catch (err) {
-      if (err instanceof RateLimiterRes) return this.fill(err, false, out)
+      if (err instanceof rateLimiterFlexible().RateLimiterRes) return this.fill(err, false, out)
       throw err
     }
   }

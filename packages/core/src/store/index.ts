@@ -1,4 +1,5 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
+import { ioredis } from '../dependencies.js'
 import { WarningCodes } from '../errors.js'
 import type { Logger } from '../options/index.js'
 import { isRedisClient, type StoreConfig } from './options.js'
@@ -79,10 +80,10 @@ function createClient(config: StoreConfig): RedisClient | undefined {
       clusterRetryStrategy: safety.retryStrategy,
       redisOptions: { ...(redis as RedisOptions | undefined), ...perNode },
     }
-    return new Cluster(clusterNodes(cluster), options as never)
+    return new (ioredis().Cluster)(clusterNodes(cluster), options as never)
   }
-  if (typeof redis === 'string') return new Redis(redis, safety)
-  if (redis !== undefined) return new Redis({ ...(redis as RedisOptions), ...safety } as never)
+  if (typeof redis === 'string') return new (ioredis().Redis)(redis, safety)
+  if (redis !== undefined) return new (ioredis().Redis)({ ...(redis as RedisOptions), ...safety } as never)
   return undefined
 }
 
