@@ -57,13 +57,13 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false
   private clientGone = false
   private held = false
-  private draining = false
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
     this.controller?.abort(new ClientAbortError())
   }
-  private readonly onDrain = (): void => this.controller?.resume()
+  /** Resumes undici once the client's socket drains; made the first time it fills up (most answers never do). */
+  private onDrain: (() => void) | undefined
 
   constructor(
     private readonly res: ServerResponse,
@@ -105,9 +105,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     // undici can hand over an empty slice at a read boundary; written, it would cost a system call.
     if (chunk.length === 0 || this.res.write(chunk)) return
     controller.pause()
-    // Listened for only once the client's socket first fills up (most answers never do).
-    if (!this.draining) {
-      this.draining = true
+    if (this.onDrain === undefined) {
+      this.onDrain = () => this.controller?.resume()
       this.res.on('drain', this.onDrain)
     }
   }
@@ -131,7 +130,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.finished) return
     this.finished = true
     this.res.off('close', this.onClose)
-    if (this.draining) this.res.off('drain', this.onDrain)
+    if (this.onDrain !== undefined) this.res.off('drain', this.onDrain)
     this.done({
       status: this.status,
       error,

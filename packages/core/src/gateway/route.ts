@@ -313,7 +313,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       body = { body: await buffered(req), contentLength: body.contentLength }
     const deadline = performance.now() + (retry === false ? 0 : retry.deadline)
     const clientKey = deps.clientKey(req)
-    const tried = new Set<UpstreamHost>()
+    let host: UpstreamHost | undefined // the host of the last attempt
+    let tried: Set<UpstreamHost> | undefined // hosts tried so far, from the second attempt on
     let retries = 0
     // A retry holds a budget slot from the moment it is decided until its attempt ends.
     let slot = false // the attempt about to run is a retry with a slot
@@ -335,8 +336,10 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     try {
       for (;;) {
         // Another host when there is one; the same one otherwise.
-        const host =
-          balancer.pick(req, clientKey, tried) ?? (tried.size > 0 ? balancer.pick(req, clientKey) : undefined)
+        if (host !== undefined) (tried ??= new Set()).add(host)
+        host =
+          balancer.pick(req, clientKey, tried) ??
+          (tried !== undefined ? balancer.pick(req, clientKey) : undefined)
         if (host === undefined)
           return answer(
             req,
@@ -344,7 +347,6 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             // A held 5xx was going to be retried: say so, rather than blame the connection.
             last === undefined || last.held ? noUpstream(1) : upstreamFailure(last.error),
           )
-        tried.add(host)
         const replayable = body.body !== req
         const canRetry = mayRetry && retries < retry.attempts
         let waitMs = 0
