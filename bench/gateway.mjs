@@ -45,6 +45,7 @@ const USAGE = `Usage: node bench/gateway.mjs [options]
   --warmup S        seconds of unmeasured load first (default 2)
   --connections C   wrk connections (default 50)
   --only a,b        these variants only (direct is always measured): ${VARIANTS.join(', ')}
+  --pin             the proxy on CPU 1, wrk and the backend on CPU 0 (taskset; needs 2+ CPUs)
   --skip-build      measure the packages' existing dist/
   -h, --help        this text`
 
@@ -55,6 +56,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     connections: { type: 'string', default: '50' },
     only: { type: 'string' },
+    pin: { type: 'boolean', default: false },
     'skip-build': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -99,21 +101,23 @@ const freePort = () =>
 
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim())
 
+/** The children of `pid` (nginx' worker), none when it has none. */
+function childPids(pid) {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+  } catch {
+    return [] // pgrep exits 1 when nothing matches
+  }
+}
+
 /** utime + stime of a process and its children (nginx: master and worker), in µs. */
 function procCpuUs(pid) {
-  const pids = [pid]
-  try {
-    pids.push(
-      ...execFileSync('pgrep', ['-P', String(pid)])
-        .toString()
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map(Number),
-    )
-  } catch {
-    // no children
-  }
+  const pids = [pid, ...childPids(pid)]
   let ticks = 0
   for (const p of pids) {
     const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
@@ -170,6 +174,7 @@ http {
   }
   return {
     port,
+    pid: child.pid,
     cpuUsage: async () => {
       const us = procCpuUs(child.pid)
       return { user: us, system: 0 }
@@ -207,6 +212,21 @@ function check(url) {
   })
 }
 
+/**
+ * With --pin: every thread of `pid` and of its children (nginx' worker) on `cpus`. The
+ * scheduler otherwise moves the proxy between the two cores it shares with wrk and
+ * the backend, and its CPU per request moves with where it lands (by up to half).
+ */
+function pinTo(pid, cpus) {
+  if (!values.pin || pid === undefined) return
+  execFileSync('taskset', ['-a', '-pc', cpus, String(pid)], { stdio: 'ignore' })
+  for (const child of childPids(pid))
+    execFileSync('taskset', ['-a', '-pc', cpus, String(child)], { stdio: 'ignore' })
+}
+
+/** Where wrk runs with --pin: beside the backend, away from the proxy. */
+const WRK_CPUS = values.pin ? '0' : undefined
+
 async function measure(variant, backend, path) {
   const proxy =
     variant === 'direct'
@@ -215,13 +235,14 @@ async function measure(variant, backend, path) {
         ? await startNginx(backend.port, variant === 'nginx-64k')
         : await startServer(PROXIES, variant, String(backend.port))
   try {
+    pinTo(proxy?.pid, '1')
     const port = proxy?.port ?? backend.port
     const url = `http://127.0.0.1:${port}${path}`
     await check(url)
-    if (warmup > 0) await generators.wrk.run({ url, duration: warmup, connections })
+    if (warmup > 0) await generators.wrk.run({ url, duration: warmup, connections, cpus: WRK_CPUS })
     const measured = proxy ?? backend
     const before = await measured.cpuUsage()
-    const load = await generators.wrk.run({ url, duration, connections })
+    const load = await generators.wrk.run({ url, duration, connections, cpus: WRK_CPUS })
     const after = await measured.cpuUsage()
     const problems = problemsOf(load)
     const cpuUs = after.user - before.user + (after.system - before.system)
@@ -241,13 +262,15 @@ async function main() {
   const environment = {
     ...environmentInfo(),
     nginx: nginxVersion ?? 'absent',
+    pinned: values.pin ? 'proxy on CPU 1; wrk and backend on CPU 0' : false,
   }
   const minutes = (rounds * selected.length * 2 * (warmup + duration + 1)) / 60
   console.log(
     `${rounds} rounds × ${selected.length} variants × 2 bodies × ${duration} s (+${warmup} s warm-up), ` +
-      `${connections} connections, wrk -t1; about ${Math.ceil(minutes)} min. Node ${process.version}, ${environment.cpus} CPUs.`,
+      `${connections} connections, wrk -t1${values.pin ? ', pinned (proxy CPU 1, wrk and backend CPU 0)' : ''}; about ${Math.ceil(minutes)} min. Node ${process.version}, ${environment.cpus} CPUs.`,
   )
   const backend = await startServer(PROXIES, 'backend')
+  pinTo(backend.pid, '0')
   const runs = []
   try {
     for (let round = 1; round <= rounds; round++) {

@@ -66,6 +66,7 @@ const LOG_TAIL_CHARS = 4_000
  *
  * @returns {Promise<{
  *   port: number,
+ *   pid: number,
  *   cpuUsage: () => Promise<NodeJS.CpuUsage>,
  *   probe: () => Promise<{ problems: string[], redisCpuUs?: number }>,
  *   ask: (message: string, replyType: string) => Promise<object>,
@@ -123,6 +124,7 @@ export async function startServer(script, variant, ...args) {
     const { port } = await request('ready')
     return {
       port,
+      pid: child.pid,
       cpuUsage: async () => (await request('cpu', () => child.send('cpu'))).usage,
       /** The variant's own probe (`variant.probe`), run in the server process. */
       probe: async () => {

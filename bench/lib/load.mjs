@@ -41,9 +41,12 @@ function parseWrk(text) {
 const wrk = {
   name: 'wrk',
   // One thread: on a 2-core machine wrk gets one core and the server the other.
-  async run({ url, duration, connections }) {
+  // `cpus`: run it on these CPUs only (taskset's list, `0`).
+  async run({ url, duration, connections, cpus }) {
     const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', url]
-    const out = await run('wrk', args, { timeoutMs: duration * 1e3 + GRACE_MS })
+    const out = await (cpus === undefined
+      ? run('wrk', args, { timeoutMs: duration * 1e3 + GRACE_MS })
+      : run('taskset', ['-c', cpus, 'wrk', ...args], { timeoutMs: duration * 1e3 + GRACE_MS }))
     if (out.code !== 0) throw new Error(`wrk failed (${out.signal ?? `code ${out.code}`}): ${out.stderr}`)
     return parseWrk(out.stdout)
   },
