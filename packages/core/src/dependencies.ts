@@ -2,10 +2,9 @@
  * The heavy dependencies that only some configurations use — undici and
  * opossum (proxy routes), ioredis (a Redis store), rate-limiter-flexible (the
  * fixed-window algorithm) — are loaded the first time one is needed, not when
- * Aegis is imported. A default `aegis()` then keeps about 9 MB less code on
- * the heap, which on Express is worth more than it looks: a smaller live heap
- * means fewer fresh pages faulted in between full garbage collections (about
- * one page fault less per request, measured; docs/performance.md).
+ * Aegis is imported. A default `aegis()` then holds about 5 MB less heap and
+ * imports in about two thirds of the time, with 24 MB less resident memory
+ * (docs/performance.md, "What loading Aegis keeps in memory").
  *
  * `require` of these CommonJS packages returns the same module instance an
  * application's own `import` of them gets.
