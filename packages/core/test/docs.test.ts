@@ -21,7 +21,9 @@ function unwrap(schema: z.ZodType): z.ZodType {
   for (;;) {
     if (s instanceof z.ZodDefault || s instanceof z.ZodPrefault) s = s.def.innerType as z.ZodType
     else if (s instanceof z.ZodOptional || s instanceof z.ZodNullable) s = s.def.innerType as z.ZodType
-    else if (s instanceof z.ZodPipe) s = s.def.in as z.ZodType
+    // A pipe validates with `in`; a preprocessed schema (transform, then schema) with `out`.
+    else if (s instanceof z.ZodPipe)
+      s = (s.def.in instanceof z.ZodTransform ? s.def.out : s.def.in) as z.ZodType
     else return s
   }
 }
@@ -104,8 +106,10 @@ const defaults = parseOptions({})
 const optIn = parseOptions({
   cors: { origin: 'https://app.example.com' },
   limiter: { adaptive: {}, shed: {} },
+  breaker: {},
+  chaos: { abort: { percent: 1 } },
 })
-const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.']
+const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.', 'breaker.', 'chaos.abort.']
 const defaultAt = (path: string): unknown =>
   valueAt(optInPrefixes.some((p) => path.startsWith(p)) ? optIn : defaults, path)
 
@@ -137,7 +141,7 @@ describe('docs/configuration.md', () => {
   })
 
   it('has one section per top-level option', () => {
-    for (const key of Object.keys(optionsSchema.shape)) {
+    for (const key of Object.keys((unwrap(optionsSchema) as z.ZodObject).shape)) {
       expect(configurationMd).toMatch(new RegExp(`^## ${key}$`, 'm'))
     }
   })

@@ -114,3 +114,78 @@ describe('options', () => {
     expect(config.metrics).toBe(false)
   })
 })
+
+describe('top-level breaker and chaos', () => {
+  const upstreams = ['http://127.0.0.1:9']
+
+  it('are what every proxy route that sets none starts from; a route object is laid over them', () => {
+    const config = parseOptions({
+      breaker: { volumeThreshold: 3 },
+      chaos: { abort: { percent: 100 } },
+      proxy: [
+        { prefix: '/a', upstreams },
+        { prefix: '/b', upstreams, breaker: false, chaos: false },
+        { prefix: '/c', upstreams, breaker: { resetTimeout: 500 }, chaos: { delay: { percent: 5, ms: 10 } } },
+      ],
+    })
+    const [a, b, c] = config.proxy
+    expect(a?.breaker).toMatchObject({
+      volumeThreshold: 3,
+      resetTimeout: 10_000,
+      errorThresholdPercentage: 50,
+    })
+    expect(a?.chaos).toEqual({ abort: { percent: 100, status: 503 } })
+    expect(b?.breaker).toBe(false)
+    expect(b?.chaos).toBe(false)
+    expect(c?.breaker).toMatchObject({ volumeThreshold: 3, resetTimeout: 500 })
+    expect(c?.chaos).toEqual({ delay: { percent: 5, ms: 10 } })
+  })
+
+  it('breaker: false turns breakers off on routes that set none; unset leaves each route its default', () => {
+    expect(parseOptions({ breaker: false, proxy: [{ upstreams }] }).proxy[0]?.breaker).toBe(false)
+    const config = parseOptions({ proxy: [{ upstreams }] })
+    expect(config.breaker).toBeUndefined()
+    expect(config.proxy[0]?.breaker).toMatchObject({ volumeThreshold: 10 })
+    expect(config.proxy[0]?.chaos).toBe(false)
+  })
+
+  it('reports a bad top-level value once, at its own path', () => {
+    const issues = issuesOf(() =>
+      parseOptions({
+        breaker: { volumeThreshold: 0 },
+        chaos: { abort: { percent: 101 } },
+        proxy: [{ upstreams }],
+      }),
+    )
+    expect(issues.map((i) => i.path).sort()).toEqual(['breaker.volumeThreshold', 'chaos.abort.percent'])
+  })
+
+  it('reach routes added later with shield.proxy()', async () => {
+    const aegis = createAegis({
+      breaker: { resetTimeout: 700 },
+      chaos: { abort: { percent: 10, status: 502 } },
+    })
+    try {
+      const inherits = aegis.proxy({ prefix: '/x', upstreams, healthCheck: false }).config
+      expect(inherits.breaker).toMatchObject({ resetTimeout: 700, volumeThreshold: 10 })
+      expect(inherits.chaos).toEqual({ abort: { percent: 10, status: 502 } })
+      const own = aegis.proxy({
+        prefix: '/y',
+        upstreams,
+        healthCheck: false,
+        breaker: false,
+        chaos: false,
+      }).config
+      expect(own.breaker).toBe(false)
+      expect(own.chaos).toBe(false)
+    } finally {
+      await aegis.close()
+    }
+  })
+
+  it('refuses a shared top-level breaker without a store, naming the option', () => {
+    expect(issuesOf(() => createAegis({ breaker: { shared: true } }))).toEqual([
+      expect.objectContaining({ path: 'breaker.shared' }),
+    ])
+  })
+})

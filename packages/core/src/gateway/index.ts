@@ -9,8 +9,8 @@ import type { ProxyRouteConfig } from './options.js'
 import { createProxyRoute, type GatewayDeps, type ProxyRoute } from './route.js'
 import type { ParsedBody } from './body.js'
 
-export { proxyRouteSchema, proxySection } from './options.js'
-export type { ProxyRouteOptions, ProxyRouteConfig, ChaosOptions } from './options.js'
+export { proxyRouteSchema, proxySection, withRouteDefaults } from './options.js'
+export type { ProxyRouteOptions, ProxyRouteConfig, ChaosOptions, RouteDefaults } from './options.js'
 export {
   parseUpstreamUrl,
   refusedTargetAddress,

@@ -191,3 +191,34 @@ export type ChaosOptions = z.input<typeof chaosSchema>
 
 /** The top-level `proxy` option: routes the Aegis middleware (or the Fastify plugin) forwards. */
 export const proxySection = z.array(proxyRouteSchema).max(1000).default([])
+
+/** The top-level `chaos` option: fault injection for every proxy route that sets none. */
+export const chaosDefaultsSchema = chaosSchema.optional()
+
+/** The top-level settings every proxy route inherits (DESIGN's `breaker` and `chaos` options). */
+export interface RouteDefaults {
+  readonly breaker?: unknown
+  readonly chaos?: unknown
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/**
+ * A proxy route as given, with the top-level `breaker` and `chaos` filled in
+ * where the route sets none. A breaker object of the route is laid over the
+ * top-level one (`{ breaker: { resetTimeout: 5000 } }` keeps the top-level
+ * thresholds); `false` on the route turns it off there. Anything that is not a
+ * route object is returned as is, for the schema to refuse.
+ */
+export function withRouteDefaults(route: unknown, defaults: RouteDefaults): unknown {
+  if (!isObject(route)) return route
+  const out = { ...route }
+  const { breaker, chaos } = defaults
+  if (breaker !== undefined) {
+    if (route.breaker === undefined) out.breaker = breaker
+    else if (isObject(route.breaker) && isObject(breaker)) out.breaker = { ...breaker, ...route.breaker }
+  }
+  if (chaos !== undefined && route.chaos === undefined) out.chaos = chaos
+  return out
+}

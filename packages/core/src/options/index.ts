@@ -5,7 +5,8 @@ import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
 import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
-import { proxySection } from '../gateway/options.js'
+import { breakerDefaultsSchema } from '../balancer/options.js'
+import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
@@ -35,8 +36,22 @@ export type SkipFunction = (req: IncomingMessage) => boolean
 /** Rewrite a rejection before it is written (custom body, extra headers), or return nothing to keep it. */
 export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejection | undefined | void
 
-/** The one schema for every option; defaults live here and the types are inferred from it. */
-export const optionsSchema = z
+/**
+ * The top-level `breaker` and `chaos`, when valid, copied into every raw proxy
+ * route that sets none (an invalid one is reported once, at its own path).
+ */
+function inheritRouteDefaults(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null) return input
+  const { breaker, chaos, proxy } = input as { breaker?: unknown; chaos?: unknown; proxy?: unknown }
+  if (!Array.isArray(proxy) || (breaker === undefined && chaos === undefined)) return input
+  const defaults = {
+    breaker: breakerDefaultsSchema.safeParse(breaker).success ? breaker : undefined,
+    chaos: chaosDefaultsSchema.safeParse(chaos).success ? chaos : undefined,
+  }
+  return { ...input, proxy: proxy.map((route) => withRouteDefaults(route, defaults)) }
+}
+
+const optionsObject = z
   .strictObject({
     store: storeSchema,
     trustProxy: trustProxySchema,
@@ -47,6 +62,10 @@ export const optionsSchema = z
     cors: corsSection,
     metrics: metricsSection,
     proxy: proxySection,
+    /** What every proxy route's breaker starts from (`false`: none); a route's own `breaker` wins. */
+    breaker: breakerDefaultsSchema,
+    /** Fault injection for every proxy route that sets no `chaos` of its own. */
+    chaos: chaosDefaultsSchema,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),
@@ -59,6 +78,12 @@ export const optionsSchema = z
     message: 'accessLog needs a logger to write to (pass a pino-compatible logger)',
     path: ['accessLog'],
   })
+
+/** The one schema for every option; defaults live here and the types are inferred from it. */
+export const optionsSchema = z.preprocess<unknown, typeof optionsObject, z.input<typeof optionsObject>>(
+  inheritRouteDefaults,
+  optionsObject,
+)
 
 /** What `createAegis()` accepts. Every field is optional. */
 export type AegisOptions = z.input<typeof optionsSchema>

@@ -20,11 +20,13 @@ import {
   createProxyRoute,
   proxyRouteSchema,
   underPrefix,
+  withRouteDefaults,
   type Gateway,
   type GatewayDeps,
   type ProxyRoute,
   type ProxyRouteConfig,
   type ProxyRouteOptions,
+  type RouteDefaults,
 } from '../gateway/index.js'
 import { connectStore, type RedisConnection } from '../store/index.js'
 import {
@@ -154,7 +156,16 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         { path, message: 'sharing breaker states needs a shared store: set the store option (Redis)' },
       ])
   }
+  if (config.breaker !== undefined && config.breaker !== false && config.breaker.shared && !storeConfigured)
+    throw new AegisConfigError([
+      {
+        path: 'breaker.shared',
+        message: 'sharing breaker states needs a shared store: set the store option (Redis)',
+      },
+    ])
   config.proxy.forEach((route, i) => requireStoreFor(route, `proxy.${i}.breaker.shared`))
+  /** The top-level settings a route added by `proxy()` inherits, as the routes of `proxy` did. */
+  const routeDefaults: RouteDefaults = { breaker: config.breaker, chaos: config.chaos }
   const store = connectStore(config.store, config.logger, {
     onError: (reason) => metrics?.storeError(reason),
     onStateChange: (up) => metrics?.storeUp(up),
@@ -443,7 +454,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     gateway,
     proxy(options, { upgrades = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'proxy() after close()')
-      const routeConfig = parseSection(proxyRouteSchema, options, ['proxy'])
+      const routeConfig = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), ['proxy'])
       requireStoreFor(routeConfig, 'proxy.breaker.shared')
       const route = createProxyRoute(routeConfig, gatewayDeps)
       extraRoutes.push(route)
