@@ -24,7 +24,6 @@ import {
   type Gateway,
   type GatewayDeps,
   type ProxyRoute,
-  type ProxyRouteConfig,
   type ProxyRouteOptions,
   type RouteDefaults,
 } from '../gateway/index.js'
@@ -150,20 +149,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
   /** `breaker.shared` needs a store to share through: refused at startup, before connecting anywhere. */
   const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
-  const requireStoreFor = (route: ProxyRouteConfig, path: string): void => {
-    if (!storeConfigured && route.breaker !== false && route.breaker.shared)
+  const requireStoreFor = (breaker: AegisConfig['breaker'], path: string): void => {
+    if (!storeConfigured && breaker !== undefined && breaker !== false && breaker.shared)
       throw new AegisConfigError([
         { path, message: 'sharing breaker states needs a shared store: set the store option (Redis)' },
       ])
   }
-  if (config.breaker !== undefined && config.breaker !== false && config.breaker.shared && !storeConfigured)
-    throw new AegisConfigError([
-      {
-        path: 'breaker.shared',
-        message: 'sharing breaker states needs a shared store: set the store option (Redis)',
-      },
-    ])
-  config.proxy.forEach((route, i) => requireStoreFor(route, `proxy.${i}.breaker.shared`))
+  requireStoreFor(config.breaker, 'breaker.shared')
+  config.proxy.forEach((route, i) => requireStoreFor(route.breaker, `proxy.${i}.breaker.shared`))
   /** The top-level settings a route added by `proxy()` inherits, as the routes of `proxy` did. */
   const routeDefaults: RouteDefaults = { breaker: config.breaker, chaos: config.chaos }
   const store = connectStore(config.store, config.logger, {
@@ -455,7 +448,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     proxy(options, { upgrades = true } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'proxy() after close()')
       const routeConfig = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), ['proxy'])
-      requireStoreFor(routeConfig, 'proxy.breaker.shared')
+      requireStoreFor(routeConfig.breaker, 'proxy.breaker.shared')
       const route = createProxyRoute(routeConfig, gatewayDeps)
       extraRoutes.push(route)
       if (upgrades) {
