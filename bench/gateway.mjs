@@ -50,6 +50,8 @@ const USAGE = `Usage: node bench/gateway.mjs [options]
   -h, --help        this text`
 
 const { values } = parseArgs({
+  // `pnpm bench:… -- --flag` passes the `--` along.
+  args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     rounds: { type: 'string', default: '5' },
     duration: { type: 'string', default: '5' },

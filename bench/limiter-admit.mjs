@@ -13,6 +13,8 @@ import { createAegis } from '@aegis/core'
 import { hasHeader, requestFrom } from './lib/admit.mjs'
 
 const { values } = parseArgs({
+  // `pnpm bench:… -- --flag` passes the `--` along.
+  args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     rounds: { type: 'string', default: '24' },
     warmup: { type: 'string', default: '4' },
