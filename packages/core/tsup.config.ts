@@ -7,6 +7,8 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: 'node20',
-  // `import.meta.url` in the CommonJS build (src/dependencies.ts loads optional dependencies with createRequire).
-  shims: true,
+  // The CommonJS build resolves from `__filename` (src/dependencies.ts): no `import.meta` there.
+  esbuildOptions(options, { format }) {
+    if (format === 'cjs') options.define = { ...options.define, 'import.meta.url': 'undefined' }
+  },
 })

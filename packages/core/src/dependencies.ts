@@ -15,12 +15,19 @@ import type * as IORedis from 'ioredis'
 import type * as RateLimiterFlexible from 'rate-limiter-flexible'
 import type Opossum from 'opossum'
 
-const load = createRequire(import.meta.url)
+/**
+ * Where this file is, to resolve from: `__filename` in the CommonJS build (whose
+ * `import.meta.url` is defined away: tsup's shim for it misreads paths holding
+ * `#` or `%` and a global `document`), `import.meta.url` in the ES module build.
+ */
+const here = (): string => (typeof __filename === 'string' ? __filename : import.meta.url)
 
-/** `id`, required on the first call and remembered. */
+let load: NodeJS.Require | undefined
+
+/** `id`, required on the first call and remembered; nothing runs when Aegis is imported. */
 function onFirstUse<T>(id: string): () => T {
   let loaded: T | undefined
-  return () => (loaded ??= load(id) as T)
+  return () => (loaded ??= (load ??= createRequire(here()))(id) as T)
 }
 
 export const undici = onFirstUse<typeof Undici>('undici')

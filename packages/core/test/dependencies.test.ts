@@ -1,9 +1,12 @@
 import { execFileSync } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 
 const OPTIONAL = ['undici', 'ioredis', 'opossum', 'rate-limiter-flexible']
-const dist = (file: string): string => fileURLToPath(new URL(`../dist/${file}`, import.meta.url))
+const built = (file: string): string => fileURLToPath(new URL(`../dist/${file}`, import.meta.url))
 
 /**
  * Which optional dependencies a fresh process has loaded once `setup` ran with
@@ -13,7 +16,7 @@ const dist = (file: string): string => fileURLToPath(new URL(`../dist/${file}`, 
 function loadedAfter(build: 'index.js' | 'index.cjs', setup: string): string[] {
   const script = `
     const { createRequire } = await import('node:module')
-    const { createAegis } = ${build === 'index.js' ? 'await import' : 'createRequire(process.cwd() + "/")'}(${JSON.stringify(dist(build))})
+    const { createAegis } = ${build === 'index.js' ? 'await import' : 'createRequire(process.cwd() + "/")'}(${JSON.stringify(built(build))})
     ${setup}
     await aegis.close()
     const names = ${JSON.stringify(OPTIONAL)}
@@ -42,4 +45,35 @@ describe('optional dependencies', () => {
       expect(loaded).toEqual(['undici', 'opossum', 'rate-limiter-flexible'])
     })
   }
+
+  it('are found by the CommonJS build installed under a path with # and %, with a global document', () => {
+    // Where jsdom-style test setups and unusual install paths put it: resolution must start from the file itself.
+    const root = mkdtempSync(join(tmpdir(), 'aegis-deps-'))
+    try {
+      const modules = join(root, 'a#b%20c', 'node_modules')
+      const installed = join(modules, '@aegis', 'core', 'dist', 'index.cjs')
+      mkdirSync(join(installed, '..'), { recursive: true })
+      cpSync(built('index.cjs'), installed)
+      const own = fileURLToPath(new URL('../node_modules/', import.meta.url))
+      for (const name of readdirSync(own)) {
+        if (name.startsWith('.') || name.startsWith('@')) continue
+        symlinkSync(join(own, name), join(modules, name))
+      }
+      const script = `
+        globalThis.document = { baseURI: 'http://localhost/', currentScript: null }
+        const { createRequire } = await import('node:module')
+        const { createAegis } = createRequire(process.cwd() + '/')(${JSON.stringify(installed)})
+        const aegis = createAegis({
+          limiter: { algorithm: 'fixed-window' },
+          proxy: [{ prefix: '/api', upstreams: ['http://127.0.0.1:9'], healthCheck: false }],
+        })
+        await aegis.close()
+        console.log('ok')
+      `
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+      expect(out.trim().split('\n').pop()).toBe('ok')
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+    }
+  })
 })

@@ -39,6 +39,8 @@ export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejecti
 /**
  * The top-level `breaker` and `chaos`, when valid, copied into every raw proxy
  * route that sets none (an invalid one is reported once, at its own path).
+ * `parseOptions()` does this before the schema parses; the schema alone
+ * validates the options as given.
  */
 function inheritRouteDefaults(input: unknown): unknown {
   if (typeof input !== 'object' || input === null) return input
@@ -51,7 +53,8 @@ function inheritRouteDefaults(input: unknown): unknown {
   return { ...input, proxy: proxy.map((route) => withRouteDefaults(route, defaults)) }
 }
 
-const optionsObject = z
+/** The one schema for every option; defaults live here and the types are inferred from it. */
+export const optionsSchema = z
   .strictObject({
     store: storeSchema,
     trustProxy: trustProxySchema,
@@ -78,12 +81,6 @@ const optionsObject = z
     message: 'accessLog needs a logger to write to (pass a pino-compatible logger)',
     path: ['accessLog'],
   })
-
-/** The one schema for every option; defaults live here and the types are inferred from it. */
-export const optionsSchema = z.preprocess<unknown, typeof optionsObject, z.input<typeof optionsObject>>(
-  inheritRouteDefaults,
-  optionsObject,
-)
 
 /** What `createAegis()` accepts. Every field is optional. */
 export type AegisOptions = z.input<typeof optionsSchema>
@@ -184,5 +181,5 @@ export function parseSection<S extends z.ZodType>(
  * const config = parseOptions({ validator: { maxBodyBytes: 65_536 } })
  */
 export function parseOptions(input: AegisOptions | undefined = {}): AegisConfig {
-  return parseSection(optionsSchema, input, [])
+  return parseSection(optionsSchema, inheritRouteDefaults(input), [])
 }
