@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
-import { spawnTracked, startServer } from './lib/children.mjs'
+import { childPids, pinProcessTree, spawnTracked, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import { median } from './lib/report.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
@@ -102,20 +102,6 @@ const freePort = () =>
   })
 
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim())
-
-/** The children of `pid` (nginx' worker), none when it has none. */
-function childPids(pid) {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)])
-      .toString()
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number)
-  } catch {
-    return [] // pgrep exits 1 when nothing matches
-  }
-}
 
 /** utime + stime of a process and its children (nginx: master and worker), in µs. */
 function procCpuUs(pid) {
@@ -214,18 +200,6 @@ function check(url) {
   })
 }
 
-/**
- * With --pin: every thread of `pid` and of its children (nginx' worker) on `cpus`. The
- * scheduler otherwise moves the proxy between the two cores it shares with wrk and
- * the backend, and its CPU per request moves with where it lands (by up to half).
- */
-function pinTo(pid, cpus) {
-  if (!values.pin || pid === undefined) return
-  execFileSync('taskset', ['-a', '-pc', cpus, String(pid)], { stdio: 'ignore' })
-  for (const child of childPids(pid))
-    execFileSync('taskset', ['-a', '-pc', cpus, String(child)], { stdio: 'ignore' })
-}
-
 /** Where wrk runs with --pin: beside the backend, away from the proxy. */
 const WRK_CPUS = values.pin ? '0' : undefined
 
@@ -237,7 +211,7 @@ async function measure(variant, backend, path) {
         ? await startNginx(backend.port, variant === 'nginx-64k')
         : await startServer(PROXIES, variant, String(backend.port))
   try {
-    pinTo(proxy?.pid, '1')
+    if (values.pin && proxy !== undefined) pinProcessTree(proxy.pid, '1')
     const port = proxy?.port ?? backend.port
     const url = `http://127.0.0.1:${port}${path}`
     await check(url)
@@ -272,7 +246,7 @@ async function main() {
       `${connections} connections, wrk -t1${values.pin ? ', pinned (proxy CPU 1, wrk and backend CPU 0)' : ''}; about ${Math.ceil(minutes)} min. Node ${process.version}, ${environment.cpus} CPUs.`,
   )
   const backend = await startServer(PROXIES, 'backend')
-  pinTo(backend.pid, '0')
+  if (values.pin) pinProcessTree(backend.pid, '0')
   const runs = []
   try {
     for (let round = 1; round <= rounds; round++) {

@@ -9,7 +9,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
-import { startServer } from './lib/children.mjs'
+import { pinProcessTree, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import {
   checkClaims,
@@ -37,6 +37,7 @@ const USAGE = `Usage: pnpm bench [options]
     .join(', ')} (default headline)
   --only a,b         only these variants (overrides --suite): ${variants.map((v) => v.name).join(', ')}
   --autocannon       load with autocannon instead of wrk (cross-check)
+  --pin              the server on CPU 1, wrk on CPU 0 (taskset; wrk only, needs 2+ CPUs)
   --skip-build       use the packages' existing dist/ instead of building first
   -h, --help         this text`
 
@@ -52,6 +53,7 @@ function parseOptions(argv) {
       suite: { type: 'string', default: 'headline' },
       only: { type: 'string' },
       autocannon: { type: 'boolean', default: false },
+      pin: { type: 'boolean', default: false },
       'skip-build': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -61,6 +63,7 @@ function parseOptions(argv) {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`)
     return n
   }
+  if (values.pin && values.autocannon) throw new Error('--pin works with wrk only, not --autocannon')
   const suite = suites[values.suite]
   if (suite === undefined)
     throw new Error(`unknown --suite ${values.suite}: ${Object.keys(suites).join(', ')}`)
@@ -74,6 +77,7 @@ function parseOptions(argv) {
     warmup: integer('warmup', 0),
     variants: selected,
     generator: values.autocannon ? generators.autocannon : generators.wrk,
+    pin: values.pin,
     build: !values['skip-build'],
   }
 }
@@ -119,21 +123,24 @@ function checkResponse(url, variant) {
 
 /** One measured run of one variant, in a server process of its own. */
 async function measure(variant, options) {
-  const { generator, duration, warmup, connections } = options
+  const { generator, duration, warmup, connections, pin } = options
   const server = await startServer(SERVER, variant.name)
+  // With --pin: the server alone on CPU 1, the load generator on CPU 0.
+  const cpus = pin ? '0' : undefined
   try {
+    if (pin) pinProcessTree(server.pid, '1')
     const url = `http://127.0.0.1:${server.port}/`
     await checkResponse(url, variant)
     if (warmup > 0) {
       // Lets the JIT settle; a warm-up that fails predicts a failed run.
-      const warm = await generator.run({ url, duration: warmup, connections })
+      const warm = await generator.run({ url, duration: warmup, connections, cpus })
       const problems = problemsOf(warm)
       if (problems.length > 0) throw new Error(`warm-up: ${problems.join(', ')}`)
     }
     // A variant's own probe (the Redis ones: no insurance decision, Redis' CPU) brackets the window too.
     const probeBefore = variant.probe === undefined ? undefined : await server.probe()
     const before = await server.cpuUsage()
-    const load = await generator.run({ url, duration, connections })
+    const load = await generator.run({ url, duration, connections, cpus })
     const after = await server.cpuUsage()
     const probeAfter = variant.probe === undefined ? undefined : await server.probe()
     const cpu = { userUs: after.user - before.user, systemUs: after.system - before.system }
@@ -209,7 +216,15 @@ async function main(options) {
   const record = {
     date: startedAt.toISOString(),
     command: ['node', 'bench/run.mjs', ...process.argv.slice(2)].join(' '),
-    options: { rounds, duration, warmup, connections, loadGenerator: generator.name, build: options.build },
+    options: {
+      rounds,
+      duration,
+      warmup,
+      connections,
+      loadGenerator: generator.name,
+      pinned: options.pin,
+      build: options.build,
+    },
     environment,
     source,
     variants: selected, // JSON leaves out their `start` functions

@@ -3,10 +3,35 @@
  * generators. Every child is tracked and killed when the runner exits, fails
  * or is interrupted, so a run never leaves a server or wrk behind.
  */
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { constants } from 'node:os'
 
 const live = new Set()
+
+/** The children of `pid` (nginx' worker), none when it has none. */
+export function childPids(pid) {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+  } catch {
+    return [] // pgrep exits 1 when nothing matches
+  }
+}
+
+/**
+ * Run every thread of `pid` and of its children (nginx' worker) on `cpus`
+ * (taskset's list: `1`, `0-1`). The benches' `--pin`: on a 2-core machine the
+ * scheduler otherwise moves the measured server between the cores it shares
+ * with the load generator, and its CPU per request moves with where it lands.
+ */
+export function pinProcessTree(pid, cpus) {
+  for (const p of [pid, ...childPids(pid)])
+    execFileSync('taskset', ['-a', '-pc', cpus, String(p)], { stdio: 'ignore' })
+}
 
 function killAll() {
   for (const child of live) child.kill('SIGKILL')
