@@ -37,6 +37,7 @@ import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
+import { pathOf } from '../url.js'
 import { basePathOf, classify, destinationOf, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
@@ -435,8 +436,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const rest = underPrefix(config.prefix, url)
     if (rest === undefined) return undefined
     // The prefix must stay the floor: no dot-dot segment in any decoding may climb out of it.
-    const q = rest.indexOf('?')
-    return inspectPath(q < 0 ? rest : rest.slice(0, q)) === 'ok' ? rest : pathTraversal
+    return inspectPath(pathOf(rest)) === 'ok' ? rest : pathTraversal
   }
 
   return {
