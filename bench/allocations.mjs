@@ -11,6 +11,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { scriptArgs } from './lib/args.mjs'
 import { checkBuilt } from './lib/build.mjs'
 import { startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
@@ -27,7 +28,7 @@ const USAGE = `Usage: pnpm bench:allocations [options]
   --top N           allocation sites listed per variant (default 8)`
 
 const { values } = parseArgs({
-  args: process.argv.slice(2).filter((a) => a !== '--'),
+  args: scriptArgs(),
   options: {
     only: { type: 'string' },
     duration: { type: 'string', default: '3' },

@@ -17,6 +17,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { childPids, pinProcessTree, spawnTracked, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
@@ -50,8 +51,7 @@ const USAGE = `Usage: node bench/gateway.mjs [options]
   -h, --help        this text`
 
 const { values } = parseArgs({
-  // `pnpm bench:… -- --flag` passes the `--` along.
-  args: process.argv.slice(2).filter((a) => a !== '--'),
+  args: scriptArgs(),
   options: {
     rounds: { type: 'string', default: '5' },
     duration: { type: 'string', default: '5' },

@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { scriptArgs } from './lib/args.mjs'
 import { startServer } from './lib/children.mjs'
 import { gatewayVariants } from './gateway-proxies.mjs'
 import { comparisons, selectVariants } from './variants.mjs'
@@ -20,7 +21,7 @@ import { comparisons, selectVariants } from './variants.mjs'
 const SERVER = fileURLToPath(new URL('instructions-server.mjs', import.meta.url))
 const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
 const { values } = parseArgs({
-  args: process.argv.slice(2).filter((a) => a !== '--'),
+  args: scriptArgs(),
   options: {
     only: { type: 'string' },
     small: { type: 'string', default: '200' },

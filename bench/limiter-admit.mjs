@@ -10,11 +10,11 @@
  */
 import { parseArgs } from 'node:util'
 import { createAegis } from '@aegis/core'
+import { scriptArgs } from './lib/args.mjs'
 import { hasHeader, requestFrom } from './lib/admit.mjs'
 
 const { values } = parseArgs({
-  // `pnpm bench:… -- --flag` passes the `--` along.
-  args: process.argv.slice(2).filter((a) => a !== '--'),
+  args: scriptArgs(),
   options: {
     rounds: { type: 'string', default: '24' },
     warmup: { type: 'string', default: '4' },

@@ -11,6 +11,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { spawnTracked } from './lib/children.mjs'
 import { hasHeader, requestFrom } from './lib/admit.mjs'
@@ -151,7 +152,7 @@ const int = (values, name, min) => {
 
 function parseOptions(argv) {
   const { values } = parseArgs({
-    args: argv[0] === '--' ? argv.slice(1) : argv,
+    args: scriptArgs(argv),
     options: {
       'max-keys': { type: 'string', default: '100000' },
       keys: { type: 'string', default: '1000000' },

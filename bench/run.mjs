@@ -8,6 +8,7 @@ import { get } from 'node:http'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
+import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { pinProcessTree, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
@@ -43,8 +44,7 @@ const USAGE = `Usage: pnpm bench [options]
 
 function parseOptions(argv) {
   const { values } = parseArgs({
-    // `pnpm bench -- --rounds 3` passes the `--` along.
-    args: argv[0] === '--' ? argv.slice(1) : argv,
+    args: scriptArgs(argv),
     options: {
       rounds: { type: 'string', default: '5' },
       duration: { type: 'string', default: '5' },

@@ -11,10 +11,11 @@
  */
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { scriptArgs } from './lib/args.mjs'
 import { ROOT } from './lib/build.mjs'
 import { run } from './lib/children.mjs'
 
-const [dir, commit = 'HEAD'] = process.argv.slice(2).filter((a) => a !== '--')
+const [dir, commit = 'HEAD'] = scriptArgs()
 if (dir === undefined) {
   console.error('usage: node bench/snapshot.mjs <dir> [commit]')
   process.exit(2)
