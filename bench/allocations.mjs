@@ -63,10 +63,10 @@ async function sample(variant) {
       : await startServer(PROXIES, variant.name, String(backend.port))
   try {
     const url = `http://127.0.0.1:${server.port}${backend === undefined ? '/' : '/small'}`
-    const expected = backend === undefined ? undefined : SMALL
-    if (expected !== undefined) {
+    if (backend !== undefined) {
+      // A proxy that answers something else would be measured doing something else.
       const body = await (await fetch(url)).text()
-      if (body !== expected) throw new Error(`${variant.name}: GET /small answered ${body.slice(0, 80)}`)
+      if (body !== SMALL) throw new Error(`${variant.name}: GET /small answered ${body.slice(0, 80)}`)
     }
     await wrk.run({ url, duration: 2, connections: 50 })
     const started = await server.ask('heap-start', 'heap-started')
