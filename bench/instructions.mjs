@@ -7,7 +7,8 @@
  * connections, sequential per connection); (I2 − I1) / (N2 − N1) is the cost
  * of one request with start-up and shutdown cancelled out. With `--gateway`,
  * the gateway benchmark's Node proxies instead, each forwarding `GET /small`
- * to one backend (which runs outside callgrind).
+ * (or, with `--body large`, the 100 KiB `GET /large`) to one backend (which
+ * runs outside callgrind).
  */
 import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
@@ -27,6 +28,8 @@ const { values } = parseArgs({
     small: { type: 'string', default: '200' },
     large: { type: 'string', default: '1200' },
     gateway: { type: 'boolean', default: false },
+    // With --gateway: which answer of the backend the proxies forward (`small` JSON or `large`, 100 KiB).
+    body: { type: 'string', default: 'small' },
     // V8 flags for the measured server, e.g. --single-threaded: no background
     // compiler or GC threads, so where optimisation lands does not depend on timing.
     'node-flags': { type: 'string', default: '' },
@@ -35,7 +38,8 @@ const { values } = parseArgs({
 const selected = values.gateway ? gatewayVariants(values.only) : selectVariants(values.only)
 /** With --gateway: the backend the proxies forward to, and the path asked of them. */
 const backend = values.gateway ? await startServer(PROXIES, 'backend') : undefined
-const path = backend === undefined ? '/' : '/small'
+if (!['small', 'large'].includes(values.body)) throw new Error(`--body is small or large, not ${values.body}`)
+const path = backend === undefined ? '/' : `/${values.body}`
 const [small, large] = [Number(values.small), Number(values.large)]
 const nodeFlags = values['node-flags'].split(' ').filter(Boolean)
 
