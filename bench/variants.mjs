@@ -120,14 +120,14 @@ let core
 
 /** Aegis with `options()` (built in the server process) on the framework's app; waits for Redis when it has a store. */
 const withAegis = {
-  express: (options) =>
+  express: (options, attachOptions) =>
     express(async (app) => {
       const { aegis } = await import('@aegis/express')
       const shield = aegis(options())
       core = shield.core
       if (core.store !== undefined) await redisReady(core)
       app.use(shield)
-      return shield
+      return { attach: (server) => shield.attach(server, attachOptions) }
     }),
   fastify: (options) =>
     fastify(async (app) => {
@@ -151,7 +151,7 @@ const withAegis = {
  * fields are expected, without it none may appear; a store adds the probe that
  * proves Redis decided.
  */
-const aegisVariant = (framework, name, label, options) => {
+const aegisVariant = (framework, name, label, options, attachOptions) => {
   const { limiter, store } = options()
   return {
     name,
@@ -161,7 +161,7 @@ const aegisVariant = (framework, name, label, options) => {
     ...(limiter !== false
       ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
       : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
-    start: () => withAegis[framework](options),
+    start: () => withAegis[framework](options, attachOptions),
     ...(store !== undefined && { probe: () => redisProbe(core) }),
   }
 }
@@ -171,7 +171,8 @@ const NO_LIMIT = () => ({ limiter: false })
  * @typedef {object} Variant
  * @property {string} name        CLI and results name
  * @property {'express' | 'fastify' | 'koa'} framework
- * @property {'bare' | 'aegis' | 'peers'} stack  what the report compares with the bare framework
+ * @property {'bare' | 'floor' | 'aegis' | 'peers'} stack  what the report compares with the bare framework
+ *   (`floor`: what any middleware costs, with nothing in it)
  * @property {string} label       what is in front of the handler, for the report
  * @property {string[]} expect    response headers proving the stack is mounted
  * @property {Record<string, RegExp>} [expectValues]  …and what they must say
@@ -194,6 +195,38 @@ export const variants = [
     start: () => express(),
   },
   aegisVariant('express', 'express-aegis', 'Express + Aegis', () => AEGIS),
+  // What request shaping (`shield.attach(server)`, docs/performance.md) does
+  // for Express alone, and Aegis without it. Not in a suite.
+  {
+    name: 'express-shaped',
+    framework: 'express',
+    stack: 'floor',
+    label: 'Express, requests shaped (shapeRequests)',
+    expect: [],
+    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
+    start: () =>
+      express(async () => {
+        const { shapeRequests } = await import('@aegis/core')
+        return { attach: (server) => shapeRequests(server) }
+      }),
+  },
+  aegisVariant('express', 'express-aegis-noshape', 'Express + Aegis, requests not shaped', () => AEGIS, {
+    shapeRequests: false,
+  }),
+  {
+    // The floor under any Express middleware: one more router layer, which
+    // calls next() and nothing else. Not in a suite; `--only express,express-noop,…`.
+    name: 'express-noop',
+    framework: 'express',
+    stack: 'floor',
+    label: 'Express + an empty middleware',
+    expect: [],
+    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
+    start: () =>
+      express((app) => {
+        app.use((_req, _res, next) => next())
+      }),
+  },
   {
     name: 'express-peers',
     framework: 'express',

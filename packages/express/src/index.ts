@@ -14,6 +14,9 @@ import {
   type ProxyRouteOptions,
   type Rejection,
   type RouteSchemas,
+  shapeRequests,
+  REPROTOTYPING_IS_UNCACHED,
+  type RequestShape,
 } from '@aegis/core'
 
 declare global {
@@ -29,6 +32,21 @@ declare global {
 /** A gateway route as Express middleware; `route` switches chaos, emits upstream events. */
 export interface ProxyMiddleware extends RequestHandler {
   readonly route: ProxyRoute
+}
+
+/** Options of `shield.attach(server)`. */
+export interface AttachOptions {
+  /**
+   * Add the properties Express sets on each request and response (`next`,
+   * `baseUrl`, `params`, `res.locals`, …: learned from the first responses)
+   * before Express re-prototypes them, so that V8 keeps one cached layout for
+   * every request instead of making new ones per request. Each holds what
+   * reading it gives anyway until Express sets it; only `Object.hasOwn(req,
+   * 'next')` and the like see them earlier. Default: on where V8 needs it
+   * (Node 20 and 22; Node 24's V8 keeps Express' layouts by itself).
+   * docs/performance.md has the figures.
+   */
+  shapeRequests?: boolean
 }
 
 /** The Express middleware, with the instance's other entry points on it. */
@@ -49,8 +67,11 @@ export interface AegisMiddleware extends RequestHandler {
    * `prefix` and is mounted at the root (`app.use(shield.proxy({ prefix: '/ws', … }))`).
    */
   proxy(options: ProxyRouteOptions): ProxyMiddleware
-  /** Warn about missing server timeouts, answer parser errors, drain on close. */
-  attach(server: HttpServer): void
+  /**
+   * Warn about missing server timeouts, answer parser errors, drain on close;
+   * and give the server's requests a stable layout (see {@link AttachOptions}).
+   */
+  attach(server: HttpServer, options?: AttachOptions): void
   close(): Promise<void>
 }
 
@@ -114,6 +135,8 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
     stateBesideRequest: true,
   })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
+  /** The servers `attach()` shapes the requests of. */
+  const shapes = new Map<HttpServer, RequestShape>()
 
   /** Forward through a gateway route when it owns the request; otherwise on to the app. */
   const forward = (
@@ -216,8 +239,15 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
       }
       return Object.assign(handler, { route })
     },
-    attach: (server: HttpServer) => core.attach(server),
-    close: () => core.close(),
+    attach(server: HttpServer, { shapeRequests: shape = REPROTOTYPING_IS_UNCACHED }: AttachOptions = {}) {
+      core.attach(server)
+      if (shape && !shapes.has(server)) shapes.set(server, shapeRequests(server))
+    },
+    async close() {
+      for (const shape of shapes.values()) shape.stop()
+      shapes.clear()
+      await core.close()
+    },
   })
 }
 

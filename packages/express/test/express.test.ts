@@ -1,8 +1,11 @@
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { REPROTOTYPING_IS_UNCACHED } from '@aegis/core'
 import { aegis } from '../src/index.js'
 import { rawRequest } from '../../../test/helpers/raw-http.js'
 
@@ -148,5 +151,93 @@ describe('@aegis/express', () => {
 
   it('throws AegisConfigError for bad options at construction', () => {
     expect(() => aegis({ validator: { maxHeaders: 0 } })).toThrow(/validator\.maxHeaders/)
+  })
+})
+
+describe('request shaping (shield.attach)', () => {
+  /** An app using what Express sets per request: params, nested routers, locals, query, errors. */
+  async function app(shapeRequests: boolean) {
+    const app = express()
+    const shield = aegis({ limiter: false })
+    const nested = express.Router({ mergeParams: true })
+    nested.get('/items/:id', (req, res) =>
+      res.json({ params: req.params, baseUrl: req.baseUrl, query: req.query, locals: res.locals }),
+    )
+    app.use(shield)
+    app.use((req, res, next) => {
+      res.locals.seen = req.originalUrl
+      next()
+    })
+    app.use('/t/:tenant', nested)
+    app.get('/status', (_req, res) => res.json({ status: res.statusCode, route: _req.route?.path }))
+    app.get('/fail', () => {
+      throw new Error('nope')
+    })
+    app.use((err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ error: err.message })
+    })
+    const started = await start(app)
+    shield.attach(started.server, { shapeRequests })
+    return { ...started, shield }
+  }
+
+  it('answers exactly as without it, before and after it has learned', async () => {
+    const paths = ['/t/acme/items/7?x=1&x=2', '/status', '/fail', '/nowhere', '/t/b/items/8']
+    const answers = async (shape: boolean) => {
+      const { url, shield } = await app(shape)
+      const out: string[] = []
+      // 20 rounds: past the 16 responses it learns from.
+      for (let round = 0; round < 20; round++)
+        for (const p of paths) {
+          const res = await fetch(url + p)
+          out.push(`${res.status} ${res.headers.get('content-type')} ${await res.text()}`)
+        }
+      await shield.close()
+      return out
+    }
+    const [shaped, plain] = [await answers(true), await answers(false)]
+    expect(shaped).toEqual(plain)
+    expect(shaped[0]).toContain('"params":{"tenant":"acme","id":"7"}')
+    expect(shaped[1]).toContain('{"status":200,"route":"/status"}')
+  })
+
+  it('keeps one V8 layout per request and response, where Express alone makes new ones each time', () => {
+    // V8's own verdict (%HaveSameMap), in a child process allowed natives syntax.
+    const script = `
+      const express = require('express')
+      const { aegis } = require('@aegis/express')
+      const http = require('node:http')
+      const app = express()
+      const shield = aegis({ limiter: false })
+      app.use(shield)
+      app.get('/items/:id', (req, res) => res.json({ id: req.params.id }))
+      const server = app.listen(0, '127.0.0.1', async () => {
+        shield.attach(server, { shapeRequests: process.argv[1] === 'shaped' })
+        const done = []
+        server.on('request', (req, res) => res.once('finish', () => done.push([req, res])))
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+        for (let i = 0; i < 30; i++)
+          await new Promise((r) => http.get({ port: server.address().port, path: '/items/' + i, agent }, (res) => res.resume().on('end', r)))
+        const [a, b] = done.slice(-2)
+        console.log(JSON.stringify({ req: %HaveSameMap(a[0], b[0]), res: %HaveSameMap(a[1], b[1]) }))
+        agent.destroy()
+        await shield.close()
+      })`
+    const cwd = fileURLToPath(new URL('..', import.meta.url))
+    const run = (mode: string) =>
+      JSON.parse(
+        execFileSync(
+          process.execPath,
+          ['--allow-natives-syntax', '--input-type=commonjs', '-e', script, mode],
+          {
+            cwd,
+            encoding: 'utf8',
+          },
+        ),
+      ) as { req: boolean; res: boolean }
+    expect(run('shaped')).toEqual({ req: true, res: true })
+    // Node 24's V8 caches these layouts by itself; Node 20's and 22's do not.
+    const alone = !REPROTOTYPING_IS_UNCACHED
+    expect(run('plain')).toEqual({ req: alone, res: alone })
   })
 })

@@ -1,0 +1,143 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { HttpServer } from './index.js'
+
+/**
+ * Request shaping, for frameworks that re-prototype Node's request and
+ * response objects (Express: `Object.setPrototypeOf(req, app.request)`).
+ *
+ * V8 gives an object a hidden class (map) per layout. On Node 20 and 22
+ * (V8 11 and 12), a property added to an object after `Object.setPrototypeOf`
+ * gets a map of its own that V8 does not cache: every Express request goes through a
+ * handful of brand-new maps (`next`, `baseUrl`, `originalUrl`, `_parsedUrl`,
+ * `route`, `params`, a router symbol, `res.locals`), and every property read
+ * on it afterwards — by Express, Node's HTTP code, Aegis, the app — misses
+ * V8's inline caches and looks the property up the slow way.
+ *
+ * The fix is to add those properties while the objects still have Node's own
+ * cached layout: before the framework sees them, from a `request` listener
+ * placed first, each holding what reading it gives anyway — `undefined`, or
+ * a prototype's default (Node keeps `res.statusCode = 200` on
+ * `ServerResponse.prototype`). Which properties is learned, not listed: the
+ * plain (writable, enumerable, configurable) data properties the first
+ * responses ended up with that they did not arrive with, and that read the
+ * same through the prototypes the object arrives with and those it ends with
+ * (a getter such as Express' `req.query` is never shadowed). Then the
+ * framework's writes land in existing fields, and each request keeps one
+ * cached layout from start to end.
+ *
+ * The visible difference: a learned property is an own property before the
+ * framework sets it (`Object.hasOwn(req, 'next')` is true earlier than it
+ * would be). Values read are unchanged.
+ */
+export interface ShapeOptions {
+  /** How many responses to learn from (their added properties are merged). Default 16. */
+  readonly learnFrom?: number
+  /** At most this many properties each for requests and responses. Default 32. */
+  readonly maxKeys?: number
+}
+
+/**
+ * Whether this V8 makes a new layout for each re-prototyped object that gains
+ * a property: V8 11 and 12 (Node 20 and 22) do, V8 13 (Node 24) caches it.
+ */
+export const REPROTOTYPING_IS_UNCACHED = Number(process.versions.v8.split('.')[0]) < 13
+
+/** What `shapeRequests()` learned so far: the property keys added, in order. */
+export interface RequestShape {
+  readonly request: readonly PropertyKey[]
+  readonly response: readonly PropertyKey[]
+  /** Stop shaping (removes the listener). */
+  stop(): void
+}
+
+/**
+ * Learn what a framework adds to `server`'s requests and responses, and add
+ * it up front from then on.
+ *
+ * @example
+ * const shape = shapeRequests(server)  // before or after the app's own listener
+ * shape.request                        // e.g. ['res', 'next', 'baseUrl', …] after the first requests
+ */
+export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): RequestShape {
+  const { learnFrom = 16, maxKeys = 32 } = options
+  const request = createLearner(maxKeys)
+  const response = createLearner(maxKeys)
+  let learning = learnFrom
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    request.prepare(req)
+    response.prepare(res)
+    if (learning <= 0) return
+    learning--
+    const before = [request.snapshot(req), response.snapshot(res)] as const
+    res.once('close', () => {
+      request.learn(req, before[0])
+      response.learn(res, before[1])
+    })
+  }
+  server.prependListener('request', onRequest)
+  return { request: request.added, response: response.added, stop: () => server.off('request', onRequest) }
+}
+
+const isPlainData = (d: PropertyDescriptor | undefined): boolean =>
+  d !== undefined && 'value' in d && d.writable === true && d.enumerable === true && d.configurable === true
+
+/** What the objects of one kind (requests, or responses) are given up front: `added`, in order. */
+function createLearner(maxKeys: number) {
+  const added: PropertyKey[] = []
+  return {
+    added,
+    prepare(target: object): void {
+      const fields = target as Record<PropertyKey, unknown>
+      // The value read so far: `undefined`, or what a prototype holds (Node's `res.statusCode` is 200 there).
+      for (let i = 0; i < added.length; i++) {
+        const key = added[i] as PropertyKey
+        if (Object.hasOwn(fields, key)) continue
+        const inherited = fields[key]
+        fields[key] = inherited
+      }
+    },
+    /** The object as it arrives: its own keys and its prototype. */
+    snapshot: (target: object): Snapshot => ({
+      keys: new Set(Reflect.ownKeys(target)),
+      proto: Object.getPrototypeOf(target) as object | null,
+    }),
+    learn(target: object, before: Snapshot): void {
+      const proto = Object.getPrototypeOf(target) as object | null
+      for (const key of Reflect.ownKeys(target)) {
+        if (added.length >= maxKeys) return
+        if (before.keys.has(key) || added.includes(key)) continue
+        if (isPlainData(Object.getOwnPropertyDescriptor(target, key)) && inherits(before.proto, proto, key))
+          added.push(key)
+      }
+    },
+  }
+}
+
+interface Snapshot {
+  readonly keys: ReadonlySet<PropertyKey>
+  readonly proto: object | null
+}
+
+/**
+ * Whether an own `key` set up front, holding what the prototypes of the
+ * arriving object give, reads the same as no own `key` would, before and after
+ * the framework re-prototypes the object: neither chain has it, or both give the
+ * same plain value (never a getter, such as Express' `req.query`).
+ */
+function inherits(first: object | null, last: object | null, key: PropertyKey): boolean {
+  const a = lookup(first, key)
+  const b = lookup(last, key)
+  if (a === undefined || b === undefined) return a === b
+  return isInheritedData(a) && isInheritedData(b) && Object.is(a.value, b.value)
+}
+
+function lookup(proto: object | null, key: PropertyKey): PropertyDescriptor | undefined {
+  for (let p = proto; p !== null; p = Object.getPrototypeOf(p) as object | null) {
+    const d = Object.getOwnPropertyDescriptor(p, key)
+    if (d !== undefined) return d
+  }
+  return undefined
+}
+
+const isInheritedData = (d: PropertyDescriptor): boolean => 'value' in d && d.writable === true
