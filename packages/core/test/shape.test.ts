@@ -113,13 +113,13 @@ describe('shapeRequests', () => {
 
   it('keeps the value a listener before it already set', async () => {
     const { server, get } = await serve((req, res) => {
-      req.tenant ??= 'default'
-      res.end(String(req.tenant))
+      req.baseUrl ??= 'default'
+      res.end(String(req.baseUrl))
     })
     shapeRequests(server, { learnFrom: 1 })
     expect(await get()).toBe('default')
-    server.prependListener('request', (req: IncomingMessage & { tenant?: string }) => {
-      req.tenant = 'acme'
+    server.prependListener('request', (req: IncomingMessage & { baseUrl?: string }) => {
+      req.baseUrl = 'acme'
     })
     expect(await get()).toBe('acme')
   })
@@ -128,14 +128,45 @@ describe('shapeRequests', () => {
     let n = 0
     const { server, get } = await serve((req, res) => {
       n++
-      for (let i = 0; i < 10; i++) req[`k${n}_${i}`] = i
+      for (let i = 0; i < 10; i++) req[Symbol(`k${n}_${i}`)] = i
       res.end('ok')
     })
     const shape = shapeRequests(server, { learnFrom: 2, maxKeys: 15 })
     for (let i = 0; i < 4; i++) await get()
     expect(shape.request).toHaveLength(15)
-    expect(shape.request.filter((k) => /^k[12]_/.test(String(k))).length).toBeGreaterThanOrEqual(13)
-    expect(shape.request.some((k) => /^k[34]_/.test(String(k)))).toBe(false)
+    const names = shape.request.map((k) => (typeof k === 'symbol' ? (k.description ?? '') : String(k)))
+    expect(names.filter((k) => /^k[12]_/.test(k)).length).toBeGreaterThanOrEqual(13)
+    expect(names.some((k) => /^k[34]_/.test(k))).toBe(false)
+  })
+
+  it("never adds the application's own properties, which code tests with `in`", async () => {
+    const { server, get } = await serve((req, res) => {
+      if (req.url === '/login') req.user = { id: 1 }
+      res.end('user' in req ? 'known' : 'anonymous')
+    })
+    const shape = shapeRequests(server, { learnFrom: 4 })
+    expect(await get('/login')).toBe('known')
+    for (let i = 0; i < 5; i++) expect(await get('/')).toBe('anonymous')
+    expect(shape.request).not.toContain('user')
+  })
+
+  it('stops shaping, without failing the request, when a learned name turns into a getter', async () => {
+    const { server, get } = await serve((req, res) => {
+      if (req.url === '/learn') req.baseUrl = ''
+      res.end(String(req.baseUrl))
+    })
+    const shape = shapeRequests(server, { learnFrom: 1 })
+    expect(await get('/learn')).toBe('')
+    expect(shape.request).toContain('baseUrl')
+    const listeners = server.listenerCount('request')
+    // Instrumentation adds a getter without a setter for it on Node's own prototype.
+    Object.defineProperty(IncomingMessage.prototype, 'baseUrl', { get: () => '/x', configurable: true })
+    try {
+      expect(await get('/')).toBe('/x')
+      expect(server.listenerCount('request')).toBe(listeners - 1)
+    } finally {
+      delete (IncomingMessage.prototype as { baseUrl?: unknown }).baseUrl
+    }
   })
 
   it('stop() removes the listener', async () => {

@@ -17,11 +17,14 @@ import type { HttpServer } from './index.js'
  * cached layout: before the framework sees them, from a `request` listener
  * placed first, each holding what reading it gives anyway — `undefined`, or
  * a prototype's default (Node keeps `res.statusCode = 200` on
- * `ServerResponse.prototype`). Which properties is learned, not listed: the
- * plain (writable, enumerable, configurable) data properties the first
- * responses ended up with that they did not arrive with, and that read the
- * same through the prototypes the object arrives with and those it ends with
- * (a getter such as Express' `req.query` is never shadowed). Then the
+ * `ServerResponse.prototype`). Which ones is learned from the first
+ * responses, among the names the framework and Node set themselves
+ * ({@link FRAMEWORK_FIELDS}) and their symbols: the plain (writable,
+ * enumerable, configurable) data properties the responses ended up with that
+ * they did not arrive with, and that read the same through the prototypes the
+ * object arrives with and those it ends with (a getter such as Express'
+ * `req.query` is never shadowed). An application's own properties are never
+ * added: code tests them with `in` (`if (!('user' in req))`). Then the
  * framework's writes land in existing fields, and each request keeps one
  * cached layout from start to end.
  *
@@ -32,6 +35,13 @@ import type { HttpServer } from './index.js'
 export interface ShapeOptions {
   /** How many responses to learn from (their added properties are merged). Default 16. */
   readonly learnFrom?: number
+  /**
+   * The property names that may be learned (symbols always may: no code but
+   * their owner can test for them). Default: what Express 5 and Node's HTTP
+   * server add ({@link FRAMEWORK_FIELDS}). An application's own properties
+   * (`req.user`) are never learned: code may test them with `in`.
+   */
+  readonly fields?: { readonly request: readonly string[]; readonly response: readonly string[] }
   /** At most this many properties each for requests and responses. Default 32. */
   readonly maxKeys?: number
 }
@@ -41,6 +51,12 @@ export interface ShapeOptions {
  * a property: V8 11 and 12 (Node 20 and 22) do, V8 13 (Node 24) caches it.
  */
 export const REPROTOTYPING_IS_UNCACHED = Number(process.versions.v8.split('.')[0]) < 13
+
+/** The names Express 5 (its router included) and Node's HTTP server add to a request and its response. */
+export const FRAMEWORK_FIELDS = {
+  request: ['res', 'next', 'baseUrl', 'originalUrl', '_parsedUrl', 'route', 'params', '_eventsCount'],
+  response: ['locals', 'statusCode', 'statusMessage', '_eventsCount'],
+} as const
 
 /** What `shapeRequests()` learned so far: the property keys added, in order. */
 export interface RequestShape {
@@ -59,14 +75,21 @@ export interface RequestShape {
  * shape.request                        // e.g. ['res', 'next', 'baseUrl', …] after the first requests
  */
 export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): RequestShape {
-  const { learnFrom = 16, maxKeys = 32 } = options
-  const request = createLearner(maxKeys)
-  const response = createLearner(maxKeys)
+  const { learnFrom = 16, maxKeys = 32, fields = FRAMEWORK_FIELDS } = options
+  const request = createLearner(maxKeys, new Set(fields.request))
+  const response = createLearner(maxKeys, new Set(fields.response))
   let learning = learnFrom
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
-    request.prepare(req)
-    response.prepare(res)
+    try {
+      request.prepare(req)
+      response.prepare(res)
+    } catch {
+      // A learned name became an accessor without a setter (or a setter threw) since: stop shaping,
+      // leaving the request as it came; the framework's own write will meet the same accessor.
+      stop()
+      return
+    }
     if (learning <= 0) return
     learning--
     const before = [request.snapshot(req), response.snapshot(res)] as const
@@ -75,15 +98,18 @@ export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): R
       response.learn(res, before[1])
     })
   }
+  const stop = (): void => {
+    server.off('request', onRequest)
+  }
   server.prependListener('request', onRequest)
-  return { request: request.added, response: response.added, stop: () => server.off('request', onRequest) }
+  return { request: request.added, response: response.added, stop }
 }
 
 const isPlainData = (d: PropertyDescriptor | undefined): boolean =>
   d !== undefined && 'value' in d && d.writable === true && d.enumerable === true && d.configurable === true
 
 /** What the objects of one kind (requests, or responses) are given up front: `added`, in order. */
-function createLearner(maxKeys: number) {
+function createLearner(maxKeys: number, names: ReadonlySet<string>) {
   const added: PropertyKey[] = []
   return {
     added,
@@ -107,6 +133,7 @@ function createLearner(maxKeys: number) {
       for (const key of Reflect.ownKeys(target)) {
         if (added.length >= maxKeys) return
         if (before.keys.has(key) || added.includes(key)) continue
+        if (typeof key === 'string' && !names.has(key)) continue
         if (isPlainData(Object.getOwnPropertyDescriptor(target, key)) && inherits(before.proto, proto, key))
           added.push(key)
       }
