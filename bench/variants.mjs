@@ -183,50 +183,34 @@ const NO_LIMIT = () => ({ limiter: false })
  *   window; any problem fails the run
  */
 
+/** Express with nothing of Aegis or the peers in front of the handler: no security or limit header. */
+const plainExpress = (name, stack, label, mount) => ({
+  name,
+  framework: 'express',
+  stack,
+  label,
+  expect: [],
+  expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
+  start: () => express(mount),
+})
+
 /** @type {Variant[]} */
 export const variants = [
-  {
-    name: 'express',
-    framework: 'express',
-    stack: 'bare',
-    label: 'Express',
-    expect: [],
-    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
-    start: () => express(),
-  },
+  plainExpress('express', 'bare', 'Express'),
   aegisVariant('express', 'express-aegis', 'Express + Aegis', () => AEGIS),
   // What request shaping (`shield.attach(server)`, docs/performance.md) does
-  // for Express alone, and Aegis without it. Not in a suite.
-  {
-    name: 'express-shaped',
-    framework: 'express',
-    stack: 'floor',
-    label: 'Express, requests shaped (shapeRequests)',
-    expect: [],
-    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
-    start: () =>
-      express(async () => {
-        const { shapeRequests } = await import('@aegis/core')
-        return { attach: (server) => shapeRequests(server) }
-      }),
-  },
+  // for Express alone, and Aegis without it; and the floor under any Express
+  // middleware (one more router layer that calls next()). Not in a suite.
+  plainExpress('express-shaped', 'floor', 'Express, requests shaped (shapeRequests)', async () => {
+    const { shapeRequests } = await import('@aegis/core')
+    return { attach: (server) => shapeRequests(server) }
+  }),
   aegisVariant('express', 'express-aegis-noshape', 'Express + Aegis, requests not shaped', () => AEGIS, {
     shapeRequests: false,
   }),
-  {
-    // The floor under any Express middleware: one more router layer, which
-    // calls next() and nothing else. Not in a suite; `--only express,express-noop,…`.
-    name: 'express-noop',
-    framework: 'express',
-    stack: 'floor',
-    label: 'Express + an empty middleware',
-    expect: [],
-    expectAbsent: [SECURITY_HEADER, ...ANY_LIMIT_HEADER],
-    start: () =>
-      express((app) => {
-        app.use((_req, _res, next) => next())
-      }),
-  },
+  plainExpress('express-noop', 'floor', 'Express + an empty middleware', (app) => {
+    app.use((_req, _res, next) => next())
+  }),
   {
     name: 'express-peers',
     framework: 'express',

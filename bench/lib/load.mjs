@@ -44,9 +44,8 @@ const wrk = {
   // `cpus`: run it on these CPUs only (taskset's list, `0`).
   async run({ url, duration, connections, cpus }) {
     const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', url]
-    const out = await (cpus === undefined
-      ? run('wrk', args, { timeoutMs: duration * 1e3 + GRACE_MS })
-      : run('taskset', ['-c', cpus, 'wrk', ...args], { timeoutMs: duration * 1e3 + GRACE_MS }))
+    const [command, argv] = cpus === undefined ? ['wrk', args] : ['taskset', ['-c', cpus, 'wrk', ...args]]
+    const out = await run(command, argv, { timeoutMs: duration * 1e3 + GRACE_MS })
     if (out.code !== 0) throw new Error(`wrk failed (${out.signal ?? `code ${out.code}`}): ${out.stderr}`)
     return parseWrk(out.stdout)
   },

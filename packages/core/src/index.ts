@@ -44,7 +44,7 @@ export { pathOf } from './url.js'
 export type { Metrics, MetricsOptions } from './metrics/index.js'
 export type { HttpServer } from './server/index.js'
 export { shapeRequests, REPROTOTYPING_IS_UNCACHED } from './server/shape.js'
-export type { RequestShape, ShapeOptions } from './server/shape.js'
+export type { ShapedRequests, ShapeOptions } from './server/shape.js'
 export { createLimiter } from './limiter/index.js'
 export type {
   Limiter,

@@ -14,9 +14,7 @@ import {
   type ProxyRouteOptions,
   type Rejection,
   type RouteSchemas,
-  shapeRequests,
   REPROTOTYPING_IS_UNCACHED,
-  type RequestShape,
 } from '@aegis/core'
 
 declare global {
@@ -135,8 +133,6 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
     stateBesideRequest: true,
   })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
-  /** The servers `attach()` shapes the requests of. */
-  const shapes = new Map<HttpServer, RequestShape>()
 
   /** Forward through a gateway route when it owns the request; otherwise on to the app. */
   const forward = (
@@ -239,15 +235,9 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
       }
       return Object.assign(handler, { route })
     },
-    attach(server: HttpServer, { shapeRequests: shape = REPROTOTYPING_IS_UNCACHED }: AttachOptions = {}) {
-      core.attach(server)
-      if (shape && !shapes.has(server)) shapes.set(server, shapeRequests(server))
-    },
-    async close() {
-      for (const shape of shapes.values()) shape.stop()
-      shapes.clear()
-      await core.close()
-    },
+    attach: (server: HttpServer, { shapeRequests = REPROTOTYPING_IS_UNCACHED }: AttachOptions = {}) =>
+      core.attach(server, { shapeRequests }),
+    close: () => core.close(),
   })
 }
 

@@ -35,6 +35,7 @@ import {
   writeSocketRejection,
   type HttpServer,
 } from '../server/index.js'
+import { shapeRequests, type ShapedRequests } from '../server/shape.js'
 import { createValidator, type RequestShape } from '../validator/index.js'
 import { bodyTooLarge, setWatchedLimit, watchBodySize, writeRawRejection } from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
@@ -111,9 +112,11 @@ export interface Aegis {
   proxy(options: ProxyRouteOptions, use?: { upgrades?: boolean }): ProxyRoute
   /**
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
-   * errors with problem+json, and drain it gracefully on `close()`.
+   * errors with problem+json, and drain it gracefully on `close()`. With
+   * `shapeRequests` (Express), give its requests one V8 layout each
+   * (`shapeRequests()` in server/shape.ts) until `close()`.
    */
-  attach(server: HttpServer, options?: { drain?: boolean }): void
+  attach(server: HttpServer, options?: { drain?: boolean; shapeRequests?: boolean }): void
   /** Stop everything: drain attached servers, release metrics. Idempotent. */
   close(): Promise<void>
   readonly closed: boolean
@@ -237,6 +240,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const servers = new Set<HttpServer>()
   // Attached servers (once each), for routes added later that take upgrades.
   const attachedServers = new Set<HttpServer>()
+  /** The request shaping of attached servers, stopped on `close()`. */
+  const shapes: ShapedRequests[] = []
   const refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
     const r = validator?.methodRejection
     if (r === undefined) return void socket.destroy()
@@ -461,12 +466,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       shape.ceiling = Math.max(shape.ceiling, largestRouteBody([route]))
       return route
     },
-    attach(server, { drain = true } = {}) {
+    attach(server, { drain = true, shapeRequests: shape = false } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
       if (attachedServers.has(server)) return
       assertStrictParser(server)
       attachedServers.add(server)
       if (drain) servers.add(server)
+      if (shape) shapes.push(shapeRequests(server))
       checkedServers.add(server)
       checkServer(server, warn)
       // Node writes a bare status line for parser errors only when nobody listens.
@@ -483,6 +489,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         await Promise.all([...servers].map(drain))
         servers.clear()
         attachedServers.clear()
+        for (const shape of shapes.splice(0)) shape.stop()
         limiter?.close()
         await Promise.all([gateway.close(), ...extraRoutes.map((r) => r.close())])
         await gatewayDeps.breakers?.close()

@@ -59,7 +59,7 @@ export const FRAMEWORK_FIELDS = {
 } as const
 
 /** What `shapeRequests()` learned so far: the property keys added, in order. */
-export interface RequestShape {
+export interface ShapedRequests {
   readonly request: readonly PropertyKey[]
   readonly response: readonly PropertyKey[]
   /** Stop shaping (removes the listener). */
@@ -74,7 +74,7 @@ export interface RequestShape {
  * const shape = shapeRequests(server)  // before or after the app's own listener
  * shape.request                        // e.g. ['res', 'next', 'baseUrl', …] after the first requests
  */
-export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): RequestShape {
+export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): ShapedRequests {
   const { learnFrom = 16, maxKeys = 32, fields = FRAMEWORK_FIELDS } = options
   const request = createLearner(maxKeys, new Set(fields.request))
   const response = createLearner(maxKeys, new Set(fields.response))
@@ -105,8 +105,12 @@ export function shapeRequests(server: HttpServer, options: ShapeOptions = {}): R
   return { request: request.added, response: response.added, stop }
 }
 
+/** A writable data property (what a prototype may hold for a learned name). */
+const isData = (d: PropertyDescriptor): boolean => 'value' in d && d.writable === true
+
+/** What a plain assignment creates: writable, enumerable and configurable data. */
 const isPlainData = (d: PropertyDescriptor | undefined): boolean =>
-  d !== undefined && 'value' in d && d.writable === true && d.enumerable === true && d.configurable === true
+  d !== undefined && isData(d) && d.enumerable === true && d.configurable === true
 
 /** What the objects of one kind (requests, or responses) are given up front: `added`, in order. */
 function createLearner(maxKeys: number, names: ReadonlySet<string>) {
@@ -156,7 +160,7 @@ function inherits(first: object | null, last: object | null, key: PropertyKey): 
   const a = lookup(first, key)
   const b = lookup(last, key)
   if (a === undefined || b === undefined) return a === b
-  return isInheritedData(a) && isInheritedData(b) && Object.is(a.value, b.value)
+  return isData(a) && isData(b) && Object.is(a.value, b.value)
 }
 
 function lookup(proto: object | null, key: PropertyKey): PropertyDescriptor | undefined {
@@ -166,5 +170,3 @@ function lookup(proto: object | null, key: PropertyKey): PropertyDescriptor | un
   }
   return undefined
 }
-
-const isInheritedData = (d: PropertyDescriptor): boolean => 'value' in d && d.writable === true
