@@ -145,6 +145,15 @@ describe.each(gateways)('gateway resilience on %s', (_name, createGateway) => {
     expect(early).toBeLessThan(late)
     expect(late).toBeGreaterThan(0.25)
     expect(late).toBeLessThan(0.42)
+    // The audit trail tells b's story: out of rotation (failed checks, or ejected), then back.
+    const story = (gw.core.audit?.entries() ?? []).filter((e) => 'upstream' in e && e.upstream === b.url)
+    const out = story.findIndex(
+      (e) => (e.type === 'upstream.health' && !e.healthy) || e.type === 'upstream.ejected',
+    )
+    const back = story.findLastIndex((e) => e.type === 'upstream.health' && e.healthy)
+    expect(out, JSON.stringify(story)).toBeGreaterThanOrEqual(0)
+    expect(back).toBeGreaterThan(out)
+    expect(story.every((e) => e.route === 'svc' && !Number.isNaN(Date.parse(e.time)))).toBe(true)
     const scraped = (await gw.core.scrapeMetrics())?.body ?? ''
     expect(scraped).toMatch(
       /aegis_upstream_requests_total\{route="svc",upstream="http:\/\/127\.0\.0\.1:\d+",outcome="success"\} \d+/,
@@ -180,5 +189,11 @@ describe.each(gateways)('gateway resilience on %s', (_name, createGateway) => {
     }
     const scraped = (await gw.core.scrapeMetrics())?.body ?? ''
     expect(scraped).toMatch(/aegis_upstream_breaker_state\{route="svc",upstream="[^"]+"\} 2/)
+    // Both openings are audit entries of this instance's own making.
+    const opened = gw.core.audit
+      ?.entries({ types: ['upstream.breaker'] })
+      .map((e) => `${e.route} ${e.upstream} ${e.state} ${e.origin}`)
+      .sort()
+    expect(opened).toEqual([`svc ${stuck.url} open local`, `svc ${stuck2.url} open local`].sort())
   })
 })

@@ -74,6 +74,18 @@ describe('breaker states shared through Redis', () => {
     expect((await fetch(`${a.url}/api/x`)).status).toBe(200)
     expect(await bClosed).toBe('closed')
     expect((await fetch(`${b.url}/api/x`)).status).toBe(200)
+    // Each instance's audit trail says whose finding each change was.
+    const trail = (app: GatewayApp) =>
+      app.core.audit?.entries({ types: ['upstream.breaker'] }).map((e) => [e.state, e.origin])
+    expect(trail(a)).toEqual([
+      ['open', 'local'],
+      ['half-open', 'local'],
+      ['closed', 'local'],
+    ])
+    expect(trail(b)).toEqual([
+      ['open', 'peer'],
+      ['closed', 'peer'],
+    ])
   })
 
   it('refuses breaker.shared without a store, naming the option', async () => {

@@ -323,6 +323,12 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
     const failed = statuses.filter((s) => s === 500).length
     expect(failed).toBeGreaterThan(60)
     expect(failed).toBeLessThan(140)
+    // Each switch that took effect is in the audit trail, in order; the refused one is not.
+    expect(gw.core.audit?.entries({ types: ['proxy.chaos'] }).map((e) => e.chaos)).toEqual([
+      { delay: { percent: 100, ms: 200 } },
+      false,
+      { abort: { percent: 50, status: 500 } },
+    ])
   })
 
   it('respects weights within 5% over 3,000 requests (smooth weighted round robin)', async () => {

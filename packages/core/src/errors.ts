@@ -39,6 +39,7 @@ export const WarningCodes = {
   LENIENT_PARSER: 'AEGIS_WARN_LENIENT_PARSER',
   ONE_CLIENT: 'AEGIS_WARN_ONE_CLIENT',
   STORE_DOWN: 'AEGIS_WARN_STORE_DOWN',
+  AUDIT_SINK_FAILED: 'AEGIS_WARN_AUDIT_SINK_FAILED',
 } as const
 
 export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes]

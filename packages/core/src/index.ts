@@ -55,6 +55,16 @@ export type {
   KeyFunction,
   CostFunction,
 } from './limiter/index.js'
+export { createAuditLog, auditSchema } from './audit/index.js'
+export type {
+  AuditLog,
+  AuditEntry,
+  AuditEvent,
+  AuditType,
+  AuditQuery,
+  AuditOptions,
+  AuditSink,
+} from './audit/index.js'
 export { connectStore } from './store/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export {

@@ -128,8 +128,11 @@ export function createBreakerBus(conn: RedisConnection, logger: Logger | undefin
 
 /** One route's side of the bus. */
 export interface BreakerSharing {
-  /** Every breaker state change of one of the route's hosts (the balancer's event). */
-  changed(host: UpstreamHost, state: SharedBreakerState | 'half-open'): void
+  /**
+   * Every breaker state change of one of the route's hosts (the balancer's
+   * event). Returns `'peer'` for a change applied from another instance's message.
+   */
+  changed(host: UpstreamHost, state: SharedBreakerState | 'half-open'): 'local' | 'peer'
   close(): void
 }
 
@@ -170,10 +173,12 @@ export function shareBreakers(
     changed(host, state) {
       const before = previous.get(host)
       previous.set(host, state)
-      if (applying || state === 'half-open') return
+      if (applying) return 'peer'
+      if (state === 'half-open') return 'local'
       const sinceClosedElsewhere = performance.now() - (closedElsewhereAt.get(host) ?? -Infinity)
-      if (state === 'open' && before !== 'half-open' && sinceClosedElsewhere < windowMs) return
-      bus.publish(route, host.id, state)
+      if (state !== 'open' || before === 'half-open' || sinceClosedElsewhere >= windowMs)
+        bus.publish(route, host.id, state)
+      return 'local'
     },
     close() {
       for (const u of unsubscribe) u()

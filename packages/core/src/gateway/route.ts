@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream'
 import { writeSocketRejection } from '../server/index.js'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
+import type { AuditEvent, AuditLog } from '../audit/index.js'
 import type { Metrics } from '../metrics/index.js'
 import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
@@ -54,7 +55,12 @@ export interface GatewayDeps {
   readonly logger: Logger | undefined
   /** Breaker states shared between instances (routes with `breaker.shared`); needs a Redis store. */
   readonly breakers: BreakerBus | undefined
+  /** Where upstream state changes and run-time changes are recorded. */
+  readonly audit: AuditLog | undefined
 }
+
+/** A state change of an upstream, as the audit log records it. */
+type UpstreamChange = Extract<AuditEvent, { upstream: string }>
 
 /** A state change of an upstream, as `route.events` emits it. */
 export interface UpstreamEvent {
@@ -78,8 +84,9 @@ export interface ProxyRoute {
    */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
   /**
-   * `breaker` ({ state: 'open' | 'half-open' | 'closed' }), `health` ({ healthy }),
-   * `ejected` ({ ms }): each with `route` and `upstream`.
+   * `breaker` ({ state: 'open' | 'half-open' | 'closed', origin: 'local' | 'peer' }),
+   * `health` ({ healthy }), `ejected` ({ ms }): each with `route` and `upstream`.
+   * The same changes are recorded in the audit log (`upstream.breaker`, …).
    */
   readonly events: EventEmitter
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
@@ -100,17 +107,14 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
-  /** A state change of an upstream: logged, and emitted on `events`. */
-  const report = (
-    event: 'breaker' | 'health' | 'ejected',
-    host: UpstreamHost,
-    fields: Record<string, unknown>,
-    warn: boolean,
-    message: string,
-  ): void => {
-    deps.logger?.[warn ? 'warn' : 'info']({ route: name, upstream: host.id, ...fields }, message)
-    events.emit(event, { route: name, upstream: host.id, ...fields })
+  /** A state change of an upstream: logged, audited, and emitted on `events` (as `breaker`, `health`, `ejected`). */
+  const report = (change: UpstreamChange, warn: boolean, message: string): void => {
+    const { type, ...fields } = change
+    deps.logger?.[warn ? 'warn' : 'info'](fields, message)
+    deps.audit?.record(change)
+    events.emit(type.slice('upstream.'.length), fields)
   }
+  const at = (host: UpstreamHost) => ({ route: name, upstream: host.id })
   const balancer = createBalancer(
     config.upstreams.map((u, i) => ({
       id: `${(urls[i] as URL).origin}${basePathOf(urls[i] as URL)}`,
@@ -122,18 +126,26 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         const series = byHost.get(host)?.series
         if (series !== undefined)
           series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
-        report('breaker', host, { state }, state === 'open', `upstream breaker ${state}`)
-        sharing?.changed(host, state)
+        const origin = sharing?.changed(host, state) ?? 'local'
+        report(
+          { type: 'upstream.breaker', ...at(host), state, origin },
+          state === 'open',
+          `upstream breaker ${state}`,
+        )
       },
       health(host, healthy) {
         const series = byHost.get(host)?.series
         if (series !== undefined) series.healthy.value = healthy ? 1 : 0
-        report('health', host, { healthy }, !healthy, `upstream ${healthy ? 'healthy' : 'unhealthy'}`)
+        report(
+          { type: 'upstream.health', ...at(host), healthy },
+          !healthy,
+          `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
+        )
       },
       ejected(host, ms) {
         const series = byHost.get(host)?.series
         if (series !== undefined) series.ejections.value++
-        report('ejected', host, { ms }, true, 'upstream ejected')
+        report({ type: 'upstream.ejected', ...at(host), ms }, true, 'upstream ejected')
       },
     },
   )
@@ -463,6 +475,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
+      deps.logger?.info({ route: name, chaos }, 'fault injection changed')
+      deps.audit?.record({ type: 'proxy.chaos', route: name, chaos })
     },
     async close() {
       sharing?.close()

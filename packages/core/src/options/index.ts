@@ -5,6 +5,7 @@ import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
 import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
+import { auditSection } from '../audit/options.js'
 import { breakerDefaultsSchema } from '../balancer/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
@@ -69,6 +70,8 @@ export const optionsSchema = z
     breaker: breakerDefaultsSchema,
     /** Fault injection for every proxy route that sets no `chaos` of its own. */
     chaos: chaosDefaultsSchema,
+    /** The audit trail of upstream state changes and run-time changes (`false`: none). */
+    audit: auditSection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { createAuditLog, type AuditLog } from '../audit/index.js'
 import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
 import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../errors.js'
@@ -99,6 +100,8 @@ export interface Aegis {
   readonly metrics: Metrics | undefined
   /** The rate limiter (penalty / reward / get / reset), when on. */
   readonly limiter: Limiter | undefined
+  /** The audit trail (upstream state changes, run-time changes), unless `audit: false`. */
+  readonly audit: AuditLog | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /** The proxy routes of the `proxy` option (longest prefix first). */
@@ -150,6 +153,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   )
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
+  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn)
   /** `breaker.shared` needs a store to share through: refused at startup, before connecting anywhere. */
   const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
   const requireStoreFor = (breaker: AegisConfig['breaker'], path: string): void => {
@@ -186,6 +190,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
     breakers: store === undefined ? undefined : createBreakerBus(store, config.logger),
+    audit,
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
   const extraRoutes: ProxyRoute[] = []
@@ -448,6 +453,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     },
     metrics,
     limiter,
+    audit,
     store,
     gateway,
     proxy(options, { upgrades = true } = {}) {

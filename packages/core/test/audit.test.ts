@@ -1,0 +1,115 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { auditSchema, createAuditLog, type AuditEvent } from '../src/audit/index.js'
+import { AegisConfigError, createAegis, WarningCodes } from '../src/index.js'
+import { createWarnOnce } from '../src/warnings.js'
+
+const health = (upstream: string, healthy: boolean): AuditEvent => ({
+  type: 'upstream.health',
+  route: '/api',
+  upstream,
+  healthy,
+})
+
+// Warnings as an instance gives them: once per code, through its logger.
+let warnings: [unknown, string | undefined][] = []
+let warn = createWarnOnce(undefined)
+beforeEach(() => {
+  warnings = []
+  warn = createWarnOnce({
+    info: () => undefined,
+    error: () => undefined,
+    warn: (obj, msg) => void warnings.push([(obj as { code?: string }).code, msg]),
+  })
+})
+
+afterEach(() => vi.useRealTimers())
+
+describe('audit log', () => {
+  it('numbers and timestamps entries, and reads them back oldest first by seq, type and limit', () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 23, 12, 0, 0) })
+    const audit = createAuditLog(auditSchema.parse({}), warn)
+    expect(audit.last).toBe(0)
+    expect(audit.entries()).toEqual([])
+    audit.record(health('a', false))
+    vi.advanceTimersByTime(1500)
+    audit.record({ type: 'proxy.chaos', route: '/api', chaos: { abort: { percent: 5, status: 503 } } })
+    audit.record(health('a', true))
+    expect(audit.last).toBe(3)
+    expect(audit.entries()).toEqual([
+      { seq: 1, time: '2026-11-23T12:00:00.000Z', ...health('a', false) },
+      {
+        seq: 2,
+        time: '2026-11-23T12:00:01.500Z',
+        type: 'proxy.chaos',
+        route: '/api',
+        chaos: { abort: { percent: 5, status: 503 } },
+      },
+      { seq: 3, time: '2026-11-23T12:00:01.500Z', ...health('a', true) },
+    ])
+    expect(audit.entries({ after: 1 }).map((e) => e.seq)).toEqual([2, 3])
+    expect(audit.entries({ types: ['upstream.health'] }).map((e) => e.healthy)).toEqual([false, true])
+    expect(audit.entries({ limit: 2 }).map((e) => e.seq)).toEqual([1, 2])
+    expect(audit.entries({ after: 3 })).toEqual([])
+  })
+
+  it('keeps the newest `size` entries; the gap in seq shows what fell out', () => {
+    const audit = createAuditLog(auditSchema.parse({ size: 3 }), warn)
+    for (let i = 1; i <= 7; i++) audit.record(health(`u${i}`, true))
+    expect(audit.entries({ types: ['upstream.health'] }).map((e) => [e.seq, e.upstream])).toEqual([
+      [5, 'u5'],
+      [6, 'u6'],
+      [7, 'u7'],
+    ])
+    // A reader that last saw seq 2 gets what is left, starting after the gap.
+    expect(audit.entries({ after: 2 }).map((e) => e.seq)).toEqual([5, 6, 7])
+    expect(audit.entries({ after: 6 }).map((e) => e.seq)).toEqual([7])
+  })
+
+  it('keeps entries apart from the objects they were made from and frozen against readers', () => {
+    const audit = createAuditLog(auditSchema.parse({}), warn)
+    const chaos = { delay: { percent: 10, ms: 100 } }
+    audit.record({ type: 'proxy.chaos', route: '/api', chaos })
+    chaos.delay.percent = 90
+    const [entry] = audit.entries({ types: ['proxy.chaos'] })
+    expect(entry?.chaos).toEqual({ delay: { percent: 10, ms: 100 } })
+    expect(Object.isFrozen(entry)).toBe(true)
+    expect(Object.isFrozen((entry?.chaos as typeof chaos).delay)).toBe(true)
+  })
+
+  it('hands each entry to the sink; a throwing or rejecting sink is counted, warned about once, and loses nothing', async () => {
+    const seen: number[] = []
+    let mode: 'ok' | 'throw' | 'reject' = 'ok'
+    const audit = createAuditLog(
+      auditSchema.parse({
+        sink: (entry: { seq: number }) => {
+          seen.push(entry.seq)
+          if (mode === 'throw') throw new Error('disk full')
+          if (mode === 'reject') return Promise.reject(new Error('SIEM down'))
+        },
+      }),
+      warn,
+    )
+    audit.record(health('a', false))
+    mode = 'throw'
+    expect(() => audit.record(health('a', true))).not.toThrow()
+    mode = 'reject'
+    audit.record(health('b', false))
+    await new Promise((r) => setImmediate(r))
+    expect(seen).toEqual([1, 2, 3])
+    expect(audit.sinkFailures).toBe(2)
+    expect(warnings).toEqual([[WarningCodes.AUDIT_SINK_FAILED, expect.stringContaining('disk full')]])
+    expect(audit.entries().map((e) => e.seq)).toEqual([1, 2, 3])
+  })
+
+  it('is on by default, off with `audit: false`, and refuses bad options naming them', async () => {
+    const on = createAegis({ limiter: false })
+    expect(on.audit?.entries()).toEqual([])
+    const off = createAegis({ limiter: false, audit: false })
+    expect(off.audit).toBeUndefined()
+    await Promise.all([on.close(), off.close()])
+    expect(() => createAegis({ audit: { size: 0 } })).toThrow(AegisConfigError)
+    expect(() => createAegis({ audit: { size: 0 } })).toThrow(/audit\.size/)
+    expect(() => createAegis({ audit: { sink: 'file.log' } as never })).toThrow(/audit\.sink/)
+    expect(() => createAegis({ audit: { path: '/tmp/x' } as never })).toThrow(/audit\.path/)
+  })
+})
