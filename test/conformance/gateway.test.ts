@@ -324,7 +324,10 @@ describe.each(gateways)('gateway on %s', (_name, createGateway) => {
     expect(failed).toBeGreaterThan(60)
     expect(failed).toBeLessThan(140)
     // Each switch that took effect is in the audit trail, in order; the refused one is not.
-    expect(gw.core.audit?.entries({ types: ['proxy.chaos'] }).map((e) => e.chaos)).toEqual([
+    const switched = gw.core.audit?.entries({ types: ['proxy.chaos'] }) ?? []
+    // Named after the route (its prefix; on Express, where the mount path is the prefix, '/').
+    expect(switched.every((e) => e.route === route.config.prefix)).toBe(true)
+    expect(switched.map((e) => e.chaos)).toEqual([
       { delay: { percent: 100, ms: 200 } },
       false,
       { abort: { percent: 50, status: 500 } },

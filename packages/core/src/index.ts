@@ -58,6 +58,7 @@ export type {
 export { createAuditLog, auditSchema } from './audit/index.js'
 export type {
   AuditLog,
+  AuditTrail,
   AuditEntry,
   AuditEvent,
   AuditType,

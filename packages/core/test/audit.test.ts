@@ -60,9 +60,26 @@ describe('audit log', () => {
       [6, 'u6'],
       [7, 'u7'],
     ])
-    // A reader that last saw seq 2 gets what is left, starting after the gap.
+    // A reader that last saw seq 2 gets what is left; `first` tells it seq 3 and 4 fell out.
+    expect(audit.first).toBe(5)
     expect(audit.entries({ after: 2 }).map((e) => e.seq)).toEqual([5, 6, 7])
     expect(audit.entries({ after: 6 }).map((e) => e.seq)).toEqual([7])
+    // Types and limit together, across the wrap of the ring.
+    audit.record({ type: 'upstream.ejected', route: '/api', upstream: 'u8', ms: 30_000 })
+    audit.record(health('u9', false))
+    expect(audit.entries({ types: ['upstream.health'], limit: 2 }).map((e) => e.seq)).toEqual([7, 9])
+    expect(audit.entries({ types: ['upstream.ejected'] }).map((e) => e.ms)).toEqual([30_000])
+  })
+
+  it('starts empty with first = last + 1, and refuses queries it cannot answer', () => {
+    const audit = createAuditLog(auditSchema.parse({}), warn)
+    expect([audit.first, audit.last]).toEqual([1, 0])
+    audit.record(health('a', true))
+    expect([audit.first, audit.last]).toEqual([1, 1])
+    for (const bad of [{ after: 0.5 }, { after: -1 }, { after: '1' }, { after: Number.NaN }, { limit: 1.5 }])
+      expect(() => audit.entries(bad as never), JSON.stringify(bad)).toThrow(TypeError)
+    expect(() => audit.entries({ types: 'upstream.health' } as never)).toThrow(/types must be an array/)
+    expect(audit.entries({ limit: 0 })).toEqual([])
   })
 
   it('keeps entries apart from the objects they were made from and frozen against readers', () => {
@@ -99,6 +116,31 @@ describe('audit log', () => {
     expect(audit.sinkFailures).toBe(2)
     expect(warnings).toEqual([[WarningCodes.AUDIT_SINK_FAILED, expect.stringContaining('disk full')]])
     expect(audit.entries().map((e) => e.seq)).toEqual([1, 2, 3])
+  })
+
+  it('counts a sink failure once per entry and never throws into the recorder, even through a throwing logger', () => {
+    const throwingWarn = createWarnOnce({
+      info: () => undefined,
+      error: () => undefined,
+      warn: () => {
+        throw new Error('logger down')
+      },
+    })
+    const audit = createAuditLog(
+      auditSchema.parse({
+        // A thenable that rejects and then throws: one failure, not two.
+        sink: () => ({
+          then(_ok: unknown, fail: (err: Error) => void) {
+            fail(new Error('rejected'))
+            throw new Error('and thrown')
+          },
+        }),
+      }),
+      throwingWarn,
+    )
+    expect(() => audit.record(health('a', false))).not.toThrow()
+    expect(audit.sinkFailures).toBe(1)
+    expect(audit.entries()).toHaveLength(1)
   })
 
   it('is on by default, off with `audit: false`, and refuses bad options naming them', async () => {

@@ -30,7 +30,7 @@ afterEach(async () => {
 async function instance(
   prefix: string,
   store: object = { redis: inject('redisUrl') },
-): Promise<{ host: UpstreamHost; published: string[]; conn: RedisConnection }> {
+): Promise<{ host: UpstreamHost; published: string[]; origins: string[]; conn: RedisConnection }> {
   const conn = connectStore(storeSchema.parse({ ...store, prefix }), undefined) as RedisConnection
   closers.push(() => conn.close())
   await vi.waitFor(() => expect(conn.up).toBe(true), { timeout: 2000 })
@@ -42,13 +42,15 @@ async function instance(
     published.push(state)
     publish(route, upstream, state)
   }
+  // Each change as `changed()` tells it: `${state} ${origin}`.
+  const origins: string[] = []
   const balancer = createBalancer([{ id: 'http://10.0.0.5:8080', weight: 1 }], config, {
-    breaker: (h, state) => sharing.changed(h, state), // events come only after construction
+    breaker: (h, state) => void origins.push(`${state} ${sharing.changed(h, state)}`), // events come only after construction
   })
   closers.push(() => balancer.close())
   const sharing = shareBreakers(bus, 'api', balancer.hosts, 10_000)
   closers.push(() => sharing.close())
-  return { host: balancer.hosts[0] as UpstreamHost, published, conn }
+  return { host: balancer.hosts[0] as UpstreamHost, published, origins, conn }
 }
 
 describe('breaker states shared through Redis', () => {
@@ -77,6 +79,9 @@ describe('breaker states shared through Redis', () => {
     b.host.breaker?.open()
     expect(b.published).toEqual(['open'])
     await vi.waitFor(() => expect(a.host.breaker?.opened).toBe(true), { timeout: 2000 })
+    // Whose finding each change was, as the audit trail records it.
+    expect(b.origins).toEqual(['open peer', 'closed peer', 'open local', 'half-open local', 'open local'])
+    expect(a.origins).toEqual(['open local', 'closed local', 'open peer'])
   })
 })
 

@@ -1,12 +1,14 @@
 /**
- * The audit trail: every change in what this instance believes about its
- * upstreams (breaker, health, ejection) and every change an operator makes at
- * run time (fault injection), in the order they happened. Entries are rare —
- * state changes, not requests — so each is kept whole: numbered, timestamped,
- * frozen, in a bounded ring that `entries()` reads (an admin API pages through
- * it by `seq`), and handed to the configured sink as it is recorded.
+ * The audit trail: the changes in this instance's view of its upstreams
+ * (breaker, health, ejection) and the fault injection switched at run time, in
+ * the order they happened. Entries are rare — state changes, not requests — so
+ * each is kept whole: numbered, timestamped, frozen, in a bounded ring that
+ * `entries()` reads (an admin API pages through it by `seq`), and handed to the
+ * configured sink as it is recorded.
  */
 import { WarningCodes } from '../errors.js'
+import type { ChaosConfig } from '../gateway/options.js'
+import { deepFreeze } from '../options/shared.js'
 import type { Warn } from '../warnings.js'
 import type { AuditConfig } from './options.js'
 
@@ -37,42 +39,49 @@ export type AuditEvent =
   | {
       readonly type: 'proxy.chaos'
       readonly route: string
-      /** The fault injection now in force (`false`: off), as parsed. */
-      readonly chaos: unknown
+      /** The fault injection now in force (`false`: off). */
+      readonly chaos: ChaosConfig
     }
 
 export type AuditType = AuditEvent['type']
 
-/** One recorded event: `seq` counts from 1 per instance with no gaps; `time` is ISO 8601. */
+/** One recorded event: `seq` counts from 1 in each process with no gaps; `time` is ISO 8601. */
 export type AuditEntry = AuditEvent & { readonly seq: number; readonly time: string }
 
 export interface AuditQuery<T extends AuditType = AuditType> {
-  /** Only entries with a larger `seq` (the last one a reader saw). */
+  /** Only entries with a larger `seq` (the last one a reader saw); a whole number ≥ 0. */
   after?: number
   /** Only these types. */
   types?: readonly T[]
-  /** At most this many (the oldest matching ones). */
+  /** At most this many (the oldest matching ones); a whole number ≥ 0. */
   limit?: number
 }
 
-export interface AuditLog {
-  /** Record an event: numbered, timestamped, kept, handed to the sink. Returns the entry. */
-  record(event: AuditEvent): AuditEntry
-  /** Entries still held, oldest first. A gap between `after` and the first `seq` is what fell out. */
-  entries<T extends AuditType = AuditType>(query?: AuditQuery<T>): Extract<AuditEntry, { type: T }>[]
+/** What readers get: `aegis.audit`. */
+export interface AuditTrail {
+  /** Entries still held, oldest first. */
+  entries(query?: Omit<AuditQuery, 'types'>): AuditEntry[]
+  entries<T extends AuditType>(
+    query: AuditQuery<T> & { types: readonly T[] },
+  ): Extract<AuditEntry, { type: T }>[]
+  /**
+   * The `seq` of the oldest entry still held (`last + 1` when none is): a reader
+   * whose last seen `seq` is below `first - 1` missed what fell out of the ring.
+   */
+  readonly first: number
   /** The `seq` of the newest entry (0 before the first). */
   readonly last: number
-  /** How many times the sink threw or rejected (the entries stay in the ring). */
+  /** How many entries the sink failed to take (threw or rejected); they stay in the ring. */
   readonly sinkFailures: number
 }
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value)
-    for (const v of Object.values(value)) deepFreeze(v)
-  }
-  return value
+/** The trail with its writer, for the engines. */
+export interface AuditLog extends AuditTrail {
+  /** Record an event: numbered, timestamped, kept, handed to the sink. Returns the entry. */
+  record(event: AuditEvent): AuditEntry
 }
+
+const wholeNumber = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 
 /**
  * The instance's audit log.
@@ -83,42 +92,69 @@ function deepFreeze<T>(value: T): T {
  * audit.entries({ after: 0, types: ['upstream.health'] })
  */
 export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
-  const ring: (AuditEntry | undefined)[] = new Array<AuditEntry | undefined>(config.size)
+  const ring = new Array<AuditEntry>(config.size)
   let last = 0
   let sinkFailures = 0
-  const failed = (err: unknown): void => {
-    sinkFailures++
-    warn(
-      WarningCodes.AUDIT_SINK_FAILED,
-      `The audit sink failed (${err instanceof Error ? err.message : String(err)}); entries stay readable through aegis.audit.entries(). Further failures are counted in aegis.audit.sinkFailures.`,
-    )
-  }
   const { sink } = config
+  /** Counted once per entry; never throws back into whoever recorded the change. */
+  const sinkFailed = (entry: AuditEntry): ((err: unknown) => void) => {
+    let counted = false
+    return (err) => {
+      if (counted) return
+      counted = true
+      sinkFailures++
+      try {
+        warn(
+          WarningCodes.AUDIT_SINK_FAILED,
+          `The audit sink failed at entry ${entry.seq} (${err instanceof Error ? err.message : String(err)}); entries stay readable through aegis.audit.entries(). Further failures are counted in aegis.audit.sinkFailures.`,
+        )
+      } catch {
+        // A logger that throws must not take the state change down with it.
+      }
+    }
+  }
+  const handOver = (entry: AuditEntry): void => {
+    if (sink === undefined) return
+    const failed = sinkFailed(entry)
+    try {
+      const done = sink(entry) as PromiseLike<void> | undefined
+      if (typeof done?.then === 'function') done.then(undefined, failed)
+    } catch (err) {
+      failed(err)
+    }
+  }
+
+  function entries<T extends AuditType>({
+    after = 0,
+    types,
+    limit = Infinity,
+  }: AuditQuery<T> = {}): AuditEntry[] {
+    if (!wholeNumber(after)) throw new TypeError('audit entries: after must be a whole number ≥ 0')
+    if (limit !== Infinity && !wholeNumber(limit))
+      throw new TypeError('audit entries: limit must be a whole number ≥ 0')
+    if (types !== undefined && !Array.isArray(types))
+      throw new TypeError('audit entries: types must be an array of entry types')
+    const out: AuditEntry[] = []
+    for (let seq = Math.max(after + 1, last - ring.length + 1); seq <= last && out.length < limit; seq++) {
+      const entry = ring[(seq - 1) % ring.length] as AuditEntry
+      if (types === undefined || (types as readonly AuditType[]).includes(entry.type)) out.push(entry)
+    }
+    return out
+  }
 
   return {
     record(event) {
-      // A copy, frozen: neither the recorder's later changes nor a reader's reach the trail.
-      const entry = deepFreeze(structuredClone({ seq: ++last, time: new Date().toISOString(), ...event }))
-      ring[(entry.seq - 1) % ring.length] = entry
-      if (sink !== undefined) {
-        try {
-          const done = sink(entry) as PromiseLike<void> | undefined
-          if (typeof done?.then === 'function') done.then(undefined, failed)
-        } catch (err) {
-          failed(err)
-        }
-      }
+      const seq = last + 1
+      // A frozen copy: neither the recorder's later changes nor a reader's reach the trail.
+      const entry = deepFreeze(structuredClone({ ...event, seq, time: new Date().toISOString() }))
+      ring[(seq - 1) % ring.length] = entry
+      last = seq
+      handOver(entry)
       return entry
     },
-    entries<T extends AuditType>({ after = 0, types, limit = Infinity }: AuditQuery<T> = {}) {
-      const out: Extract<AuditEntry, { type: T }>[] = []
-      const first = Math.max(after + 1, last - ring.length + 1, 1)
-      for (let seq = first; seq <= last && out.length < limit; seq++) {
-        const entry = ring[(seq - 1) % ring.length] as AuditEntry
-        if (types === undefined || (types as readonly AuditType[]).includes(entry.type))
-          out.push(entry as Extract<AuditEntry, { type: T }>)
-      }
-      return out
+    entries,
+    get first() {
+      return Math.max(last - ring.length, 0) + 1
     },
     get last() {
       return last

@@ -188,6 +188,8 @@ export type ProxyRouteOptions = z.input<typeof proxyRouteSchema>
 export type ProxyRouteConfig = z.output<typeof proxyRouteSchema>
 
 export type ChaosOptions = z.input<typeof chaosSchema>
+/** Fault injection as parsed: `false` or `{ delay?, abort? }`. */
+export type ChaosConfig = z.output<typeof chaosSchema>
 
 /** The top-level `proxy` option: routes the Aegis middleware (or the Fastify plugin) forwards. */
 export const proxySection = z.array(proxyRouteSchema).max(1000).default([])

@@ -12,7 +12,7 @@ import { storeSchema } from '../store/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
 import type { Rejection } from '../pipeline/types.js'
-import { fn } from './shared.js'
+import { deepFreeze, fn } from './shared.js'
 
 /** A pino-compatible logger: `(object, message)` argument order. */
 export interface Logger {
@@ -148,18 +148,6 @@ function collect(
       ...(received === undefined ? {} : { received: describeValue(received, path) }),
     })
   }
-}
-
-function deepFreeze<T>(value: T): T {
-  if (Array.isArray(value)) {
-    for (const v of value) deepFreeze(v)
-    return Object.freeze(value)
-  }
-  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
-    for (const v of Object.values(value)) deepFreeze(v)
-    return Object.freeze(value)
-  }
-  return value
 }
 
 /** Parse `input` with `schema`, or throw `AegisConfigError` naming every bad path under `prefix`. */

@@ -25,3 +25,16 @@ export const section = <S extends z.ZodType>(schema: S) =>
 /** Same as `section`, but off unless configured. */
 export const optInSection = <S extends z.ZodType>(schema: S) =>
   z.union([z.literal(false), schema]).default(false)
+
+/** Freeze parsed data in place, arrays and plain objects all the way down (class instances are left alone). */
+export function deepFreeze<T>(value: T): T {
+  if (Array.isArray(value)) {
+    for (const v of value) deepFreeze(v)
+    return Object.freeze(value)
+  }
+  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    return Object.freeze(value)
+  }
+  return value
+}

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { createAuditLog, type AuditLog } from '../audit/index.js'
+import { createAuditLog, type AuditTrail } from '../audit/index.js'
 import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
 import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../errors.js'
@@ -101,7 +101,7 @@ export interface Aegis {
   /** The rate limiter (penalty / reward / get / reset), when on. */
   readonly limiter: Limiter | undefined
   /** The audit trail (upstream state changes, run-time changes), unless `audit: false`. */
-  readonly audit: AuditLog | undefined
+  readonly audit: AuditTrail | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /** The proxy routes of the `proxy` option (longest prefix first). */
