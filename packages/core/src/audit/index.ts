@@ -96,10 +96,11 @@ export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
   let last = 0
   let sinkFailures = 0
   const { sink } = config
-  /** Counted once per entry; never throws back into whoever recorded the change. */
-  const sinkFailed = (entry: AuditEntry): ((err: unknown) => void) => {
+  /** Give the sink the entry; a failure is counted once per entry and never thrown back at the recorder. */
+  const handOver = (entry: AuditEntry): void => {
+    if (sink === undefined) return
     let counted = false
-    return (err) => {
+    const failed = (err: unknown): void => {
       if (counted) return
       counted = true
       sinkFailures++
@@ -112,10 +113,6 @@ export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
         // A logger that throws must not take the state change down with it.
       }
     }
-  }
-  const handOver = (entry: AuditEntry): void => {
-    if (sink === undefined) return
-    const failed = sinkFailed(entry)
     try {
       const done = sink(entry) as PromiseLike<void> | undefined
       if (typeof done?.then === 'function') done.then(undefined, failed)

@@ -55,7 +55,7 @@ export interface GatewayDeps {
   readonly logger: Logger | undefined
   /** Breaker states shared between instances (routes with `breaker.shared`); needs a Redis store. */
   readonly breakers: BreakerBus | undefined
-  /** Where upstream state changes and run-time changes are recorded. */
+  /** Where upstream state changes and run-time fault-injection switches are recorded. */
   readonly audit: AuditLog | undefined
 }
 
@@ -107,11 +107,20 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
-  /** A state change of an upstream: logged, audited, and emitted on `events` (as `breaker`, `health`, `ejected`). */
-  const report = (change: UpstreamChange, warn: boolean, message: string): void => {
+  /** A change worth keeping: logged and audited. Returns its type and its other fields. */
+  const record = <C extends AuditEvent>(
+    change: C,
+    warn: boolean,
+    message: string,
+  ): [C['type'], Omit<C, 'type'>] => {
     const { type, ...fields } = change
     deps.logger?.[warn ? 'warn' : 'info'](fields, message)
     deps.audit?.record(change)
+    return [type, fields]
+  }
+  /** A state change of an upstream: recorded, and emitted on `events` (as `breaker`, `health`, `ejected`). */
+  const report = (change: UpstreamChange, warn: boolean, message: string): void => {
+    const [type, fields] = record(change, warn, message)
     events.emit(type.slice('upstream.'.length), fields)
   }
   const at = (host: UpstreamHost) => ({ route: name, upstream: host.id })
@@ -475,8 +484,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
-      deps.logger?.info({ route: name, chaos }, 'fault injection changed')
-      deps.audit?.record({ type: 'proxy.chaos', route: name, chaos })
+      record({ type: 'proxy.chaos', route: name, chaos }, false, 'fault injection changed')
     },
     async close() {
       sharing?.close()

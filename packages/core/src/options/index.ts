@@ -70,7 +70,7 @@ export const optionsSchema = z
     breaker: breakerDefaultsSchema,
     /** Fault injection for every proxy route that sets no `chaos` of its own. */
     chaos: chaosDefaultsSchema,
-    /** The audit trail of upstream state changes and run-time changes (`false`: none). */
+    /** The audit trail of upstream state changes and fault-injection switches (`false`: none). */
     audit: auditSection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),

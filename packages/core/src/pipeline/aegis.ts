@@ -100,7 +100,7 @@ export interface Aegis {
   readonly metrics: Metrics | undefined
   /** The rate limiter (penalty / reward / get / reset), when on. */
   readonly limiter: Limiter | undefined
-  /** The audit trail (upstream state changes, run-time changes), unless `audit: false`. */
+  /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
