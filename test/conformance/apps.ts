@@ -31,6 +31,9 @@ export const nameSchema = {
 }
 export const itemQuerySchema = { query: z.object({ limit: z.coerce.number().int().max(100) }) }
 
+/** How long `GET /slow?id=N` takes to answer `slow N`. */
+export const SLOW_MS = 150
+
 export const listen = async (server: Server): Promise<number> => {
   if (!server.listening) {
     server.listen(0, '127.0.0.1')
@@ -57,6 +60,8 @@ export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
     shield.limiter?.penalty(req, 3).then(() => res.status(401).json({ ok: false }), next)
   })
   app.get('/health', (_req, res) => res.send('ok'))
+  // Answers from a timer, outside the framework's error handling (a throw there is uncaught).
+  app.get('/slow', (req, res) => void setTimeout(() => res.send(`slow ${req.query.id as string}`), SLOW_MS))
   app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
   app.get('/boom', () => {
     throw new Error('boom')
@@ -97,6 +102,10 @@ export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
     client: req.aegis?.client.ip,
   }))
   app.get('/health', { config: { aegis: false } }, () => 'ok')
+  app.get<{ Querystring: { id?: string } }>(
+    '/slow',
+    (req, reply) => void setTimeout(() => void reply.send(`slow ${String(req.query.id)}`), SLOW_MS),
+  )
   app.get('/boom', () => {
     throw new Error('boom')
   })
@@ -140,6 +149,10 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   })
   router.get('/health', (ctx) => {
     ctx.body = 'ok'
+  })
+  router.get('/slow', async (ctx) => {
+    await new Promise((resolve) => setTimeout(resolve, SLOW_MS))
+    ctx.body = `slow ${String(ctx.query.id)}`
   })
   router.get('/users/:id', (ctx) => {
     ctx.body = { id: ctx.params.id, client: ctx.state.aegis?.client.ip }

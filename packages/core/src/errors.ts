@@ -27,6 +27,8 @@ export const ErrorCodes = {
   BODY_CONSUMED: 'AEGIS_ERR_BODY_CONSUMED',
   FAULT_INJECTED: 'AEGIS_ERR_FAULT_INJECTED',
   TARGET_REFUSED: 'AEGIS_ERR_TARGET_REFUSED',
+  CALLBACK_FAILED: 'AEGIS_ERR_CALLBACK_FAILED',
+  INTERNAL: 'AEGIS_ERR_INTERNAL',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

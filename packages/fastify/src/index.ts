@@ -94,6 +94,7 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
     app.get(metricsPath, async (_request, reply) => {
       const scraped = await core.scrapeMetrics()
       return reply
+        .code(scraped?.status ?? 200)
         .header('cache-control', 'no-store')
         .type(scraped?.contentType ?? 'text/plain')
         .send(scraped?.body ?? '')

@@ -51,6 +51,7 @@ const send = (ctx: Context, r: Rejection): void => {
 const serveMetrics = async (core: Aegis, ctx: Context): Promise<void> => {
   const scraped = await core.scrapeMetrics()
   if (scraped === undefined) return
+  ctx.status = scraped.status
   ctx.set('cache-control', 'no-store')
   ctx.type = scraped.contentType
   ctx.body = scraped.body

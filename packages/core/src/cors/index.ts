@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { ErrorCodes } from '../errors.js'
+import { guardCallback } from '../callbacks.js'
 import { problem } from '../pipeline/problem.js'
 import type { Rejection } from '../pipeline/types.js'
 import type { CorsConfig } from './options.js'
@@ -30,7 +31,8 @@ const VARY_ORIGIN = [['vary', 'Origin']] as const
  * const verdict = cors.evaluate(req)
  */
 export function createCors(config: CorsConfig): Cors {
-  const { origin } = config
+  const origin =
+    typeof config.origin === 'function' ? guardCallback('cors.origin', config.origin) : config.origin
   const wildcard = origin === '*'
   const allowOrigin = (value: string, req: IncomingMessage): boolean => {
     if (wildcard) return true

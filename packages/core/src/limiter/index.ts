@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { parseAddress } from '../client/index.js'
 import { AegisConfigError, WarningCodes } from '../errors.js'
+import { guardCallback } from '../callbacks.js'
 import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../pipeline/types.js'
 import type { RedisConnection } from '../store/index.js'
@@ -127,7 +128,9 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   // Without metrics, decisions are counted nowhere.
   const counter = (policy: string, outcome: LimiterOutcome): { value: number } =>
     metrics?.limiterDecisions(policy, outcome) ?? { value: 0 }
-  const compile = (name: string, p: PolicyConfig | LimiterConfig): Policy => {
+  const compile = (name: string, p: PolicyConfig | LimiterConfig, path: string): Policy => {
+    const keyFn = p.key ?? config.key
+    const costFn = p.cost ?? config.cost
     const points = p.points
     const burst = p.burst ?? points
     const interval = (p.duration * 1000) / points
@@ -146,8 +149,14 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       algorithm,
       enforce: (p.mode ?? config.mode) === 'enforce',
       failClosed: p.failClosed ?? config.failClosed,
-      key: p.key ?? config.key,
-      cost: p.cost ?? config.cost,
+      key:
+        keyFn === undefined
+          ? undefined
+          : guardCallback(p.key === undefined ? 'limiter.key' : `${path}.key`, keyFn),
+      cost:
+        typeof costFn === 'function'
+          ? guardCallback(p.cost === undefined ? 'limiter.cost' : `${path}.cost`, costFn)
+          : costFn,
       counted: {
         allowed: counter(name, 'allowed'),
         limited: counter(name, 'limited'),
@@ -162,14 +171,14 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     }
   }
 
-  const global = compile(config.name, config)
+  const global = compile(config.name, config, 'limiter')
   const all: Policy[] = [global]
   const routeEntries: [string, Policy][] = []
   for (const [spec, value] of Object.entries(config.routes)) {
     const list = Array.isArray(value) ? value : [value]
     list.forEach((p, i) => {
       const name = p.name ?? (list.length === 1 ? spec : `${spec}#${i + 1}`)
-      const policy = compile(name, p)
+      const policy = compile(name, p, `limiter.routes.${spec}${list.length === 1 ? '' : `.${i}`}`)
       all.push(policy)
       routeEntries.push([spec, policy])
     })
@@ -475,10 +484,16 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     if (listed === 1) return acquired ? ADMITTED_WITH_SLOT : NOTHING
     if (!streakDone) watchStreak(client)
     const n = policies.length
-    for (let i = 0; i < n; i++) {
-      const p = policies[i] as Policy
-      scratchKeys[i] = keyOf(p, req, client)
-      scratchCosts[i] = costOf(p, req)
+    try {
+      for (let i = 0; i < n; i++) {
+        const p = policies[i] as Policy
+        scratchKeys[i] = keyOf(p, req, client)
+        scratchCosts[i] = costOf(p, req)
+      }
+    } catch (err) {
+      // A throwing key() or cost(): the request is answered 500 and never holds a slot.
+      if (acquired) adaptive?.ignore()
+      throw err
     }
     if (sharedOrFixed(policies)) {
       const decided = decideShared(policies, scratchKeys.slice(0, n), scratchCosts.slice(0, n))

@@ -26,13 +26,23 @@ export const section = <S extends z.ZodType>(schema: S) =>
 export const optInSection = <S extends z.ZodType>(schema: S) =>
   z.union([z.literal(false), schema]).default(false)
 
-/** Freeze parsed data in place, arrays and plain objects all the way down (class instances are left alone). */
+/**
+ * Freeze parsed data in place, arrays and plain objects all the way down. Class
+ * instances are left alone, and so are plain objects with methods: those are the
+ * caller's own (a logger given as an object literal, which may keep state of its
+ * own), passed through by reference, not data the schema copied.
+ */
 export function deepFreeze<T>(value: T): T {
   if (Array.isArray(value)) {
     for (const v of value) deepFreeze(v)
     return Object.freeze(value)
   }
-  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    Object.getPrototypeOf(value) === Object.prototype &&
+    !Object.values(value).some((v) => typeof v === 'function')
+  ) {
     for (const v of Object.values(value)) deepFreeze(v)
     return Object.freeze(value)
   }

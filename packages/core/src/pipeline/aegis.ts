@@ -38,18 +38,22 @@ import {
 } from '../server/index.js'
 import { shapeRequests, type ShapedRequests } from '../server/shape.js'
 import { createValidator, type RequestShape } from '../validator/index.js'
-import { bodyTooLarge, setWatchedLimit, watchBodySize, writeRawRejection } from '../validator/body-limit.js'
+import { answerInstead, bodyTooLarge, setWatchedLimit, watchBodySize } from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../warnings.js'
+import { createFailureAnswers, guardCallback, safeLogger } from '../callbacks.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
 import { pathOf } from '../url.js'
 import { stateSlots } from './state.js'
+import { problem } from './problem.js'
 
 interface State extends AegisRequestState {
   headers: HeaderList
   rejection: Rejection | undefined
   /** Holds an adaptive-concurrency slot until its response ends. */
   slot: boolean
+  /** The request's own response, once an adapter tracks it: where a late rejection (413) goes. */
+  res: ServerResponse | undefined
 }
 
 /** How an adapter tells the pipeline about its framework. */
@@ -92,8 +96,12 @@ export interface Aegis {
   countRejection(rejection: Rejection): void
   /** Change the body limit of one request (a gateway route allowing larger uploads). */
   setBodyLimit(req: IncomingMessage, bytes: number): void
-  /** The Prometheus exposition, or `undefined` when metrics are off. */
-  scrapeMetrics(): Promise<{ contentType: string; body: string } | undefined>
+  /**
+   * The Prometheus exposition, or `undefined` when metrics are off. Never
+   * rejects: a failed scrape (a throwing collect() on a registry the app passed)
+   * is a 500 problem (`status`).
+   */
+  scrapeMetrics(): Promise<{ status: number; contentType: string; body: string } | undefined>
   /** A `(req, res)` handler serving the metrics text. */
   readonly metricsHandler: (req: IncomingMessage, res: ServerResponse) => void
   /** The prom-client registry, when metrics are on: engines and apps may add their own. */
@@ -136,7 +144,9 @@ export interface Aegis {
 export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): Aegis {
   const config = parseOptions(options)
   const states = stateSlots<State>(hooks.stateBesideRequest === true)
-  const warn = createWarnOnce(config.logger)
+  // The user's logger cannot throw into a request, an upgrade or a timer.
+  const logger = safeLogger(config.logger)
+  const warn = createWarnOnce(logger)
   const clients = createClientResolver({
     trustProxy: config.trustProxy,
     ipv6Subnet: config.ipv6Subnet,
@@ -166,7 +176,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   config.proxy.forEach((route, i) => requireStoreFor(route.breaker, `proxy.${i}.breaker.shared`))
   /** The top-level settings a route added by `proxy()` inherits, as the routes of `proxy` did. */
   const routeDefaults: RouteDefaults = { breaker: config.breaker, chaos: config.chaos }
-  const store = connectStore(config.store, config.logger, {
+  const store = connectStore(config.store, logger, {
     onError: (reason) => metrics?.storeError(reason),
     onStateChange: (up) => metrics?.storeUp(up),
   })
@@ -186,10 +196,10 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     peerTrusted: (req) => clients.peerTrusted(req),
     clientKey: (req) => (states.get(req)?.client ?? clients.resolve(req)).key,
     metrics,
-    logger: config.logger,
+    logger,
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
-    breakers: store === undefined ? undefined : createBreakerBus(store, config.logger),
+    breakers: store === undefined ? undefined : createBreakerBus(store, logger),
     audit,
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
@@ -198,12 +208,21 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const upgradeRoutes: ProxyRoute[] = [...gateway.routes]
   /** Admit an upgrade request and proxy it through the route owning its path. */
   function onUpgrade(this: HttpServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // An event listener of the host's server: nothing may escape it (a throw here is an uncaught exception).
+    try {
+      upgrade(this, req, socket, head)
+    } catch (err) {
+      failure(err)
+      socket.destroy()
+    }
+  }
+  function upgrade(server: HttpServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = req.url ?? '/'
     const route = upgradeRoutes.find((r) => underPrefix(r.config.prefix, url) !== undefined)
     if (route === undefined) {
       // Someone else's upgrade (a WebSocket server of the app), or nobody's: with us the only
       // listener, Node will not serve it as a plain request any more, so refuse it plainly.
-      if (this.listenerCount('upgrade') === 1) socket.destroy()
+      if (server.listenerCount('upgrade') === 1) socket.destroy()
       return
     }
     socket.on('error', () => socket.destroy())
@@ -231,16 +250,29 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       )
     }
     const admitted = admit(req)
-    if (admitted instanceof Promise) admitted.then(proceed, () => socket.destroy())
-    else proceed(admitted)
+    if (!(admitted instanceof Promise)) return proceed(admitted)
+    admitted.then(proceed).catch((err: unknown) => {
+      failure(err)
+      socket.destroy()
+    })
   }
   const largestRouteBody = (routes: readonly { config: { maxBodyBytes?: number | undefined } }[]): number =>
     Math.max(0, ...routes.map((r) => r.config.maxBodyBytes ?? 0))
   const learner = createRouteLearner(config.metrics === false ? 1 : config.metrics.maxRoutes)
-  const { logger, accessLog, serverTiming, skip, onReject } = config
+  const { accessLog, serverTiming } = config
+  const skip = config.skip === undefined ? undefined : guardCallback('skip', config.skip)
+  const onReject = config.onReject === undefined ? undefined : guardCallback('onReject', config.onReject)
+  const failure = createFailureAnswers(logger)
   const routeOf = hooks.routeOf
   const maxBodyBytes = validator?.maxBodyBytes ?? Number.POSITIVE_INFINITY
   const closeHeader: HeaderList = [['connection', 'close']]
+  const scrapeFailed = problem({
+    status: 500,
+    code: ErrorCodes.INTERNAL,
+    reason: 'metrics',
+    title: 'Internal Server Error',
+    detail: 'The metrics could not be collected.',
+  })
 
   const servers = new Set<HttpServer>()
   // Attached servers (once each), for routes added later that take upgrades.
@@ -257,16 +289,27 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   let draining = false
   let closing: Promise<void> | undefined
 
+  /**
+   * A body outgrew its limit while the app (or the gateway) holds the request. Runs
+   * inside Node's HTTP parser: it must not throw. The 413 goes on this request's own
+   * response — never the socket's current one, which may answer an earlier pipelined
+   * request — and the app's later writes on it are ignored (`answerInstead`).
+   */
   const onBodyExceeded = (req: IncomingMessage): void => {
-    const state = states.get(req)
-    const rejection = bodyTooLarge(state?.bodyLimit ?? maxBodyBytes)
-    metrics?.rejection(rejection.reason)
-    const res = (req.socket as { _httpMessage?: ServerResponse } | null)?._httpMessage
-    if (res === undefined || res === null) {
+    try {
+      const state = states.get(req)
+      const rejection = bodyTooLarge(state?.bodyLimit ?? maxBodyBytes)
+      metrics?.rejection(rejection.reason)
+      // Untracked (core used without an adapter): the socket's current response, if it is this request's.
+      const current = (req.socket as { _httpMessage?: ServerResponse | null } | null)?._httpMessage
+      const res = state?.res ?? (current?.req === req ? current : undefined)
+      if (res === undefined) return void req.socket?.destroy()
+      if (state !== undefined && state.rejection === undefined) state.rejection = rejection
+      answerInstead(res, rejection, state?.headers ?? security)
+    } catch (err) {
+      failure(err)
       req.socket?.destroy()
-      return
     }
-    writeRawRejection(res, rejection, state?.headers ?? security)
   }
 
   // Filled in by the validator; admission is synchronous, so one object serves
@@ -281,7 +324,43 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const existing = states.get(req)
     if (existing !== undefined) return existing
     const startedAt = performance.now()
+    // Never throws: a failing user callback (or a bug of ours) is answered 500 instead.
+    try {
+      return guard(req, startedAt)
+    } catch (err) {
+      const rejection = failure(err)
+      metrics?.rejection(rejection.reason)
+      let state = states.get(req)
+      if (state === undefined) {
+        state = newState(clients.resolve(req), security, rejection, false, startedAt)
+        states.set(req, state)
+      }
+      state.rejection = rejection
+      state.headers = security
+      return state
+    }
+  }
 
+  const newState = (
+    client: AegisRequestState['client'],
+    headers: HeaderList,
+    rejection: Rejection | undefined,
+    skipped: boolean,
+    startedAt: number,
+  ): State => ({
+    client,
+    headers,
+    rejection,
+    skipped,
+    startedAt,
+    route: undefined,
+    bodyLimit: maxBodyBytes,
+    input: undefined,
+    slot: false,
+    res: undefined,
+  })
+
+  function guard(req: IncomingMessage, startedAt: number): State | Promise<State> {
     const server = (req.socket as { server?: HttpServer | null } | null)?.server
     if (server != null && !checkedServers.has(server)) {
       checkedServers.add(server)
@@ -303,17 +382,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         else if (verdict.headers.length > 0) headers = [...security, ...verdict.headers]
       }
     }
-    const state: State = {
-      client,
-      headers,
-      rejection,
-      skipped,
-      startedAt,
-      route: undefined,
-      bodyLimit: maxBodyBytes,
-      input: undefined,
-      slot: false,
-    }
+    const state = newState(client, headers, rejection, skipped, startedAt)
     states.set(req, state)
     // Count chunks from the first one: with a shared store the parser keeps pushing the body while Redis answers.
     if (watch && rejection === undefined && validator !== undefined)
@@ -342,7 +411,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     let rejection = state.rejection
     if (rejection !== undefined && rejection.status >= 400) {
       // A preflight answer is not a rejection: the hook and the counter see refusals only.
-      if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
+      if (onReject !== undefined) {
+        try {
+          rejection = onReject(rejection, req) ?? rejection
+        } catch (err) {
+          rejection = failure(err)
+          state.headers = security
+        }
+      }
       state.rejection = rejection
       metrics?.rejection(rejection.reason)
     }
@@ -419,7 +495,10 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     stateOf: (req) => states.get(req),
     applyHeaders: (res, state) => writeHeaders(res, state.headers),
     track(req, res) {
-      if (states.get(req) !== undefined) res.on('close', onResponseClose) // emitted once per response
+      const state = states.get(req)
+      if (state === undefined) return
+      state.res = res
+      res.on('close', onResponseClose) // emitted once per response
     },
     observe,
     routeValidator: createRouteValidator,
@@ -430,7 +509,17 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       setWatchedLimit(req, bytes)
     },
     async scrapeMetrics() {
-      return metrics?.scrape()
+      try {
+        const scraped = await metrics?.scrape()
+        return scraped === undefined ? undefined : { status: 200, ...scraped }
+      } catch (err) {
+        logger?.error({ err, code: ErrorCodes.INTERNAL }, 'metrics scrape failed')
+        return {
+          status: scrapeFailed.status,
+          contentType: scrapeFailed.headers['content-type'] as string,
+          body: scrapeFailed.body,
+        }
+      }
     },
     metricsHandler(_req, res) {
       if (metrics === undefined) {
@@ -438,18 +527,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         res.end()
         return
       }
-      metrics.scrape().then(
-        ({ contentType, body }) => {
-          res.setHeader('content-type', contentType)
-          res.setHeader('cache-control', 'no-store')
-          res.end(body)
-        },
-        (err: unknown) => {
-          logger?.error({ err }, 'metrics scrape failed')
-          res.statusCode = 500
-          res.end()
-        },
-      )
+      void aegis.scrapeMetrics().then((scraped) => {
+        if (scraped === undefined || res.headersSent) return
+        res.statusCode = scraped.status
+        res.setHeader('content-type', scraped.contentType)
+        res.setHeader('cache-control', 'no-store')
+        res.end(scraped.body)
+      })
     },
     metrics,
     limiter,

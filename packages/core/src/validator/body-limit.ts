@@ -84,17 +84,102 @@ export function setWatchedLimit(req: IncomingMessage, limit: number): boolean {
   return true
 }
 
+const kAnswered = Symbol('aegis.answeredInstead')
+type Answered = ServerResponse & { [kAnswered]?: true }
+
+/** True once Aegis answered this response in place of the app ({@link answerInstead}). */
+export const answeredByAegis = (res: ServerResponse): boolean => (res as Answered)[kAnswered] === true
+
+// What the app (or its framework) may still call on a response Aegis took over:
+// every call that would touch headers or the body becomes a no-op, so a handler
+// that answers late — Express' finalhandler after the body ends, a handler's
+// timer — cannot throw ERR_HTTP_HEADERS_SENT into the host process. A callback
+// given to `end()`/`write()` still runs, as it would once the data were flushed.
+const lastCallback = (args: readonly unknown[]): (() => void) | undefined => {
+  const last = args[args.length - 1]
+  return typeof last === 'function' ? (last as () => void) : undefined
+}
+function ignoredWrite(this: ServerResponse, ...args: unknown[]): boolean {
+  const cb = lastCallback(args)
+  if (cb !== undefined) process.nextTick(cb)
+  return true
+}
+function ignoredEnd(this: ServerResponse, ...args: unknown[]): ServerResponse {
+  const cb = lastCallback(args)
+  if (cb !== undefined) process.nextTick(cb)
+  return this
+}
+function ignoredCall(this: ServerResponse): ServerResponse {
+  return this
+}
+const SILENCED = {
+  setHeader: ignoredCall,
+  setHeaders: ignoredCall,
+  appendHeader: ignoredCall,
+  removeHeader: ignoredCall,
+  writeHead: ignoredCall,
+  flushHeaders: ignoredCall,
+  addTrailers: ignoredCall,
+  writeContinue: ignoredCall,
+  writeProcessing: ignoredCall,
+  writeEarlyHints: ignoredCall,
+  write: ignoredWrite,
+  end: ignoredEnd,
+}
+
 /**
- * Answer a rejection directly on the socket's response — only for what happens
- * after admission (a body outgrowing its limit mid-stream), where no adapter is
- * on the stack. If the response has already started, the connection is destroyed:
- * that is the only way left to stop the upload.
+ * Answer `rejection` on `res` — the request's own response — while the app
+ * holds it (a body outgrowing its limit mid-stream, after admission). Node
+ * writes a response in the order of its request, behind earlier pipelined
+ * answers, so the rejection reaches the request it belongs to. The app's own
+ * later writes on `res` are then ignored (its status too, for the logs and
+ * metrics), so nothing races the framework's write. Where the app has already
+ * started its answer, the rejection cannot be sent: the connection is closed
+ * instead, the only way left to stop the upload.
+ *
+ * @example
+ * answerInstead(res, bodyTooLarge(limit), state.headers)
+ */
+export function answerInstead(
+  res: ServerResponse,
+  rejection: Rejection,
+  extraHeaders: ReadonlyArray<readonly [string, string]> = [],
+): void {
+  if (answeredByAegis(res)) return
+  if (res.headersSent || res.writableEnded) {
+    // A pipelined response still waiting for its turn has no socket of its own yet.
+    ;(res.socket ?? res.req.socket).destroy()
+    return
+  }
+  writeRawRejection(res, rejection, extraHeaders)
+  const status = rejection.status
+  ;(res as Answered)[kAnswered] = true
+  for (const [name, value] of Object.entries({ ...SILENCED, statusCode: undefined })) {
+    const descriptor: PropertyDescriptor =
+      name === 'statusCode'
+        ? { configurable: true, get: () => status, set: ignoredCall }
+        : { configurable: true, writable: true, value }
+    try {
+      Object.defineProperty(res, name, descriptor)
+    } catch {
+      // A wrapper made it non-configurable: its own checks will have to do.
+    }
+  }
+}
+
+/**
+ * Answer a rejection on a response nobody has written yet — only for what the
+ * pipeline and the gateway decide while they hold the response. If the response
+ * has already started, the connection is destroyed: that is the only way left
+ * to stop the upload. A response Aegis already answered ({@link answerInstead})
+ * is left alone.
  */
 export function writeRawRejection(
   res: ServerResponse,
   rejection: Rejection,
   extraHeaders: ReadonlyArray<readonly [string, string]> = [],
 ): void {
+  if (answeredByAegis(res)) return
   if (res.headersSent || res.writableEnded) {
     res.socket?.destroy()
     return
