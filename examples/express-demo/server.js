@@ -20,7 +20,9 @@ app.get('/', (req, res) => res.json({ hello: 'world', you: req.aegis?.client.ip 
 app.get('/users/:id', (req, res) => res.json({ id: req.params.id }))
 app.post(
   '/people',
-  // A body parser limit above Aegis' 1 MiB, so the demo's 413 comes from Aegis.
+  // A body parser limit above Aegis' 1 MiB, so the demo's 413 comes from Aegis. The
+  // demo's 413 line sends a JSON content type: curl's --data-binary alone sends a form
+  // type, which express.json() skips, and the zod check would answer 400 first.
   express.json({ limit: '10mb' }),
   shield.validate({
     body: z.strictObject({ name: z.string().min(1), age: z.coerce.number().int().optional() }),
@@ -43,7 +45,7 @@ const server = app.listen(port, '127.0.0.1', () => {
   curl -i --path-as-is ${base}/static/..%2f..%2fetc/passwd   400 path traversal
   curl -i -H 'content-type: application/json' -d '{"name":""}' ${base}/people      400 with zod issues
   curl -i -H 'content-type: application/json' -d '{"name":"Ada","age":"36"}' ${base}/people   201
-  head -c 2000000 /dev/zero | curl -i -H 'transfer-encoding: chunked' --data-binary @- ${base}/people   413
+  head -c 2000000 /dev/zero | curl -i -H 'content-type: application/json' -H 'transfer-encoding: chunked' --data-binary @- ${base}/people   413 (counted while it streams)
   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' -H 'content-type: application/json' -d '{"user":"ada","password":"guess"}' ${base}/login; done; echo   # 401 x5, then 429
   curl -i -X POST ${base}/login                       429 while banned: Retry-After, RateLimit fields, violated-policies
   curl -s ${base}/metrics                             Prometheus text

@@ -1,7 +1,7 @@
 /**
  * Path-prefix escapes through the gateway: FuzzDB's traversal lists (see
  * fuzzdb.test.ts for the attribution; licence in
- * shared/corpora/fuzzdb-traversal-ssrf-crlf/_copyright.txt) requested under a
+ * test/corpora/data/fuzzdb-traversal-ssrf-crlf/_copyright.txt) requested under a
  * route mounted at `/api` whose upstream maps it to `/mapped`, on Express,
  * Fastify and Koa, with the validator's own traversal check off so the
  * gateway's guarantee stands alone. Each request is refused (400 or the

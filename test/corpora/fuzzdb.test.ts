@@ -8,7 +8,7 @@
  * `attack/path-traversal/path-traversal-windows.txt` and
  * `attack/http-protocol/crlf-injection.txt`. Licensed under the New BSD licence and
  * Creative Commons Attribution 3.0 (http://creativecommons.org/licenses/by/3.0/legalcode);
- * the full terms are in shared/corpora/fuzzdb-traversal-ssrf-crlf/_copyright.txt.
+ * the full terms are in test/corpora/data/fuzzdb-traversal-ssrf-crlf/_copyright.txt.
  * The files are read in place, unchanged.
  *
  * Traversal: every line (with `{FILE}` = etc/passwd; Windows lines under /static/)

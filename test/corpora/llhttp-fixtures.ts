@@ -1,5 +1,5 @@
 /**
- * Reader for nodejs/llhttp's request fixtures (shared/corpora/llhttp-request-fixtures,
+ * Reader for nodejs/llhttp's request fixtures (test/corpora/data/llhttp-request-fixtures,
  * MIT, Copyright © 2018 Fedor Indutny; the licence is in the folder's LICENSE file).
  * Each case is a Markdown section: `<!-- meta={...} -->`, an `http` block with the
  * raw input and a `log` block with the parser events llhttp emits for it.

@@ -2,7 +2,7 @@
  * Replays Node's own HTTP/1.1 request-parser fixtures against Aegis on Express,
  * Fastify and Koa, over real sockets.
  *
- * Corpus: shared/corpora/llhttp-request-fixtures/*.md — nodejs/llhttp
+ * Corpus: test/corpora/data/llhttp-request-fixtures/*.md — nodejs/llhttp
  * `test/request/` at tag 9.4.2 (https://github.com/nodejs/llhttp, commit 01e105a3).
  * Licence: MIT, Copyright © 2018 Fedor Indutny; the text is in the folder's LICENSE.
  *

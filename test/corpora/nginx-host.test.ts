@@ -2,7 +2,7 @@
  * Replays nginx's Host-header validation cases against Aegis on Express, Fastify
  * and Koa, over real sockets.
  *
- * Corpus: shared/corpora/nginx-host-header-cases/host-cases.jsonl — the input and
+ * Corpus: test/corpora/data/nginx-host-header-cases/host-cases.jsonl — the input and
  * verdict pairs of nginx-tests `http_host.t` (https://github.com/nginx/nginx-tests,
  * commit 76bb761c). Licence: BSD-2-Clause, Copyright (C) 2008-2011 Maxim Dounin;
  * the text is in the folder's LICENSE file.

@@ -1,6 +1,6 @@
 /**
  * The desync test of the gateway: every Transfer-Encoding gadget of
- * defparam/smuggler (../shared/corpora/smuggler-te-mutations, MIT, Copyright (c)
+ * defparam/smuggler (test/corpora/data/smuggler-te-mutations, MIT, Copyright (c)
  * 2020 Evan Custodio; licence in the folder) sent through a gateway route on
  * Express, Fastify and Koa to a raw TCP upstream that records the bytes it gets.
  *

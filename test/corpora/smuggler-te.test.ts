@@ -2,7 +2,7 @@
  * Replays every Transfer-Encoding obfuscation gadget of defparam/smuggler against
  * Aegis on Express, Fastify and Koa, over real sockets.
  *
- * Corpus: shared/corpora/smuggler-te-mutations/mutations.jsonl — the gadget lines
+ * Corpus: test/corpora/data/smuggler-te-mutations/mutations.jsonl — the gadget lines
  * rendered from smuggler's configs/default.py, doubles.py and exhaustive.py
  * (https://github.com/defparam/smuggler, commit 2be871e6). Licence: MIT,
  * Copyright (c) 2020 Evan Custodio; the text is in the folder's LICENSE file.

@@ -1,5 +1,5 @@
 /**
- * The smuggler Transfer-Encoding mutations (../shared/corpora/smuggler-te-mutations)
+ * The smuggler Transfer-Encoding mutations (test/corpora/data/smuggler-te-mutations)
  * and the request each is sent in: a POST whose `gadget_hex` header line competes
  * with `Content-Length: 5`, then a pipelined `GET /second`. A chunked reading
  * would take `0\r\n\r\n` as the body's end and leave bytes over.

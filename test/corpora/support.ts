@@ -1,14 +1,15 @@
 /**
  * Shared plumbing for the corpus replays: where the corpora live, a raw TCP
  * client that reads every response a connection produces, a bounded-concurrency
- * pool and a health probe. The corpora are read in place from /work/shared/corpora
- * (never copied here: each folder's licence file travels with its data).
+ * pool and a health probe. The corpora are test fixtures kept in the repository,
+ * under test/corpora/data/ (each folder with its licence file and a README naming
+ * its source), so the replays run from any fresh clone.
  */
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 
-/** /work/shared/corpora, resolved from this file (test/corpora/ in the repo). */
-export const CORPORA = new URL('../../../shared/corpora/', import.meta.url)
+/** test/corpora/data/, resolved from this file: never a path outside the repository. */
+export const CORPORA = new URL('./data/', import.meta.url)
 
 /** A corpus file as text; latin1 by default so that every byte maps to one char. */
 export const readCorpus = (path: string, encoding: BufferEncoding = 'latin1'): string =>
