@@ -339,3 +339,125 @@ describe('limiter on Redis', () => {
     expect(count(during, 200)).toBeLessThanOrEqual(3)
   })
 })
+
+describe('limiter on Redis: before the first connection (store.startupWait)', () => {
+  const scrape = async (s: Served): Promise<string> => (await s.aegis.scrapeMetrics())?.body ?? ''
+  const paused = async (): Promise<RedisServer> => {
+    const redisServer = await startRedisServer()
+    owned.push(redisServer)
+    // A stopped process: the kernel still accepts the TCP connection, nothing answers.
+    redisServer.process.kill('SIGSTOP')
+    return redisServer
+  }
+  const resume = (redisServer: RedisServer): void => void redisServer.process.kill('SIGCONT')
+  afterEach(() => {
+    // Let stop() reach processes a test left stopped.
+    for (const r of owned) r.process.kill('SIGCONT')
+  })
+
+  it('two instances started together on a fresh Redis, 40 requests fired at construction: exactly 20 of a shared 20 admitted', async () => {
+    const redisServer = await startRedisServer()
+    owned.push(redisServer)
+    const { logger, lines } = memoryLogger()
+    const store = { redis: redisServer.url, prefix: prefix(), commandTimeout: 1_000 }
+    const limiter = { points: 20, duration: 3600 }
+    const [a, b] = await Promise.all([serve({ store, limiter, logger }), serve({ store, limiter, logger })])
+    const startingAtFire = [a.aegis.store?.starting, b.aegis.store?.starting]
+    const statuses = await burst(40, [a.url, b.url])
+    expect(count(statuses, 200)).toBe(20)
+    expect(count(statuses, 429)).toBe(20)
+    // The requests really came before the first connection, and nothing fell back.
+    expect(startingAtFire).toEqual([true, true])
+    for (const s of [a, b]) expect(await scrape(s)).not.toMatch(/aegis_limiter_insurance_total\{/)
+    expect(lines.filter((l) => l.level !== 'info')).toEqual([])
+  })
+
+  it('a Redis slow to answer at startup (paused 300 ms): every decision waits for it, then Redis decides them all', async () => {
+    const redisServer = await paused()
+    const { logger, lines } = memoryLogger()
+    const store = { redis: redisServer.url, prefix: prefix(), commandTimeout: 1_000, startupWait: 2_000 }
+    const limiter = { points: 20, duration: 3600 }
+    const [a, b] = await Promise.all([serve({ store, limiter, logger }), serve({ store, limiter, logger })])
+    setTimeout(() => resume(redisServer), 300)
+    const statuses = await burst(40, [a.url, b.url])
+    expect(count(statuses, 200)).toBe(20)
+    expect(count(statuses, 429)).toBe(20)
+    // They waited for the connection (at least until the resume), never past startupWait.
+    const waits = [...a.waits, ...b.waits]
+    expect(Math.min(...waits)).toBeGreaterThan(200)
+    expect(Math.max(...waits)).toBeLessThan(store.startupWait)
+    for (const s of [a, b]) expect(await scrape(s)).not.toMatch(/aegis_limiter_insurance_total\{/)
+    expect(lines.filter((l) => l.level !== 'info')).toEqual([])
+  })
+
+  it('a Redis that hangs at startup: decisions wait startupWait, then fall back to memory (limit 5 of 10), logged; Redis decides once it answers', async () => {
+    const redisServer = await paused()
+    const { logger, lines } = memoryLogger()
+    const startupWait = 500
+    const store = { redis: redisServer.url, prefix: prefix(), commandTimeout: 100, startupWait }
+    const a = await serve({ store, limiter: { points: 5, duration: 3600 }, logger })
+    const statuses = await burst(10, [a.url])
+    expect(count(statuses, 200)).toBe(5)
+    expect(count(statuses, 429)).toBe(5)
+    // Each waited for Redis, no longer than startupWait (plus event-loop slack).
+    expect(Math.min(...a.waits)).toBeGreaterThan(startupWait - 100)
+    expect(Math.max(...a.waits)).toBeLessThan(startupWait + 150)
+    const warned = lines.filter((l) => l.level === 'warn')
+    expect(warned.map((l) => l.msg)).toEqual([
+      `Redis unreachable (no connection within startupWait, ${startupWait} ms): deciding in memory (insurance) until it answers`,
+    ])
+    expect(await scrape(a)).toMatch(/aegis_limiter_insurance_total\{policy="default"\} 10/)
+
+    // Once Redis answers it decides again, from its own count: at most the limit while reachable.
+    resume(redisServer)
+    await waitFor(() => a.aegis.store?.up === true, 8_000)
+    expect(lines.filter((l) => l.msg?.startsWith('Redis is back'))).toHaveLength(1)
+    const after = await burst(10, [a.url])
+    expect(count(after, 200)).toBe(5)
+    expect(await client(redisServer.url).exists(`${store.prefix}rl:{127.0.0.1}:default`)).toBe(1)
+  }, 20_000)
+
+  it('failClosed: a Redis that hangs at startup answers 503 problem+json after startupWait, and the log says 503', async () => {
+    const redisServer = await paused()
+    const { logger, lines } = memoryLogger()
+    const a = await serve({
+      store: { redis: redisServer.url, prefix: prefix(), commandTimeout: 100, startupWait: 300 },
+      limiter: { points: 5, duration: 3600, failClosed: true },
+      logger,
+    })
+    const r = await fetch(`${a.url}/`)
+    expect(r.status).toBe(503)
+    expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/)
+    expect(r.headers.get('retry-after')).toBe('1')
+    expect(await r.json()).toMatchObject({
+      type: 'https://iana.org/assignments/http-problem-types#temporary-reduced-capacity',
+      code: 'AEGIS_ERR_LIMITER_UNAVAILABLE',
+    })
+    expect(a.waits[0]).toBeGreaterThan(200)
+    expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([
+      'Redis unreachable (no connection within startupWait, 300 ms): answering 503 (limiter failClosed) until it answers',
+    ])
+  })
+
+  it('a refused connection ends the wait at once; the log names what each policy does', async () => {
+    const { logger, lines } = memoryLogger()
+    const port = await freePort()
+    const a = await serve({
+      store: { redis: `redis://127.0.0.1:${port}`, prefix: prefix(), startupWait: 5_000 },
+      limiter: {
+        points: 2,
+        duration: 60,
+        routes: { 'POST /login': { points: 1, duration: 60, failClosed: true } },
+      },
+      logger,
+    })
+    expect(await burst(3, [a.url])).toEqual(expect.arrayContaining([200, 200, 429]))
+    expect(Math.max(...a.waits)).toBeLessThan(1_000)
+    const login = await fetch(`${a.url}/login`, { method: 'POST' })
+    expect(login.status).toBe(503)
+    await login.arrayBuffer()
+    expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([
+      'Redis unreachable: answering 503 for the failClosed policies ("POST /login"), deciding the others in memory (insurance) until it answers',
+    ])
+  })
+})

@@ -79,8 +79,17 @@ export class FixedWindow {
     try {
       return this.fill(await this.active.consume(key, cost), true, out)
     } catch (err) {
-      if (err instanceof rateLimiterFlexible().RateLimiterRes) return this.fill(err, false, out)
-      throw err
+      if (!(err instanceof rateLimiterFlexible().RateLimiterRes)) throw err
+      // A refused request is charged nothing (the GCRA promise, docs/configuration.md), but
+      // rate-limiter-flexible has counted it: give it back, or a request costing more than
+      // what is left would spend the rest. Not with `blockDuration`: there the count past
+      // the limit is the ban, and the refusal may come from the in-memory copy of the ban.
+      this.fill(err, false, out)
+      if (cost > 0 && this.policy.blockDuration === 0) {
+        await this.active.reward(key, cost).catch(() => undefined)
+        out.remaining = Math.max(0, this.policy.points - (err.consumedPoints - cost))
+      }
+      return out
     }
   }
 

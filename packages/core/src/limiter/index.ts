@@ -111,6 +111,14 @@ export interface LimiterDeps {
 
 const ONE_CLIENT_STREAK = 1_000
 
+/** What the limiter does while Redis is down, as the store's outage log line says it. */
+function fallbackOf(policies: readonly Pick<Policy, 'name' | 'failClosed'>[]): string {
+  const closed = policies.filter((p) => p.failClosed).map((p) => JSON.stringify(p.name))
+  if (closed.length === 0) return 'deciding in memory (insurance)'
+  if (closed.length === policies.length) return 'answering 503 (limiter failClosed)'
+  return `answering 503 for the failClosed policies (${closed.join(', ')}), deciding the others in memory (insurance)`
+}
+
 /**
  * Create the limiter from its configuration. Memory policies decide synchronously;
  * with a Redis store, one Lua script per request decides every GCRA policy, and
@@ -193,6 +201,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       },
     ])
   const byName = new Map(all.map((p) => [p.name, p]))
+  conn?.describeFallback(fallbackOf(all))
   const routes = createRouteMatcher(routeEntries)
   const onlyGlobal: readonly Policy[] = [global]
 
@@ -300,6 +309,9 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     keys: string[],
     costs: number[],
   ): Promise<LimitResult> {
+    // Before the first connection, wait for it (bounded by `store.startupWait`): deciding in
+    // memory now would give each instance the whole shared limit.
+    if (conn?.starting === true) await conn.started
     const out = policies.map(newVerdict)
     const failedClosed = await decideWithStores(policies, keys, costs, out)
     if (failedClosed) return { headers: [], rejection: limiterUnavailable(1) }
@@ -407,6 +419,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   }
 
   async function adjustOne(p: Policy, key: string, points: number): Promise<void> {
+    if (conn?.starting === true) await conn.started
     if (p.fixed !== undefined) return p.fixed.adjust(key, points)
     if (conn !== undefined && conn.up && gcra !== undefined) {
       try {
@@ -541,6 +554,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       const p = select(policy ?? global.name)[0] as Policy
       const scratchVerdict = newVerdict()
       let v: Verdict | undefined
+      if (conn?.starting === true) await conn.started
       if (p.fixed !== undefined) v = await p.fixed.get(key, scratchVerdict)
       else if (conn !== undefined && conn.up && gcra !== undefined) {
         try {
@@ -566,6 +580,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     },
     async reset(key, policy) {
       const ps = select(policy)
+      if (conn?.starting === true) await conn.started
       const tasks: Promise<unknown>[] = []
       for (const p of ps) {
         p.memory.delete(key)

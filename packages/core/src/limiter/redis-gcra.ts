@@ -99,7 +99,7 @@ end
 return out
 `
 
-type GcraCommand = (numKeys: number, ...args: (string | number)[]) => Promise<number[]>
+type GcraCommand = (...keysThenArgs: (string | number)[]) => Promise<number[]>
 const COMMAND = 'aegisGcra'
 
 /** What the script is asked: consume (all or nothing), adjust (penalty / reward), or get. */
@@ -110,10 +110,24 @@ export type GcraOp = 'c' | 'a' | 'g'
  * Cluster hash slot (the caller tags them with the client key).
  */
 export function createRedisGcra(client: RedisClient) {
-  const c = client as RedisClient & { [COMMAND]?: GcraCommand }
+  const commands = client as unknown as Record<string, GcraCommand | undefined>
+  // One command per key count, each defined with its `numberOfKeys`. Without it the key
+  // count is the first argument ioredis sees, and with auto-pipelining a Cluster client
+  // picks the pipeline by the slot of that first argument ("1"): concurrent scripts for
+  // keys of other slots then share a pipeline the cluster refuses (issue 14, finding 3).
+  // With it, the first argument is the first key and each script goes to its own slot's
+  // pipeline. A request has at most one key per policy, so there are few counts.
   // ioredis sends EVALSHA and loads the script on NOSCRIPT (after a Redis restart too).
-  if (c[COMMAND] === undefined) client.defineCommand(COMMAND, { lua: SCRIPT })
-  const run = (client as unknown as Record<typeof COMMAND, GcraCommand>)[COMMAND].bind(client)
+  const runners: GcraCommand[] = []
+  const runnerFor = (numberOfKeys: number): GcraCommand => {
+    let run = runners[numberOfKeys]
+    if (run === undefined) {
+      const name = `${COMMAND}${numberOfKeys}`
+      if (commands[name] === undefined) client.defineCommand(name, { lua: SCRIPT, numberOfKeys })
+      run = runners[numberOfKeys] = (commands[name] as GcraCommand).bind(client)
+    }
+    return run
+  }
 
   return async function gcra(
     op: GcraOp,
@@ -128,7 +142,7 @@ export function createRedisGcra(client: RedisClient) {
       const r = rates[i] as Rate
       args.push(r.interval, r.tolerance, costs[i] ?? 0, r.blockMs, enforce[i] === false ? 0 : 1)
     }
-    const reply = await run(keys.length, ...args)
+    const reply = await runnerFor(keys.length)(...args)
     for (let i = 0; i < keys.length; i++) {
       const v = out[i] as Verdict
       const o = i * 5

@@ -21,7 +21,9 @@ export interface StoreEvents {
 /**
  * Aegis' own connection to Redis, and whether Redis is usable right now. While it
  * is not, engines decide in memory without sending anything (no request waits);
- * a probe every `probeInterval` brings it back.
+ * a probe every `probeInterval` brings it back. Before the first connection (at
+ * most `startupWait`), engines wait for `started` instead: a shared limit is not
+ * decided per instance just because the process has only begun.
  */
 export interface RedisConnection {
   readonly client: RedisClient
@@ -30,8 +32,17 @@ export interface RedisConnection {
   readonly commandTimeout: number
   /** True while commands are worth sending. */
   readonly up: boolean
+  /** True until the first connection is made, fails, or `startupWait` elapses. */
+  readonly starting: boolean
+  /** Settles (never rejects) when `starting` turns false; `up` then says how it ended. */
+  readonly started: Promise<void>
   /** Report a failed command: Redis counts as down until a probe succeeds. */
   fail(err: unknown): void
+  /**
+   * What the request path does while Redis is down, for the outage log line
+   * (default `deciding in memory (insurance)`); the limiter sets it from its policies.
+   */
+  describeFallback(what: string): void
   close(): Promise<void>
 }
 
@@ -115,6 +126,38 @@ export function connectStore(
   let outageStartedAt = 0
   let lastError = ''
   let everReady = false
+  let fallback = 'deciding in memory (insurance)'
+
+  // The startup wait: decisions wait for the first connection, at most `startupWait` ms.
+  let starting = config.startupWait > 0
+  let endStartup: () => void = () => undefined
+  const started = starting ? new Promise<void>((resolve) => (endStartup = resolve)) : Promise.resolve()
+  let startupTimer: NodeJS.Timeout | undefined
+  const stopStarting = (): void => {
+    if (!starting) return
+    starting = false
+    clearTimeout(startupTimer)
+    endStartup()
+  }
+  /** Unreachable from the start: said once, as for an outage; waiting decisions fall back. */
+  const unreachable = (message: string): void => {
+    if (outageStartedAt === 0) {
+      outageStartedAt = Date.now()
+      reportDown(message)
+      events.onStateChange?.(false)
+    }
+    stopStarting()
+  }
+  if (starting) {
+    startupTimer = setTimeout(() => {
+      if (everReady || closed) return
+      lastError ||= 'timeout'
+      unreachable(
+        `Redis unreachable (no connection within startupWait, ${config.startupWait} ms): ${fallback} until it answers`,
+      )
+    }, config.startupWait)
+    startupTimer.unref()
+  }
 
   const reportDown = (message: string): void => {
     if (logger !== undefined) logger.warn({ store: 'redis', reason: lastError }, message)
@@ -143,7 +186,7 @@ export function connectStore(
     } else {
       outageStartedAt = Date.now()
       // Once per outage, not once per failed request.
-      reportDown('Redis unavailable: deciding in memory (insurance) until it is back')
+      reportDown(`Redis unavailable: ${fallback} until it is back`)
       probing = setInterval(probe, config.probeInterval)
       probing.unref()
     }
@@ -164,17 +207,16 @@ export function connectStore(
     if (!everReady) {
       everReady = true
       setUp(true)
+      stopStarting()
     } else probe()
   })
   // ioredis emits 'error' on every failed reconnect: counted by the outage, never thrown.
   client.on('error', (err: unknown) => {
     lastError = reasonOf(err)
-    if (!everReady && outageStartedAt === 0) {
-      // Unreachable from the start: say so once, as for an outage.
-      outageStartedAt = Date.now()
-      reportDown('Redis unreachable: deciding in memory (insurance) until it answers')
-      events.onStateChange?.(false)
-    }
+    // A refused or broken connection ends the startup wait; a timed-out handshake (a
+    // Redis that hangs) may still connect: `startupWait` bounds that.
+    if (!everReady && !(starting && lastError === 'timeout'))
+      unreachable(`Redis unreachable: ${fallback} until it answers`)
   })
   client.on('close', () => {
     if (!closed && up) {
@@ -191,6 +233,13 @@ export function connectStore(
     get up() {
       return up
     },
+    get starting() {
+      return starting
+    },
+    started,
+    describeFallback(what) {
+      fallback = what
+    },
     fail(err) {
       const reason = reasonOf(err)
       events.onError?.(reason)
@@ -200,6 +249,7 @@ export function connectStore(
     async close() {
       if (closed) return
       closed = true
+      stopStarting()
       if (probing !== undefined) clearInterval(probing)
       try {
         await client.quit()

@@ -54,6 +54,11 @@ export const storeSchema = z
     commandTimeout: z.int().min(5).max(10_000).default(100),
     /** While Redis is down, how often Aegis checks whether it is back, in ms. */
     probeInterval: z.int().min(50).max(60_000).default(1_000),
+    /**
+     * Longest the first decisions wait for the first connection to Redis, in ms (0: decide in
+     * memory at once). A refused connection ends the wait at once.
+     */
+    startupWait: z.int().min(0).max(30_000).default(2_000),
   })
   .refine((s) => !(s.cluster !== undefined && isRedisClient(s.redis)), {
     message: 'pass either a client in redis, or cluster startup nodes, not both',
