@@ -170,8 +170,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
    * Admit once, however mounted, then `then(state)` unless Aegis answered. Guards see
    * the whole target (`req.originalUrl`), not what a mount path left of it: a policy
    * for `POST /api/login` matches whether Aegis runs at the root or inside
-   * `app.use('/api', …)`. Admission normalises the target (`/api/./login` is
-   * `/api/login`); Express' own view follows it, so routing and forwarding agree.
+   * `app.use('/api', …)`.
    */
   const admitted = (
     req: Request,
@@ -180,18 +179,10 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
     then: (req: Request, res: Response, next: NextFunction, state: AegisRequestState) => void,
   ): void => {
     const stripped = req.url
-    const { baseUrl } = req
-    if (baseUrl !== '') req.url = req.originalUrl
+    // The guards read the request target synchronously; Express' view is restored at once.
+    if (req.baseUrl !== '') req.url = req.originalUrl
     const admission = core.admit(req)
-    if (req.url !== req.originalUrl || baseUrl !== '') {
-      const target = req.url
-      req.originalUrl = target
-      if (baseUrl !== '') {
-        // What Express leaves past its mount path: `/api` becomes `/`, `/api?x` becomes `/?x`.
-        const rest = target.startsWith(baseUrl) ? target.slice(baseUrl.length) : stripped
-        req.url = rest.startsWith('/') ? rest : `/${rest}`
-      }
-    }
+    req.url = stripped
     core.track(req, res)
     if (admission instanceof Promise)
       admission.then((state) => {

@@ -3,7 +3,8 @@ import { percentDecode } from '../validator/path.js'
 /**
  * Route specs (`'POST /login'`, `'/api/*'`, `'GET /users/:id'`) matched before the
  * router runs, on the raw path. Matching is deliberately loose — case-insensitive,
- * percent-decoded, duplicate and trailing slashes ignored — so that every spelling
+ * percent-decoded, duplicate and trailing slashes and single-dot segments (RFC 3986
+ * §5.2.4: `/api/./login`, `/api/%2e/login`) ignored — so that every spelling
  * a router might send to `/login` is counted against `/login`'s policy: a policy
  * may cover more than its route, never less.
  */
@@ -53,7 +54,7 @@ function compile<T>(spec: string, value: T): Compiled<T> {
     wildcard = true
     path = path.slice(0, -2)
   }
-  return { method, segments: path.split('/').filter(Boolean), wildcard, value }
+  return { method, segments: segmentsOf(path), wildcard, value }
 }
 
 function matches(route: Compiled<unknown>, method: string, segments: readonly string[]): boolean {
@@ -70,6 +71,9 @@ function matches(route: Compiled<unknown>, method: string, segments: readonly st
   return true
 }
 
+/** A normalised path's segments, without the empty and single-dot ones. */
+const segmentsOf = (path: string): string[] => path.split('/').filter((s) => s !== '' && s !== '.')
+
 const NONE: readonly never[] = Object.freeze([])
 
 /**
@@ -83,7 +87,7 @@ export function createRouteMatcher<T>(entries: ReadonlyArray<readonly [string, T
     size: routes.length,
     match(method, url) {
       if (routes.length === 0) return NONE
-      const segments = normalizePath(url).split('/').filter(Boolean)
+      const segments = segmentsOf(normalizePath(url))
       let found: T[] | undefined
       for (const r of routes) {
         if (matches(r, method, segments)) (found ??= []).push(r.value)

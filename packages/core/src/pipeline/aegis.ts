@@ -43,7 +43,7 @@ import { createRouteValidator, type RouteSchemas, type RouteValidator } from '..
 import { createWarnOnce } from '../warnings.js'
 import { createFailureAnswers, guardCallback, safeLogger } from '../callbacks.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
-import { normalizeTarget, pathOf } from '../url.js'
+import { pathOf } from '../url.js'
 import { stateSlots } from './state.js'
 import { problem } from './problem.js'
 
@@ -80,9 +80,7 @@ export interface Aegis {
    * either way. Calling it again for the same request returns the same state
    * (a request is admitted once, however it is mounted). A promise when a
    * shared store (Redis) decides; synchronous otherwise. Never throws: a user
-   * callback that fails makes a 500 rejection. Normalises `req.url` first
-   * (single-dot segments removed, `normalizeTarget()`), so that the guards, the
-   * app and the upstream see one spelling of the path.
+   * callback that fails makes a 500 rejection.
    */
   admit(req: IncomingMessage): AegisRequestState | Promise<AegisRequestState>
   /** The state of an admitted request, if any. */
@@ -364,12 +362,6 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   })
 
   function guard(req: IncomingMessage, startedAt: number): State | Promise<State> {
-    // One spelling of the path for the guards, the app and the upstream: `/api/./login` is `/api/login`.
-    const target = req.url
-    if (target !== undefined) {
-      const normal = normalizeTarget(target)
-      if (normal !== target) req.url = normal
-    }
     const server = (req.socket as { server?: HttpServer | null } | null)?.server
     if (server != null && !checkedServers.has(server)) {
       checkedServers.add(server)
