@@ -90,8 +90,11 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const res = this.res
+    const bodiless = statusCode === 204 || statusCode === 304
     try {
       setClientResponseHeaders(res, headers, this.requestId)
+      // RFC 9110 §8.6: never a Content-Length on a 204; a 304 may carry the one its 200 would have.
+      if (statusCode === 204) res.removeHeader('content-length')
       // The standard reason phrase, not the upstream's: it is free text a client may display.
       res.writeHead(statusCode)
     } catch (err) {
@@ -101,6 +104,14 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.responded = true
     if (res.destroyed) controller.abort(new ClientAbortError())
+    else if (bodiless) {
+      // A 204 or 304 has no content whatever its Content-Length says (RFC 9110 §6.4.1), so the answer
+      // is whole here. undici (to 8.10) still expects the bytes a 304's Content-Length announces and,
+      // once the head is parsed, destroys the upstream connection with a content-length mismatch:
+      // that error must neither cut the client's answer nor count against a healthy upstream.
+      res.end()
+      this.finish(undefined)
+    }
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
@@ -115,6 +126,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    if (this.finished) return // a 204 or 304, ended with its head
     // Trailers (gRPC's status, checksums) go on when the answer is chunked; Node drops them otherwise.
     let any = false
     for (const name in trailers) if (trailers[name] !== undefined) any = true
@@ -124,6 +136,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Controller, err: Error): void {
+    if (this.finished) return // a 204 or 304 whose Content-Length undici held against the connection
     // Once the answer has started there is no status left to say it with: cut the response.
     if (this.responded && !this.res.writableEnded) this.res.destroy(err)
     this.finish(err)
