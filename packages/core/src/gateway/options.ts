@@ -46,6 +46,17 @@ const timeouts = z
     headers: z.int().min(1).max(3_600_000).default(30_000),
     /** Most milliseconds between two chunks of the upstream's response body (idle) → the response is cut. */
     body: z.int().min(1).max(3_600_000).default(30_000),
+    /**
+     * Most milliseconds a request waits for a free connection to its upstream → 503. HAProxy's
+     * `timeout queue` falls back to its connect timeout; so does this default (5 s).
+     */
+    queue: z.int().min(1).max(600_000).default(5_000),
+    /**
+     * Most milliseconds a client may leave its answer unread while the gateway has more to send
+     * (nginx's `send_timeout`) → its connection is closed and the upstream connection freed.
+     * The default matches `body`: a silent client is cut as soon as a silent upstream is.
+     */
+    send: z.int().min(1).max(3_600_000).default(30_000),
   })
   .prefault({})
 
@@ -166,6 +177,11 @@ export const proxyRouteSchema = z
       .default('x-request-id'),
     /** Most connections kept open to each upstream. */
     connections: z.int().min(1).max(10_000).default(128),
+    /**
+     * Most requests waiting for a connection to one upstream when all `connections` are busy;
+     * more are answered 503 at once (Envoy's `max_pending_requests`, whose default this is).
+     */
+    maxPending: z.int().min(0).max(100_000).default(1024),
     /** Milliseconds an idle upstream connection is kept. */
     keepAlive: z.int().min(1).max(600_000).default(4_000),
     tls: tls.optional(),

@@ -23,6 +23,7 @@ import {
   noUpstream,
   targetRefused,
   upstreamFailure,
+  upstreamSaturated,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
 import { shareBreakers, type BreakerBus } from './breaker-bus.js'
@@ -39,7 +40,7 @@ import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
 import { pathOf } from '../url.js'
-import { basePathOf, classify, destinationOf, Upstream, type Destination } from './upstream.js'
+import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
 export interface GatewayDeps {
@@ -195,6 +196,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           connectTimeout: timeouts.connect,
           connections: config.connections,
           keepAlive: config.keepAlive,
+          queue: () => queueFor(config),
         })
 
   /** The request to send to `to` (an upstream, or a run-time target) for this client request. */
@@ -230,6 +232,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       body: body?.body ?? null,
       headersTimeout: timeouts.headers,
       bodyTimeout: timeouts.body,
+      sendTimeout: timeouts.send,
       requestId:
         config.requestId === false || requestId === undefined
           ? undefined
@@ -254,10 +257,23 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
     const url = guard.check(target)
     if (url instanceof TargetRefusedError) return refuse(url)
-    const outcome = await exchange(res, outgoing(req, destinationOf(url, guard.poolFor(url)), rest, body))
+    const { pool, queue } = guard.poolFor(url)
+    const granted = queue.acquire(res)
+    if (granted !== true && !(await granted)) return saturated(req, res)
+    let outcome: ExchangeOutcome
+    try {
+      outcome = await exchange(res, outgoing(req, destinationOf(url, pool, queue), rest, body))
+    } finally {
+      queue.release()
+    }
     if (outcome.responded || outcome.clientAborted) return
     if (outcome.error instanceof TargetRefusedError) return refuse(outcome.error)
     answer(req, res, upstreamFailure(outcome.error))
+  }
+
+  /** No connection to the upstream could be had in time (a client that left meanwhile gets nothing). */
+  function saturated(req: IncomingMessage, res: ServerResponse): void {
+    if (!res.destroyed) answer(req, res, upstreamSaturated)
   }
 
   function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
@@ -267,7 +283,10 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (!req.readableEnded) req.resume()
   }
 
-  /** One attempt on one host, through its breaker; `undefined` when the breaker refused it. */
+  /**
+   * One attempt on one host, through its breaker; `undefined` when the breaker refused it,
+   * `false` when no connection to the host could be had in time (see `ConnectionQueue`).
+   */
   async function attempt(
     up: Upstream,
     req: IncomingMessage,
@@ -275,29 +294,36 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     rest: string,
     body: Body,
     hold: HoldDecision | undefined,
-  ): Promise<ExchangeOutcome | undefined> {
-    const request = outgoing(req, up, rest, body, hold)
-    const host = up.state
-    const started = performance.now()
-    let outcome: ExchangeOutcome | undefined
-    let kind: Outcome = 'success'
-    const send = async (): Promise<void> => {
-      balancer.begin(host)
-      outcome = await exchange(res, request)
-      kind = classify(outcome, req.complete)
-      // The breaker counts a rejection as a failure.
-      if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
-    }
+  ): Promise<ExchangeOutcome | undefined | false> {
+    // Before the breaker: a wait for a connection says nothing about the upstream's health.
+    const granted = up.queue.acquire(res)
+    if (granted !== true && !(await granted)) return false
     try {
-      await (host.breaker === undefined ? send() : host.breaker.fire(send))
-    } catch {
-      // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
+      const request = outgoing(req, up, rest, body, hold)
+      const host = up.state
+      const started = performance.now()
+      let outcome: ExchangeOutcome | undefined
+      let kind: Outcome = 'success'
+      const send = async (): Promise<void> => {
+        balancer.begin(host)
+        outcome = await exchange(res, request)
+        kind = classify(outcome, req.complete)
+        // The breaker counts a rejection as a failure.
+        if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
+      }
+      try {
+        await (host.breaker === undefined ? send() : host.breaker.fire(send))
+      } catch {
+        // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
+      }
+      if (outcome === undefined) return undefined // the breaker refused: nothing was sent
+      const ms = performance.now() - started
+      balancer.end(host, kind, ms)
+      up.series?.request(kind, ms / 1000)
+      return outcome
+    } finally {
+      up.queue.release()
     }
-    if (outcome === undefined) return undefined // the breaker refused: nothing was sent
-    const ms = performance.now() - started
-    balancer.end(host, kind, ms)
-    up.series?.request(kind, ms / 1000)
-    return outcome
   }
 
   async function forward(
@@ -389,6 +415,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           outstanding--
           slot = false
         }
+        if (outcome === false) return saturated(req, res)
         if (outcome === undefined) {
           // Its breaker refused at the last moment: pick again, a bounded number of times.
           if (++refusals > upstreams.length) return answer(req, res, noUpstream(1))
@@ -427,14 +454,23 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const host = balancer.pick(req, deps.clientKey(req))
     if (host === undefined) return refuse(noUpstream(1))
     const up = byHost.get(host) as Upstream
+    // The handshake holds a connection of the pool (undici takes the socket out of it on a 101).
+    const granted = up.queue.acquire(socket)
+    if (granted !== true && !(await granted)) return refuse(upstreamSaturated)
     const started = performance.now()
     balancer.begin(host)
-    const { status, relayed, error } = await upgradeExchange(
-      socket,
-      head,
-      outgoing(req, up, rest, undefined),
-      String(req.headers.upgrade),
-    )
+    let upgraded: Awaited<ReturnType<typeof upgradeExchange>>
+    try {
+      upgraded = await upgradeExchange(
+        socket,
+        head,
+        outgoing(req, up, rest, undefined),
+        String(req.headers.upgrade),
+      )
+    } finally {
+      up.queue.release()
+    }
+    const { status, relayed, error } = upgraded
     // An upstream that answered works, unless it answered 5xx (relayed or not: a body too long to relay is a 502).
     const kind: Outcome =
       status >= 500
@@ -489,6 +525,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     async close() {
       sharing?.close()
       balancer.close()
+      for (const u of upstreams) u.queue.clear()
       await Promise.all([...upstreams.map((u) => u.pool.close()), targets?.close()])
     },
   }
