@@ -27,6 +27,7 @@ export const ErrorCodes = {
   BODY_CONSUMED: 'AEGIS_ERR_BODY_CONSUMED',
   FAULT_INJECTED: 'AEGIS_ERR_FAULT_INJECTED',
   TARGET_REFUSED: 'AEGIS_ERR_TARGET_REFUSED',
+  UPGRADE_REFUSED: 'AEGIS_ERR_UPGRADE_REFUSED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

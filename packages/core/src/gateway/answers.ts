@@ -57,6 +57,18 @@ export const targetRefused = problem({
   detail: 'The upstream chosen for this request is not one the gateway may reach.',
 })
 
+/**
+ * 403: an `Upgrade` to a protocol the route does not proxy (its `upgrades`), as
+ * Envoy answers an upgrade its route does not enable.
+ */
+export const upgradeRefused = problem({
+  status: 403,
+  code: ErrorCodes.UPGRADE_REFUSED,
+  reason: 'upgrade-refused',
+  title: 'Forbidden',
+  detail: 'This route does not switch to the protocol the request asked for.',
+})
+
 /** 500: an app's body parser read the request body and left nothing the gateway can re-send. */
 export const bodyConsumed = problem({
   status: 500,

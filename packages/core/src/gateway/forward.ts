@@ -219,6 +219,18 @@ export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<Exch
   })
 }
 
+/** Protocol names of an `Upgrade` field value, lower-case, without versions. */
+const protocolNames = (field: string): string[] =>
+  field.split(',').map((p) => (p.split('/')[0] as string).trim().toLowerCase())
+
+/** Whether a 101's `Upgrade` field names protocols among those `offered`, and at least one. */
+function switchedTo(field: string | string[] | undefined, offered: string): boolean {
+  if (field === undefined) return false
+  const names = protocolNames(Array.isArray(field) ? field.join(',') : field)
+  const allowed = protocolNames(offered)
+  return names.length > 0 && names.every((n) => n !== '' && allowed.includes(n))
+}
+
 /** The longest answer body to a refused upgrade that is relayed (a longer one is a 502). */
 const REFUSAL_BODY_LIMIT = 64 * 1024
 
@@ -260,6 +272,12 @@ export function upgradeExchange(
         if (settled || client.destroyed) {
           upstream.destroy()
           settle(0, false, new ClientAbortError())
+          return
+        }
+        // RFC 9110 §7.8: a 101 names the protocols switched to, which the request must have offered.
+        if (!switchedTo(headers.upgrade, protocol)) {
+          upstream.destroy()
+          settle(0, false, new Error('the upstream switched to a protocol the request did not offer'))
           return
         }
         let response = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`

@@ -169,6 +169,16 @@ export const proxyRouteSchema = z
     timeouts,
     /** Largest request body forwarded, in bytes (overrides `validator.maxBodyBytes` on this route). */
     maxBodyBytes: z.int().min(0).optional(),
+    /**
+     * Protocols an `Upgrade` request may switch to through this route (RFC 9110 §7.8 tokens, compared
+     * case-insensitively, any version); others are refused with 403. `[]`: no upgrade at all. Only
+     * WebSocket by default: a tunnelled `h2c` would carry requests no guard sees.
+     */
+    upgrades: z
+      .array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a protocol name such as websocket'))
+      .max(20)
+      .default(['websocket'])
+      .transform((list) => list.map((t) => t.toLowerCase())),
     /** Forward request headers whose names contain `_` (dropped by default, as nginx does). */
     underscoreHeaders: z.boolean().default(false),
     /** The request-id header: propagated when the client sent a sane one, generated otherwise; `false`: neither. */

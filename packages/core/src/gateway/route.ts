@@ -24,6 +24,7 @@ import {
   targetRefused,
   upstreamFailure,
   upstreamSaturated,
+  upgradeRefused,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
 import { shareBreakers, type BreakerBus } from './breaker-bus.js'
@@ -446,11 +447,31 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
   }
 
+  /**
+   * The protocols of an `Upgrade` field this route proxies (`websocket`, `websocket/13`…), as a field
+   * value for the upstream; `undefined` when it names none. Only these reach the upstream: a request
+   * offering `h2c, websocket` is sent on with `websocket` (the field is hop-by-hop, RFC 9110 §7.6.1).
+   */
+  function allowedUpgrade(field: string | undefined): string | undefined {
+    if (field === undefined) return undefined
+    let allowed: string | undefined
+    for (const offered of field.split(',')) {
+      const protocol = offered.trim()
+      const slash = protocol.indexOf('/')
+      const name = (slash < 0 ? protocol : protocol.slice(0, slash)).toLowerCase()
+      if (config.upgrades.includes(name))
+        allowed = allowed === undefined ? protocol : `${allowed}, ${protocol}`
+    }
+    return allowed
+  }
+
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
     const refuse = (r: Rejection): void => {
       deps.countRejection(r)
       if (!socket.destroyed) writeSocketRejection(socket, r)
     }
+    const protocol = allowedUpgrade(req.headers.upgrade)
+    if (protocol === undefined) return refuse(upgradeRefused)
     const host = balancer.pick(req, deps.clientKey(req))
     if (host === undefined) return refuse(noUpstream(1))
     const up = byHost.get(host) as Upstream
@@ -461,12 +482,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     balancer.begin(host)
     let upgraded: Awaited<ReturnType<typeof upgradeExchange>>
     try {
-      upgraded = await upgradeExchange(
-        socket,
-        head,
-        outgoing(req, up, rest, undefined),
-        String(req.headers.upgrade),
-      )
+      upgraded = await upgradeExchange(socket, head, outgoing(req, up, rest, undefined), protocol)
     } finally {
       up.queue.release()
     }
