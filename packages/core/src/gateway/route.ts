@@ -93,6 +93,14 @@ export interface ProxyRoute {
   readonly events: EventEmitter
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
   setChaos(chaos: ChaosOptions): void
+  /**
+   * Close every upgraded connection of the route (WebSocket tunnels, and
+   * handshakes under way) now, with the upstream connection behind each. Node's
+   * `server.closeAllConnections()` does not see them: a socket handed to an
+   * `upgrade` listener has left its HTTP machinery.
+   */
+  endUpgrades(): void
+  /** Close the pools and every upgraded connection. */
   close(): Promise<void>
 }
 
@@ -465,7 +473,14 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     return allowed
   }
 
+  /** Client sockets of upgrades, from the handshake on until they close (see `endUpgrades()`). */
+  const tunnels = new Set<Duplex>()
+
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
+    if (!socket.destroyed) {
+      tunnels.add(socket)
+      socket.once('close', () => tunnels.delete(socket))
+    }
     const refuse = (r: Rejection): void => {
       deps.countRejection(r)
       if (!socket.destroyed) writeSocketRejection(socket, r)
@@ -538,7 +553,16 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
       record({ type: 'proxy.chaos', route: name, chaos }, false, 'fault injection changed')
     },
+    endUpgrades() {
+      // Destroying the client's side ends the upstream's too (upgradeExchange ties the two), and a
+      // handshake under way is aborted. WebSocket has its own closing handshake, but frames are not
+      // parsed here: a close frame injected mid-frame would corrupt the stream, so the TCP connection
+      // is what ends (clients see code 1006 and reconnect, as after any proxy restart).
+      for (const socket of tunnels) socket.destroy()
+      tunnels.clear()
+    },
     async close() {
+      this.endUpgrades()
       sharing?.close()
       balancer.close()
       for (const u of upstreams) u.queue.clear()
