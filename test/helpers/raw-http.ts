@@ -59,10 +59,12 @@ function complete(raw: string): boolean {
   const headEnd = raw.indexOf('\r\n\r\n')
   if (headEnd < 0) return false
   const head = raw.slice(0, headEnd).toLowerCase()
+  // No content whatever the fields say (RFC 9110 §6.4.1): a 304 may carry its 200's Content-Length.
+  if (/^http\/1\.[01] (1\d\d|204|304)/.test(head)) return true
   const cl = /\r\ncontent-length:\s*(\d+)/.exec(head)
   if (cl) return raw.length - headEnd - 4 >= Number(cl[1])
   if (/\r\ntransfer-encoding:\s*chunked/.test(head)) return raw.endsWith('0\r\n\r\n')
-  return /^http\/1\.[01] (1\d\d|204|304)/.test(head)
+  return false
 }
 
 /** One response of several parsed off a connection ({@link parseResponses}). */

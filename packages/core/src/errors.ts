@@ -29,6 +29,7 @@ export const ErrorCodes = {
   TARGET_REFUSED: 'AEGIS_ERR_TARGET_REFUSED',
   CALLBACK_FAILED: 'AEGIS_ERR_CALLBACK_FAILED',
   INTERNAL: 'AEGIS_ERR_INTERNAL',
+  UPGRADE_REFUSED: 'AEGIS_ERR_UPGRADE_REFUSED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

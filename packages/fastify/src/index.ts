@@ -128,7 +128,15 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
   // Timeout warnings and CONNECT refusal; Fastify drains its own server on close.
   core.attach(app.server, { drain: false })
 
+  // Fastify closes its server before any onClose hook runs, and that close waits for upgraded sockets
+  // (proxied WebSockets) it cannot end itself: they are ended at closeTimeout, as attached servers' are.
+  let endUpgrades: NodeJS.Timeout | undefined
+  app.addHook('preClose', (done) => {
+    endUpgrades = setTimeout(() => core.gateway.endUpgrades(), core.config.closeTimeout).unref()
+    done()
+  })
   app.addHook('onClose', async () => {
+    clearTimeout(endUpgrades)
     await core.close()
   })
 }

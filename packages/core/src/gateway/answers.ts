@@ -33,6 +33,21 @@ export const noUpstream = (retryAfterSeconds: number): Rejection =>
     headers: { 'retry-after': String(retryAfterSeconds) },
   })
 
+/**
+ * 503: every connection to the upstream is busy and the request could not wait
+ * for one (the route's `maxPending` requests already wait, or it waited
+ * `timeouts.queue`). The same code as `noUpstream`; its own reason (metric label).
+ */
+export const upstreamSaturated = problem({
+  status: 503,
+  code: ErrorCodes.NO_UPSTREAM,
+  reason: 'upstream-saturated',
+  title: 'Service Unavailable',
+  type: IETF_PROBLEM.temporaryReducedCapacity,
+  detail: 'Every connection to the upstream service is busy; no request can wait for one now.',
+  headers: { 'retry-after': '1' },
+})
+
 /** 403: the target a route's `router` chose is not one the gateway may reach. */
 export const targetRefused = problem({
   status: 403,
@@ -40,6 +55,18 @@ export const targetRefused = problem({
   reason: 'target-refused',
   title: 'Forbidden',
   detail: 'The upstream chosen for this request is not one the gateway may reach.',
+})
+
+/**
+ * 403: an `Upgrade` to a protocol the route does not proxy (its `upgrades`), as
+ * Envoy answers an upgrade its route does not enable.
+ */
+export const upgradeRefused = problem({
+  status: 403,
+  code: ErrorCodes.UPGRADE_REFUSED,
+  reason: 'upgrade-refused',
+  title: 'Forbidden',
+  detail: 'This route does not switch to the protocol the request asked for.',
 })
 
 /** 500: an app's body parser read the request body and left nothing the gateway can re-send. */

@@ -45,6 +45,9 @@ class ClientAbortError extends Error {
 
 type Controller = Dispatcher.DispatchController
 
+// A module function given the exchange as its argument: no closure made per exchange.
+const sendTimedOut = (exchange: Exchange): void => exchange.timedOut()
+
 /**
  * The dispatch handler of one exchange. Writes the upstream's answer to `res`;
  * on a failure before the answer started, calls `fail` to answer the client
@@ -58,6 +61,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private clientGone = false
   private held = false
   private draining = false
+  /** The client's socket is full and has not drained since (nginx's `send_timeout` runs). */
+  private stalled = false
+  private sendTimer: NodeJS.Timeout | undefined = undefined
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
@@ -65,12 +71,16 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
   // Made with the exchange, not when the client's socket first fills: made there (a field going
   // from undefined to a function), 100 KiB answers measured 30–50% more proxy CPU.
-  private readonly onDrain = (): void => this.controller?.resume()
+  private readonly onDrain = (): void => {
+    this.stalled = false
+    this.controller?.resume()
+  }
 
   constructor(
     private readonly res: ServerResponse,
     private readonly requestId: { name: string; value: string } | undefined,
     private readonly hold: HoldDecision | undefined,
+    private readonly sendTimeout: number,
     private readonly done: (outcome: ExchangeOutcome) => void,
   ) {
     res.on('close', this.onClose)
@@ -90,8 +100,11 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const res = this.res
+    const bodiless = statusCode === 204 || statusCode === 304
     try {
       setClientResponseHeaders(res, headers, this.requestId)
+      // RFC 9110 §8.6: never a Content-Length on a 204; a 304 may carry the one its 200 would have.
+      if (statusCode === 204) res.removeHeader('content-length')
       // The standard reason phrase, not the upstream's: it is free text a client may display.
       res.writeHead(statusCode)
     } catch (err) {
@@ -101,6 +114,14 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.responded = true
     if (res.destroyed) controller.abort(new ClientAbortError())
+    else if (bodiless) {
+      // A 204 or 304 has no content whatever its Content-Length says (RFC 9110 §6.4.1), so the answer
+      // is whole here. undici (to 8.10) still expects the bytes a 304's Content-Length announces and,
+      // once the head is parsed, destroys the upstream connection with a content-length mismatch:
+      // that error must neither cut the client's answer nor count against a healthy upstream.
+      res.end()
+      this.finish(undefined)
+    }
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
@@ -112,9 +133,21 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.draining = true
       this.res.on('drain', this.onDrain)
     }
+    // nginx's send_timeout: from each time the client's socket fills up, it has this long to take
+    // something. One timer per exchange, armed again with refresh(); a drain in between disarms it.
+    this.stalled = true
+    if (this.sendTimer === undefined)
+      this.sendTimer = setTimeout(sendTimedOut, this.sendTimeout, this).unref()
+    else this.sendTimer.refresh()
+  }
+
+  /** The send timeout ran out: a client still not reading is cut, which aborts the upstream request. */
+  timedOut(): void {
+    if (this.stalled && !this.finished) this.res.destroy()
   }
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    if (this.finished) return // a 204 or 304, ended with its head
     // Trailers (gRPC's status, checksums) go on when the answer is chunked; Node drops them otherwise.
     let any = false
     for (const name in trailers) if (trailers[name] !== undefined) any = true
@@ -124,6 +157,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Controller, err: Error): void {
+    if (this.finished) return // a 204 or 304 whose Content-Length undici held against the connection
     // Once the answer has started there is no status left to say it with: cut the response.
     if (this.responded && !this.res.writableEnded) this.res.destroy(err)
     this.finish(err)
@@ -134,6 +168,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.finished = true
     this.res.off('close', this.onClose)
     if (this.draining) this.res.off('drain', this.onDrain)
+    if (this.sendTimer !== undefined) clearTimeout(this.sendTimer)
     this.done({
       status: this.status,
       error,
@@ -153,6 +188,8 @@ export interface UpstreamRequest {
   readonly body: IncomingMessage | Buffer | string | null
   readonly headersTimeout: number
   readonly bodyTimeout: number
+  /** Most ms the client may leave the answer unread (its socket full) before it is cut. */
+  readonly sendTimeout: number
   readonly requestId: { name: string; value: string } | undefined
   readonly hold?: HoldDecision | undefined
 }
@@ -173,13 +210,25 @@ const dispatchOptions = (up: UpstreamRequest): Dispatcher.DispatchOptions => ({
 /** Send one request upstream and stream the answer to `res`; resolves when the exchange is over. */
 export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
-    const handler = new Exchange(res, up.requestId, up.hold, resolve)
+    const handler = new Exchange(res, up.requestId, up.hold, up.sendTimeout, resolve)
     try {
       up.dispatcher.dispatch(dispatchOptions(up), handler)
     } catch (err) {
       handler.onResponseError(undefined as never, err as Error)
     }
   })
+}
+
+/** Protocol names of an `Upgrade` field value, lower-case, without versions. */
+const protocolNames = (field: string): string[] =>
+  field.split(',').map((p) => (p.split('/')[0] as string).trim().toLowerCase())
+
+/** Whether a 101's `Upgrade` field names protocols among those `offered`, and at least one. */
+function switchedTo(field: string | string[] | undefined, offered: string): boolean {
+  if (field === undefined) return false
+  const names = protocolNames(Array.isArray(field) ? field.join(',') : field)
+  const allowed = protocolNames(offered)
+  return names.length > 0 && names.every((n) => n !== '' && allowed.includes(n))
 }
 
 /** The longest answer body to a refused upgrade that is relayed (a longer one is a 502). */
@@ -223,6 +272,12 @@ export function upgradeExchange(
         if (settled || client.destroyed) {
           upstream.destroy()
           settle(0, false, new ClientAbortError())
+          return
+        }
+        // RFC 9110 §7.8: a 101 names the protocols switched to, which the request must have offered.
+        if (!switchedTo(headers.upgrade, protocol)) {
+          upstream.destroy()
+          settle(0, false, new Error('the upstream switched to a protocol the request did not offer'))
           return
         }
         let response = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`

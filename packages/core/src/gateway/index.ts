@@ -31,6 +31,8 @@ export interface Gateway {
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
   /** Proxy an upgrade through the route owning `url`, or `false` when none does. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  /** Close every upgraded connection (WebSocket) of every route now; see `ProxyRoute.endUpgrades()`. */
+  endUpgrades(): void
   close(): Promise<void>
 }
 
@@ -53,6 +55,9 @@ export function createGateway(configs: readonly ProxyRouteConfig[], deps: Gatewa
         if (handled !== false) return handled
       }
       return false
+    },
+    endUpgrades() {
+      for (const route of routes) route.endUpgrades()
     },
     async close() {
       await Promise.all(routes.map((r) => r.close()))

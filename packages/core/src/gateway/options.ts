@@ -46,6 +46,17 @@ const timeouts = z
     headers: z.int().min(1).max(3_600_000).default(30_000),
     /** Most milliseconds between two chunks of the upstream's response body (idle) → the response is cut. */
     body: z.int().min(1).max(3_600_000).default(30_000),
+    /**
+     * Most milliseconds a request waits for a free connection to its upstream → 503. HAProxy's
+     * `timeout queue` falls back to its connect timeout; so does this default (5 s).
+     */
+    queue: z.int().min(1).max(600_000).default(5_000),
+    /**
+     * Most milliseconds a client may leave its answer unread while the gateway has more to send
+     * (nginx's `send_timeout`) → its connection is closed and the upstream connection freed.
+     * The default matches `body`: a silent client is cut as soon as a silent upstream is.
+     */
+    send: z.int().min(1).max(3_600_000).default(30_000),
   })
   .prefault({})
 
@@ -158,6 +169,16 @@ export const proxyRouteSchema = z
     timeouts,
     /** Largest request body forwarded, in bytes (overrides `validator.maxBodyBytes` on this route). */
     maxBodyBytes: z.int().min(0).optional(),
+    /**
+     * Protocols an `Upgrade` request may switch to through this route (RFC 9110 §7.8 tokens, compared
+     * case-insensitively, any version); others are refused with 403. `[]`: no upgrade at all. Only
+     * WebSocket by default: a tunnelled `h2c` would carry requests no guard sees.
+     */
+    upgrades: z
+      .array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'expected a protocol name such as websocket'))
+      .max(20)
+      .default(['websocket'])
+      .transform((list) => list.map((t) => t.toLowerCase())),
     /** Forward request headers whose names contain `_` (dropped by default, as nginx does). */
     underscoreHeaders: z.boolean().default(false),
     /** The request-id header: propagated when the client sent a sane one, generated otherwise; `false`: neither. */
@@ -166,6 +187,11 @@ export const proxyRouteSchema = z
       .default('x-request-id'),
     /** Most connections kept open to each upstream. */
     connections: z.int().min(1).max(10_000).default(128),
+    /**
+     * Most requests waiting for a connection to one upstream when all `connections` are busy;
+     * more are answered 503 at once (Envoy's `max_pending_requests`, whose default this is).
+     */
+    maxPending: z.int().min(0).max(100_000).default(1024),
     /** Milliseconds an idle upstream connection is kept. */
     keepAlive: z.int().min(1).max(600_000).default(4_000),
     tls: tls.optional(),

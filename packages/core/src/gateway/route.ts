@@ -23,6 +23,8 @@ import {
   noUpstream,
   targetRefused,
   upstreamFailure,
+  upstreamSaturated,
+  upgradeRefused,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
 import { shareBreakers, type BreakerBus } from './breaker-bus.js'
@@ -39,7 +41,7 @@ import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
 import { pathOf } from '../url.js'
-import { basePathOf, classify, destinationOf, Upstream, type Destination } from './upstream.js'
+import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
 export interface GatewayDeps {
@@ -91,6 +93,14 @@ export interface ProxyRoute {
   readonly events: EventEmitter
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
   setChaos(chaos: ChaosOptions): void
+  /**
+   * Close every upgraded connection of the route (WebSocket tunnels, and
+   * handshakes under way) now, with the upstream connection behind each. Node's
+   * `server.closeAllConnections()` does not see them: a socket handed to an
+   * `upgrade` listener has left its HTTP machinery.
+   */
+  endUpgrades(): void
+  /** Close the pools and every upgraded connection. */
   close(): Promise<void>
 }
 
@@ -195,6 +205,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           connectTimeout: timeouts.connect,
           connections: config.connections,
           keepAlive: config.keepAlive,
+          queue: () => queueFor(config),
         })
 
   /** The request to send to `to` (an upstream, or a run-time target) for this client request. */
@@ -230,6 +241,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       body: body?.body ?? null,
       headersTimeout: timeouts.headers,
       bodyTimeout: timeouts.body,
+      sendTimeout: timeouts.send,
       requestId:
         config.requestId === false || requestId === undefined
           ? undefined
@@ -254,10 +266,23 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
     const url = guard.check(target)
     if (url instanceof TargetRefusedError) return refuse(url)
-    const outcome = await exchange(res, outgoing(req, destinationOf(url, guard.poolFor(url)), rest, body))
+    const { pool, queue } = guard.poolFor(url)
+    const granted = queue.acquire(res)
+    if (granted !== true && !(await granted)) return saturated(req, res)
+    let outcome: ExchangeOutcome
+    try {
+      outcome = await exchange(res, outgoing(req, destinationOf(url, pool, queue), rest, body))
+    } finally {
+      queue.release()
+    }
     if (outcome.responded || outcome.clientAborted) return
     if (outcome.error instanceof TargetRefusedError) return refuse(outcome.error)
     answer(req, res, upstreamFailure(outcome.error))
+  }
+
+  /** No connection to the upstream could be had in time (a client that left meanwhile gets nothing). */
+  function saturated(req: IncomingMessage, res: ServerResponse): void {
+    if (!res.destroyed) answer(req, res, upstreamSaturated)
   }
 
   function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
@@ -267,7 +292,10 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (!req.readableEnded) req.resume()
   }
 
-  /** One attempt on one host, through its breaker; `undefined` when the breaker refused it. */
+  /**
+   * One attempt on one host, through its breaker; `undefined` when the breaker refused it,
+   * `false` when no connection to the host could be had in time (see `ConnectionQueue`).
+   */
   async function attempt(
     up: Upstream,
     req: IncomingMessage,
@@ -275,29 +303,36 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     rest: string,
     body: Body,
     hold: HoldDecision | undefined,
-  ): Promise<ExchangeOutcome | undefined> {
-    const request = outgoing(req, up, rest, body, hold)
-    const host = up.state
-    const started = performance.now()
-    let outcome: ExchangeOutcome | undefined
-    let kind: Outcome = 'success'
-    const send = async (): Promise<void> => {
-      balancer.begin(host)
-      outcome = await exchange(res, request)
-      kind = classify(outcome, req.complete)
-      // The breaker counts a rejection as a failure.
-      if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
-    }
+  ): Promise<ExchangeOutcome | undefined | false> {
+    // Before the breaker: a wait for a connection says nothing about the upstream's health.
+    const granted = up.queue.acquire(res)
+    if (granted !== true && !(await granted)) return false
     try {
-      await (host.breaker === undefined ? send() : host.breaker.fire(send))
-    } catch {
-      // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
+      const request = outgoing(req, up, rest, body, hold)
+      const host = up.state
+      const started = performance.now()
+      let outcome: ExchangeOutcome | undefined
+      let kind: Outcome = 'success'
+      const send = async (): Promise<void> => {
+        balancer.begin(host)
+        outcome = await exchange(res, request)
+        kind = classify(outcome, req.complete)
+        // The breaker counts a rejection as a failure.
+        if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
+      }
+      try {
+        await (host.breaker === undefined ? send() : host.breaker.fire(send))
+      } catch {
+        // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
+      }
+      if (outcome === undefined) return undefined // the breaker refused: nothing was sent
+      const ms = performance.now() - started
+      balancer.end(host, kind, ms)
+      up.series?.request(kind, ms / 1000)
+      return outcome
+    } finally {
+      up.queue.release()
     }
-    if (outcome === undefined) return undefined // the breaker refused: nothing was sent
-    const ms = performance.now() - started
-    balancer.end(host, kind, ms)
-    up.series?.request(kind, ms / 1000)
-    return outcome
   }
 
   async function forward(
@@ -389,6 +424,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           outstanding--
           slot = false
         }
+        if (outcome === false) return saturated(req, res)
         if (outcome === undefined) {
           // Its breaker refused at the last moment: pick again, a bounded number of times.
           if (++refusals > upstreams.length) return answer(req, res, noUpstream(1))
@@ -419,22 +455,53 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
   }
 
+  /**
+   * The protocols of an `Upgrade` field this route proxies (`websocket`, `websocket/13`…), as a field
+   * value for the upstream; `undefined` when it names none. Only these reach the upstream: a request
+   * offering `h2c, websocket` is sent on with `websocket` (the field is hop-by-hop, RFC 9110 §7.6.1).
+   */
+  function allowedUpgrade(field: string | undefined): string | undefined {
+    if (field === undefined) return undefined
+    let allowed: string | undefined
+    for (const offered of field.split(',')) {
+      const protocol = offered.trim()
+      const slash = protocol.indexOf('/')
+      const name = (slash < 0 ? protocol : protocol.slice(0, slash)).toLowerCase()
+      if (config.upgrades.includes(name))
+        allowed = allowed === undefined ? protocol : `${allowed}, ${protocol}`
+    }
+    return allowed
+  }
+
+  /** Client sockets of upgrades, from the handshake on until they close (see `endUpgrades()`). */
+  const tunnels = new Set<Duplex>()
+
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
+    if (!socket.destroyed) {
+      tunnels.add(socket)
+      socket.once('close', () => tunnels.delete(socket))
+    }
     const refuse = (r: Rejection): void => {
       deps.countRejection(r)
       if (!socket.destroyed) writeSocketRejection(socket, r)
     }
+    const protocol = allowedUpgrade(req.headers.upgrade)
+    if (protocol === undefined) return refuse(upgradeRefused)
     const host = balancer.pick(req, deps.clientKey(req))
     if (host === undefined) return refuse(noUpstream(1))
     const up = byHost.get(host) as Upstream
+    // The handshake holds a connection of the pool (undici takes the socket out of it on a 101).
+    const granted = up.queue.acquire(socket)
+    if (granted !== true && !(await granted)) return refuse(upstreamSaturated)
     const started = performance.now()
     balancer.begin(host)
-    const { status, relayed, error } = await upgradeExchange(
-      socket,
-      head,
-      outgoing(req, up, rest, undefined),
-      String(req.headers.upgrade),
-    )
+    let upgraded: Awaited<ReturnType<typeof upgradeExchange>>
+    try {
+      upgraded = await upgradeExchange(socket, head, outgoing(req, up, rest, undefined), protocol)
+    } finally {
+      up.queue.release()
+    }
+    const { status, relayed, error } = upgraded
     // An upstream that answered works, unless it answered 5xx (relayed or not: a body too long to relay is a 502).
     const kind: Outcome =
       status >= 500
@@ -486,9 +553,19 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
       record({ type: 'proxy.chaos', route: name, chaos }, false, 'fault injection changed')
     },
+    endUpgrades() {
+      // Destroying the client's side ends the upstream's too (upgradeExchange ties the two), and a
+      // handshake under way is aborted. WebSocket has its own closing handshake, but frames are not
+      // parsed here: a close frame injected mid-frame would corrupt the stream, so the TCP connection
+      // is what ends (clients see code 1006 and reconnect, as after any proxy restart).
+      for (const socket of tunnels) socket.destroy()
+      tunnels.clear()
+    },
     async close() {
+      this.endUpgrades()
       sharing?.close()
       balancer.close()
+      for (const u of upstreams) u.queue.clear()
       await Promise.all([...upstreams.map((u) => u.pool.close()), targets?.close()])
     },
   }

@@ -10,6 +10,7 @@
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns'
 import type { Pool } from 'undici'
+import type { ConnectionQueue } from './queue.js'
 import { LRUCache } from 'lru-cache'
 import { hostAddress, METADATA_NAMES, refusedTargetAddress } from './upstream-url.js'
 import { parseRanges, inRanges, parseAddress } from '../client/index.js'
@@ -27,8 +28,11 @@ export class TargetRefusedError extends Error {
 export interface TargetGuard {
   /** The target URL, or a `TargetRefusedError` saying why it may not be used. */
   check(target: string | URL): URL | TargetRefusedError
-  /** The keep-alive pool for a checked target's origin (bounded; least recently used closed first). */
-  poolFor(url: URL): Pool
+  /**
+   * The keep-alive pool for a checked target's origin and the queue handing out its
+   * connections (bounded; least recently used closed first).
+   */
+  poolFor(url: URL): { pool: Pool; queue: ConnectionQueue }
   close(): Promise<void>
 }
 
@@ -38,6 +42,8 @@ export function createTargetGuard(options: {
   connectTimeout: number
   connections: number
   keepAlive: number
+  /** A connection queue for each target's pool. */
+  queue: () => ConnectionQueue
 }): TargetGuard {
   const allowed = parseRanges(options.allow)
   const permits = (addr: Parameters<typeof inRanges>[0]): boolean => inRanges(addr, allowed)
@@ -64,9 +70,9 @@ export function createTargetGuard(options: {
     }) as never)
   }) as unknown as LookupFunction
 
-  const pools = new LRUCache<string, Pool>({
+  const pools = new LRUCache<string, { pool: Pool; queue: ConnectionQueue }>({
     max: 256,
-    dispose: (pool, _origin, reason) => {
+    dispose: ({ pool }, _origin, reason) => {
       if (reason === 'evict') void pool.close().catch(() => undefined)
     },
   })
@@ -90,22 +96,28 @@ export function createTargetGuard(options: {
       return why === undefined ? url : new TargetRefusedError(why)
     },
     poolFor(url) {
-      let pool = pools.get(url.origin)
-      if (pool === undefined) {
-        pool = new (undici().Pool)(url.origin, {
+      let entry = pools.get(url.origin)
+      if (entry === undefined) {
+        const pool = new (undici().Pool)(url.origin, {
           connections: options.connections,
           keepAliveTimeout: options.keepAlive,
           pipelining: 1,
           connect: { timeout: options.connectTimeout, lookup: guardedLookup },
         })
-        pools.set(url.origin, pool)
+        entry = { pool, queue: options.queue() }
+        pools.set(url.origin, entry)
       }
-      return pool
+      return entry
     },
     async close() {
       const all = [...pools.values()]
       pools.clear()
-      await Promise.all(all.map((p) => p.close().catch(() => undefined)))
+      await Promise.all(
+        all.map(({ pool, queue }) => {
+          queue.clear()
+          return pool.close().catch(() => undefined)
+        }),
+      )
     },
   }
 }

@@ -10,6 +10,7 @@ import { isConnectFailure } from './answers.js'
 import type { ExchangeOutcome } from './forward.js'
 import type { ProxyRouteConfig } from './options.js'
 import { undici } from '../dependencies.js'
+import { ConnectionQueue } from './queue.js'
 
 /** A URL's path without its trailing slash (`''` for `/`): what a forwarded path is appended to. */
 export const basePathOf = (url: URL): string => url.pathname.replace(/\/+$/, '')
@@ -21,11 +22,14 @@ export interface Destination {
   /** The URL's path without its trailing slash (`''` for `/`). */
   readonly basePath: string
   readonly host: string
+  /** Hands out the pool's connections; requests wait here, bounded, rather than in undici. */
+  readonly queue: ConnectionQueue
 }
 
-/** The destination parts of `url`, for requests through `pool`. */
-export const destinationOf = (url: URL, pool: Dispatcher): Destination => ({
+/** The destination parts of `url`, for requests through `pool` (connections handed out by `queue`). */
+export const destinationOf = (url: URL, pool: Dispatcher, queue: ConnectionQueue): Destination => ({
   pool,
+  queue,
   origin: url.origin,
   basePath: basePathOf(url),
   host: url.host,
@@ -38,6 +42,7 @@ export class Upstream implements Destination {
   readonly basePath: string
   readonly host: string
   readonly pool: Pool
+  readonly queue: ConnectionQueue
   /** Metrics of this upstream (a no-op without metrics). */
   readonly series: UpstreamSeries | undefined
 
@@ -51,6 +56,7 @@ export class Upstream implements Destination {
     this.basePath = basePathOf(url)
     this.host = url.host
     this.series = metrics?.upstream(route.name ?? route.prefix, state.id)
+    this.queue = queueFor(route)
     this.pool = new (undici().Pool)(url.origin, {
       connections: route.connections,
       keepAliveTimeout: route.keepAlive,
@@ -62,6 +68,10 @@ export class Upstream implements Destination {
     })
   }
 }
+
+/** The connection queue of one pool of `route`. */
+export const queueFor = (route: Pick<ProxyRouteConfig, 'connections' | 'maxPending' | 'timeouts'>) =>
+  new ConnectionQueue(route.connections, route.maxPending, route.timeouts.queue)
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 

@@ -480,6 +480,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         server.closeAllConnections()
+        // Upgraded sockets (proxied WebSockets) are not among the connections Node closes above.
+        for (const route of upgradeRoutes) route.endUpgrades()
       }, config.closeTimeout)
       timer.unref()
       server.close(() => {
