@@ -41,6 +41,7 @@ import { createValidator, type RequestShape } from '../validator/index.js'
 import { bodyTooLarge, setWatchedLimit, watchBodySize, writeRawRejection } from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../warnings.js'
+import { checkedRejection } from '../options/reject.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
 import { pathOf } from '../url.js'
 import { stateSlots } from './state.js'
@@ -342,7 +343,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     let rejection = state.rejection
     if (rejection !== undefined && rejection.status >= 400) {
       // A preflight answer is not a rejection: the hook and the counter see refusals only.
-      if (onReject !== undefined) rejection = onReject(rejection, req) ?? rejection
+      if (onReject !== undefined) rejection = checkedRejection(onReject(rejection, req), rejection, warn)
       state.rejection = rejection
       metrics?.rejection(rejection.reason)
     }

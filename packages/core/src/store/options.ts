@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { checkCertificatePair, pemCertificates, pemPrivateKey } from '../options/tls.js'
 
 /**
  * An ioredis `Redis` or `Cluster` passed in by the user, recognised by shape:
@@ -33,16 +34,65 @@ const clusterNode = z.union([
   z.strictObject({ host: z.string().min(1), port: z.int().min(1).max(65_535) }),
 ])
 
-const plainObject = z.custom<Record<string, unknown>>(
-  (v) => typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype,
-)
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype
+
+/** The TLS part of ioredis options (Node's `tls.connect` options): the PEM fields must parse. */
+const redisTls = z
+  .looseObject({
+    ca: pemCertificates.optional(),
+    cert: pemCertificates.optional(),
+    key: pemPrivateKey.optional(),
+    servername: z.string().min(1).optional(),
+    rejectUnauthorized: z.boolean().optional(),
+  })
+  .superRefine(checkCertificatePair)
+
+const redisConnectionFields = {
+  host: z.string().min(1).optional(),
+  port: z.int().min(1).max(65_535).optional(),
+  path: z.string().min(1).optional(),
+  family: z.union([z.literal(0), z.literal(4), z.literal(6)]).optional(),
+  db: z.int().min(0).optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  name: z.string().optional(),
+  tls: redisTls.optional(),
+  connectTimeout: z.int().min(0).optional(),
+  keepAlive: z.int().min(0).optional(),
+  noDelay: z.boolean().optional(),
+  connectionName: z.string().optional(),
+  enableReadyCheck: z.boolean().optional(),
+  lazyConnect: z.boolean().optional(),
+  keyPrefix: z.string().optional(),
+}
+
+/**
+ * ioredis options, the fields Aegis can check: a mistyped one (`port: 'x'`) fails
+ * here with its path instead of as an endless reconnect loop at run time. Other
+ * ioredis fields pass through as given (ioredis has many; Aegis overrides the
+ * ones that make Redis safe in a request path anyway). With `cluster`, the
+ * object may also hold ioredis `ClusterOptions`, `redisOptions` included.
+ */
+const redisOptionsSchema = z.looseObject({
+  ...redisConnectionFields,
+  redisOptions: z.looseObject(redisConnectionFields).optional(),
+})
+
+/** Parse plain ioredis options in place (the object is handed on as given, never rebuilt). */
+const redisOptions = z.custom<Record<string, unknown>>(isPlainObject).superRefine((v, ctx) => {
+  const result = redisOptionsSchema.safeParse(v)
+  if (result.success) return
+  for (const issue of result.error.issues)
+    ctx.addIssue({ code: 'custom', message: issue.message, path: [...issue.path] })
+})
 
 /** Where shared state lives. Without `redis` or `cluster`, everything stays in process memory. */
 export const storeSchema = z
   .strictObject({
     /** A redis:// URL, ioredis options, or an existing ioredis `Redis` / `Cluster` (Aegis works on a duplicate). */
     redis: z
-      .union([redisUrl, z.custom<RedisClientLike>(isRedisClient), plainObject], {
+      .union([redisUrl, z.custom<RedisClientLike>(isRedisClient), redisOptions], {
         error: 'expected a redis:// URL, ioredis options, or an ioredis Redis / Cluster client',
       })
       .optional(),
