@@ -57,6 +57,8 @@ export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
     shield.limiter?.penalty(req, 3).then(() => res.status(401).json({ ok: false }), next)
   })
   app.get('/health', (_req, res) => res.send('ok'))
+  // The host the app believes it serves (password-reset links are built from it).
+  app.get('/host', (req, res) => res.json({ host: req.host }))
   app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
   app.get('/boom', () => {
     throw new Error('boom')
@@ -97,6 +99,7 @@ export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
     client: req.aegis?.client.ip,
   }))
   app.get('/health', { config: { aegis: false } }, () => 'ok')
+  app.get('/host', (req) => ({ host: req.host }))
   app.get('/boom', () => {
     throw new Error('boom')
   })
@@ -140,6 +143,9 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   })
   router.get('/health', (ctx) => {
     ctx.body = 'ok'
+  })
+  router.get('/host', (ctx) => {
+    ctx.body = { host: ctx.host }
   })
   router.get('/users/:id', (ctx) => {
     ctx.body = { id: ctx.params.id, client: ctx.state.aegis?.client.ip }
