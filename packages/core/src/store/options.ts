@@ -2,13 +2,43 @@ import { z } from 'zod'
 import { checkCertificatePair, pemCertificates, pemPrivateKey } from '../options/tls.js'
 
 /**
- * An ioredis `Redis` or `Cluster` passed in by the user, recognised by shape:
+ * A Redis or Cluster client passed in by the user, recognised by shape:
  * `instanceof` fails when the app and Aegis resolve two installed copies.
+ * Declared here rather than imported from the client library (as is
+ * `RedisClient`): the public types then never make a user's `tsc` read the
+ * library's declarations.
  */
 export interface RedisClientLike {
   duplicate(...args: never[]): unknown
-  status: string
-  isCluster?: boolean
+  sendCommand(...args: never[]): unknown
+  readonly status: string
+  readonly isCluster?: boolean
+}
+
+/**
+ * The Redis client Aegis works on (a duplicate of yours, or one it opened): the
+ * part of the client library's `Redis` / `Cluster` that Aegis calls, declared
+ * structurally so that Aegis' public `.d.ts` imports nothing from that library.
+ * With its types there, every user's `tsc --strict` type-checked the library
+ * (and failed on its untyped dependencies), Redis or not. Cast it to the
+ * library's `Redis` / `Cluster` type for anything else.
+ *
+ * @example
+ * const ready = aegis.store?.client.status === 'ready'
+ */
+export interface RedisClient {
+  /** The connection status (`'ready'` when commands are sent at once). */
+  readonly status: string
+  /** `true` on a `Cluster`. */
+  readonly isCluster?: boolean
+  on(event: string, listener: (...args: unknown[]) => void): unknown
+  set(key: string, value: string, mode: 'PX', milliseconds: number): Promise<unknown>
+  del(...keys: string[]): Promise<number>
+  publish(channel: string, message: string): Promise<number>
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number; readOnly?: boolean }): void
+  duplicate(...args: never[]): unknown
+  quit(): Promise<unknown>
+  disconnect(): void
 }
 
 export const isRedisClient = (v: unknown): v is RedisClientLike =>
