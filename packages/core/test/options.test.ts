@@ -357,8 +357,18 @@ describe('options refused at construction (issue 14, finding 12)', () => {
       ),
     ).toEqual([expect.objectContaining({ path: 'store.redis.redisOptions.port' })])
     // Valid options, other ioredis fields, and client instances pass untouched.
-    const options = { host: '127.0.0.1', port: 6379, db: 2, maxRetriesPerRequest: 3 }
-    expect(parseOptions({ store: { redis: options } }).store.redis).toBe(options)
+    const retryStrategy = (): number => 100
+    const options = {
+      host: '127.0.0.1',
+      port: 6379,
+      db: 2,
+      maxRetriesPerRequest: 3,
+      tls: { servername: 'r' },
+      retryStrategy,
+    }
+    expect(parseOptions({ store: { redis: options } }).store.redis).toEqual(options)
+    // Copied, never frozen in place: the caller's object stays theirs.
+    expect(Object.isFrozen(options) || Object.isFrozen(options.tls)).toBe(false)
     const client = new Redis({ lazyConnect: true })
     const cluster = new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true })
     try {

@@ -109,7 +109,16 @@ const redisOptionsSchema = z.looseObject({
   redisOptions: z.looseObject(redisConnectionFields).optional(),
 })
 
-/** Parse plain ioredis options in place (the object is handed on as given, never rebuilt). */
+/** A copy of plain objects and arrays, all the way down; anything else (functions, Buffers, class instances) by reference. */
+const copyPlain = (v: unknown): unknown => {
+  if (Array.isArray(v)) return v.map(copyPlain)
+  if (!isPlainObject(v)) return v
+  const out: Record<string, unknown> = {}
+  for (const [k, x] of Object.entries(v)) out[k] = copyPlain(x)
+  return out
+}
+
+/** Plain ioredis options, checked in place (copied once the union has chosen them, below). */
 const redisOptions = z.custom<Record<string, unknown>>(isPlainObject).superRefine((v, ctx) => {
   const result = redisOptionsSchema.safeParse(v)
   if (result.success) return
@@ -125,6 +134,9 @@ export const storeSchema = z
       .union([redisUrl, z.custom<RedisClientLike>(isRedisClient), redisOptions], {
         error: 'expected a redis:// URL, ioredis options, or an ioredis Redis / Cluster client',
       })
+      // Plain options are copied: the parsed config is frozen, and freezing the caller's
+      // own object would mutate it. No field is rebuilt or dropped (ioredis reads them all).
+      .transform((v) => (isPlainObject(v) ? (copyPlain(v) as Record<string, unknown>) : v))
       .optional(),
     /** Startup nodes of a Redis Cluster (URLs or `{ host, port }`); ioredis options go in `redis`. */
     cluster: z.array(clusterNode).min(1).optional(),
