@@ -62,6 +62,8 @@ export async function expressApp(options: AegisOptions = {}): Promise<TestApp> {
   app.get('/health', (_req, res) => res.send('ok'))
   // Answers from a timer, outside the framework's error handling (a throw there is uncaught).
   app.get('/slow', (req, res) => void setTimeout(() => res.send(`slow ${req.query.id as string}`), SLOW_MS))
+  // The host the app believes it serves (password-reset links are built from it).
+  app.get('/host', (req, res) => res.json({ host: req.host }))
   app.get('/users/:id', (req, res) => res.json({ id: req.params.id, client: req.aegis?.client.ip }))
   app.get('/boom', () => {
     throw new Error('boom')
@@ -106,6 +108,7 @@ export async function fastifyApp(options: AegisOptions = {}): Promise<TestApp> {
     '/slow',
     (req, reply) => void setTimeout(() => void reply.send(`slow ${String(req.query.id)}`), SLOW_MS),
   )
+  app.get('/host', (req) => ({ host: req.host }))
   app.get('/boom', () => {
     throw new Error('boom')
   })
@@ -153,6 +156,9 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   router.get('/slow', async (ctx) => {
     await new Promise((resolve) => setTimeout(resolve, SLOW_MS))
     ctx.body = `slow ${String(ctx.query.id)}`
+  })
+  router.get('/host', (ctx) => {
+    ctx.body = { host: ctx.host }
   })
   router.get('/users/:id', (ctx) => {
     ctx.body = { id: ctx.params.id, client: ctx.state.aegis?.client.ip }

@@ -113,6 +113,27 @@ describe.each(adapters)('%s: options behave the same', (_name, make) => {
     expect(seen).toEqual([405])
   })
 
+  it('onReject returning an answer that cannot be written: the original is sent, warned once', async () => {
+    const { logger, lines } = memoryLogger()
+    const returns: unknown[] = [
+      { status: 200, reason: 'ok', headers: {}, body: 'fine' },
+      { status: 429, reason: 'x', headers: { 'content-length': '1' }, body: 'a longer body' },
+      { status: 429, reason: 'x', headers: { 'x-a': 'a\r\nset-cookie: b' }, body: '' },
+    ]
+    let i = 0
+    const a = await start({ logger, onReject: () => returns[i++ % returns.length] as never })
+    for (let n = 0; n < returns.length; n++) {
+      const res = await rawRequest(a.port, 'TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+      expect(res.status).toBe(405)
+      expect(res.headers['content-type']).toMatch(/problem\+json/)
+      expect(res.headers['set-cookie']).toBeUndefined()
+      expect(JSON.parse(res.body)).toMatchObject({ status: 405 })
+    }
+    const warned = lines.filter((l) => l.obj.code === 'AEGIS_WARN_INVALID_REJECTION')
+    expect(warned).toHaveLength(1)
+    expect(warned[0]?.msg).toMatch(/400-599/)
+  })
+
   it('refuses NUL, CR and LF in the path even with traversal checks off', async () => {
     const a = await start({ validator: { traversal: false } })
     expect((await rawRequest(a.port, 'GET /a/../b HTTP/1.1\r\nHost: localhost\r\n\r\n')).status).not.toBe(400)

@@ -161,6 +161,55 @@ describe.each(adapters)('%s with aegis() defaults', (_name, make) => {
     expectProblem(await raw(app, 'GET / HTTP/1.1\nHost: example.com:99999\n\n'), 400, 'AEGIS_ERR_BAD_HOST')
   })
 
+  it('refuses a Host naming another authority than an absolute-form target (issue 14, finding 7)', async () => {
+    // RFC 9112 §3.2.2: the target's authority replaces Host; the app would read Host.
+    const mismatch = await raw(app, 'GET http://good.example/host HTTP/1.1\nHost: evil.example\n\n')
+    const body = expectProblem(mismatch, 400, 'AEGIS_ERR_BAD_HOST')
+    expect(String(body.detail)).toMatch(/same host and port/)
+    expect(mismatch.body).not.toContain('evil.example')
+    expectProblem(
+      await raw(app, 'GET http://good.example/host HTTP/1.1\nHost: good.example:8080\n\n'),
+      400,
+      'AEGIS_ERR_BAD_HOST',
+    )
+    // A Host that is itself invalid, behind an absolute-form target, is no better.
+    expectProblem(
+      await raw(app, 'GET http://good.example/host HTTP/1.1\nHost: good.example/x?y\n\n'),
+      400,
+      'AEGIS_ERR_BAD_HOST',
+    )
+    // The same authority, however spelled (case, trailing dot, the scheme's default port), is fine.
+    for (const [target, host] of [
+      ['http://good.example/host', 'good.example'],
+      ['http://GOOD.example./host', 'good.example:80'],
+      ['https://good.example/host', 'good.example:443'],
+    ] as const) {
+      const ok = await raw(app, `GET ${target} HTTP/1.1\nHost: ${host}\n\n`)
+      expect(ok.status, `${target} + Host: ${host}`).toBe(200)
+      expect((JSON.parse(ok.body) as { host: string }).host.toLowerCase()).toMatch(
+        /^good\.example\.?(:\d+)?$/,
+      )
+    }
+  })
+
+  it('refuses invalid Host values (path, query, userinfo, spaces), user info in the target, and a missing Host', async () => {
+    for (const host of [
+      'evil.example/x?y',
+      'a@b',
+      'user:pass@good.example',
+      'evil .example',
+      'good.example?x',
+    ])
+      expectProblem(await raw(app, `GET /host HTTP/1.1\nHost: ${host}\n\n`), 400, 'AEGIS_ERR_BAD_HOST')
+    expectProblem(
+      await raw(app, 'GET http://a@good.example/host HTTP/1.1\nHost: good.example\n\n'),
+      400,
+      'AEGIS_ERR_BAD_HOST',
+    )
+    // Node answers a missing Host on HTTP/1.1 itself (requireHostHeader), before any middleware.
+    expect((await raw(app, 'GET http://good.example/host HTTP/1.1\n\n')).status).toBe(400)
+  })
+
   it('refuses Transfer-Encoding on HTTP/1.0 and codings other than a final chunked', async () => {
     const r10 = await raw(
       app,
@@ -254,6 +303,47 @@ describe.each(adapters)('%s with aegis() defaults', (_name, make) => {
       expect(line).toMatch(
         /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? -?[0-9.e+-]+|NaN|\+Inf$/,
       )
+    }
+  })
+})
+
+describe.each(adapters)("%s with validator.allowedHosts = ['good.example']", (_name, make) => {
+  let app: TestApp
+  beforeAll(async () => {
+    app = await make({ validator: { allowedHosts: ['good.example'] } })
+  })
+  afterAll(() => app.close())
+
+  it('an absolute-form target cannot smuggle another Host past the allowlist (issue 14, finding 7)', async () => {
+    // The password-reset poisoning of the issue: the target names an allowed host, Host the attacker's.
+    const poisoned = await raw(app, 'GET http://good.example/host HTTP/1.1\nHost: evil.example\n\n')
+    expectProblem(poisoned, 400, 'AEGIS_ERR_BAD_HOST')
+    expect(poisoned.body).not.toContain('evil.example')
+    // And the other way round: an allowed Host does not let a foreign authority through.
+    expectProblem(
+      await raw(app, 'GET http://evil.example/host HTTP/1.1\nHost: good.example\n\n'),
+      400,
+      'AEGIS_ERR_BAD_HOST',
+    )
+    // Both naming the foreign host: 421, as with an origin-form request.
+    expectProblem(
+      await raw(app, 'GET http://evil.example/host HTTP/1.1\nHost: evil.example\n\n'),
+      421,
+      'AEGIS_ERR_HOST_NOT_ALLOWED',
+    )
+    expectProblem(
+      await raw(app, 'GET /host HTTP/1.1\nHost: evil.example\n\n'),
+      421,
+      'AEGIS_ERR_HOST_NOT_ALLOWED',
+    )
+    // What is admitted, the app reads as the allowed host.
+    for (const head of [
+      'GET /host HTTP/1.1\nHost: good.example\n\n',
+      'GET http://good.example/host HTTP/1.1\nHost: good.example\n\n',
+    ]) {
+      const ok = await raw(app, head)
+      expect(ok.status).toBe(200)
+      expect(JSON.parse(ok.body)).toEqual({ host: 'good.example' })
     }
   })
 })

@@ -82,11 +82,13 @@ interface PubSubClient {
  * On a Redis Cluster a subscriber counts on the node it subscribed through: the masters' counts are summed.
  */
 export async function waitForSubscribers(
-  client: PubSubClient | { nodes(role: 'master'): PubSubClient[] },
+  redis: object,
   channel: string,
   n: number,
   timeoutMs = 2000,
 ): Promise<void> {
+  // An ioredis Redis or Cluster; Aegis' public `RedisClient` type lists only what Aegis calls.
+  const client = redis as PubSubClient | { nodes(role: 'master'): PubSubClient[] }
   const end = Date.now() + timeoutMs
   for (;;) {
     let listeners = 0

@@ -43,6 +43,7 @@ export const WarningCodes = {
   ONE_CLIENT: 'AEGIS_WARN_ONE_CLIENT',
   STORE_DOWN: 'AEGIS_WARN_STORE_DOWN',
   AUDIT_SINK_FAILED: 'AEGIS_WARN_AUDIT_SINK_FAILED',
+  INVALID_REJECTION: 'AEGIS_WARN_INVALID_REJECTION',
 } as const
 
 export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes]

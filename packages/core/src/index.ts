@@ -24,6 +24,7 @@ export type { ClientResolver, TrustProxyOption } from './client/index.js'
 export {
   createValidator,
   normalizeHost,
+  authorityPort,
   inspectPath,
   percentDecode,
   DEFAULT_METHODS,

@@ -1,5 +1,18 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { Cluster, Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
-import { AegisConfigError, AegisError, ErrorCodes, createAegis, parseOptions } from '../src/index.js'
+import {
+  AegisConfigError,
+  AegisError,
+  ErrorCodes,
+  WarningCodes,
+  createAegis,
+  parseAddress,
+  parseOptions,
+  type AegisOptions,
+} from '../src/index.js'
+import { checkedRejection } from '../src/options/reject.js'
 
 const issuesOf = (fn: () => unknown): { path: string; message: string; received?: string }[] => {
   try {
@@ -187,5 +200,226 @@ describe('top-level breaker and chaos', () => {
     expect(issuesOf(() => createAegis({ breaker: { shared: true } }))).toEqual([
       expect.objectContaining({ path: 'breaker.shared' }),
     ])
+  })
+})
+
+describe('options refused at construction (issue 14, finding 12)', () => {
+  const tlsFixture = (name: string): string =>
+    readFileSync(fileURLToPath(new URL(`./fixtures/tls/${name}`, import.meta.url)), 'utf8')
+  const route = (tls: Record<string, unknown>): AegisOptions => ({
+    proxy: [{ prefix: '/a', upstreams: ['https://127.0.0.1:8443'], healthCheck: false, tls }],
+  })
+
+  it('reads addresses in trustProxy, allow and deny with the strict X-Forwarded-For parser', () => {
+    // inet_aton forms: octal (010.0.0.1 is 8.0.0.1), hex, shorthand; and loose CIDR prefixes.
+    for (const entry of [
+      '010.0.0.1',
+      '0x7f.0.0.1',
+      '127.1',
+      '2130706433',
+      '010.0.0.0/8',
+      '10.0.0.0/08',
+      '10.0.0.0/33',
+    ])
+      expect(issuesOf(() => parseOptions({ trustProxy: [entry] }))).toEqual([
+        expect.objectContaining({ path: 'trustProxy.0', message: expect.stringContaining('dotted-decimal') }),
+      ])
+    expect(issuesOf(() => parseOptions({ trustProxy: '::ffff:010.0.0.1' }))[0]?.path).toBe('trustProxy')
+    expect(issuesOf(() => parseOptions({ limiter: { allow: ['10.0.0.1', '0x0a.0.0.1'] } }))).toEqual([
+      expect.objectContaining({ path: 'limiter.allow.1' }),
+    ])
+    expect(issuesOf(() => parseOptions({ limiter: { deny: ['010.0.0.1'] } }))[0]?.path).toBe('limiter.deny.0')
+    // The canonical forms still pass, and X-Forwarded-For reads what the options read.
+    const ok = parseOptions({
+      trustProxy: ['10.0.0.1', '10.0.0.0/8', '::1', 'fe80::/10', '::ffff:10.0.0.1', 'loopback'],
+    })
+    expect(ok.trustProxy).toHaveLength(6)
+    expect(parseAddress('010.0.0.1')).toBeUndefined()
+    expect(parseAddress('10.0.0.1')?.toString()).toBe('10.0.0.1')
+  })
+
+  it('refuses framing and hop-by-hop fields in headers.extra', () => {
+    for (const name of [
+      'content-length',
+      'Transfer-Encoding',
+      'connection',
+      'keep-alive',
+      'upgrade',
+      'te',
+      'trailer',
+      'proxy-connection',
+      'host',
+    ])
+      expect(issuesOf(() => parseOptions({ headers: { extra: { [name]: '5' } } }))).toEqual([
+        expect.objectContaining({
+          path: `headers.extra.${name}`,
+          message: expect.stringContaining('framing and hop-by-hop'),
+          received: JSON.stringify(name),
+        }),
+      ])
+    expect(parseOptions({ headers: { extra: { 'x-download-options': 'noopen' } } }).headers).toMatchObject({
+      extra: { 'x-download-options': 'noopen' },
+    })
+  })
+
+  it('refuses unsorted or duplicate metrics.buckets', () => {
+    for (const buckets of [
+      [1, 0.5],
+      [0.1, 0.1, 1],
+      [0.1, Number.POSITIVE_INFINITY],
+      [0, 1],
+    ])
+      expect(issuesOf(() => parseOptions({ metrics: { buckets } }))).toEqual([
+        expect.objectContaining({ path: expect.stringMatching(/^metrics\.buckets/) }),
+      ])
+    expect(parseOptions({ metrics: { buckets: [0.1, 0.5, 2] } }).metrics).toMatchObject({
+      buckets: [0.1, 0.5, 2],
+    })
+  })
+
+  it('refuses burst on a fixed window, named or inherited, at the top level and per route', () => {
+    expect(issuesOf(() => parseOptions({ limiter: { algorithm: 'fixed-window', burst: 3 } }))).toEqual([
+      expect.objectContaining({ path: 'limiter.burst', message: expect.stringContaining('gcra') }),
+    ])
+    const policy = { points: 5, duration: 1, burst: 2 }
+    expect(
+      issuesOf(() =>
+        parseOptions({ limiter: { routes: { '/x': { ...policy, algorithm: 'fixed-window' } } } }),
+      ),
+    ).toEqual([expect.objectContaining({ path: 'limiter.routes./x.burst' })])
+    expect(
+      issuesOf(() =>
+        parseOptions({
+          limiter: {
+            algorithm: 'fixed-window',
+            routes: { '/x': policy, 'POST /y': [{ points: 1, duration: 1 }, policy] },
+          },
+        }),
+      ).map((i) => i.path),
+    ).toEqual(['limiter.routes./x.burst', 'limiter.routes.POST /y.1.burst'])
+    // A route policy that names gcra keeps its burst under a fixed-window default.
+    expect(() =>
+      parseOptions({
+        limiter: { algorithm: 'fixed-window', routes: { '/x': { ...policy, algorithm: 'gcra' } } },
+      }),
+    ).not.toThrow()
+  })
+
+  it('refuses an unparsable tls.ca, cert or key, and a key that does not match', () => {
+    expect(issuesOf(() => parseOptions(route({ ca: 'nope' })))).toEqual([
+      expect.objectContaining({ path: 'proxy.0.tls.ca', message: expect.stringContaining('PEM') }),
+    ])
+    const broken = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'
+    expect(
+      issuesOf(() => parseOptions(route({ ca: [tlsFixture('cert.pem'), Buffer.from(broken)] }))),
+    ).toEqual([
+      expect.objectContaining({ path: 'proxy.0.tls.ca', message: expect.stringContaining('does not parse') }),
+    ])
+    expect(issuesOf(() => parseOptions(route({ cert: tlsFixture('cert.pem'), key: 'not a key' })))).toEqual([
+      expect.objectContaining({ path: 'proxy.0.tls.key' }),
+    ])
+    expect(
+      issuesOf(() => parseOptions(route({ cert: tlsFixture('cert.pem'), key: tlsFixture('other-key.pem') }))),
+    ).toEqual([
+      expect.objectContaining({ path: 'proxy.0.tls.key', message: expect.stringContaining('match') }),
+    ])
+    expect(issuesOf(() => parseOptions(route({ cert: tlsFixture('cert.pem') })))).toEqual([
+      expect.objectContaining({ path: 'proxy.0.tls', message: 'tls.cert and tls.key go together' }),
+    ])
+    expect(issuesOf(() => parseOptions({ store: { redis: { tls: { ca: 'nope' } } } }))).toEqual([
+      expect.objectContaining({ path: 'store.redis.tls.ca' }),
+    ])
+    // Valid PEMs pass, as strings and buffers.
+    const ok = parseOptions(
+      route({
+        ca: Buffer.from(tlsFixture('cert.pem')),
+        cert: tlsFixture('cert.pem'),
+        key: tlsFixture('key.pem'),
+      }),
+    )
+    expect(ok.proxy[0]?.tls?.cert).toBe(tlsFixture('cert.pem'))
+  })
+
+  it('checks the known fields of ioredis options, and still takes a Redis or Cluster client', () => {
+    expect(issuesOf(() => parseOptions({ store: { redis: { port: 'x' } } }))).toEqual([
+      expect.objectContaining({ path: 'store.redis.port', received: '"x"' }),
+    ])
+    expect(
+      issuesOf(() => parseOptions({ store: { redis: { host: '', port: 70_000, db: -1, family: 5 } } })).map(
+        (i) => i.path,
+      ),
+    ).toEqual(['store.redis.host', 'store.redis.port', 'store.redis.family', 'store.redis.db'])
+    expect(
+      issuesOf(() =>
+        parseOptions({
+          store: { cluster: ['redis://127.0.0.1:7000'], redis: { redisOptions: { port: 1.5 } } },
+        }),
+      ),
+    ).toEqual([expect.objectContaining({ path: 'store.redis.redisOptions.port' })])
+    // Valid options, other ioredis fields, and client instances pass untouched.
+    const retryStrategy = (): number => 100
+    const options = {
+      host: '127.0.0.1',
+      port: 6379,
+      db: 2,
+      maxRetriesPerRequest: 3,
+      tls: { servername: 'r' },
+      retryStrategy,
+    }
+    expect(parseOptions({ store: { redis: options } }).store.redis).toEqual(options)
+    // Copied, never frozen in place: the caller's object stays theirs.
+    expect(Object.isFrozen(options) || Object.isFrozen(options.tls)).toBe(false)
+    const client = new Redis({ lazyConnect: true })
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true })
+    try {
+      expect(parseOptions({ store: { redis: client } }).store.redis).toBe(client)
+      expect(parseOptions({ store: { redis: cluster } }).store.redis).toBe(cluster)
+    } finally {
+      client.disconnect()
+      cluster.disconnect()
+    }
+  })
+})
+
+describe('checkedRejection (what onReject returns)', () => {
+  const original = Object.freeze({
+    status: 429,
+    reason: 'rate-limited',
+    headers: Object.freeze({ 'content-type': 'application/problem+json' }),
+    body: '{"status":429}',
+  })
+  const warnings = (): { calls: string[]; warn: (code: string, message: string) => void } => {
+    const calls: string[] = []
+    return { calls, warn: (code) => void calls.push(code) }
+  }
+
+  it('keeps a valid rewrite, and the original for nothing returned', () => {
+    const w = warnings()
+    const rewritten = { ...original, status: 503, body: 'busy', headers: { 'content-type': 'text/plain' } }
+    expect(checkedRejection(rewritten, original, w.warn)).toBe(rewritten)
+    expect(checkedRejection(undefined, original, w.warn)).toBe(original)
+    expect(w.calls).toEqual([])
+  })
+
+  it('falls back to the original rejection for anything that cannot be written, with a warning code', () => {
+    const bad: unknown[] = [
+      { ...original, status: 200 },
+      { ...original, status: 302 },
+      { ...original, status: 600 },
+      { ...original, status: 429.5 },
+      { ...original, status: '429' },
+      { ...original, body: { not: 'a string' } },
+      { ...original, reason: undefined },
+      { ...original, headers: { 'bad name': 'x' } },
+      { ...original, headers: { 'x-a': 'line\r\nset-cookie: x' } },
+      { ...original, headers: { 'content-length': '5' } },
+      { ...original, headers: null },
+      42,
+    ]
+    for (const returned of bad) {
+      const w = warnings()
+      expect(checkedRejection(returned, original, w.warn)).toBe(original)
+      expect(w.calls).toEqual([WarningCodes.INVALID_REJECTION])
+    }
   })
 })

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { inspectPath, normalizeHost, percentDecode } from '../src/index.js'
+import { authorityPort, inspectPath, normalizeHost, percentDecode } from '../src/index.js'
 import { compileHostAllowlist } from '../src/validator/host.js'
 
 describe('inspectPath', () => {
@@ -84,4 +84,15 @@ describe('normalizeHost', () => {
     expect(allowed('tenant-7.example.net')).toBe(true)
     expect(allowed('example.org')).toBe(false)
   })
+
+  it.each([
+    ['example.com', 80, 80],
+    ['example.com:', 443, 443],
+    ['example.com:8080', 80, 8080],
+    ['example.com.:080', 80, 80],
+    ['[::1]', 443, 443],
+    ['[::1]:8443', 80, 8443],
+  ])('authorityPort(%j, %d) → %d', (authority, fallback, port) =>
+    expect(authorityPort(authority, fallback)).toBe(port),
+  )
 })

@@ -252,3 +252,4 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
 
 export default aegis
 export type { AegisOptions, AegisRequestState } from '@aegis/core'
+export { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '@aegis/core'

@@ -152,3 +152,4 @@ export const aegis: FastifyPluginAsync<AegisOptions> = fp(plugin, { fastify: '5.
 
 export default aegis
 export type { AegisOptions, AegisRequestState } from '@aegis/core'
+export { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '@aegis/core'

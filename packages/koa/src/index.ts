@@ -179,3 +179,4 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
 
 export default aegis
 export type { AegisOptions, AegisRequestState } from '@aegis/core'
+export { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '@aegis/core'

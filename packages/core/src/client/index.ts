@@ -3,7 +3,9 @@ import ipaddr from 'ipaddr.js'
 import { LRUCache } from 'lru-cache'
 import type { ClientIdentity } from '../pipeline/types.js'
 
-export { trustProxySchema, ipv6SubnetSchema } from './options.js'
+import { strictAddress, strictCidr } from './options.js'
+
+export { trustProxySchema, ipv6SubnetSchema, strictAddress, strictCidr } from './options.js'
 export type { TrustProxyOption } from './options.js'
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number]
@@ -21,15 +23,12 @@ const NAMED: Record<string, readonly string[]> = {
  * parseAddress('::ffff:192.0.2.1')?.toString() // '192.0.2.1'
  */
 export function parseAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
-  const t = text.trim()
-  // ipaddr.isValid accepts decimal/octal/hex IPv4 forms; a socket never reports
-  // those, and in X-Forwarded-For they are someone's trick: only dotted quads count.
-  if (!ipaddr.IPv6.isValid(t) && !ipaddr.IPv4.isValidFourPartDecimal(t)) return undefined
-  try {
-    return ipaddr.process(t)
-  } catch {
-    return undefined
-  }
+  const addr = strictAddress(text.trim())
+  if (addr === undefined) return undefined
+  // Fold IPv4-mapped IPv6 to IPv4 (what `ipaddr.process` does, without parsing again).
+  return addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()
+    ? (addr as ipaddr.IPv6).toIPv4Address()
+    : addr
 }
 
 export interface ClientResolver {
@@ -54,11 +53,10 @@ export function parseRanges(entries: readonly string[]): Range[] {
   const ranges: Range[] = []
   for (const entry of entries) {
     for (const cidr of NAMED[entry] ?? [entry]) {
-      if (cidr.includes('/')) ranges.push(ipaddr.parseCIDR(cidr))
-      else {
-        const a = ipaddr.process(cidr)
-        ranges.push([a, a.kind() === 'ipv4' ? 32 : 128])
-      }
+      // Entries come validated by the options schema, with the same strict parser.
+      const range = cidr.includes('/') ? strictCidr(cidr) : parseAddress(cidr)
+      if (range === undefined) throw new TypeError(`not an IP address or CIDR: ${cidr}`)
+      ranges.push(Array.isArray(range) ? range : [range, range.kind() === 'ipv4' ? 32 : 128])
     }
   }
   return ranges

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { balancerFields } from '../balancer/options.js'
 import { addressOrCidr } from '../client/options.js'
 import { fn, headerName, section } from '../options/shared.js'
+import { checkCertificatePair, pemCertificates, pemPrivateKey } from '../options/tls.js'
 import type { LookupFunction } from './targets.js'
 
 /** Choose the upstream of one request at run time: a URL, or `undefined` for the route's `upstreams`. */
@@ -35,9 +36,6 @@ const prefix = z
     "expected '/' or a path such as '/api' (no trailing slash, query or fragment)",
   )
 
-/** A PEM string or buffer (or a list of them), as Node's TLS options take. */
-const pem = z.union([z.string(), z.instanceof(Buffer), z.array(z.union([z.string(), z.instanceof(Buffer)]))])
-
 const timeouts = z
   .strictObject({
     /** Milliseconds to open a connection (TCP and TLS) to an upstream → 504. */
@@ -61,17 +59,19 @@ const timeouts = z
   .prefault({})
 
 /** TLS towards https upstreams. */
-const tls = z.strictObject({
-  /** Trusted CA certificates (PEM), replacing Node's bundle. */
-  ca: pem.optional(),
-  /** Client certificate (PEM) for mutual TLS, with `key`. */
-  cert: pem.optional(),
-  key: pem.optional(),
-  /** SNI name and the name the certificate must carry (default: the upstream's host). */
-  servername: z.string().min(1).optional(),
-  /** `false` accepts any certificate — for tests only. */
-  rejectUnauthorized: z.boolean().default(true),
-})
+const tls = z
+  .strictObject({
+    /** Trusted CA certificates (PEM), replacing Node's bundle; each must parse. */
+    ca: pemCertificates.optional(),
+    /** Client certificate (PEM) for mutual TLS, with `key`. */
+    cert: pemCertificates.optional(),
+    key: pemPrivateKey.optional(),
+    /** SNI name and the name the certificate must carry (default: the upstream's host). */
+    servername: z.string().min(1).optional(),
+    /** `false` accepts any certificate — for tests only. */
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .superRefine(checkCertificatePair)
 
 /**
  * Retries (Envoy's retry policy with a retry budget): only idempotent methods or a
@@ -198,10 +198,6 @@ export const proxyRouteSchema = z
     ...balancerFields,
     retry,
     chaos: chaosSchema.default(false),
-  })
-  .refine((r) => r.tls === undefined || (r.tls.cert === undefined) === (r.tls.key === undefined), {
-    message: 'tls.cert and tls.key go together',
-    path: ['tls'],
   })
   .refine((r) => r.upstreams.length > 0 || r.router !== undefined, {
     message: 'give at least one upstream, or a router',

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { headerName, headerValue, section } from '../options/shared.js'
+import { headerValue, responseHeaderName, section } from '../options/shared.js'
 
 const cspDirectives = z.record(
   z.string().regex(/^[a-z-]+$/, 'expected a CSP directive name such as default-src'),
@@ -70,8 +70,8 @@ export const headersSchema = z.strictObject({
   contentSecurityPolicyReportOnly: z.union([z.literal(false), headerValue, cspDirectives]).default(false),
   /** Remove `X-Powered-By` (Express sets it). */
   removePoweredBy: z.boolean().default(true),
-  /** Extra fixed headers to set on every response. */
-  extra: z.record(headerName, headerValue).default({}),
+  /** Extra fixed headers to set on every response (never framing or hop-by-hop fields). */
+  extra: z.record(responseHeaderName, headerValue).default({}),
 })
 
 export const headersSection = section(headersSchema)

@@ -50,10 +50,8 @@ const policyFields = {
   failClosed: z.boolean().optional(),
 }
 
-const burstNeedsGcra = {
-  message: 'burst applies to the gcra algorithm only (a fixed window admits its points at once)',
-  path: ['burst'],
-}
+const BURST_NEEDS_GCRA = 'burst applies to the gcra algorithm only (a fixed window admits its points at once)'
+const burstNeedsGcra = { message: BURST_NEEDS_GCRA, path: ['burst'] }
 const gcraOnly = (p: { algorithm?: string | undefined; burst?: number | undefined }) =>
   p.burst === undefined || p.algorithm !== 'fixed-window'
 
@@ -99,6 +97,22 @@ export const limiterSchema = z
     shed: optInSection(shedSchema),
   })
   .refine(gcraOnly, burstNeedsGcra)
+  .superRefine((limiter, ctx) => {
+    // A route policy without its own `algorithm` inherits this one: a fixed window
+    // there refuses `burst` as much as a policy that names it.
+    if (limiter.algorithm !== 'fixed-window') return
+    for (const [spec, entry] of Object.entries(limiter.routes)) {
+      const list = Array.isArray(entry) ? entry : [entry]
+      list.forEach((policy, i) => {
+        if (policy.algorithm !== undefined || policy.burst === undefined) return
+        ctx.addIssue({
+          code: 'custom',
+          message: `${BURST_NEEDS_GCRA}; this policy inherits limiter.algorithm 'fixed-window'`,
+          path: ['routes', spec, ...(Array.isArray(entry) ? [i] : []), 'burst'],
+        })
+      })
+    }
+  })
 
 export const limiterSection = section(limiterSchema)
 export type LimiterOptions = z.input<typeof limiterSchema>

@@ -26,6 +26,11 @@ export const metricsSchema = z.strictObject({
   buckets: z
     .array(z.number().positive())
     .min(1)
+    // prom-client neither sorts nor deduplicates: out of order, an observation lands in
+    // the first bound above it and the cumulative `le` counts come out wrong.
+    .refine((b) => b.every((v, i) => i === 0 || v > (b[i - 1] as number)), {
+      message: 'expected strictly increasing bucket bounds (no duplicates)',
+    })
     .default([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
   /** Most route templates learned from raw paths before new ones fold into `(other)`. */
   maxRoutes: z.int().min(1).max(100_000).default(500),

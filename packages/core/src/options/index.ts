@@ -141,6 +141,16 @@ function collect(
       }
       continue
     }
+    if (issue.code === 'invalid_key') {
+      // A refused record key (a header name, a route spec): say why, and show the key, not its value.
+      const key = path[path.length - 1]
+      out.push({
+        path: path.map(String).join('.'),
+        message: issue.issues[0]?.message ?? issue.message,
+        ...(key === undefined ? {} : { received: describeValue(String(key), path.slice(0, -1)) }),
+      })
+      continue
+    }
     const received = valueAt(input, path)
     out.push({
       path: path.map(String).join('.'),

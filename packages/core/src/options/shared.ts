@@ -48,3 +48,32 @@ export function deepFreeze<T>(value: T): T {
   }
   return value
 }
+
+/**
+ * Header fields an option may never set: they frame the message or belong to one
+ * connection (RFC 9110 §7.6.1, RFC 9112 §6–§7, §9.6). Node computes them from
+ * what is actually written; a fixed `content-length: 5` on a streamed 21-byte body
+ * desynchronises the client, and hop-by-hop fields are the proxy's to decide.
+ */
+export const FRAMING_HEADERS: ReadonlySet<string> = new Set([
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'http2-settings',
+  'host',
+])
+
+/** Whether `name` (any case) is a framing or hop-by-hop field no option may set. */
+export const isFramingHeader = (name: string): boolean => FRAMING_HEADERS.has(name.toLowerCase())
+
+/** A header field name that is not a framing or hop-by-hop field. */
+export const responseHeaderName = headerName.refine((h) => !isFramingHeader(h), {
+  message: `framing and hop-by-hop fields are set by Node from what is written (refused: ${[...FRAMING_HEADERS].join(', ')})`,
+})

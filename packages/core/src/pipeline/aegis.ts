@@ -42,6 +42,7 @@ import { answerInstead, bodyTooLarge, setWatchedLimit, watchBodySize } from '../
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../warnings.js'
 import { createFailureAnswers, guardCallback, safeLogger } from '../callbacks.js'
+import { checkedRejection } from '../options/reject.js'
 import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
 import { pathOf } from '../url.js'
 import { stateSlots } from './state.js'
@@ -414,7 +415,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       // A preflight answer is not a rejection: the hook and the counter see refusals only.
       if (onReject !== undefined) {
         try {
-          rejection = onReject(rejection, req) ?? rejection
+          rejection = checkedRejection(onReject(rejection, req), rejection, warn)
         } catch (err) {
           rejection = failure(err)
           state.headers = security

@@ -2,13 +2,10 @@ import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { ioredis } from '../dependencies.js'
 import { WarningCodes } from '../errors.js'
 import type { Logger } from '../options/index.js'
-import { isRedisClient, type StoreConfig } from './options.js'
+import { isRedisClient, type RedisClient, type StoreConfig } from './options.js'
 
 export { storeSchema, isRedisClient } from './options.js'
-export type { StoreOptions, StoreConfig, RedisClientLike } from './options.js'
-
-/** ioredis' `Redis` or `Cluster`: the commands Aegis sends exist on both. */
-export type RedisClient = Redis | Cluster
+export type { StoreOptions, StoreConfig, RedisClientLike, RedisClient } from './options.js'
 
 /** Events of the shared store, for metrics. */
 export interface StoreEvents {

@@ -42,6 +42,22 @@ export function normalizeHost(value: string): string | undefined {
   return host
 }
 
+/**
+ * The port an authority names, as a number; `fallback` (the scheme's default)
+ * when it names none or an empty one (RFC 3986 §3.2.3: `host:` is the default
+ * port). Only meaningful for an authority `normalizeHost` accepted.
+ *
+ * @example
+ * authorityPort('example.com:8080', 80) // 8080
+ * authorityPort('[::1]', 443)           // 443
+ */
+export function authorityPort(authority: string, fallback: number): number {
+  const close = authority.charCodeAt(0) === 0x5b /* [ */ ? authority.indexOf(']') + 1 : 0
+  const colon = authority.indexOf(':', close)
+  if (colon < 0 || colon === authority.length - 1) return fallback
+  return Number(authority.slice(colon + 1))
+}
+
 // reg-name = *( unreserved / pct-encoded / sub-delims ), RFC 3986 §3.2.2
 const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=%]+$/
 const PORT = /^[0-9]{0,5}$/

@@ -2,14 +2,14 @@ import type { IncomingMessage } from 'node:http'
 import { ErrorCodes } from '../errors.js'
 import { problem } from '../pipeline/problem.js'
 import type { Rejection } from '../pipeline/types.js'
-import { compileHostAllowlist, normalizeHost, type HostMatcher } from './host.js'
+import { authorityPort, compileHostAllowlist, normalizeHost, type HostMatcher } from './host.js'
 import type { ValidatorConfig } from './options.js'
 import { inspectPath } from './path.js'
 import { pathOf } from '../url.js'
 
 export { validatorSchema, DEFAULT_METHODS } from './options.js'
 export type { ValidatorOptions, ValidatorConfig } from './options.js'
-export { normalizeHost, compileHostAllowlist } from './host.js'
+export { normalizeHost, authorityPort, compileHostAllowlist } from './host.js'
 export { inspectPath, percentDecode } from './path.js'
 export { watchBodySize, bodyTooLarge } from './body-limit.js'
 export { createRouteValidator } from './route-schema.js'
@@ -105,6 +105,15 @@ export function createValidator(config: ValidatorConfig): Validator {
       detail: 'The request must name exactly one valid host (RFC 9112 §3.2).',
       headers: { connection: 'close' },
     }),
+    hostMismatch: problem({
+      status: 400,
+      code: ErrorCodes.BAD_HOST,
+      reason: 'host',
+      title: 'Bad Request',
+      detail:
+        'An absolute-form request target and the Host header must name the same host and port (RFC 9112 §3.2.2).',
+      headers: { connection: 'close' },
+    }),
     hostNotAllowed: problem({
       status: 421,
       code: ErrorCodes.HOST_NOT_ALLOWED,
@@ -141,6 +150,14 @@ export function createValidator(config: ValidatorConfig): Validator {
       hostMemo.set(authority, n)
     }
     return n ?? undefined
+  }
+
+  /** Whether two authorities name one host and port (the port defaulted by the target's scheme). */
+  const sameAuthority = (target: string, host: string, https: boolean): boolean => {
+    const name = normalizedHost(target)
+    if (name === undefined || name !== normalizedHost(host)) return false
+    const fallback = https ? 443 : 80
+    return authorityPort(target, fallback) === authorityPort(host, fallback)
   }
 
   function inspect(req: IncomingMessage, shape: RequestShape): Rejection | undefined {
@@ -216,6 +233,15 @@ export function createValidator(config: ValidatorConfig): Validator {
         path = url.slice(m[0].length) || '/'
         if (authority.includes('@')) return r.host // userinfo has no place in a request target
         if (path.charCodeAt(0) !== 0x2f && path.charCodeAt(0) !== 0x3f) return r.badPath
+        // RFC 9112 §3.2.2: the target's authority replaces Host, and it is what is
+        // checked below. But Express (req.hostname), Fastify (request.host) and Koa
+        // (ctx.host) read the Host field: a Host naming another host is what the app
+        // would believe (password-reset poisoning past allowedHosts). Refuse the
+        // mismatch instead of rewriting the request the app reads; real clients
+        // (forward-proxy clients, curl -x) send the same authority in both. Without
+        // Host the app reads none, so there is nothing to mismatch.
+        const https = url.charCodeAt(4) === 0x73 || url.charCodeAt(4) === 0x53 /* s */
+        if (host !== undefined && !sameAuthority(authority, host, https)) return r.hostMismatch
       }
     }
     if (authority !== undefined) {
