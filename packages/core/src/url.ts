@@ -11,9 +11,9 @@ const DOT_SEGMENT = /^(?:\.|%2e)$/i
 /**
  * The request target with its single-dot path segments removed (RFC 3986
  * §5.2.4): `/api/./login` and `/api/%2e/login` are `/api/login`, as upstreams
- * that normalise (WHATWG URL, nginx, Spring) route them. Guards match on this
- * form and the gateway forwards it, so a route policy covers every spelling of
- * its path. `..` segments are left alone: the validator refuses them. The query
+ * that normalise (WHATWG URL, nginx, Spring) route them. The gateway forwards
+ * this form, which is the path the limiter's route policies matched (they ignore
+ * the same segments), so a policy covers every spelling of its path. `..` segments are left alone: the validator refuses them. The query
  * is kept as it is. Returns `url` itself when there is nothing to remove (no
  * allocation on the common path).
  *

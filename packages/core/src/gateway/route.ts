@@ -40,7 +40,7 @@ import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
-import { pathOf } from '../url.js'
+import { pathOf, normalizeTarget } from '../url.js'
 import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
@@ -524,7 +524,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const rest = underPrefix(config.prefix, url)
     if (rest === undefined) return undefined
     // The prefix must stay the floor: no dot-dot segment in any decoding may climb out of it.
-    return inspectPath(pathOf(rest)) === 'ok' ? rest : pathTraversal
+    // Forwarded without its single-dot segments: the path the limiter's route policies matched.
+    return inspectPath(pathOf(rest)) === 'ok' ? normalizeTarget(rest) : pathTraversal
   }
 
   return {
