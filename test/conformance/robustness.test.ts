@@ -288,3 +288,96 @@ describe.each(adapters)('%s: a registry whose collect() throws', (_name, make) =
     }
   })
 })
+
+describe('a gateway route whose user callbacks throw', () => {
+  let upstream: WebSocketServer
+  let upstreamUrl = ''
+  beforeAll(async () => {
+    // Answers plain requests too: the ws server's HTTP server echoes nothing, so a 426 is its answer.
+    upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    await once(upstream, 'listening')
+    upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+    upstream.on('connection', (socket) => socket.send('hello'))
+  })
+  afterAll(async () => {
+    for (const c of upstream.clients) c.terminate()
+    await new Promise((resolve) => upstream.close(resolve))
+  })
+  const UPGRADE =
+    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
+  const throwingHash = (req: { headers: Record<string, unknown> }): string => {
+    if (boom(req)) throw failure('hash')
+    return 'k'
+  }
+
+  describe.each(gateways)('%s', (_name, make) => {
+    it('router: the request is answered 500 problem+json, logged once', async () => {
+      const logger = recorder()
+      const app = await make(
+        [
+          {
+            prefix: '/api',
+            upstreams: [],
+            allowTargets: ['127.0.0.0/8'],
+            router: (req) => {
+              if (boom(req)) throw failure('router')
+              return upstreamUrl
+            },
+          },
+        ],
+        { logger },
+      )
+      try {
+        for (let i = 0; i < 2; i++)
+          expectProblem(
+            await rawRequest(app.port, HEAD('GET', '/api/x', 'x-boom: 1\r\n')),
+            500,
+            'AEGIS_ERR_CALLBACK_FAILED',
+          )
+        const failures = logger.errors.filter((e) => e.obj.code === 'AEGIS_ERR_CALLBACK_FAILED')
+        expect(failures.map((f) => f.obj.callback)).toEqual(['proxy.router'])
+      } finally {
+        await app.close()
+      }
+    })
+
+    it('balancer.hash: 500 problem+json on a request and on a WebSocket upgrade', async () => {
+      const app = await make(
+        [
+          { prefix: '/api', upstreams: [upstreamUrl], balancer: { hash: throwingHash } },
+          { prefix: '/ws', upstreams: [upstreamUrl], balancer: { hash: throwingHash } },
+        ],
+        { logger: recorder() },
+      )
+      try {
+        expectProblem(
+          await rawRequest(app.port, HEAD('GET', '/api/x', 'x-boom: 1\r\n')),
+          500,
+          'AEGIS_ERR_CALLBACK_FAILED',
+        )
+        const res = await rawRequest(app.port, HEAD('GET', '/ws/chat', UPGRADE + 'x-boom: 1\r\n'))
+        expectProblem(res, 500, 'AEGIS_ERR_CALLBACK_FAILED')
+        expect((await rawRequest(app.port, HEAD('GET', '/ws/chat', UPGRADE))).status).toBe(101)
+      } finally {
+        await app.close()
+      }
+    })
+
+    it('a WebSocket upgrade that reaches a route as a plain request is refused loudly, never a silent 200', async () => {
+      const logger = recorder()
+      const warnings: unknown[] = []
+      logger.warn = (obj) => void warnings.push(obj)
+      // The documented Express mount (app.use('/api', shield.proxy(...))) never sees the 'upgrade' event.
+      const app = await make([{ prefix: '/api', upstreams: [upstreamUrl] }], { logger })
+      try {
+        const res = await rawRequest(app.port, HEAD('GET', '/api/chat', UPGRADE))
+        if (app.name === 'express') {
+          expectProblem(res, 403, 'AEGIS_ERR_UPGRADE_REFUSED')
+          expect(warnings).toContainEqual({ code: 'AEGIS_WARN_UPGRADE_UNROUTED' })
+        } else expect(res.status).toBe(101) // a prefixed route on an attached server takes it
+      } finally {
+        await app.close()
+      }
+    })
+  })
+})

@@ -44,6 +44,7 @@ export const WarningCodes = {
   STORE_DOWN: 'AEGIS_WARN_STORE_DOWN',
   AUDIT_SINK_FAILED: 'AEGIS_WARN_AUDIT_SINK_FAILED',
   INVALID_REJECTION: 'AEGIS_WARN_INVALID_REJECTION',
+  UPGRADE_UNROUTED: 'AEGIS_WARN_UPGRADE_UNROUTED',
 } as const
 
 export type WarningCode = (typeof WarningCodes)[keyof typeof WarningCodes]

@@ -12,6 +12,7 @@
  * Nothing here does I/O: health probes go through the `probe` the gateway
  * passes in, timers are unref'd and `close()` stops them.
  */
+import { guardCallback } from '../callbacks.js'
 import type { IncomingMessage } from 'node:http'
 import type { z } from 'zod'
 import { UpstreamHost, type Outcome } from './host.js'
@@ -82,7 +83,8 @@ export function createBalancer(
   const algorithm = config.balancer
   const swrr = new SmoothWeightedRoundRobin(hosts)
   const ring = typeof algorithm === 'object' ? new HashRing(hosts) : undefined
-  const hashKey = typeof algorithm === 'object' ? algorithm.hash : undefined
+  const hash = typeof algorithm === 'object' ? algorithm.hash : undefined
+  const hashKey = typeof hash === 'function' ? guardCallback('proxy.balancer.hash', hash) : hash
   const timers = new Set<NodeJS.Timeout>()
   let closed = false
 

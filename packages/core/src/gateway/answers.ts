@@ -69,6 +69,18 @@ export const upgradeRefused = problem({
   detail: 'This route does not switch to the protocol the request asked for.',
 })
 
+/**
+ * 403: a WebSocket upgrade met on the plain-request path, where it cannot be
+ * switched (see `unroutedUpgrade` in route.ts): refused rather than answered 200.
+ */
+export const upgradeUnrouted = problem({
+  status: 403,
+  code: ErrorCodes.UPGRADE_REFUSED,
+  reason: 'upgrade-unrouted',
+  title: 'Forbidden',
+  detail: 'This route cannot take protocol upgrades where it is mounted.',
+})
+
 /** 500: an app's body parser read the request body and left nothing the gateway can re-send. */
 export const bodyConsumed = problem({
   status: 500,

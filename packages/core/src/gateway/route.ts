@@ -25,6 +25,7 @@ import {
   upstreamFailure,
   upstreamSaturated,
   upgradeRefused,
+  upgradeUnrouted,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
 import { shareBreakers, type BreakerBus } from './breaker-bus.js'
@@ -41,6 +42,9 @@ import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
 import { pathOf, normalizeTarget } from '../url.js'
+import { guardCallback } from '../callbacks.js'
+import { WarningCodes } from '../errors.js'
+import type { Warn } from '../warnings.js'
 import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */
@@ -59,6 +63,10 @@ export interface GatewayDeps {
   readonly breakers: BreakerBus | undefined
   /** Where upstream state changes and run-time fault-injection switches are recorded. */
   readonly audit: AuditLog | undefined
+  /** Warn once per code (misconfiguration that shows with traffic). */
+  readonly warn: Warn
+  /** The answer to a user callback that failed (logged once), or to a bug of ours. */
+  failure(err: unknown): Rejection
 }
 
 /** A state change of an upstream, as the audit log records it. */
@@ -353,7 +361,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
     let body = bodyOf(req, parsed)
     if (body === undefined) return answer(req, res, bodyConsumed)
-    const target = config.router?.(req)
+    const target = router?.(req)
     if (target !== undefined) return forwardToTarget(req, res, rest, body, target)
     const method = req.method ?? 'GET'
     const mayRetry =
@@ -519,6 +527,24 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (!relayed) refuse(upstreamFailure(error))
   }
 
+  const router = config.router === undefined ? undefined : guardCallback('proxy.router', config.router)
+
+  /**
+   * An upgrade this route would proxy, met on the plain-request path: no `upgrade` listener took it
+   * (no `attach(server)`, or on Express a route mounted by path, which the server's `upgrade` event
+   * never reaches). Forwarded as plain HTTP it would come back a silent 200; refuse it, and say why.
+   */
+  const unroutedUpgrade = (req: IncomingMessage): boolean => {
+    const connection = req.headers.connection
+    if (connection === undefined || allowedUpgrade(req.headers.upgrade) === undefined) return false
+    if (!/(?:^|,)\s*upgrade\s*(?:,|$)/i.test(connection)) return false
+    deps.warn(
+      WarningCodes.UPGRADE_UNROUTED,
+      `A WebSocket upgrade reached proxy route ${name} as a plain request and was refused: give the route its prefix, mount it at the root (Express: app.use(shield.proxy({ prefix, … }))) and call attach(server).`,
+    )
+    return true
+  }
+
   /** The part of `url` this route forwards, or a refusal for a path that climbs out of the prefix. */
   const routed = (url: string): string | undefined | typeof pathTraversal => {
     const rest = underPrefix(config.prefix, url)
@@ -544,11 +570,12 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     handle(req, res, url, parsed) {
       const rest = routed(url)
       if (rest === undefined) return false
-      if (typeof rest !== 'string') {
-        answer(req, res, rest)
+      if (typeof rest !== 'string' || unroutedUpgrade(req)) {
+        answer(req, res, typeof rest === 'string' ? upgradeUnrouted : rest)
         return Promise.resolve()
       }
-      return forward(req, res, rest, parsed)
+      // A user callback (router, balancer.hash) that throws fails this request alone: a 500 problem.
+      return forward(req, res, rest, parsed).catch((err: unknown) => answer(req, res, deps.failure(err)))
     },
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])

@@ -8,6 +8,7 @@
  * let DNS rebinding answer a public address to the check and 127.0.0.1 to the
  * connection; here there is no "later".
  */
+import { CallbackError } from '../callbacks.js'
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns'
 import type { Pool } from 'undici'
 import type { ConnectionQueue } from './queue.js'
@@ -55,6 +56,14 @@ export function createTargetGuard(options: {
 
   // Every address a connection may use is checked: one refused address refuses the name.
   const guardedLookup = ((hostname: string, opts: LookupOptions, callback: (...args: unknown[]) => void) => {
+    // A user's `lookup` that throws fails this connection (a 502), never the connector that called it.
+    try {
+      lookupChecked(hostname, opts, callback)
+    } catch (err) {
+      callback(new CallbackError('proxy.lookup', 'threw', err))
+    }
+  }) as unknown as LookupFunction
+  const lookupChecked = (hostname: string, opts: LookupOptions, callback: (...args: unknown[]) => void): void => {
     resolve(hostname, { ...opts }, ((
       err: NodeJS.ErrnoException | null,
       address: string | LookupAddress[],
@@ -68,7 +77,7 @@ export function createTargetGuard(options: {
       }
       callback(null, address, family)
     }) as never)
-  }) as unknown as LookupFunction
+  }
 
   const pools = new LRUCache<string, { pool: Pool; queue: ConnectionQueue }>({
     max: 256,

@@ -194,6 +194,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
           trustsProxy: config.trustProxy !== false,
           clientOf: (req) => states.get(req)?.client,
         })
+  const failure = createFailureAnswers(logger)
   const gatewayDeps: GatewayDeps = {
     peerTrusted: (req) => clients.peerTrusted(req),
     clientKey: (req) => (states.get(req)?.client ?? clients.resolve(req)).key,
@@ -203,6 +204,12 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
     breakers: store === undefined ? undefined : createBreakerBus(store, logger),
     audit,
+    warn,
+    failure: (err) => {
+      const rejection = failure(err)
+      metrics?.rejection(rejection.reason)
+      return rejection
+    },
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
   const extraRoutes: ProxyRoute[] = []
@@ -245,8 +252,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       upgraded.then(
         () => release(true),
         (err: unknown) => {
+          // A user callback of the route (router, balancer.hash) threw, or a bug of ours: 500 on the socket.
           release(false)
-          logger?.error({ err }, 'WebSocket upgrade failed')
+          if (!socket.destroyed) writeSocketRejection(socket, gatewayDeps.failure(err), state.headers)
           socket.destroy()
         },
       )
@@ -264,7 +272,6 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const { accessLog, serverTiming } = config
   const skip = config.skip === undefined ? undefined : guardCallback('skip', config.skip)
   const onReject = config.onReject === undefined ? undefined : guardCallback('onReject', config.onReject)
-  const failure = createFailureAnswers(logger)
   const routeOf = hooks.routeOf
   const maxBodyBytes = validator?.maxBodyBytes ?? Number.POSITIVE_INFINITY
   const closeHeader: HeaderList = [['connection', 'close']]
