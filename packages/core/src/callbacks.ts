@@ -51,12 +51,15 @@ export function guardCallback<F extends (...args: never[]) => unknown>(name: str
   const call = f as unknown as (a: unknown, b: unknown, c: unknown) => unknown
   return function guarded(this: unknown, a: unknown, b: unknown, c: unknown): unknown {
     let result: unknown
+    let thenable: boolean
     try {
       result = call.call(this, a, b, c)
+      // Inside the try: a result whose `then` getter throws (a revoked Proxy) is the callback's failure too.
+      thenable = isThenable(result)
     } catch (err) {
       throw new CallbackError(name, 'threw', err)
     }
-    if (isThenable(result)) {
+    if (thenable) {
       // Settle it quietly: an async function passed here rejects into nothing otherwise.
       Promise.resolve(result).then(ignore, ignore)
       throw new CallbackError(name, 'returned a promise; it must return its value synchronously')

@@ -14,13 +14,16 @@ const DOT_SEGMENT = /^(?:\.|%2e)$/i
  * that normalise (WHATWG URL, nginx, Spring) route them. The gateway forwards
  * this form, which is the path the limiter's route policies matched (they ignore
  * the same segments), so a policy covers every spelling of its path. `..` segments are left alone: the validator refuses them. The query
- * is kept as it is. Returns `url` itself when there is nothing to remove (no
- * allocation on the common path).
+ * is kept as it is, and so is a target not in origin form (absolute form,
+ * `*`). Returns `url` itself when there is nothing to remove (no allocation on
+ * the common path).
  *
  * @example
  * normalizeTarget('/api/%2e/login?x=./y') // '/api/login?x=./y'
  */
 export function normalizeTarget(url: string): string {
+  // Origin form only: an absolute-form target's authority is no path (`http://./x`), and `*` has none.
+  if (url.charCodeAt(0) !== 0x2f) return url
   const q = url.indexOf('?')
   const end = q < 0 ? url.length : q
   const dot = url.indexOf('/.', 0)

@@ -75,6 +75,29 @@ describe('streaming body limit', () => {
     expect(JSON.parse(result.body ?? '{}')).toMatchObject({ status: 413, code: 'AEGIS_ERR_BODY_TOO_LARGE' })
   })
 
+  it('ends the request for the handler still reading it: its read rejects with the 413', async () => {
+    aegis = createAegis({ validator: { maxBodyBytes: 50_000 } })
+    let settled: (outcome: string) => void = () => {}
+    const outcome = new Promise<string>((resolve) => (settled = resolve))
+    const { port } = await serve(aegis, (req, res) => {
+      const read = async (): Promise<number> => {
+        let n = 0
+        for await (const chunk of req) n += (chunk as Buffer).length
+        return n
+      }
+      read().then(
+        (n) => {
+          settled(`read ${n}`)
+          res.end('late')
+        },
+        (err: { code?: string }) => settled(`rejected ${err.code}`),
+      )
+    })
+    const result = await upload(port, 1024 * 1024)
+    expect(result.status).toBe(413)
+    expect(await outcome).toBe('rejected AEGIS_ERR_BODY_TOO_LARGE')
+  })
+
   it('destroys the connection when the response has already started', async () => {
     aegis = createAegis({ validator: { maxBodyBytes: 50_000 } })
     const { port } = await serve(aegis, (req, res) => {

@@ -63,7 +63,11 @@ export function createTargetGuard(options: {
       callback(new CallbackError('proxy.lookup', 'threw', err))
     }
   }) as unknown as LookupFunction
-  const lookupChecked = (hostname: string, opts: LookupOptions, callback: (...args: unknown[]) => void): void => {
+  const lookupChecked = (
+    hostname: string,
+    opts: LookupOptions,
+    callback: (...args: unknown[]) => void,
+  ): void => {
     resolve(hostname, { ...opts }, ((
       err: NodeJS.ErrnoException | null,
       address: string | LookupAddress[],

@@ -38,7 +38,13 @@ import {
 } from '../server/index.js'
 import { shapeRequests, type ShapedRequests } from '../server/shape.js'
 import { createValidator, type RequestShape } from '../validator/index.js'
-import { answerInstead, bodyTooLarge, setWatchedLimit, watchBodySize } from '../validator/body-limit.js'
+import {
+  answerInstead,
+  answeredByAegis,
+  bodyTooLarge,
+  setWatchedLimit,
+  watchBodySize,
+} from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../warnings.js'
 import { createFailureAnswers, guardCallback, safeLogger } from '../callbacks.js'
@@ -402,7 +408,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         (result) => conclude(req, state, result),
         (err: unknown) => {
           // The limiter handles store errors itself; anything else is a bug: admit, and say so.
-          config.logger?.error({ err }, 'rate limiter failed; request admitted')
+          logger?.error({ err }, 'rate limiter failed; request admitted')
           return conclude(req, state, undefined)
         },
       )
@@ -412,6 +418,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
 
   /** Finish admission once every guard has spoken. */
   function conclude(req: IncomingMessage, state: State, limited: LimitResult | undefined): State {
+    // The body outgrew its limit while a shared store decided: the 413 is the answer, already written.
+    if (state.res !== undefined && answeredByAegis(state.res)) {
+      state.slot = limited?.acquired === true
+      return state
+    }
     if (limited !== undefined) {
       if (limited.headers.length > 0) state.headers = [...state.headers, ...limited.headers]
       state.rejection = limited.rejection

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import { ErrorCodes } from '../errors.js'
+import { AegisError, ErrorCodes } from '../errors.js'
 import { problem } from '../pipeline/problem.js'
 import type { Rejection } from '../pipeline/types.js'
 
@@ -133,9 +133,13 @@ const SILENCED = {
  * writes a response in the order of its request, behind earlier pipelined
  * answers, so the rejection reaches the request it belongs to. The app's own
  * later writes on `res` are then ignored (its status too, for the logs and
- * metrics), so nothing races the framework's write. Where the app has already
- * started its answer, the rejection cannot be sent: the connection is closed
- * instead, the only way left to stop the upload.
+ * metrics), so nothing races the framework's write. The request itself, whose
+ * body will never end (its chunks are dropped), is destroyed with the 413 as
+ * its error once the connection has closed: body parsers reject, and handlers
+ * awaiting it settle. Where the app has already answered, its answer stands:
+ * the connection closes after it (and after the pipelined answers before it);
+ * if it is still streaming, the connection is closed at once, the only way
+ * left to stop the upload.
  *
  * @example
  * answerInstead(res, bodyTooLarge(limit), state.headers)
@@ -146,11 +150,20 @@ export function answerInstead(
   extraHeaders: ReadonlyArray<readonly [string, string]> = [],
 ): void {
   if (answeredByAegis(res)) return
+  const req = res.req
   if (res.headersSent || res.writableEnded) {
-    // A pipelined response still waiting for its turn has no socket of its own yet.
-    ;(res.socket ?? res.req.socket).destroy()
+    if (res.socket != null && !res.writableEnded) return void res.socket.destroy()
+    // Ended, or waiting behind an earlier pipelined answer (no socket yet): destroying the
+    // connection now would lose the answers before it.
+    res.once('finish', () => req.socket.destroySoon())
     return
   }
+  req.socket.once('close', () => {
+    const err = new AegisError(ErrorCodes.BODY_TOO_LARGE, 'request body too large', {
+      status: rejection.status,
+    })
+    req.destroy(err)
+  })
   writeRawRejection(res, rejection, extraHeaders)
   const status = rejection.status
   ;(res as Answered)[kAnswered] = true
