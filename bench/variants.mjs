@@ -127,7 +127,10 @@ const withAegis = {
       core = shield.core
       if (core.store !== undefined) await redisReady(core)
       app.use(shield)
-      return { attach: (server) => shield.attach(server, attachOptions) }
+      // `false`: mounted only, as most apps do (the middleware shapes from the first request).
+      return attachOptions === false
+        ? undefined
+        : { attach: (server) => shield.attach(server, attachOptions) }
     }),
   fastify: (options) =>
     fastify(async (app) => {
@@ -208,6 +211,8 @@ export const variants = [
   aegisVariant('express', 'express-aegis-noshape', 'Express + Aegis, requests not shaped', () => AEGIS, {
     shapeRequests: false,
   }),
+  // `app.use(aegis())` and nothing else: no `attach()` (issue 14, finding 16).
+  aegisVariant('express', 'express-aegis-noattach', 'Express + Aegis, never attached', () => AEGIS, false),
   plainExpress('express-noop', 'floor', 'Express + an empty middleware', (app) => {
     app.use((_req, _res, next) => next())
   }),

@@ -2,6 +2,7 @@ import { once } from 'node:events'
 import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { createAegis, type Aegis } from '../src/index.js'
 import { shapeRequests } from '../src/server/shape.js'
 
 // What a framework of the Express kind does to each request: a prototype of
@@ -177,5 +178,56 @@ describe('shapeRequests', () => {
     shape.stop()
     expect(server.listenerCount('request')).toBe(before)
     expect(await get()).toBe('ok')
+  })
+})
+
+describe('createAegis hooks.shapeServers (an app that never calls attach())', () => {
+  /** A server whose handler admits every request through `core`, the way an adapter does. */
+  const admitting = (core: Aegis) =>
+    serve((req, res) => {
+      void Promise.resolve(core.admit(req)).then(() => {
+        // What an Express handler leaves on the objects: learned from the first responses.
+        req.next = undefined
+        res.locals = {}
+        res.end(String(Object.hasOwn(req, 'next')))
+      })
+    })
+
+  it('shapes the server a request arrives from, from that request on, until close()', async () => {
+    const core = createAegis({ limiter: false }, { shapeServers: true })
+    const { server, get } = await admitting(core)
+    const listeners = server.listenerCount('request')
+    // The first request is not shaped: `next` is absent until the handler sets it, then own.
+    expect(await get()).toBe('true')
+    expect(server.listenerCount('request')).toBe(listeners + 1)
+    const seen = watch(server).seen
+    const watching = server.listenerCount('request')
+    for (let i = 0; i < 20; i++) await get()
+    // Past the 16 it learns from, `next` is there before the handler runs, holding `undefined`.
+    expect(seen.at(-1)?.next).toEqual({ own: true, value: undefined })
+    expect(seen.at(-1)?.locals).toBe(true)
+    await core.close()
+    // Only the shaping listener goes (watch() added one of its own).
+    expect(server.listenerCount('request')).toBe(watching - 1)
+  })
+
+  it('is off unless an adapter asks for it, and attach() says for the servers it attaches', async () => {
+    const plain = createAegis({ limiter: false })
+    const first = await admitting(plain)
+    const listeners = first.server.listenerCount('request')
+    await first.get()
+    expect(first.server.listenerCount('request')).toBe(listeners)
+    await plain.close()
+
+    const core = createAegis({ limiter: false }, { shapeServers: true })
+    const attached = await admitting(core)
+    core.attach(attached.server, { drain: false, shapeRequests: false })
+    await attached.get()
+    expect(attached.server.listenerCount('request')).toBe(listeners)
+    await core.close()
+    // After close(), a request no longer starts any shaping.
+    const late = await admitting(core)
+    await late.get()
+    expect(late.server.listenerCount('request')).toBe(listeners)
   })
 })

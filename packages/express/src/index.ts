@@ -40,9 +40,22 @@ export interface AttachOptions {
    * before Express re-prototypes them, so that V8 keeps one cached layout for
    * every request instead of making new ones per request. Each holds what
    * reading it gives anyway until Express sets it; only `Object.hasOwn(req,
-   * 'next')` and the like see them earlier. Default: on where V8 needs it
+   * 'next')` and the like see them earlier. Default: `aegis()`'s own
+   * `shapeRequests` ({@link ExpressAdapterOptions}): on where V8 needs it
    * (Node 20 and 22; Node 24's V8 keeps Express' layouts by itself).
    * docs/performance.md has the figures.
+   */
+  shapeRequests?: boolean
+}
+
+/** Options of the Express adapter itself (`aegis(options, adapterOptions)`), beside core's options. */
+export interface ExpressAdapterOptions {
+  /**
+   * Shape the requests of every server the middleware serves (see
+   * {@link AttachOptions}), from its first request on, whether or not
+   * `shield.attach(server)` is called. `false` turns it off here and is the
+   * default of `attach()`'s own `shapeRequests`. Default: on where V8 needs it
+   * (Node 20 and 22).
    */
   shapeRequests?: boolean
 }
@@ -67,7 +80,8 @@ export interface AegisMiddleware extends RequestHandler {
   proxy(options: ProxyRouteOptions): ProxyMiddleware
   /**
    * Warn about missing server timeouts, answer parser errors, drain on close;
-   * and give the server's requests a stable layout (see {@link AttachOptions}).
+   * and give the server's requests a stable layout (see {@link AttachOptions};
+   * without `attach()` the middleware shapes from the first request it sees).
    */
   attach(server: HttpServer, options?: AttachOptions): void
   close(): Promise<void>
@@ -126,11 +140,19 @@ const routeOf = (req: Request): string | undefined =>
  * app.use(shield)
  * app.get('/metrics', shield.metrics)
  * shield.attach(app.listen(3000))
+ *
+ * // Request shaping off (it is on by default on Node 20 and 22, attach() or not):
+ * aegis({}, { shapeRequests: false })
  */
-export function aegis(options?: AegisOptions): AegisMiddleware {
+export function aegis(
+  options?: AegisOptions,
+  { shapeRequests: shapeServers = REPROTOTYPING_IS_UNCACHED }: ExpressAdapterOptions = {},
+): AegisMiddleware {
   const core = createAegis(options, {
     routeOf: routeOf as (req: unknown) => string | undefined,
     stateBesideRequest: true,
+    // An app that never calls attach() is shaped from its server's first request (`req.socket.server`).
+    shapeServers,
   })
   const metricsPath = core.config.metrics === false ? undefined : core.config.metrics.path
 
@@ -244,7 +266,7 @@ export function aegis(options?: AegisOptions): AegisMiddleware {
       }
       return Object.assign(handler, { route })
     },
-    attach: (server: HttpServer, { shapeRequests = REPROTOTYPING_IS_UNCACHED }: AttachOptions = {}) =>
+    attach: (server: HttpServer, { shapeRequests = shapeServers }: AttachOptions = {}) =>
       core.attach(server, { shapeRequests }),
     close: () => core.close(),
   })

@@ -154,11 +154,18 @@ describe('@aegis/express', () => {
   })
 })
 
-describe('request shaping (shield.attach)', () => {
+describe('request shaping (shield.attach, or the middleware alone)', () => {
+  /**
+   * How the app is set up: `attach` calls `shield.attach(server, { shapeRequests })`;
+   * `middleware` only mounts `app.use(shield)` (shaped from the first request on);
+   * `off` mounts `aegis(options, { shapeRequests: false })` and never attaches.
+   */
+  type Mode = { attach: boolean } | 'middleware' | 'off'
+
   /** An app using what Express sets per request: params, nested routers, locals, query, errors. */
-  async function app(shapeRequests: boolean) {
+  async function app(mode: Mode) {
     const app = express()
-    const shield = aegis({ limiter: false })
+    const shield = aegis({ limiter: false }, mode === 'off' ? { shapeRequests: false } : {})
     const nested = express.Router({ mergeParams: true })
     nested.get('/items/:id', (req, res) =>
       res.json({ params: req.params, baseUrl: req.baseUrl, query: req.query, locals: res.locals }),
@@ -177,42 +184,92 @@ describe('request shaping (shield.attach)', () => {
       res.status(500).json({ error: err.message })
     })
     const started = await start(app)
-    shield.attach(started.server, { shapeRequests })
+    if (typeof mode === 'object') shield.attach(started.server, { shapeRequests: mode.attach })
     return { ...started, shield }
   }
 
-  it('answers exactly as without it, before and after it has learned', async () => {
-    const paths = ['/t/acme/items/7?x=1&x=2', '/status', '/fail', '/nowhere', '/t/b/items/8']
-    const answers = async (shape: boolean) => {
-      const { url, shield } = await app(shape)
-      const out: string[] = []
-      // 20 rounds: past the 16 responses it learns from.
-      for (let round = 0; round < 20; round++)
-        for (const p of paths) {
-          const res = await fetch(url + p)
-          out.push(`${res.status} ${res.headers.get('content-type')} ${await res.text()}`)
-        }
-      await shield.close()
-      return out
-    }
-    const [shaped, plain] = [await answers(true), await answers(false)]
-    expect(shaped).toEqual(plain)
-    expect(shaped[0]).toContain('"params":{"tenant":"acme","id":"7"}')
-    expect(shaped[1]).toContain('{"status":200,"route":"/status"}')
+  const paths = ['/t/acme/items/7?x=1&x=2', '/status', '/fail', '/nowhere', '/t/b/items/8']
+  /** 20 rounds of `paths` (past the 16 responses shaping learns from); the listeners of `request` before and after close(). */
+  const answers = async (mode: Mode) => {
+    const { url, shield, server } = await app(mode)
+    const out: string[] = []
+    for (let round = 0; round < 20; round++)
+      for (const p of paths) {
+        const res = await fetch(url + p)
+        out.push(`${res.status} ${res.headers.get('content-type')} ${await res.text()}`)
+      }
+    const listening = server.listenerCount('request')
+    await shield.close()
+    const afterClose = server.listenerCount('request')
+    server.close()
+    await once(server, 'close')
+    return { out, listening, afterClose }
+  }
+
+  it('answers exactly as without it, before and after it has learned, attached or not', async () => {
+    const plain = await answers({ attach: false })
+    const shaped = await answers({ attach: true })
+    const middleware = await answers('middleware')
+    const off = await answers('off')
+    expect(shaped.out).toEqual(plain.out)
+    expect(middleware.out).toEqual(plain.out)
+    expect(off.out).toEqual(plain.out)
+    expect(shaped.out[0]).toContain('"params":{"tenant":"acme","id":"7"}')
+    expect(shaped.out[1]).toContain('{"status":200,"route":"/status"}')
+    // Shaping is one `request` listener before Express' own; close() removes it.
+    const shapes = REPROTOTYPING_IS_UNCACHED ? 2 : 1
+    expect([shaped.listening, shaped.afterClose]).toEqual([shapes, 1])
+    expect([middleware.listening, middleware.afterClose]).toEqual([shapes, 1])
+    expect([plain.listening, off.listening]).toEqual([1, 1])
+  })
+
+  it('shapes a server the middleware serves from its first request, once, until the server closes', async () => {
+    const app = express()
+    const shield = aegis({ limiter: false }, { shapeRequests: true })
+    app.use(shield)
+    app.get('/', (_req, res) => res.send('ok'))
+    const { url, server } = await start(app)
+    expect(server.listenerCount('request')).toBe(1)
+    expect(await (await fetch(url)).text()).toBe('ok')
+    expect(server.listenerCount('request')).toBe(2)
+    expect(await (await fetch(url)).text()).toBe('ok')
+    expect(server.listenerCount('request')).toBe(2)
+    // attach() later with shaping on keeps the one listener; explicitly off removes it.
+    shield.attach(server, { shapeRequests: true })
+    expect(server.listenerCount('request')).toBe(2)
+    const other = await start(app)
+    expect(await (await fetch(other.url)).text()).toBe('ok')
+    expect(other.server.listenerCount('request')).toBe(2)
+    shield.attach(other.server, { shapeRequests: false })
+    expect(other.server.listenerCount('request')).toBe(1)
+    // A server closed for good stops its shaping (a supertest-style server per request keeps nothing).
+    const third = await start(app)
+    expect(await (await fetch(third.url)).text()).toBe('ok')
+    expect(third.server.listenerCount('request')).toBe(2)
+    third.server.close()
+    await once(third.server, 'close')
+    expect(third.server.listenerCount('request')).toBe(1)
+    expect(third.server.listenerCount('close')).toBe(0)
+    await shield.close()
+    expect(server.listenerCount('request')).toBe(1)
+    other.server.close()
+    await once(other.server, 'close')
   })
 
   it('keeps one V8 layout per request and response, where Express alone makes new ones each time', () => {
     // V8's own verdict (%HaveSameMap), in a child process allowed natives syntax.
+    // Modes: attach(server) shaping or not; the middleware alone, by default or with shaping off.
     const script = `
       const express = require('express')
       const { aegis } = require('@aegis/express')
       const http = require('node:http')
+      const mode = process.argv[1]
       const app = express()
-      const shield = aegis({ limiter: false })
+      const shield = aegis({ limiter: false }, mode === 'off' ? { shapeRequests: false } : {})
       app.use(shield)
       app.get('/items/:id', (req, res) => res.json({ id: req.params.id }))
       const server = app.listen(0, '127.0.0.1', async () => {
-        shield.attach(server, { shapeRequests: process.argv[1] === 'shaped' })
+        if (mode === 'shaped' || mode === 'plain') shield.attach(server, { shapeRequests: mode === 'shaped' })
         const done = []
         server.on('request', (req, res) => res.once('finish', () => done.push([req, res])))
         const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
@@ -222,6 +279,7 @@ describe('request shaping (shield.attach)', () => {
         console.log(JSON.stringify({ req: %HaveSameMap(a[0], b[0]), res: %HaveSameMap(a[1], b[1]) }))
         agent.destroy()
         await shield.close()
+        server.close()
       })`
     const cwd = fileURLToPath(new URL('..', import.meta.url))
     const run = (mode: string) =>
@@ -236,8 +294,11 @@ describe('request shaping (shield.attach)', () => {
         ),
       ) as { req: boolean; res: boolean }
     expect(run('shaped')).toEqual({ req: true, res: true })
+    // Never attached: shaped from the first request on (the last two of 30 are long past learning).
+    expect(run('middleware')).toEqual({ req: true, res: true })
     // Node 24's V8 caches these layouts by itself; Node 20's and 22's do not.
     const alone = !REPROTOTYPING_IS_UNCACHED
     expect(run('plain')).toEqual({ req: alone, res: alone })
+    expect(run('off')).toEqual({ req: alone, res: alone })
   })
 })

@@ -73,6 +73,13 @@ export interface AdapterHooks {
    * has a hidden class of its own, so a property added to one costs V8 a new map.
    */
   stateBesideRequest?: boolean
+  /**
+   * Shape the requests of each server the requests arrive from
+   * (`shapeRequests()` in server/shape.ts), starting at its first request, for
+   * apps that never call `attach()`. Only the servers not attached: `attach()`
+   * says for its own. Stopped by `close()` or when the server closes.
+   */
+  shapeServers?: boolean
 }
 
 /**
@@ -133,7 +140,8 @@ export interface Aegis {
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
    * errors with problem+json, and drain it gracefully on `close()`. With
    * `shapeRequests` (Express), give its requests one V8 layout each
-   * (`shapeRequests()` in server/shape.ts) until `close()`.
+   * (`shapeRequests()` in server/shape.ts) until `close()`; `false` stops the
+   * shaping a first request started (`AdapterHooks.shapeServers`).
    */
   attach(server: HttpServer, options?: { drain?: boolean; shapeRequests?: boolean }): void
   /** Stop everything: drain attached servers, release metrics. Idempotent. */
@@ -292,8 +300,22 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   const servers = new Set<HttpServer>()
   // Attached servers (once each), for routes added later that take upgrades.
   const attachedServers = new Set<HttpServer>()
-  /** The request shaping of attached servers, stopped on `close()`. */
-  const shapes: ShapedRequests[] = []
+  /** The request shaping of each server (attached, or met by a request: `hooks.shapeServers`), stopped on `close()`. */
+  const shapes = new Map<HttpServer, { shaped: ShapedRequests; closed: () => void }>()
+  const shapeServer = (server: HttpServer): void => {
+    if (shapes.has(server)) return
+    // A server closed for good (supertest makes one per request) keeps nothing here.
+    const closed = (): void => unshapeServer(server)
+    shapes.set(server, { shaped: shapeRequests(server), closed })
+    server.once('close', closed)
+  }
+  const unshapeServer = (server: HttpServer): void => {
+    const entry = shapes.get(server)
+    if (entry === undefined) return
+    shapes.delete(server)
+    entry.shaped.stop()
+    server.off('close', entry.closed)
+  }
   const refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
     const r = validator?.methodRejection
     if (r === undefined) return void socket.destroy()
@@ -380,6 +402,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (server != null && !checkedServers.has(server)) {
       checkedServers.add(server)
       checkServer(server, warn)
+      // An app that never calls attach(): shape from this request on (it runs once per server).
+      if (hooks.shapeServers === true && closing === undefined) shapeServer(server)
     }
 
     const client = clients.resolve(req)
@@ -578,13 +602,15 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       shape.ceiling = Math.max(shape.ceiling, largestRouteBody([route]))
       return route
     },
-    attach(server, { drain = true, shapeRequests: shape = false } = {}) {
+    attach(server, { drain = true, shapeRequests: shaped } = {}) {
       if (closing !== undefined) throw new AegisError(ErrorCodes.CLOSED, 'attach() after close()')
       if (attachedServers.has(server)) return
       assertStrictParser(server)
       attachedServers.add(server)
       if (drain) servers.add(server)
-      if (shape) shapes.push(shapeRequests(server))
+      // Explicitly off also stops what a first request started (attach() called late).
+      if (shaped === true) shapeServer(server)
+      else if (shaped === false) unshapeServer(server)
       checkedServers.add(server)
       checkServer(server, warn)
       // Node writes a bare status line for parser errors only when nobody listens.
@@ -601,7 +627,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         await Promise.all([...servers].map(drain))
         servers.clear()
         attachedServers.clear()
-        for (const shape of shapes.splice(0)) shape.stop()
+        for (const server of [...shapes.keys()]) unshapeServer(server)
         limiter?.close()
         await Promise.all([gateway.close(), ...extraRoutes.map((r) => r.close())])
         await gatewayDeps.breakers?.close()
