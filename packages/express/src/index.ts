@@ -151,6 +151,7 @@ export function aegis(
   const core = createAegis(options, {
     routeOf: routeOf as (req: unknown) => string | undefined,
     stateBesideRequest: true,
+    responseOf: (req) => (req as Request).res,
     // An app that never calls attach() is shaped from its server's first request (`req.socket.server`).
     shapeServers,
   })
@@ -188,6 +189,17 @@ export function aegis(
     next()
   }
 
+  /** Admit a request inside a mount against its whole target; the guards read it synchronously. */
+  const admitWhole = (req: Request): ReturnType<Aegis['admit']> => {
+    const stripped = req.url
+    req.url = req.originalUrl
+    try {
+      return core.admit(req)
+    } finally {
+      req.url = stripped
+    }
+  }
+
   /**
    * Admit once, however mounted, then `then(state)` unless Aegis answered. Guards see
    * the whole target (`req.originalUrl`), not what a mount path left of it: a policy
@@ -200,11 +212,7 @@ export function aegis(
     next: NextFunction,
     then: (req: Request, res: Response, next: NextFunction, state: AegisRequestState) => void,
   ): void => {
-    const stripped = req.url
-    // The guards read the request target synchronously; Express' view is restored at once.
-    if (req.baseUrl !== '') req.url = req.originalUrl
-    const admission = core.admit(req)
-    req.url = stripped
+    const admission = req.baseUrl === '' ? core.admit(req) : admitWhole(req)
     core.track(req, res)
     if (admission instanceof Promise)
       admission.then((state) => {
