@@ -29,7 +29,7 @@ export interface GatewayApp {
 export type GatewayFactory = (routes: ProxyRouteOptions[], options?: AegisOptions) => Promise<GatewayApp>
 
 /** An Express or Koa gateway on its attached server. */
-async function served(
+export async function served(
   name: 'express' | 'koa',
   server: Server,
   shield: { core: Aegis; attach(server: Server): void; close(): Promise<void> },

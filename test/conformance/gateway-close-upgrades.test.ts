@@ -6,29 +6,22 @@
  * connection behind each.
  */
 import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startWsUpstream, type WsUpstream } from '../helpers/ws-upstream.js'
 import { gateways } from './gateway-apps.js'
 
-let upstream: WebSocketServer
-let upstreamUrl = ''
+let echo: WsUpstream
 
 beforeAll(async () => {
-  upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-  await once(upstream, 'listening')
-  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
-  upstream.on('connection', (socket) => socket.on('message', (data) => socket.send(data)))
+  echo = await startWsUpstream((socket) => socket.on('message', (data) => socket.send(data)))
 })
 
-afterAll(async () => {
-  for (const c of upstream.clients) c.terminate()
-  await new Promise((r) => upstream.close(r))
-})
+afterAll(() => echo.close())
 
 describe.each(gateways)('close() with proxied WebSockets open on %s', (_name, createGateway) => {
   it('resolves soon after closeTimeout, the tunnels and their upstream connections closed', async () => {
-    const app = await createGateway([{ prefix: '/ws', upstreams: [upstreamUrl] }], {
+    const app = await createGateway([{ prefix: '/ws', upstreams: [echo.url] }], {
       limiter: false,
       closeTimeout: 500,
     })
@@ -43,7 +36,7 @@ describe.each(gateways)('close() with proxied WebSockets open on %s', (_name, cr
         return ws
       }),
     )
-    expect(upstream.clients.size).toBe(2)
+    expect(echo.server.clients.size).toBe(2)
     const closed = clients.map((ws) => once(ws, 'close'))
 
     const t0 = performance.now()
@@ -65,7 +58,7 @@ describe.each(gateways)('close() with proxied WebSockets open on %s', (_name, cr
     expect(open).toBe(0)
     // The upstream side of each tunnel is closed too.
     const end = Date.now() + 2000
-    while (upstream.clients.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
-    expect(upstream.clients.size).toBe(0)
+    while (echo.server.clients.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
+    expect(echo.server.clients.size).toBe(0)
   })
 })

@@ -11,8 +11,7 @@ import type { AegisOptions } from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { rawRequest } from '../helpers/raw-http.js'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
-import { listen } from './apps.js'
-import { gateways, type GatewayApp, type GatewayFactory } from './gateway-apps.js'
+import { gateways, served, type GatewayApp, type GatewayFactory } from './gateway-apps.js'
 
 let upstream: Upstream
 beforeAll(async () => {
@@ -31,18 +30,7 @@ const expressProxyOnly: GatewayFactory = async (routes, opts = {}) => {
     app.use(prefix, proxy)
     return proxy.route
   })
-  const server = app.listen(0, '127.0.0.1')
-  shield.attach(server)
-  const port = await listen(server)
-  return {
-    name: 'express',
-    url: `http://127.0.0.1:${port}`,
-    port,
-    core: shield.core,
-    server,
-    routes: mounted,
-    close: () => shield.close(),
-  }
+  return served('express', app.listen(0, '127.0.0.1'), shield, mounted)
 }
 
 const post = (app: GatewayApp, path: string): ReturnType<typeof rawRequest> =>

@@ -6,6 +6,7 @@ import { Agent, request as httpRequest } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
 import { gateways, type GatewayApp } from './gateway-apps.js'
+import { sleep, waitFor } from '../helpers/wait.js'
 
 const agent = new Agent({ keepAlive: true, maxSockets: 32 })
 
@@ -49,16 +50,6 @@ async function load(app: GatewayApp, concurrency: number, until: () => boolean):
     }),
   )
   return results
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
 }
 
 describe.each(gateways)('gateway resilience on %s', (_name, createGateway) => {

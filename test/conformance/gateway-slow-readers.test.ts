@@ -14,6 +14,7 @@ import { connect, type Socket } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
 import { gateways, type GatewayApp } from './gateway-apps.js'
+import { waitFor } from '../helpers/wait.js'
 
 const BIG = 32 * 1024 * 1024
 const CHUNK = Buffer.alloc(64 * 1024, 'a')
@@ -110,16 +111,6 @@ function slowReader(app: GatewayApp, path: string): { socket: Socket; read(): Pr
         socket.once('close', done)
         socket.resume()
       }),
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
   }
 }
 

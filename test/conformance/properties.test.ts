@@ -7,8 +7,9 @@
  * carries an id its answer must echo, or a status only its own request can get.
  */
 import fc from 'fast-check'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { converse, parseResponses, writeChunked } from '../helpers/raw-http.js'
+import { failOnUncaught } from '../helpers/uncaught.js'
 import { adapters, type TestApp } from './apps.js'
 
 const LIMIT = 64 * 1024
@@ -117,17 +118,7 @@ async function play(app: TestApp, steps: readonly Step[]): Promise<string> {
   return raw
 }
 
-const uncaught: unknown[] = []
-const onUncaught = (err: unknown): void => void uncaught.push(err)
-beforeAll(() => {
-  process.on('uncaughtException', onUncaught)
-  process.on('unhandledRejection', onUncaught)
-})
-afterAll(() => {
-  process.off('uncaughtException', onUncaught)
-  process.off('unhandledRejection', onUncaught)
-})
-afterEach(() => expect(uncaught).toEqual([]))
+const uncaught = failOnUncaught()
 
 describe.each(adapters)('%s: random sequences on one connection', (_name, make) => {
   let app: TestApp

@@ -6,11 +6,8 @@
  * throw or reject on a request, an upgrade or a metrics scrape (a 500 problem,
  * logged once, never an uncaught exception).
  */
-import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
 import { Gauge, Registry } from 'prom-client'
-import { WebSocketServer } from 'ws'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AegisOptions, Logger } from '@aegis/core'
 import {
   converse,
@@ -19,22 +16,21 @@ import {
   writeChunked,
   type ParsedResponse,
 } from '../helpers/raw-http.js'
+import { failOnUncaught } from '../helpers/uncaught.js'
+import { startWsUpstream, type WsUpstream } from '../helpers/ws-upstream.js'
 import { adapters, type TestApp } from './apps.js'
 import { gateways } from './gateway-apps.js'
 
-const uncaught: unknown[] = []
-const onUncaught = (err: unknown): void => void uncaught.push(err)
-beforeAll(() => {
-  process.on('uncaughtException', onUncaught)
-  process.on('unhandledRejection', onUncaught)
+failOnUncaught()
+
+// One WebSocket upstream for the upgrade tests: it greets every socket it accepts.
+let ws: WsUpstream
+beforeAll(async () => {
+  ws = await startWsUpstream((socket) => socket.send('hello'))
 })
-afterAll(() => {
-  process.off('uncaughtException', onUncaught)
-  process.off('unhandledRejection', onUncaught)
-})
-afterEach(() => {
-  expect(uncaught).toEqual([])
-})
+afterAll(() => ws.close())
+const UPGRADE =
+  'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
 
 const HEAD = (method: string, path: string, extra = ''): string =>
   `${method} ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`
@@ -241,26 +237,11 @@ describe.each(adapters)('%s: a user callback that throws on a request', (_name, 
 })
 
 describe('a user callback that throws during a WebSocket upgrade', () => {
-  let upstream: WebSocketServer
-  let upstreamUrl = ''
-  beforeAll(async () => {
-    upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-    await once(upstream, 'listening')
-    upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
-    upstream.on('connection', (socket) => socket.send('hello'))
-  })
-  afterAll(async () => {
-    for (const c of upstream.clients) c.terminate()
-    await new Promise((resolve) => upstream.close(resolve))
-  })
-  const UPGRADE =
-    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
-
   describe.each(gateways)('%s', (_name, make) => {
     it.each(callbacks.filter(([, , r]) => r.method === 'GET'))(
       '%s: the upgrade is answered 500 problem+json on its socket',
       async (_callback, options, request) => {
-        const app = await make([{ prefix: '/ws', upstreams: [upstreamUrl] }], {
+        const app = await make([{ prefix: '/ws', upstreams: [ws.url] }], {
           ...options,
           logger: recorder(),
         })
@@ -303,21 +284,6 @@ describe.each(adapters)('%s: a registry whose collect() throws', (_name, make) =
 })
 
 describe('a gateway route whose user callbacks throw', () => {
-  let upstream: WebSocketServer
-  let upstreamUrl = ''
-  beforeAll(async () => {
-    // Answers plain requests too: the ws server's HTTP server echoes nothing, so a 426 is its answer.
-    upstream = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-    await once(upstream, 'listening')
-    upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
-    upstream.on('connection', (socket) => socket.send('hello'))
-  })
-  afterAll(async () => {
-    for (const c of upstream.clients) c.terminate()
-    await new Promise((resolve) => upstream.close(resolve))
-  })
-  const UPGRADE =
-    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
   const throwingHash = (req: { headers: Record<string, unknown> }): string => {
     if (boom(req)) throw failure('hash')
     return 'k'
@@ -334,7 +300,7 @@ describe('a gateway route whose user callbacks throw', () => {
             allowTargets: ['127.0.0.0/8'],
             router: (req) => {
               if (boom(req)) throw failure('router')
-              return upstreamUrl
+              return ws.url
             },
           },
         ],
@@ -357,8 +323,8 @@ describe('a gateway route whose user callbacks throw', () => {
     it('balancer.hash: 500 problem+json on a request and on a WebSocket upgrade', async () => {
       const app = await make(
         [
-          { prefix: '/api', upstreams: [upstreamUrl], balancer: { hash: throwingHash } },
-          { prefix: '/ws', upstreams: [upstreamUrl], balancer: { hash: throwingHash } },
+          { prefix: '/api', upstreams: [ws.url], balancer: { hash: throwingHash } },
+          { prefix: '/ws', upstreams: [ws.url], balancer: { hash: throwingHash } },
         ],
         { logger: recorder() },
       )
@@ -381,7 +347,7 @@ describe('a gateway route whose user callbacks throw', () => {
       const warnings: unknown[] = []
       logger.warn = (obj) => void warnings.push(obj)
       // The documented Express mount (app.use('/api', shield.proxy(...))) never sees the 'upgrade' event.
-      const app = await make([{ prefix: '/api', upstreams: [upstreamUrl] }], { logger })
+      const app = await make([{ prefix: '/api', upstreams: [ws.url] }], { logger })
       try {
         const res = await rawRequest(app.port, HEAD('GET', '/api/chat', UPGRADE))
         if (app.name === 'express') {
