@@ -35,6 +35,41 @@ export default tseslint.config(
     },
   },
   {
+    // kernel/ holds the building blocks every engine shares (errors, warnings, the
+    // logger, problem(), Rejection and HeaderList, option helpers): it imports no
+    // engine, nor the pipeline or the options that compose them.
+    files: ['packages/core/src/kernel/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                'limiter',
+                'gateway',
+                'balancer',
+                'cors',
+                'headers',
+                'validator',
+                'metrics',
+                'audit',
+                'store',
+                'client',
+                'server',
+                'pipeline',
+                'options',
+                'node',
+              ].flatMap((dir) => [`../${dir}`, `../${dir}/*`]),
+              message:
+                'kernel/ imports no engine, nor pipeline/, options/ or node/: move the shared piece into kernel/.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: globals.node },

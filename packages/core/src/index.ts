@@ -12,11 +12,11 @@ export type {
   Rejection,
   RouteOf,
   ValidatedInput,
-} from './pipeline/types.js'
-export { problem, ERRORS_DOC, IETF_PROBLEM, PROBLEM_CONTENT_TYPE } from './pipeline/problem.js'
-export type { ProblemInit } from './pipeline/problem.js'
-export { AegisError, AegisConfigError, ErrorCodes, WarningCodes } from './errors.js'
-export type { ErrorCode, WarningCode, ConfigIssue } from './errors.js'
+} from './kernel/types.js'
+export { problem, ERRORS_DOC, IETF_PROBLEM, PROBLEM_CONTENT_TYPE } from './kernel/problem.js'
+export type { ProblemInit } from './kernel/problem.js'
+export { AegisError, AegisConfigError, ErrorCodes, WarningCodes } from './kernel/errors.js'
+export type { ErrorCode, WarningCode, ConfigIssue } from './kernel/errors.js'
 export { parseOptions, optionsSchema } from './options/index.js'
 export type { AegisOptions, AegisConfig, Logger, SkipFunction, RejectHook } from './options/index.js'
 export { createClientResolver, maskAddress, parseAddress } from './client/index.js'
@@ -41,11 +41,11 @@ export type { HeadersOptions } from './headers/index.js'
 export { createCors } from './cors/index.js'
 export type { CorsOptions, OriginFunction } from './cors/index.js'
 export { createMetrics, createRouteLearner, templatize } from './metrics/index.js'
-export { normalizeTarget, pathOf } from './url.js'
+export { normalizeTarget, pathOf } from './kernel/url.js'
 export type { Metrics, MetricsOptions } from './metrics/index.js'
 export type { HttpServer } from './server/index.js'
-export { shapeRequests, REPROTOTYPING_IS_UNCACHED } from './server/shape.js'
-export type { ShapedRequests, ShapeOptions } from './server/shape.js'
+export { shapeRequests, REPROTOTYPING_IS_UNCACHED } from './node/shape.js'
+export type { ShapedRequests, ShapeOptions } from './node/shape.js'
 export { createLimiter } from './limiter/index.js'
 export type {
   Limiter,

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { auditSchema, createAuditLog, type AuditEvent } from '../src/audit/index.js'
 import { AegisConfigError, createAegis, WarningCodes } from '../src/index.js'
-import { createWarnOnce } from '../src/warnings.js'
+import { createWarnOnce } from '../src/kernel/warnings.js'
 
 const health = (upstream: string, healthy: boolean): AuditEvent => ({
   type: 'upstream.health',

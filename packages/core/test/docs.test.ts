@@ -7,9 +7,9 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import { AegisConfigError, ErrorCodes, WarningCodes } from '../src/errors.js'
+import { AegisConfigError, ErrorCodes, WarningCodes } from '../src/kernel/errors.js'
 import { optionsSchema, parseOptions } from '../src/options/index.js'
-import { ERRORS_DOC, problem } from '../src/pipeline/problem.js'
+import { ERRORS_DOC, problem } from '../src/kernel/problem.js'
 
 const read = (path: string): string => readFileSync(new URL(`../../../${path}`, import.meta.url), 'utf8')
 const configurationMd = read('docs/configuration.md')

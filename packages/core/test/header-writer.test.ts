@@ -1,7 +1,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { createHeaderWriter } from '../src/headers/write.js'
+import { createHeaderWriter } from '../src/node/header-store.js'
 
 const response = (): ServerResponse => new ServerResponse(new IncomingMessage(new Socket()))
 

@@ -3,7 +3,7 @@ import { createServer, IncomingMessage, ServerResponse, type Server } from 'node
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createAegis, type Aegis } from '../src/index.js'
-import { shapeRequests } from '../src/server/shape.js'
+import { shapeRequests } from '../src/node/shape.js'
 
 // What a framework of the Express kind does to each request: a prototype of
 // its own (with a getter and a default of its own), then properties added.

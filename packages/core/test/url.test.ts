@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { normalizeTarget } from '../src/url.js'
+import { normalizeTarget } from '../src/kernel/url.js'
 
 describe('normalizeTarget', () => {
   it.each([

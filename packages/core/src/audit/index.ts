@@ -6,10 +6,10 @@
  * `entries()` reads (an admin API pages through it by `seq`), and handed to the
  * configured sink as it is recorded.
  */
-import { WarningCodes } from '../errors.js'
+import { WarningCodes } from '../kernel/errors.js'
 import type { ChaosConfig } from '../gateway/options.js'
-import { deepFreeze } from '../options/shared.js'
-import type { Warn } from '../warnings.js'
+import { deepFreeze } from '../kernel/option-helpers.js'
+import type { Warn } from '../kernel/warnings.js'
 import type { AuditConfig } from './options.js'
 
 export { auditSchema, auditSection } from './options.js'

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { fn, section } from '../options/shared.js'
+import { fn, section } from '../kernel/option-helpers.js'
 import type { AuditEntry } from './index.js'
 
 /** Where each entry goes as it is recorded; a promise it returns is not awaited, a rejection is logged. */

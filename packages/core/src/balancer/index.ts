@@ -12,7 +12,7 @@
  * Nothing here does I/O: health probes go through the `probe` the gateway
  * passes in, timers are unref'd and `close()` stops them.
  */
-import { guardCallback } from '../callbacks.js'
+import { guardCallback } from '../kernel/callbacks.js'
 import type { IncomingMessage } from 'node:http'
 import type { z } from 'zod'
 import { UpstreamHost, type Outcome } from './host.js'

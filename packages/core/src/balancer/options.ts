@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
-import { fn, headerName, optInSection, section } from '../options/shared.js'
+import { fn, headerName, optInSection, section } from '../kernel/option-helpers.js'
 
 /** A key for consistent hashing (user id, session); `undefined` falls back to the client address. */
 export type HashKeyFunction = (req: IncomingMessage) => string | undefined

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import ipaddr from 'ipaddr.js'
 import { LRUCache } from 'lru-cache'
-import type { ClientIdentity } from '../pipeline/types.js'
+import type { ClientIdentity } from '../kernel/types.js'
 
 import { strictAddress, strictCidr } from './options.js'
 

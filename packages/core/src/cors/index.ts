@@ -1,8 +1,8 @@
 import type { IncomingMessage } from 'node:http'
-import { ErrorCodes } from '../errors.js'
-import { guardCallback } from '../callbacks.js'
-import { problem } from '../pipeline/problem.js'
-import type { Rejection } from '../pipeline/types.js'
+import { ErrorCodes } from '../kernel/errors.js'
+import { guardCallback } from '../kernel/callbacks.js'
+import { problem } from '../kernel/problem.js'
+import type { Rejection } from '../kernel/types.js'
 import type { CorsConfig } from './options.js'
 
 export { corsSchema } from './options.js'

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
-import { fn, headerName, method, optInSection } from '../options/shared.js'
+import { fn, headerName, method, optInSection } from '../kernel/option-helpers.js'
 
 /** Decides whether an origin may read the response. */
 export type OriginFunction = (origin: string, req: IncomingMessage) => boolean

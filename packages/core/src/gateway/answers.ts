@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http'
-import { ErrorCodes } from '../errors.js'
-import { IETF_PROBLEM, problem } from '../pipeline/problem.js'
-import type { Rejection } from '../pipeline/types.js'
+import { ErrorCodes } from '../kernel/errors.js'
+import { IETF_PROBLEM, problem } from '../kernel/problem.js'
+import type { Rejection } from '../kernel/types.js'
 
 /** 502: the upstream refused or reset the connection, or answered what is not HTTP. */
 export const upstreamUnavailable = problem({

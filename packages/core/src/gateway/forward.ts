@@ -8,7 +8,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { endSocket } from '../server/index.js'
+import { endSocket } from '../node/socket.js'
 import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */

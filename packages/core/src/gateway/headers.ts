@@ -17,8 +17,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import { setParsedHeaders } from '../headers/write.js'
-import { rawResponse } from '../server/index.js'
+import { setParsedHeaders } from '../node/header-store.js'
+import { rawResponse } from '../node/socket.js'
 
 const HOP_BY_HOP = new Set([
   'connection',

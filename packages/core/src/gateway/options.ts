@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { balancerFields } from '../balancer/options.js'
 import { addressOrCidr } from '../client/options.js'
-import { fn, headerName, section } from '../options/shared.js'
+import { fn, headerName, section } from '../kernel/option-helpers.js'
 import { checkCertificatePair, pemCertificates, pemPrivateKey } from '../options/tls.js'
 import type { LookupFunction } from './targets.js'
 

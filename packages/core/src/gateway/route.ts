@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { writeSocketRejection } from '../server/index.js'
+import { writeSocketRejection } from '../node/socket.js'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
 import type { AuditEvent, AuditLog } from '../audit/index.js'
@@ -14,7 +14,7 @@ import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
-import type { Rejection } from '../pipeline/types.js'
+import type { Rejection } from '../kernel/types.js'
 import {
   bodyConsumed,
   faultInjected,
@@ -41,10 +41,10 @@ import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
-import { pathOf, normalizeTarget } from '../url.js'
-import { guardCallback } from '../callbacks.js'
-import { WarningCodes } from '../errors.js'
-import type { Warn } from '../warnings.js'
+import { pathOf, normalizeTarget } from '../kernel/url.js'
+import { guardCallback } from '../kernel/callbacks.js'
+import { WarningCodes } from '../kernel/errors.js'
+import type { Warn } from '../kernel/warnings.js'
 import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
 
 /** What the gateway needs from the pipeline. */

@@ -8,7 +8,7 @@
  * let DNS rebinding answer a public address to the check and 127.0.0.1 to the
  * connection; here there is no "later".
  */
-import { CallbackError } from '../callbacks.js'
+import { CallbackError } from '../kernel/callbacks.js'
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns'
 import type { Pool } from 'undici'
 import type { ConnectionQueue } from './queue.js'

@@ -1,4 +1,4 @@
-import type { HeaderList } from '../pipeline/types.js'
+import type { HeaderList } from '../kernel/types.js'
 import type { HeadersConfig } from './options.js'
 
 export { headersSchema } from './options.js'

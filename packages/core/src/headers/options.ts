@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { headerValue, responseHeaderName, section } from '../options/shared.js'
+import { headerValue, responseHeaderName, section } from '../kernel/option-helpers.js'
 
 const cspDirectives = z.record(
   z.string().regex(/^[a-z-]+$/, 'expected a CSP directive name such as default-src'),

@@ -1,6 +1,6 @@
-import { ErrorCodes } from '../errors.js'
-import { IETF_PROBLEM, problem } from '../pipeline/problem.js'
-import type { HeaderList, Rejection } from '../pipeline/types.js'
+import { ErrorCodes } from '../kernel/errors.js'
+import { IETF_PROBLEM, problem } from '../kernel/problem.js'
+import type { HeaderList, Rejection } from '../kernel/types.js'
 import type { Verdict } from './gcra.js'
 
 /** What the answers need to know of a policy. */

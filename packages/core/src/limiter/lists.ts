@@ -6,7 +6,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import { inRanges, parseAddress, parseRanges } from '../client/index.js'
-import { pathOf } from '../url.js'
+import { pathOf } from '../kernel/url.js'
 
 /** `isExempt(url)` for these exemption specs (`/health`, `/static/*`). */
 export function createExemptions(specs: readonly string[]): (url: string) => boolean {

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { addressOrCidr } from '../client/options.js'
-import { fn, optInSection, section } from '../options/shared.js'
+import { fn, optInSection, section } from '../kernel/option-helpers.js'
 import { adaptiveSchema } from './adaptive.js'
 import { shedSchema } from './event-loop.js'
 

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client'
 import { z } from 'zod'
-import { section } from '../options/shared.js'
+import { section } from '../kernel/option-helpers.js'
 
 const registry = z.custom<Registry>(
   (v) =>

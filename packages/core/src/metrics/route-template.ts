@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache'
-import { pathOf } from '../url.js'
+import { pathOf } from '../kernel/url.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const NUMBER = /^[0-9]+$/

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
-import { AegisConfigError, type ConfigIssue } from '../errors.js'
+import { AegisConfigError, type ConfigIssue } from '../kernel/errors.js'
 import { ipv6SubnetSchema, trustProxySchema } from '../client/options.js'
 import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
@@ -11,16 +11,11 @@ import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway
 import { storeSchema } from '../store/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
-import type { Rejection } from '../pipeline/types.js'
-import { deepFreeze, fn } from './shared.js'
+import type { Rejection } from '../kernel/types.js'
+import { deepFreeze, fn } from '../kernel/option-helpers.js'
+import type { Logger } from '../kernel/logger.js'
 
-/** A pino-compatible logger: `(object, message)` argument order. */
-export interface Logger {
-  info(obj: object, msg?: string): void
-  warn(obj: object, msg?: string): void
-  error(obj: object, msg?: string): void
-  debug?(obj: object, msg?: string): void
-}
+export type { Logger }
 
 const logger = z.custom<Logger>(
   (v) =>

@@ -1,7 +1,7 @@
-import { WarningCodes } from '../errors.js'
-import type { Rejection } from '../pipeline/types.js'
-import type { Warn } from '../warnings.js'
-import { isFramingHeader } from './shared.js'
+import { WarningCodes } from '../kernel/errors.js'
+import type { Rejection } from '../kernel/types.js'
+import type { Warn } from '../kernel/warnings.js'
+import { isFramingHeader } from '../kernel/option-helpers.js'
 
 // Compiled once: RFC 9110 §5.1 field names, §5.5 field values without control characters.
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/

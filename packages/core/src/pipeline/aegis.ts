@@ -3,9 +3,9 @@ import type { Duplex } from 'node:stream'
 import { createAuditLog, type AuditTrail } from '../audit/index.js'
 import { createClientResolver, maskAddress } from '../client/index.js'
 import { createCors } from '../cors/index.js'
-import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../errors.js'
+import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
 import { securityHeaders } from '../headers/index.js'
-import { createHeaderWriter } from '../headers/write.js'
+import { createHeaderWriter } from '../node/header-store.js'
 import {
   AEGIS_ROUTE,
   createMetrics,
@@ -33,10 +33,10 @@ import {
   checkServer,
   assertStrictParser,
   createClientErrorHandler,
-  writeSocketRejection,
   type HttpServer,
 } from '../server/index.js'
-import { shapeRequests, type ShapedRequests } from '../server/shape.js'
+import { writeSocketRejection } from '../node/socket.js'
+import { shapeRequests, type ShapedRequests } from '../node/shape.js'
 import { createValidator, type RequestShape } from '../validator/index.js'
 import {
   answerInstead,
@@ -46,13 +46,13 @@ import {
   watchBodySize,
 } from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
-import { createWarnOnce } from '../warnings.js'
-import { createFailureAnswers, guardCallback, safeLogger } from '../callbacks.js'
+import { createWarnOnce } from '../kernel/warnings.js'
+import { createFailureAnswers, guardCallback, safeLogger } from '../kernel/callbacks.js'
 import { checkedRejection } from '../options/reject.js'
-import type { AegisRequestState, HeaderList, Rejection, RouteOf } from './types.js'
-import { pathOf } from '../url.js'
+import type { AegisRequestState, HeaderList, Rejection, RouteOf } from '../kernel/types.js'
+import { pathOf } from '../kernel/url.js'
 import { stateSlots } from './state.js'
-import { problem } from './problem.js'
+import { problem } from '../kernel/problem.js'
 
 interface State extends AegisRequestState {
   headers: HeaderList
@@ -85,7 +85,7 @@ export interface AdapterHooks {
   responseOf?: (req: IncomingMessage) => ServerResponse | undefined
   /**
    * Shape the requests of each server the requests arrive from
-   * (`shapeRequests()` in server/shape.ts), starting at its first request, for
+   * (`shapeRequests()` in node/shape.ts), starting at its first request, for
    * apps that never call `attach()`. Only the servers not attached: `attach()`
    * says for its own. Stopped by `close()` or when the server closes.
    */
@@ -150,7 +150,7 @@ export interface Aegis {
    * Take charge of an HTTP server: warn about missing timeouts, answer parser
    * errors with problem+json, and drain it gracefully on `close()`. With
    * `shapeRequests` (Express), give its requests one V8 layout each
-   * (`shapeRequests()` in server/shape.ts) until `close()`; `false` stops the
+   * (`shapeRequests()` in node/shape.ts) until `close()`; `false` stops the
    * shaping a first request started (`AdapterHooks.shapeServers`).
    */
   attach(server: HttpServer, options?: { drain?: boolean; shapeRequests?: boolean }): void

@@ -1,6 +1,6 @@
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { ioredis } from '../dependencies.js'
-import { WarningCodes } from '../errors.js'
+import { WarningCodes } from '../kernel/errors.js'
 import type { Logger } from '../options/index.js'
 import { isRedisClient, type RedisClient, type StoreConfig } from './options.js'
 

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import { AegisError, ErrorCodes } from '../errors.js'
-import { problem } from '../pipeline/problem.js'
-import type { Rejection } from '../pipeline/types.js'
+import { AegisError, ErrorCodes } from '../kernel/errors.js'
+import { problem } from '../kernel/problem.js'
+import type { Rejection } from '../kernel/types.js'
 
 /** The 413 answered when a body grows past its limit. */
 export function bodyTooLarge(limit: number): Rejection {

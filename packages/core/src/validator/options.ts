@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { method, section } from '../options/shared.js'
+import { method, section } from '../kernel/option-helpers.js'
 
 export const DEFAULT_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 

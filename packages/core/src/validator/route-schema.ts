@@ -1,7 +1,7 @@
 import { z } from 'zod'
-import { ErrorCodes } from '../errors.js'
-import { problem } from '../pipeline/problem.js'
-import type { Rejection } from '../pipeline/types.js'
+import { ErrorCodes } from '../kernel/errors.js'
+import { problem } from '../kernel/problem.js'
+import type { Rejection } from '../kernel/types.js'
 
 /** zod schemas for one route's inputs. */
 export interface RouteSchemas<Q = unknown, P = unknown, B = unknown> {

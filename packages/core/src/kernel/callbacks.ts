@@ -7,9 +7,9 @@
  * refused socket on an upgrade) and logs once.
  */
 import { AegisError, ErrorCodes } from './errors.js'
-import type { Logger } from './options/index.js'
-import { problem } from './pipeline/problem.js'
-import type { Rejection } from './pipeline/types.js'
+import type { Logger } from './logger.js'
+import { problem } from './problem.js'
+import type { Rejection } from './types.js'
 
 /**
  * A user callback threw, returned a promise where a value was expected, or

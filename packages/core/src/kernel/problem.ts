@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../errors.js'
+import type { ErrorCode } from './errors.js'
 import type { Rejection } from './types.js'
 
 /** Where each of our error codes is documented; problem `type` URIs point here. */

@@ -1,5 +1,5 @@
 import type { WarningCode } from './errors.js'
-import type { Logger } from './options/index.js'
+import type { Logger } from './logger.js'
 
 export type Warn = (code: WarningCode, message: string) => void
 

@@ -1,6 +1,6 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
-import type { HeaderList } from '../pipeline/types.js'
+import type { HeaderList } from '../kernel/types.js'
 
 type HeaderStore = Record<string, [string, string | string[]]>
 
