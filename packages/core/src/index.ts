@@ -15,7 +15,13 @@ export type {
 } from './kernel/types.js'
 export { problem, ERRORS_DOC, IETF_PROBLEM, PROBLEM_CONTENT_TYPE } from './kernel/problem.js'
 export type { ProblemInit } from './kernel/problem.js'
-export { AegisError, AegisConfigError, ErrorCodes, WarningCodes } from './kernel/errors.js'
+export {
+  AegisError,
+  AegisArgumentError,
+  AegisConfigError,
+  ErrorCodes,
+  WarningCodes,
+} from './kernel/errors.js'
 export type { ErrorCode, WarningCode, ConfigIssue } from './kernel/errors.js'
 export { parseOptions, optionsSchema } from './options/index.js'
 export type { AegisOptions, AegisConfig, Logger, SkipFunction, RejectHook } from './options/index.js'

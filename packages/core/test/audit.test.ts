@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { auditSchema, createAuditLog, type AuditEvent } from '../src/audit/index.js'
-import { AegisConfigError, createAegis, WarningCodes } from '../src/index.js'
+import { AegisConfigError, AegisError, createAegis, WarningCodes } from '../src/index.js'
 import { createWarnOnce } from '../src/kernel/warnings.js'
 
 const health = (upstream: string, healthy: boolean): AuditEvent => ({
@@ -79,6 +79,17 @@ describe('audit log', () => {
     for (const bad of [{ after: 0.5 }, { after: -1 }, { after: '1' }, { after: Number.NaN }, { limit: 1.5 }])
       expect(() => audit.entries(bad as never), JSON.stringify(bad)).toThrow(TypeError)
     expect(() => audit.entries({ types: 'upstream.health' } as never)).toThrow(/types must be an array/)
+    // A coded AegisError too, with the status an admin API answers it with.
+    const err = (() => {
+      try {
+        audit.entries({ after: -1 })
+      } catch (e) {
+        return e
+      }
+    })()
+    expect(AegisError.is(err)).toBe(true)
+    expect(err).toBeInstanceOf(AegisError)
+    expect(err).toMatchObject({ code: 'AEGIS_ERR_INVALID_ARGUMENT', status: 400, name: 'AegisArgumentError' })
     expect(audit.entries({ limit: 0 })).toEqual([])
   })
 

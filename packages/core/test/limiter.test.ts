@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
+  AegisError,
   createAegis,
   AegisConfigError,
   type Aegis,
@@ -222,6 +223,19 @@ describe('several policies on one request', () => {
     expect(JSON.parse(second.rejection?.body ?? '{}')['violated-policies']).toEqual(['/fw'])
     // The default policy was charged once, for the admitted request only.
     expect(await a.limiter?.get('198.51.100.7')).toMatchObject({ remaining: 9 })
+  })
+
+  it('refuses an unknown policy and an unadmitted request with coded AegisErrors (404 / 400)', async () => {
+    const a = make({ limiter: { points: 10, duration: 60 } })
+    await expect(a.limiter?.get('198.51.100.9', 'nope')).rejects.toMatchObject({
+      code: 'AEGIS_ERR_NOT_FOUND',
+      status: 404,
+      message: 'limiter: no policy named "nope"',
+    })
+    const stranger = fakeRequest('198.51.100.9', {}, '/')
+    await expect(a.limiter?.penalty(stranger, 1)).rejects.toSatisfy(
+      (err: unknown) => AegisError.is(err) && err.code === 'AEGIS_ERR_INVALID_ARGUMENT' && err.status === 400,
+    )
   })
 
   it('an observing policy never refuses, and does not stop an enforcing one from charging', () => {

@@ -6,7 +6,7 @@
  * `entries()` reads (an admin API pages through it by `seq`), and handed to the
  * configured sink as it is recorded.
  */
-import { WarningCodes } from '../kernel/errors.js'
+import { AegisArgumentError, WarningCodes } from '../kernel/errors.js'
 import type { ChaosConfig } from '../gateway/options.js'
 import { deepFreeze } from '../kernel/option-helpers.js'
 import type { Warn } from '../kernel/warnings.js'
@@ -126,11 +126,11 @@ export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
     types,
     limit = Infinity,
   }: AuditQuery<T> = {}): AuditEntry[] {
-    if (!wholeNumber(after)) throw new TypeError('audit entries: after must be a whole number ≥ 0')
+    if (!wholeNumber(after)) throw new AegisArgumentError('audit entries: after must be a whole number ≥ 0')
     if (limit !== Infinity && !wholeNumber(limit))
-      throw new TypeError('audit entries: limit must be a whole number ≥ 0')
+      throw new AegisArgumentError('audit entries: limit must be a whole number ≥ 0')
     if (types !== undefined && !Array.isArray(types))
-      throw new TypeError('audit entries: types must be an array of entry types')
+      throw new AegisArgumentError('audit entries: types must be an array of entry types')
     const out: AuditEntry[] = []
     for (let seq = Math.max(after + 1, last - ring.length + 1); seq <= last && out.length < limit; seq++) {
       const entry = ring[(seq - 1) % ring.length] as AuditEntry

@@ -30,6 +30,8 @@ export const ErrorCodes = {
   CALLBACK_FAILED: 'AEGIS_ERR_CALLBACK_FAILED',
   INTERNAL: 'AEGIS_ERR_INTERNAL',
   UPGRADE_REFUSED: 'AEGIS_ERR_UPGRADE_REFUSED',
+  INVALID_ARGUMENT: 'AEGIS_ERR_INVALID_ARGUMENT',
+  NOT_FOUND: 'AEGIS_ERR_NOT_FOUND',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
@@ -85,6 +87,36 @@ export class AegisError extends Error {
     return (
       typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[kAegisError] === true
     )
+  }
+}
+
+/**
+ * A call of Aegis' run-time API with an argument it cannot take: a `TypeError`
+ * (as Node's own `ERR_INVALID_ARG_*` are) that is also an `AegisError`, with a
+ * stable `code` and the HTTP `status` an admin API answers it with —
+ * `AEGIS_ERR_INVALID_ARGUMENT` (400), or `AEGIS_ERR_NOT_FOUND` (404) for a name
+ * that names nothing (a limiter policy).
+ *
+ * @example
+ * try { await limiter.get('203.0.113.7', 'nope') }
+ * catch (err) { if (AegisError.is(err)) console.error(err.code, err.status) }
+ */
+export class AegisArgumentError extends TypeError {
+  readonly code: typeof ErrorCodes.INVALID_ARGUMENT | typeof ErrorCodes.NOT_FOUND
+  readonly status: number
+
+  constructor(
+    message: string,
+    code: typeof ErrorCodes.INVALID_ARGUMENT | typeof ErrorCodes.NOT_FOUND = ErrorCodes.INVALID_ARGUMENT,
+  ) {
+    super(message)
+    this.name = 'AegisArgumentError'
+    this.code = code
+    this.status = code === ErrorCodes.NOT_FOUND ? 404 : 400
+  }
+
+  get [kAegisError](): true {
+    return true
   }
 }
 

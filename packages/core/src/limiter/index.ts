@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { parseAddress } from '../client/index.js'
-import { AegisConfigError, WarningCodes } from '../kernel/errors.js'
+import { AegisArgumentError, AegisConfigError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
 import { guardCallback } from '../kernel/callbacks.js'
 import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../kernel/types.js'
@@ -520,7 +520,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const select = (policy: string | undefined): Policy[] => {
     if (policy === undefined) return all
     const p = byName.get(policy)
-    if (p === undefined) throw new Error(`limiter: no policy named ${JSON.stringify(policy)}`)
+    if (p === undefined)
+      throw new AegisArgumentError(`limiter: no policy named ${JSON.stringify(policy)}`, ErrorCodes.NOT_FOUND)
     return [p]
   }
 
@@ -528,7 +529,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     // Fastify's request wraps the Node one.
     const raw = (req as { raw?: IncomingMessage }).raw ?? req
     const client = deps.clientOf(raw)
-    if (client === undefined) throw new Error('limiter: penalty()/reward() need a request Aegis admitted')
+    if (client === undefined)
+      throw new AegisArgumentError('limiter: penalty()/reward() need a request Aegis admitted')
     const applicable = policiesOf(raw)
     const chosen = policy === undefined ? applicable : select(policy)
     await Promise.all(chosen.map((p) => adjustOne(p, keyOf(p, raw, client), points)))
