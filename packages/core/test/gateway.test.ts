@@ -3,6 +3,9 @@ import { AegisConfigError, createAegis, parseUpstreamUrl, underPrefix } from '..
 import { SmoothWeightedRoundRobin } from '../src/balancer/swrr.js'
 import { reserialize } from '../src/gateway/index.js'
 import { rawAnswer } from '../src/gateway/headers.js'
+import { isConnectFailure, isReset, upstreamFailure } from '../src/gateway/answers.js'
+import type { ExchangeOutcome } from '../src/gateway/forward.js'
+import { classify } from '../src/gateway/upstream.js'
 
 describe('operator-configured upstream URLs', () => {
   it.each([
@@ -121,5 +124,34 @@ describe('rawAnswer', () => {
     expect(
       text(rawAnswer(204, { 'x-request-id': 'up' }, Buffer.alloc(0), { name: 'x-request-id', value: 'r1' })),
     ).toBe('HTTP/1.1 204 No Content\r\nx-request-id: up\r\nconnection: close\r\n\r\n')
+  })
+})
+
+describe('upstream failures: one table for the answer, the balancer and retries', () => {
+  const err = (code: string): Error => Object.assign(new Error(code), { code })
+  const outcome = (error: Error): ExchangeOutcome => ({
+    responded: false,
+    clientAborted: false,
+    held: false,
+    status: 0,
+    error,
+  })
+
+  it.each([
+    // code, status, the balancer's count, another host may be tried, the request may be sent again
+    ['ECONNREFUSED', 502, 'connect-error', true, false],
+    ['ENOTFOUND', 502, 'connect-error', true, false],
+    ['UND_ERR_CONNECT_TIMEOUT', 504, 'connect-error', true, false],
+    ['UND_ERR_HEADERS_TIMEOUT', 504, 'timeout', false, false],
+    ['UND_ERR_BODY_TIMEOUT', 504, 'timeout', false, false],
+    ['ETIMEDOUT', 504, 'timeout', false, false],
+    ['ECONNRESET', 502, 'error', false, true],
+    ['UND_ERR_SOCKET', 502, 'error', false, true],
+    ['SOMETHING_ELSE', 502, 'error', false, false],
+  ] as const)('%s: %i, counted as %s', (code, status, kind, unreached, reset) => {
+    expect(upstreamFailure(err(code)).status).toBe(status)
+    expect(classify(outcome(err(code)), true)).toBe(kind)
+    expect(isConnectFailure(err(code))).toBe(unreached)
+    expect(isReset(err(code))).toBe(reset)
   })
 })

@@ -90,40 +90,59 @@ export const bodyConsumed = problem({
   detail: 'The request body was read before the gateway and cannot be forwarded.',
 })
 
-const TIMEOUTS = new Set([
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'ETIMEDOUT',
-])
-
-/** The answer for an upstream error (DESIGN: refused / reset → 502; connect, header or idle timeout → 504). */
-export function upstreamFailure(err: unknown): Rejection {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' && TIMEOUTS.has(code) ? upstreamTimeout : upstreamUnavailable
-}
-
 /**
- * Whether the upstream went away before answering — the connection reset or
- * closed — so an idempotent request may be sent again (Envoy's `reset`).
+ * What each upstream error code means, in one table (as http-proxy-middleware's
+ * `status-code.ts`): the status it is answered with (DESIGN: refused / reset → 502;
+ * connect, header or idle timeout → 504), whether the host was never reached (so
+ * another host may be tried), whether it is a timeout (the balancer and breaker
+ * count those apart), and whether the upstream went away before answering (so an
+ * idempotent request may be sent again: Envoy's `reset`). A code not listed is a
+ * 502 of no particular kind.
  */
-export function isReset(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code
-  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED'
+interface UpstreamError {
+  readonly status: 502 | 504
+  readonly unreached?: true
+  readonly timeout?: true
+  readonly reset?: true
 }
+const UNREACHED: UpstreamError = { status: 502, unreached: true }
+const TIMED_OUT: UpstreamError = { status: 504, timeout: true }
+const RESET: UpstreamError = { status: 502, reset: true }
+const UPSTREAM_ERRORS: Readonly<Record<string, UpstreamError>> = {
+  ECONNREFUSED: UNREACHED,
+  EHOSTUNREACH: UNREACHED,
+  ENETUNREACH: UNREACHED,
+  ENOTFOUND: UNREACHED,
+  EAI_AGAIN: UNREACHED,
+  UND_ERR_CONNECT_TIMEOUT: { status: 504, unreached: true, timeout: true },
+  UND_ERR_HEADERS_TIMEOUT: TIMED_OUT,
+  UND_ERR_BODY_TIMEOUT: TIMED_OUT,
+  ETIMEDOUT: TIMED_OUT,
+  UND_ERR_SOCKET: RESET,
+  ECONNRESET: RESET,
+  EPIPE: RESET,
+  UND_ERR_CLOSED: RESET,
+}
+
+/** The table's entry for an error, if its `code` is one the gateway tells apart. */
+const upstreamError = (err: unknown): UpstreamError | undefined => {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && Object.hasOwn(UPSTREAM_ERRORS, code) ? UPSTREAM_ERRORS[code] : undefined
+}
+
+/** The answer for an upstream error. */
+export function upstreamFailure(err: unknown): Rejection {
+  return upstreamError(err)?.status === 504 ? upstreamTimeout : upstreamUnavailable
+}
+
+/** Whether the upstream went away before answering, so an idempotent request may be sent again. */
+export const isReset = (err: unknown): boolean => upstreamError(err)?.reset === true
 
 /** Whether an upstream error means the host was not reached at all (safe to try another host). */
-export function isConnectFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code
-  return (
-    code === 'ECONNREFUSED' ||
-    code === 'UND_ERR_CONNECT_TIMEOUT' ||
-    code === 'EHOSTUNREACH' ||
-    code === 'ENETUNREACH' ||
-    code === 'ENOTFOUND' ||
-    code === 'EAI_AGAIN'
-  )
-}
+export const isConnectFailure = (err: unknown): boolean => upstreamError(err)?.unreached === true
+
+/** Whether an upstream error is a timeout (connect, headers, body, or the system's). */
+export const isTimeout = (err: unknown): boolean => upstreamError(err)?.timeout === true
 
 /** An error status injected by the route's `chaos` settings. */
 export const faultInjected = (status: number): Rejection =>

@@ -6,7 +6,7 @@
 import type { Dispatcher, Pool } from 'undici'
 import type { Outcome, UpstreamHost } from '../balancer/index.js'
 import type { Metrics, UpstreamSeries } from '../metrics/index.js'
-import { isConnectFailure } from './answers.js'
+import { isConnectFailure, isTimeout } from './answers.js'
 import type { ExchangeOutcome } from './forward.js'
 import type { ProxyRouteConfig } from './options.js'
 import { undici } from '../dependencies.js'
@@ -73,8 +73,6 @@ export class Upstream implements Destination {
 export const queueFor = (route: Pick<ProxyRouteConfig, 'connections' | 'maxPending' | 'timeouts'>) =>
   new ConnectionQueue(route.connections, route.maxPending, route.timeouts.queue)
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
-
 /**
  * How the balancer and the breaker count an exchange. A timeout or a reset while
  * the client had not sent its whole request yet (a stalled upload) says nothing
@@ -86,6 +84,5 @@ export function classify(o: ExchangeOutcome, requestComplete: boolean): Outcome 
   if (o.error === undefined) return 'success'
   if (isConnectFailure(o.error)) return 'connect-error'
   if (!requestComplete) return 'cancelled'
-  const code = (o.error as { code?: unknown }).code
-  return typeof code === 'string' && TIMEOUT_CODES.has(code) ? 'timeout' : 'error'
+  return isTimeout(o.error) ? 'timeout' : 'error'
 }
