@@ -49,7 +49,7 @@ const REQUEST_DROPPED = new Set([
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i
 
 /** Field names a `Connection` header lists (lower-case); `undefined` when it names none. */
-function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   // The common values name no other field.
   if (value === undefined || (typeof value === 'string' && PLAIN_CONNECTION.test(value))) return undefined
   const tokens = new Set<string>()

@@ -36,7 +36,7 @@ import {
   type HoldDecision,
   type UpstreamRequest,
 } from './forward.js'
-import { upstreamRequestHeaders } from './headers.js'
+import { connectionTokens, upstreamRequestHeaders } from './headers.js'
 import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
 import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
@@ -65,7 +65,7 @@ export interface GatewayDeps {
   readonly audit: AuditLog | undefined
   /** Warn once per code (misconfiguration that shows with traffic). */
   readonly warn: Warn
-  /** The answer to a user callback that failed (logged once), or to a bug of ours. */
+  /** The answer to a user callback that failed (logged once, not counted), or to a bug of ours. */
   failure(err: unknown): Rejection
 }
 
@@ -298,6 +298,12 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     writeRawRejection(res, r)
     // An unread upload would stall the connection: let it drain into nothing.
     if (!req.readableEnded) req.resume()
+  }
+
+  /** `answer()`, as `handle()` returns it: the request is settled. */
+  function answered(req: IncomingMessage, res: ServerResponse, r: Rejection): Promise<void> {
+    answer(req, res, r)
+    return Promise.resolve()
   }
 
   /**
@@ -535,9 +541,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
    * never reaches). Forwarded as plain HTTP it would come back a silent 200; refuse it, and say why.
    */
   const unroutedUpgrade = (req: IncomingMessage): boolean => {
-    const connection = req.headers.connection
-    if (connection === undefined || allowedUpgrade(req.headers.upgrade) === undefined) return false
-    if (!/(?:^|,)\s*upgrade\s*(?:,|$)/i.test(connection)) return false
+    if (allowedUpgrade(req.headers.upgrade) === undefined) return false
+    if (connectionTokens(req.headers.connection)?.has('upgrade') !== true) return false
     deps.warn(
       WarningCodes.UPGRADE_UNROUTED,
       `A WebSocket upgrade reached proxy route ${name} as a plain request and was refused: give the route its prefix, mount it at the root (Express: app.use(shield.proxy({ prefix, … }))) and call attach(server).`,
@@ -570,10 +575,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     handle(req, res, url, parsed) {
       const rest = routed(url)
       if (rest === undefined) return false
-      if (typeof rest !== 'string' || unroutedUpgrade(req)) {
-        answer(req, res, typeof rest === 'string' ? upgradeUnrouted : rest)
-        return Promise.resolve()
-      }
+      if (typeof rest !== 'string') return answered(req, res, rest)
+      if (unroutedUpgrade(req)) return answered(req, res, upgradeUnrouted)
       // A user callback (router, balancer.hash) that throws fails this request alone: a 500 problem.
       return forward(req, res, rest, parsed).catch((err: unknown) => answer(req, res, deps.failure(err)))
     },

@@ -38,13 +38,7 @@ import {
 import { writeSocketRejection } from '../node/socket.js'
 import { shapeRequests, type ShapedRequests } from '../node/shape.js'
 import { createValidator, type RequestShape } from '../validator/index.js'
-import {
-  answerInstead,
-  answeredByAegis,
-  bodyTooLarge,
-  setWatchedLimit,
-  watchBodySize,
-} from '../validator/body-limit.js'
+import { answerInstead, bodyTooLarge, setWatchedLimit, watchBodySize } from '../validator/body-limit.js'
 import { createRouteValidator, type RouteSchemas, type RouteValidator } from '../validator/route-schema.js'
 import { createWarnOnce } from '../kernel/warnings.js'
 import { createFailureAnswers, guardCallback, safeLogger } from '../kernel/callbacks.js'
@@ -219,6 +213,12 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
           clientOf: (req) => states.get(req)?.client,
         })
   const failure = createFailureAnswers(logger)
+  /** `failure`, counted: for the answers no later step counts (conclude() counts its own). */
+  const failed = (err: unknown): Rejection => {
+    const rejection = failure(err)
+    metrics?.rejection(rejection.reason)
+    return rejection
+  }
   const gatewayDeps: GatewayDeps = {
     peerTrusted: (req) => clients.peerTrusted(req),
     clientKey: (req) => (states.get(req)?.client ?? clients.resolve(req)).key,
@@ -229,11 +229,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     breakers: store === undefined ? undefined : createBreakerBus(store, logger),
     audit,
     warn,
-    failure: (err) => {
-      const rejection = failure(err)
-      metrics?.rejection(rejection.reason)
-      return rejection
-    },
+    failure, // the gateway's answer() counts it
   }
   const gateway = createGateway(config.proxy, gatewayDeps)
   const extraRoutes: ProxyRoute[] = []
@@ -245,7 +241,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     try {
       upgrade(this, req, socket, head)
     } catch (err) {
-      failure(err)
+      failed(err)
       socket.destroy()
     }
   }
@@ -278,7 +274,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
         (err: unknown) => {
           // A user callback of the route (router, balancer.hash) threw, or a bug of ours: 500 on the socket.
           release(false)
-          if (!socket.destroyed) writeSocketRejection(socket, gatewayDeps.failure(err), state.headers)
+          if (!socket.destroyed) writeSocketRejection(socket, failed(err), state.headers)
           socket.destroy()
         },
       )
@@ -286,7 +282,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const admitted = admit(req)
     if (!(admitted instanceof Promise)) return proceed(admitted)
     admitted.then(proceed).catch((err: unknown) => {
-      failure(err)
+      failed(err)
       socket.destroy()
     })
   }
@@ -334,8 +330,6 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   }
   const checkedServers = new WeakSet<object>()
   const responseOf = hooks.responseOf
-  const ownResponse = (req: IncomingMessage, state: State | undefined): ServerResponse | undefined =>
-    state?.res ?? responseOf?.(req)
   let draining = false
   let closing: Promise<void> | undefined
 
@@ -352,12 +346,12 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       metrics?.rejection(rejection.reason)
       // Untracked (core used without an adapter): the socket's current response, if it is this request's.
       const current = (req.socket as { _httpMessage?: ServerResponse | null } | null)?._httpMessage
-      const res = ownResponse(req, state) ?? (current?.req === req ? current : undefined)
+      const res = state?.res ?? responseOf?.(req) ?? (current?.req === req ? current : undefined)
       if (res === undefined) return void req.socket?.destroy()
       if (state !== undefined && state.rejection === undefined) state.rejection = rejection
       answerInstead(res, rejection, state?.headers ?? security)
     } catch (err) {
-      failure(err)
+      failed(err)
       req.socket?.destroy()
     }
   }
@@ -378,8 +372,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     try {
       return guard(req, startedAt)
     } catch (err) {
-      const rejection = failure(err)
-      metrics?.rejection(rejection.reason)
+      const rejection = failed(err)
       let state = states.get(req)
       if (state === undefined) {
         state = newState(clients.resolve(req), security, rejection, false, startedAt)
@@ -442,7 +435,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const limited = skipped || rejection !== undefined ? undefined : limiter?.check(req, client, startedAt)
     if (limited !== undefined && 'then' in limited) {
       return limited.then(
-        (result) => conclude(req, state, result),
+        // A body that outgrew its limit while the store decided was answered 413 meanwhile: that stands.
+        (result) =>
+          state.rejection === undefined ? conclude(req, state, result) : keepTakeover(state, result),
         (err: unknown) => {
           // The limiter handles store errors itself; anything else is a bug: admit, and say so.
           logger?.error({ err }, 'rate limiter failed; request admitted')
@@ -453,14 +448,14 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     return conclude(req, state, limited)
   }
 
+  /** A request answered 413 while a shared store decided: only the store's slot is kept (observe releases it). */
+  function keepTakeover(state: State, limited: LimitResult): State {
+    state.slot = limited.acquired === true
+    return state
+  }
+
   /** Finish admission once every guard has spoken. */
   function conclude(req: IncomingMessage, state: State, limited: LimitResult | undefined): State {
-    // The body outgrew its limit while a shared store decided: the 413 is the answer, already written.
-    const res = ownResponse(req, state)
-    if (res !== undefined && answeredByAegis(res)) {
-      state.slot = limited?.acquired === true
-      return state
-    }
     if (limited !== undefined) {
       if (limited.headers.length > 0) state.headers = [...state.headers, ...limited.headers]
       state.rejection = limited.rejection

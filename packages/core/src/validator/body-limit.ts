@@ -165,18 +165,18 @@ export function answerInstead(
     req.destroy(err)
   })
   writeRawRejection(res, rejection, extraHeaders)
-  const status = rejection.status
   ;(res as Answered)[kAnswered] = true
-  for (const [name, value] of Object.entries({ ...SILENCED, statusCode: undefined })) {
-    const descriptor: PropertyDescriptor =
-      name === 'statusCode'
-        ? { configurable: true, get: () => status, set: ignoredCall }
-        : { configurable: true, writable: true, value }
-    try {
-      Object.defineProperty(res, name, descriptor)
-    } catch {
-      // A wrapper made it non-configurable: its own checks will have to do.
-    }
+  for (const [name, value] of Object.entries(SILENCED)) shadow(res, name, { writable: true, value })
+  const status = rejection.status
+  shadow(res, 'statusCode', { get: () => status, set: ignoredCall })
+}
+
+/** Define `name` on this response object, over the prototype's (or a wrapper's) own. */
+function shadow(res: ServerResponse, name: string, descriptor: PropertyDescriptor): void {
+  try {
+    Object.defineProperty(res, name, { configurable: true, ...descriptor })
+  } catch {
+    // A wrapper made it non-configurable: its own checks will have to do.
   }
 }
 
