@@ -19,19 +19,7 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { setParsedHeaders } from '../node/header-store.js'
 import { rawResponse } from '../node/socket.js'
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'http2-settings',
-])
+import { HOP_BY_HOP } from '../kernel/option-helpers.js'
 
 /** Request fields the gateway writes itself or never forwards. */
 const REQUEST_DROPPED = new Set([

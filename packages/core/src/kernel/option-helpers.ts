@@ -50,25 +50,30 @@ export function deepFreeze<T>(value: T): T {
 }
 
 /**
- * Header fields an option may never set: they frame the message or belong to one
- * connection (RFC 9110 §7.6.1, RFC 9112 §6–§7, §9.6). Node computes them from
+ * The fields that belong to one connection, not to the message (RFC 9110 §7.6.1,
+ * and the legacy ones proxies still meet): a proxy never forwards them, in either
+ * direction.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'http2-settings',
+])
+
+/**
+ * Header fields an option may never set: the hop-by-hop ones, and those that frame
+ * the message or name its target (RFC 9112 §6–§7, §3.2). Node computes them from
  * what is actually written; a fixed `content-length: 5` on a streamed 21-byte body
  * desynchronises the client, and hop-by-hop fields are the proxy's to decide.
  */
-export const FRAMING_HEADERS: ReadonlySet<string> = new Set([
-  'content-length',
-  'transfer-encoding',
-  'connection',
-  'keep-alive',
-  'upgrade',
-  'te',
-  'trailer',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'http2-settings',
-  'host',
-])
+export const FRAMING_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'host'])
 
 /** Whether `name` (any case) is a framing or hop-by-hop field no option may set. */
 export const isFramingHeader = (name: string): boolean => FRAMING_HEADERS.has(name.toLowerCase())
