@@ -4,7 +4,7 @@
  * prefix), Koa `app.use(shield.proxy(route))`, Fastify `proxy: [route]`. Each
  * also serves `GET /local` itself and counts the body of `POST /local/upload`.
  */
-import type { Server } from 'node:http'
+import { request as httpRequest, type Agent, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
@@ -113,3 +113,43 @@ export const gateways = [
   ['fastify', fastifyGateway],
   ['koa', koaGateway],
 ] as const
+
+/** What {@link timedGet} saw: the status, the problem code if any, the upstream that answered, and how long it took. */
+export interface TimedReply {
+  status: number
+  code: string | undefined
+  upstream: string | undefined
+  ms: number
+}
+
+/** One GET through the gateway on `agent`; with `timeoutMs`, a hang fails the test instead of stalling it. */
+export function timedGet(
+  app: GatewayApp,
+  path: string,
+  agent: Agent,
+  timeoutMs?: number,
+): Promise<TimedReply> {
+  const t0 = performance.now()
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port: app.port, path, agent }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString()
+        const problem = res.headers['content-type']?.startsWith('application/problem+json') === true
+        resolve({
+          status: res.statusCode ?? 0,
+          code: problem ? (JSON.parse(text) as { code?: string }).code : undefined,
+          upstream: res.headers['x-upstream'] as string | undefined,
+          ms: performance.now() - t0,
+        })
+      })
+    })
+    if (timeoutMs !== undefined)
+      req.setTimeout(timeoutMs, () =>
+        req.destroy(new Error(`GET ${path} got no answer within ${timeoutMs} ms`)),
+      )
+    req.on('error', reject)
+    req.end()
+  })
+}

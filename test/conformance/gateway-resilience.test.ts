@@ -2,44 +2,17 @@
  * The gateway when upstreams fail, on all three adapters, with real upstream
  * servers on loopback: one killed mid-load, brought back; all of them down.
  */
-import { Agent, request as httpRequest } from 'node:http'
+import { Agent } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
-import { gateways, type GatewayApp } from './gateway-apps.js'
+import { gateways, timedGet, type GatewayApp, type TimedReply } from './gateway-apps.js'
 import { sleep, waitFor } from '../helpers/wait.js'
 
 const agent = new Agent({ keepAlive: true, maxSockets: 32 })
 
-interface Result {
-  status: number
-  upstream: string | undefined
-  ms: number
-  code: string | undefined
-}
+type Result = TimedReply
 
-function get(app: GatewayApp, path: string): Promise<Result> {
-  const t0 = performance.now()
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: app.port, path, agent }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString()
-        let code: string | undefined
-        if (res.headers['content-type']?.startsWith('application/problem+json'))
-          code = (JSON.parse(text) as { code?: string }).code
-        resolve({
-          status: res.statusCode ?? 0,
-          upstream: res.headers['x-upstream'] as string | undefined,
-          ms: performance.now() - t0,
-          code,
-        })
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (app: GatewayApp, path: string): Promise<Result> => timedGet(app, path, agent)
 
 /** Keep `concurrency` GETs in flight until `until()` says stop; every result, in order of completion. */
 async function load(app: GatewayApp, concurrency: number, until: () => boolean): Promise<Result[]> {

@@ -9,11 +9,11 @@
  * routes to the same upstream and the app itself are not affected, and once
  * the send timeout cuts the slow readers the route serves again.
  */
-import { Agent, request as httpRequest } from 'node:http'
+import { Agent } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { startUpstream, type Upstream } from '../helpers/upstream.js'
-import { gateways, type GatewayApp } from './gateway-apps.js'
+import { gateways, timedGet, type GatewayApp, type TimedReply } from './gateway-apps.js'
 import { waitFor } from '../helpers/wait.js'
 
 const BIG = 32 * 1024 * 1024
@@ -56,34 +56,10 @@ afterAll(async () => {
 
 const agent = new Agent({ keepAlive: false })
 
-interface Reply {
-  status: number
-  code: string | undefined
-  ms: number
-}
+type Reply = TimedReply
 
 /** One GET, bounded: a hang fails the test instead of stalling it. */
-function get(app: GatewayApp, path: string): Promise<Reply> {
-  const t0 = performance.now()
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: app.port, path, agent }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString()
-        const problem = res.headers['content-type']?.startsWith('application/problem+json') === true
-        resolve({
-          status: res.statusCode ?? 0,
-          code: problem ? (JSON.parse(text) as { code?: string }).code : undefined,
-          ms: performance.now() - t0,
-        })
-      })
-    })
-    req.setTimeout(5000, () => req.destroy(new Error(`GET ${path} got no answer within 5 s`)))
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (app: GatewayApp, path: string): Promise<Reply> => timedGet(app, path, agent, 5000)
 
 /**
  * A client that sends its request and reads nothing until `read()`: then
