@@ -1,0 +1,110 @@
+/**
+ * The one interface every engine implements. The pipeline (`pipeline/engines.ts`)
+ * builds the engines from one ordered table and composes them; it knows none of them
+ * by name. Shaped after whatwg-node's server plugins (`onRequest`/`onResponse`
+ * hooks with an early answer) and http-proxy-middleware's plugins (engines hook the
+ * proxy's events instead of the proxy knowing them).
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { AegisRequestState, HeaderList, Rejection } from './types.js'
+
+/**
+ * What an engine's `admit` says of a request. Engines return objects they built
+ * once (a preflight answer, a header list) wherever they can: nothing is allocated
+ * per request on the fast path, where `admit` returns `undefined`.
+ */
+export interface Verdict {
+  /** Fields for the response, after those of the engines before. */
+  readonly headers?: HeaderList
+  /** Answer this instead of calling the app; the engines after are not asked. */
+  readonly rejection?: Rejection
+}
+
+/** Why an engine's `observe` runs: how the response ended. */
+export interface Observation {
+  /** The status sent, or 499 when the client left before the response finished. */
+  readonly status: number
+  /** Milliseconds since admission. */
+  readonly ms: number
+}
+
+/** A path core serves before the app (metrics today; admin and dashboard next). */
+export interface Endpoint {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  /** The exact path (no query); matched before any gateway route or the app. */
+  readonly path: string
+  /** Write the whole answer on `res`. Must not throw; a returned promise must not reject. */
+  handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>
+}
+
+/**
+ * An upstream failure the gateway is about to answer: 502 (no usable answer), 503 (no
+ * upstream could take it: none healthy, every breaker open, no connection in time, retry
+ * budget spent) or 504 (the upstream did not answer in time).
+ */
+export interface UpstreamFailure {
+  /** The proxy route's name (its `name`, or its prefix). */
+  readonly route: string
+  readonly status: 502 | 503 | 504
+  /** What the gateway answers if no engine takes over. */
+  readonly rejection: Rejection
+  /** The error behind it, when there was one (a connection refused, a reset, a timeout). */
+  readonly error?: unknown
+}
+
+/** Receives an upstream answer's body as the gateway forwards it. Must not throw. */
+export interface BodyTap {
+  /** One chunk, as written to the client (the tap must not keep a reference it then mutates). */
+  chunk(data: Buffer): void
+  /** The body is over: `complete` false when it was cut (upstream reset, client gone, timeout). */
+  end(complete: boolean): void
+}
+
+/** An upstream answer about to be forwarded, as `onResponse` sees it. */
+export interface UpstreamResponse {
+  readonly route: string
+  /** The upstream's status. */
+  readonly status: number
+  /** The upstream's header fields, as received (hop-by-hop ones included). */
+  readonly headers: IncomingHttpHeaders
+}
+
+/** How an engine hooks the gateway: the ghost cache serves in `onFailure` and learns in `onResponse`. */
+export interface UpstreamHooks {
+  /**
+   * Take over a failure before the gateway answers it: `true` (or a promise of it) when
+   * the engine answered on `res` itself. Asked in table order until one answers; a hook
+   * that throws or rejects counts as not answered.
+   */
+  onFailure?(req: IncomingMessage, res: ServerResponse, failure: UpstreamFailure): boolean | Promise<boolean>
+  /** An answer is being forwarded: return a tap to receive its body, or `undefined`. */
+  onResponse?(req: IncomingMessage, response: UpstreamResponse): BodyTap | undefined
+}
+
+/**
+ * An engine. Every member is optional: an engine implements the stages it takes part in.
+ *
+ * @example
+ * const engine: Engine = {
+ *   name: 'deny-list',
+ *   admit: (req) => (blocked.has(req.socket.remoteAddress) ? denied : undefined),
+ * }
+ */
+export interface Engine {
+  /** Its name in logs and in the table (`'limiter'`, `'ghost'`). */
+  readonly name: string
+  /**
+   * Run in table order for every request not skipped, until one rejects. Synchronous,
+   * unless a shared store decides (a promise). Never throws: the pipeline answers a
+   * throw with a 500 problem, but an engine should know better.
+   */
+  admit?(req: IncomingMessage, state: AegisRequestState): Verdict | undefined | Promise<Verdict | undefined>
+  /** After the response ended or was abandoned, for every admitted request. Never throws. */
+  observe?(req: IncomingMessage, state: AegisRequestState, seen: Observation): void
+  /** Paths served before the app. */
+  readonly endpoints?: readonly Endpoint[]
+  /** Gateway hooks. */
+  readonly upstream?: UpstreamHooks
+  /** Release timers, connections and listeners; called in reverse table order. */
+  close?(): void | Promise<void>
+}
