@@ -72,12 +72,12 @@ export function createEventBus(onListenerError: (err: unknown, type: string) => 
   }
   return {
     on(type, listener) {
-      byType.set(type, [...(byType.get(type) ?? []), listener as AnyListener])
+      byType.set(type, [...(byType.get(type) ?? []), listener])
       let done = false
       return () => {
         if (done) return
         done = true
-        const left = remove(byType.get(type) ?? [], listener as AnyListener)
+        const left = remove(byType.get(type) ?? [], listener)
         if (left.length === 0) byType.delete(type)
         else byType.set(type, left)
       }
@@ -102,7 +102,7 @@ export function createEventBus(onListenerError: (err: unknown, type: string) => 
           }
         }
       if (any.length === 0) return
-      const typed = { type, ...event } as unknown as TypedEvent
+      const typed = { type, ...(event as object) } as TypedEvent
       for (const listener of any) {
         try {
           listener(typed)
