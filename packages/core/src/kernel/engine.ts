@@ -6,6 +6,7 @@
  * proxy's events instead of the proxy knowing them).
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { AegisRequestState, HeaderList, Rejection } from './types.js'
 
 /**
@@ -15,10 +16,13 @@ import type { AegisRequestState, HeaderList, Rejection } from './types.js'
  */
 export interface Verdict {
   /** Fields for the response, after those of the engines before. */
-  readonly headers?: HeaderList
+  readonly headers?: HeaderList | undefined
   /** Answer this instead of calling the app; the engines after are not asked. */
-  readonly rejection?: Rejection
+  readonly rejection?: Rejection | undefined
 }
+
+/** What an engine's `admit` returns: pass (`undefined`), reject, or add fields. */
+export type Admission = Rejection | Verdict | undefined
 
 /** Why an engine's `observe` runs: how the response ended. */
 export interface Observation {
@@ -93,18 +97,42 @@ export interface UpstreamHooks {
 export interface Engine {
   /** Its name in logs and in the table (`'limiter'`, `'ghost'`). */
   readonly name: string
+  /** Fields every answer carries, the app's and Aegis' own (the security headers). */
+  readonly headers?: HeaderList
+  /** A field removed from every answer Aegis admits (`x-powered-by`), lower-case. */
+  readonly drops?: string
   /**
-   * Run in table order for every request not skipped, until one rejects. Synchronous,
-   * unless a shared store decides (a promise). Never throws: the pipeline answers a
-   * throw with a 500 problem, but an engine should know better.
+   * Run in table order for every request not skipped, until one rejects: `undefined` to
+   * let it pass, a `Rejection` to answer it, a `Verdict` to add header fields (and maybe
+   * reject). Synchronous, unless a shared store decides (a promise). Never throws: the
+   * pipeline answers a throw with a 500 problem, but an engine should know better.
    */
-  admit?(req: IncomingMessage, state: AegisRequestState): Verdict | undefined | Promise<Verdict | undefined>
+  admit?(req: IncomingMessage, state: AegisRequestState): Admission | Promise<Admission>
   /** After the response ended or was abandoned, for every admitted request. Never throws. */
   observe?(req: IncomingMessage, state: AegisRequestState, seen: Observation): void
   /** Paths served before the app. */
   readonly endpoints?: readonly Endpoint[]
   /** Gateway hooks. */
   readonly upstream?: UpstreamHooks
+  /**
+   * Take an admitted request before the app (the gateway's proxy routes): a promise
+   * settled once the response is over, or `false` to pass it on. `url` is the target
+   * as seen where Aegis is mounted; `body` what a body parser already read, if any.
+   */
+  forward?:
+    | ((req: IncomingMessage, res: ServerResponse, url: string, body: unknown) => Promise<void> | false)
+    | undefined
+  /** Whether an `Upgrade` request (WebSocket) for `url` is this engine's: it is admitted, then `upgrade` runs. */
+  ownsUpgrade?(url: string): boolean
+  /**
+   * Take an admitted `Upgrade` request the engine owns: a promise settled once it is
+   * proxied or refused (`false`: it is no longer its own).
+   */
+  upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  /** Whether `ownsUpgrade` may say yes now: attached servers listen for upgrades only then. */
+  readonly upgrades?: boolean
+  /** End what a server's drain cannot (upgraded sockets) once `closeTimeout` has run out. */
+  endConnections?(): void
   /** Release timers, connections and listeners; called in reverse table order. */
   close?(): void | Promise<void>
 }

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 
 /** Response header fields as name/value pairs, in the order they are written. */
 export type HeaderList = ReadonlyArray<readonly [name: string, value: string]>
@@ -57,3 +57,16 @@ export interface ValidatedInput {
 
 /** Where the pipeline finds the route template of a finished request. */
 export type RouteOf = (req: IncomingMessage) => string | undefined
+
+/** The state as the pipeline and the engines hold it (every field set at admission: one V8 layout). */
+export interface AdmittedState extends AegisRequestState {
+  headers: HeaderList
+  rejection: Rejection | undefined
+  /** The request holds a concurrency slot, given back when it is observed. */
+  slot: boolean
+  /**
+   * The request's own response, once tracked: where a late rejection (413) goes. Not kept
+   * where states live beside requests (`AdapterHooks.responseOf` finds it there).
+   */
+  res: ServerResponse | undefined
+}

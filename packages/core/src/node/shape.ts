@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { HttpServer } from '../server/index.js'
+import type { HttpServer } from '../http-server/checks.js'
 
 /**
  * Request shaping, for frameworks that re-prototype Node's request and

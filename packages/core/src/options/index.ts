@@ -49,6 +49,9 @@ function inheritRouteDefaults(input: unknown): unknown {
   return { ...input, proxy: proxy.map((route) => withRouteDefaults(route, defaults)) }
 }
 
+/** Why `breaker.shared` is refused without a `store`. */
+export const SHARED_NEEDS_STORE = 'sharing breaker states needs a shared store: set the store option (Redis)'
+
 /** The one schema for every option; defaults live here and the types are inferred from it. */
 export const optionsSchema = z
   .strictObject({
@@ -78,6 +81,16 @@ export const optionsSchema = z
   .refine((o) => !o.accessLog || o.logger !== undefined, {
     message: 'accessLog needs a logger to write to (pass a pino-compatible logger)',
     path: ['accessLog'],
+  })
+  .superRefine((o, ctx) => {
+    // Sharing breaker states needs a store to share through: refused before connecting anywhere.
+    if (o.store.redis !== undefined || o.store.cluster !== undefined) return
+    const shares = (b: (typeof o)['breaker']): boolean => b !== undefined && b !== false && b.shared
+    const paths = [
+      ...(shares(o.breaker) ? [['breaker', 'shared']] : []),
+      ...o.proxy.flatMap((r, i) => (shares(r.breaker) ? [['proxy', i, 'breaker', 'shared']] : [])),
+    ]
+    for (const path of paths) ctx.addIssue({ code: 'custom', path, message: SHARED_NEEDS_STORE })
   })
 
 /** What `createAegis()` accepts. Every field is optional. */

@@ -1,0 +1,141 @@
+/**
+ * The engines, in the order they run: one line each. A new engine is a folder
+ * under `src/`, a line here and a section in the options schema; the pipeline
+ * (aegis.ts, admission.ts) composes whatever this table builds and knows none of
+ * them by name.
+ */
+import type { IncomingMessage } from 'node:http'
+import { accessLogEngine } from '../access-log/index.js'
+import type { AuditLog } from '../audit/index.js'
+import type { ClientResolver } from '../client/index.js'
+import { corsEngine } from '../cors/engine.js'
+import { createCors } from '../cors/index.js'
+import { gatewayEngine, type GatewayApi } from '../gateway/engine.js'
+import type { BreakerBus } from '../gateway/index.js'
+import { securityHeaders } from '../headers/index.js'
+import type { Engine } from '../kernel/engine.js'
+import type { EventBus } from '../kernel/events.js'
+import type { Logger } from '../kernel/logger.js'
+import type { AdmittedState, Rejection } from '../kernel/types.js'
+import type { Warn } from '../kernel/warnings.js'
+import { limiterEngine } from '../limiter/engine.js'
+import { createLimiter, type Limiter } from '../limiter/index.js'
+import { metricsEngine, type MetricsApi } from '../metrics/engine.js'
+import type { Metrics } from '../metrics/index.js'
+import type { AegisConfig } from '../options/index.js'
+import type { RedisConnection } from '../store/index.js'
+import type { BodyLimits } from '../validator/body-limits.js'
+import { validatorEngine } from '../validator/engine.js'
+import { createValidator, type Validator } from '../validator/index.js'
+
+/** What every engine may be built from: the parsed options and the instance's shared services. */
+export interface EngineContext {
+  readonly config: AegisConfig
+  readonly logger: Logger | undefined
+  readonly warn: Warn
+  readonly events: EventBus
+  readonly clients: ClientResolver
+  readonly metrics: Metrics | undefined
+  readonly store: RedisConnection | undefined
+  readonly breakers: BreakerBus | undefined
+  readonly audit: AuditLog | undefined
+  readonly bodyLimits: BodyLimits
+  /** The state of an admitted request. */
+  stateOf: (req: IncomingMessage) => AdmittedState | undefined
+  /** Count a rejection an engine answered itself. */
+  count: (rejection: Rejection) => void
+  /** The answer to a user callback that failed, or to a bug of ours (logged once; not counted). */
+  failure: (err: unknown) => Rejection
+  /** An engine started taking upgrades: attached servers listen for them. */
+  upgradesChanged: () => void
+}
+
+/** The public entry points some engines have (`aegis.limiter`, `aegis.gateway`, …), by engine name. */
+export interface EngineApis {
+  validator?: Validator
+  limiter?: Limiter
+  metrics?: MetricsApi
+  gateway?: GatewayApi
+}
+
+/** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
+export interface EngineEntry {
+  readonly name: keyof EngineApis | (string & {})
+  create(ctx: EngineContext): (Engine & { readonly api?: unknown }) | undefined
+}
+
+/** The engines, in the order they admit requests, observe responses and hook the gateway. */
+export const ENGINES: readonly EngineEntry[] = [
+  {
+    name: 'headers',
+    create: ({ config }) =>
+      config.headers === false
+        ? undefined
+        : {
+            name: 'headers',
+            headers: securityHeaders(config.headers),
+            ...(config.headers.removePoweredBy ? { drops: 'x-powered-by' } : {}),
+          },
+  },
+  {
+    name: 'validator',
+    create: ({ config, bodyLimits }) => {
+      if (config.validator === false) return undefined
+      const validator = createValidator(config.validator)
+      return { ...validatorEngine(validator, bodyLimits), api: validator }
+    },
+  },
+  {
+    name: 'cors',
+    create: ({ config }) => (config.cors === false ? undefined : corsEngine(createCors(config.cors))),
+  },
+  {
+    name: 'limiter',
+    create: ({ config, store, metrics, warn, stateOf }) =>
+      config.limiter === false
+        ? undefined
+        : limiterEngine(
+            createLimiter(config.limiter, {
+              conn: store,
+              metrics,
+              warn,
+              exemptPaths:
+                config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : [],
+              trustsProxy: config.trustProxy !== false,
+              clientOf: (req) => stateOf(req)?.client,
+            }),
+          ),
+  },
+  {
+    name: 'metrics',
+    create: ({ config, metrics, logger }) =>
+      metrics === undefined || config.metrics === false
+        ? undefined
+        : metricsEngine(metrics, config.metrics.path, logger),
+  },
+  {
+    name: 'access-log',
+    create: ({ config, logger }) =>
+      config.accessLog && logger !== undefined ? accessLogEngine(logger) : undefined,
+  },
+  {
+    name: 'gateway',
+    create: (ctx) =>
+      gatewayEngine(ctx.config.proxy, {
+        peerTrusted: (req) => ctx.clients.peerTrusted(req),
+        clientKey: (req) => (ctx.stateOf(req)?.client ?? ctx.clients.resolve(req)).key,
+        metrics: ctx.metrics,
+        logger: ctx.logger,
+        setBodyLimit: (req, bytes) => ctx.bodyLimits.setLimit(req, bytes),
+        countRejection: ctx.count,
+        breakers: ctx.breakers,
+        audit: ctx.audit,
+        warn: ctx.warn,
+        failure: ctx.failure, // the gateway's answer() counts it
+        routeDefaults: { breaker: ctx.config.breaker, chaos: ctx.config.chaos },
+        storeConfigured: ctx.store !== undefined,
+        raiseBodyLimit: (bytes) => ctx.bodyLimits.raise(bytes),
+        upgradesChanged: ctx.upgradesChanged,
+      }),
+  },
+]
