@@ -4,7 +4,20 @@
  */
 export { createAegis } from './pipeline/aegis.js'
 export { requestStateOf } from './pipeline/state.js'
-export type { Aegis, AdapterHooks } from './pipeline/aegis.js'
+export type { Aegis, AdapterHooks, Dispatched, Forwarder } from './pipeline/api.js'
+export type {
+  Admission,
+  BodyTap,
+  Endpoint,
+  Engine,
+  Observation,
+  UpstreamFailure,
+  UpstreamHooks,
+  UpstreamResponse,
+  Verdict,
+} from './kernel/engine.js'
+export { createEventBus } from './kernel/events.js'
+export type { AegisEvents, AegisEventType, EventBus, TypedEvent, Unsubscribe } from './kernel/events.js'
 export type {
   AegisRequestState,
   ClientIdentity,
