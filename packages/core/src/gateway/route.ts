@@ -13,7 +13,8 @@ import type { Metrics } from '../metrics/index.js'
 import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
-import { bodyTooLarge, writeRawRejection } from '../validator/body-limit.js'
+import { bodyTooLarge } from '../validator/body-limits.js'
+import { writeRawRejection } from '../node/response.js'
 import type { Rejection } from '../kernel/types.js'
 import {
   bodyConsumed,

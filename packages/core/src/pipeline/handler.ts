@@ -3,7 +3,7 @@ import { ErrorCodes } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { problem } from '../kernel/problem.js'
 import type { Rejection } from '../kernel/types.js'
-import { writeRawRejection } from '../validator/body-limit.js'
+import { writeRawRejection } from '../node/response.js'
 import type { Dispatched, Flow } from './admission.js'
 
 /** A `node:http` request listener. */

@@ -5,7 +5,22 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AegisRequestState, HeaderList, Rejection } from '../kernel/types.js'
-import { answerInstead, bodyTooLarge, setWatchedLimit, watchBodySize } from './body-limit.js'
+import { ErrorCodes } from '../kernel/errors.js'
+import { problem } from '../kernel/problem.js'
+import { setWatchedLimit, watchBodySize } from '../node/body-watch.js'
+import { answerInstead } from '../node/response.js'
+
+/** The 413 answered when a body grows past its limit. */
+export function bodyTooLarge(limit: number): Rejection {
+  return problem({
+    status: 413,
+    code: ErrorCodes.BODY_TOO_LARGE,
+    reason: 'body-size',
+    title: 'Content Too Large',
+    detail: `The request body may be at most ${limit} bytes.`,
+    headers: { connection: 'close' },
+  })
+}
 
 /** What the body limits need from the pipeline. */
 export interface BodyLimitDeps {
