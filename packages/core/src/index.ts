@@ -16,7 +16,6 @@ export type {
   UpstreamResponse,
   Verdict,
 } from './kernel/engine.js'
-export { createEventBus } from './kernel/events.js'
 export type { AegisEvents, AegisEventType, EventBus, TypedEvent, Unsubscribe } from './kernel/events.js'
 export type {
   AegisRequestState,
@@ -38,34 +37,17 @@ export {
 export type { ErrorCode, WarningCode, ConfigIssue } from './kernel/errors.js'
 export { parseOptions, optionsSchema } from './options/index.js'
 export type { AegisOptions, AegisConfig, Logger, SkipFunction, RejectHook } from './options/index.js'
-export { createClientResolver, maskAddress, parseAddress } from './client/index.js'
+export { createClientResolver } from './client/index.js'
 export type { ClientResolver, TrustProxyOption } from './client/index.js'
-export {
-  createValidator,
-  normalizeHost,
-  authorityPort,
-  inspectPath,
-  percentDecode,
-  DEFAULT_METHODS,
-} from './validator/index.js'
-export type {
-  Validator,
-  ValidatorOptions,
-  RouteSchemas,
-  RouteInput,
-  RouteValidator,
-} from './validator/index.js'
-export { securityHeaders } from './headers/index.js'
+export { authorityPort, inspectPath, normalizeHost } from './validator/index.js'
+export type { ValidatorOptions, RouteSchemas, RouteInput, RouteValidator } from './validator/index.js'
 export type { HeadersOptions } from './headers/index.js'
-export { createCors } from './cors/index.js'
 export type { CorsOptions, OriginFunction } from './cors/index.js'
-export { createMetrics, createRouteLearner, templatize } from './metrics/index.js'
-export { normalizeTarget, pathOf } from './kernel/url.js'
+export { templatize } from './metrics/index.js'
 export type { Metrics, MetricsOptions } from './metrics/index.js'
 export type { HttpServer } from './http-server/index.js'
 export { shapeRequests, REPROTOTYPING_IS_UNCACHED } from './node/shape.js'
 export type { ShapedRequests, ShapeOptions } from './node/shape.js'
-export { createLimiter } from './limiter/index.js'
 export type {
   Limiter,
   LimiterOptions,
@@ -75,7 +57,6 @@ export type {
   KeyFunction,
   CostFunction,
 } from './limiter/index.js'
-export { createAuditLog, auditSchema } from './audit/index.js'
 export type {
   AuditLog,
   AuditTrail,
@@ -86,20 +67,8 @@ export type {
   AuditOptions,
   AuditSink,
 } from './audit/index.js'
-export { connectStore } from './store/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
-export {
-  createGateway,
-  createProxyRoute,
-  proxyRouteSchema,
-  parseUpstreamUrl,
-  underPrefix,
-} from './gateway/index.js'
-export type {
-  Gateway,
-  GatewayDeps,
-  ProxyRoute,
-  ProxyRouteOptions,
-  ProxyRouteConfig,
-  ParsedBody,
-} from './gateway/index.js'
+export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
+
+// The engines' own factories (createLimiter, createGateway, createCors, …) are not exported:
+// an engine is built by createAegis from the options, and composed through pipeline/engines.ts.

@@ -2,7 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import fc from 'fast-check'
 import ipaddr from 'ipaddr.js'
 import { describe, expect, it, vi } from 'vitest'
-import { createClientResolver, maskAddress, parseOptions } from '../src/index.js'
+import { createClientResolver, parseOptions } from '../src/index.js'
+import { maskAddress } from '../src/client/index.js'
 
 const req = (remoteAddress: string | undefined, headers: Record<string, string> = {}): IncomingMessage =>
   ({ socket: { remoteAddress }, headers }) as unknown as IncomingMessage

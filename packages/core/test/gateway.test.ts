@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { AegisConfigError, createAegis, parseUpstreamUrl, underPrefix } from '../src/index.js'
+import { AegisConfigError, createAegis } from '../src/index.js'
+import { parseUpstreamUrl, underPrefix } from '../src/gateway/index.js'
 import { SmoothWeightedRoundRobin } from '../src/balancer/swrr.js'
 import { reserialize } from '../src/gateway/index.js'
 import { rawAnswer } from '../src/gateway/headers.js'

@@ -1,6 +1,7 @@
 import { Registry, register as globalRegistry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
-import { createAegis, createRouteLearner, templatize } from '../src/index.js'
+import { createAegis, templatize } from '../src/index.js'
+import { createRouteLearner } from '../src/metrics/index.js'
 
 describe('route templates', () => {
   it.each([

@@ -8,10 +8,10 @@ import {
   ErrorCodes,
   WarningCodes,
   createAegis,
-  parseAddress,
   parseOptions,
   type AegisOptions,
 } from '../src/index.js'
+import { parseAddress } from '../src/client/index.js'
 import { checkedRejection } from '../src/options/reject.js'
 
 const issuesOf = (fn: () => unknown): { path: string; message: string; received?: string }[] => {

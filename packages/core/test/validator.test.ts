@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { authorityPort, inspectPath, normalizeHost, percentDecode } from '../src/index.js'
+import { authorityPort, inspectPath, normalizeHost } from '../src/index.js'
+import { percentDecode } from '../src/validator/index.js'
 import { compileHostAllowlist } from '../src/validator/host.js'
 
 describe('inspectPath', () => {
