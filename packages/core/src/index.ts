@@ -13,6 +13,9 @@ export type {
   RouteOf,
   ValidatedInput,
 } from './kernel/types.js'
+export { createEventBus } from './kernel/events.js'
+export type { AegisEvents, AegisEventType, EventBus, TypedEvent, Unsubscribe } from './kernel/events.js'
+export type { UpstreamHooks, UpstreamFailure, UpstreamResponse, BodyTap } from './kernel/engine.js'
 export { problem, ERRORS_DOC, IETF_PROBLEM, PROBLEM_CONTENT_TYPE } from './kernel/problem.js'
 export type { ProblemInit } from './kernel/problem.js'
 export {

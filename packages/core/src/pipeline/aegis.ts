@@ -47,6 +47,7 @@ import type { AegisRequestState, HeaderList, Rejection, RouteOf } from '../kerne
 import { pathOf } from '../kernel/url.js'
 import { stateSlots } from './state.js'
 import { problem } from '../kernel/problem.js'
+import { createEventBus, type EventBus } from '../kernel/events.js'
 
 interface State extends AegisRequestState {
   headers: HeaderList
@@ -129,6 +130,8 @@ export interface Aegis {
   readonly limiter: Limiter | undefined
   /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
+  /** The event bus: every engine's state changes (`upstream.breaker`, …); subscribe with `on()`. */
+  readonly events: EventBus
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /** The proxy routes of the `proxy` option (longest prefix first). */
@@ -183,7 +186,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   )
   const cors = config.cors === false ? undefined : createCors(config.cors)
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
-  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn)
+  const events = createEventBus((err, type) => logger?.error({ err, type }, 'event listener failed'))
+  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn, events)
   /** `breaker.shared` needs a store to share through: refused at startup, before connecting anywhere. */
   const storeConfigured = config.store.redis !== undefined || config.store.cluster !== undefined
   const requireStoreFor = (breaker: AegisConfig['breaker'], path: string): void => {
@@ -227,7 +231,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     setBodyLimit: (req, bytes) => aegis.setBodyLimit(req, bytes),
     countRejection: (rejection) => metrics?.rejection(rejection.reason),
     breakers: store === undefined ? undefined : createBreakerBus(store, logger),
-    audit,
+    events,
+    upstream: {}, // the engines' gateway hooks, composed (none yet)
     warn,
     failure, // the gateway's answer() counts it
   }
@@ -593,6 +598,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     metrics,
     limiter,
     audit,
+    events,
     store,
     gateway,
     proxy(options, { upgrades = true } = {}) {
