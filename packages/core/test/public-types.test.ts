@@ -44,6 +44,16 @@ function importsOf(text: string): string[] {
   return [...found]
 }
 
+/** Compile a project with the workspace's TypeScript: its exit code and what it printed. */
+function tsc(project: string): Promise<{ code: number; output: string }> {
+  const bin = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, '-p', project], { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? 1), output: stdout + stderr }),
+    )
+  })
+}
+
 describe('public types (built .d.ts)', () => {
   it('exist for the four packages: run pnpm build first', () => {
     for (const pkg of PACKAGES)
@@ -62,7 +72,14 @@ describe('public types (built .d.ts)', () => {
   const project = mkdtempSync(join(tmpdir(), 'aegis-types-'))
   afterAll(() => rmSync(project, { recursive: true, force: true }))
 
-  it('compile under tsc --strict (no skipLibCheck) in a project without ioredis', async () => {
+  /**
+   * The four packages' declarations installed in `project` with what they import, and a strict
+   * tsconfig.json (made once, for each test that compiles a consumer there).
+   */
+  let installed = false
+  const install = (): void => {
+    if (installed) return
+    installed = true
     const modules = join(project, 'node_modules')
     const link = (name: string, target: string): void => {
       const at = join(modules, name)
@@ -90,8 +107,6 @@ describe('public types (built .d.ts)', () => {
       }
     }
     link('@types/node', join(ROOT, 'node_modules', '@types', 'node'))
-    expect(existsSync(join(modules, 'ioredis'))).toBe(false)
-
     writeFileSync(join(project, 'package.json'), JSON.stringify({ type: 'module', private: true }))
     writeFileSync(
       join(project, 'tsconfig.json'),
@@ -108,6 +123,12 @@ describe('public types (built .d.ts)', () => {
         files: ['index.ts'],
       }),
     )
+  }
+
+  it('compile under tsc --strict (no skipLibCheck) in a project without ioredis', async () => {
+    install()
+    expect(existsSync(join(project, 'node_modules', 'ioredis'))).toBe(false)
+
     writeFileSync(
       join(project, 'index.ts'),
       [
@@ -127,12 +148,49 @@ describe('public types (built .d.ts)', () => {
       ].join('\n'),
     )
 
-    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
-    const result = await new Promise<{ code: number; output: string }>((resolve) => {
-      execFile(process.execPath, [tsc, '-p', project], { timeout: 60_000 }, (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? 1), output: stdout + stderr }),
-      )
-    })
+    const result = await tsc(project)
+    expect(result.output).toBe('')
+    expect(result.code).toBe(0)
+  }, 90_000)
+
+  // Engines declare their events by declaration merging on AegisEvents from their own folder
+  // (`declare module '../kernel/events.js'` in src/gateway/events.ts); bundled into one .d.ts, that
+  // path must still name the bundle (scripts/dts-augmentations.mjs), or the merge is silently lost.
+  it("carry the engines' events on AegisEvents, for ESM and CommonJS consumers, and take an app's own", async () => {
+    install()
+    const consumer = (self: string): string =>
+      [
+        `import { createAegis, type AegisEvents, type AuditEvent, type EventBus, type TypedEvent } from '@aegis/core'`,
+        "declare module '@aegis/core' {",
+        "  interface AegisEvents { 'app.deployed': { readonly version: string } }",
+        '}',
+        'const bus: EventBus = createAegis().events',
+        "bus.on('upstream.breaker', (e) => {",
+        "  const state: 'open' | 'half-open' | 'closed' = e.state",
+        "  const origin: 'local' | 'peer' = e.origin",
+        '  console.log(e.route, e.upstream, state, origin)',
+        '})',
+        "bus.on('upstream.health', (e) => console.log(e.healthy === true))",
+        "bus.on('upstream.ejected', (e) => console.log(e.ms + 1))",
+        "bus.on('proxy.chaos', (e) => console.log(e.chaos === false ? 'off' : e.chaos.abort?.status))",
+        "bus.emit('app.deployed', { version: '1.2.3' })",
+        '// @ts-expect-error: an event nobody declared',
+        "bus.emit('upstream.vanished', {})",
+        "// @ts-expect-error: an event's fields are its type's",
+        "bus.emit('upstream.health', { route: '/api', upstream: 'http://10.0.0.1' })",
+        "const audited: AuditEvent = { type: 'upstream.ejected', route: '/api', upstream: 'http://10.0.0.1', ms: 30_000 }",
+        "const any: TypedEvent = { type: 'app.deployed', version: '1.2.3' }",
+        "const health: AegisEvents['upstream.health'] = { route: '/api', upstream: 'http://10.0.0.1', healthy: true }",
+        `export const ${self} = [audited, any, health]`,
+        '',
+      ].join('\n')
+    writeFileSync(join(project, 'events.mts'), consumer('esm'))
+    writeFileSync(join(project, 'events.cts'), consumer('cjs'))
+    writeFileSync(
+      join(project, 'tsconfig.events.json'),
+      JSON.stringify({ extends: './tsconfig.json', files: ['events.mts', 'events.cts'] }),
+    )
+    const result = await tsc(join(project, 'tsconfig.events.json'))
     expect(result.output).toBe('')
     expect(result.code).toBe(0)
   }, 90_000)

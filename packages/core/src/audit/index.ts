@@ -4,10 +4,12 @@
  * the order they happened. Entries are rare — state changes, not requests — so
  * each is kept whole: numbered, timestamped, frozen, in a bounded ring that
  * `entries()` reads (an admin API pages through it by `seq`), and handed to the
- * configured sink as it is recorded.
+ * configured sink as it is recorded. Given the instance's event bus, the log
+ * subscribes to the {@link AUDITED_EVENTS} itself: engines emit, they do not
+ * know the trail.
  */
 import { AegisArgumentError, WarningCodes } from '../kernel/errors.js'
-import type { ChaosConfig } from '../gateway/options.js'
+import type { AegisEventType, EventBus, TypedEvent } from '../kernel/events.js'
 import { deepFreeze } from '../kernel/option-helpers.js'
 import type { Warn } from '../kernel/warnings.js'
 import type { AuditConfig } from './options.js'
@@ -15,33 +17,22 @@ import type { AuditConfig } from './options.js'
 export { auditSchema, auditSection } from './options.js'
 export type { AuditConfig, AuditOptions, AuditSink } from './options.js'
 
-/** What happened. `origin: 'peer'`: applied from another instance (`breaker.shared`). */
-export type AuditEvent =
-  | {
-      readonly type: 'upstream.breaker'
-      readonly route: string
-      readonly upstream: string
-      readonly state: 'open' | 'half-open' | 'closed'
-      readonly origin: 'local' | 'peer'
-    }
-  | {
-      readonly type: 'upstream.health'
-      readonly route: string
-      readonly upstream: string
-      readonly healthy: boolean
-    }
-  | {
-      readonly type: 'upstream.ejected'
-      readonly route: string
-      readonly upstream: string
-      readonly ms: number
-    }
-  | {
-      readonly type: 'proxy.chaos'
-      readonly route: string
-      /** The fault injection now in force (`false`: off). */
-      readonly chaos: ChaosConfig
-    }
+/**
+ * The event types the trail records, as the engines declared them on the bus
+ * (`AegisEvents`, by declaration merging: the gateway's in gateway/events.ts).
+ */
+export const AUDITED_EVENTS = [
+  'upstream.breaker',
+  'upstream.health',
+  'upstream.ejected',
+  'proxy.chaos',
+] as const satisfies readonly AegisEventType[]
+
+/**
+ * What happened: one of the {@link AUDITED_EVENTS}, with its type, exactly as the bus
+ * carries it. `origin: 'peer'` (a breaker): applied from another instance (`breaker.shared`).
+ */
+export type AuditEvent = TypedEvent<(typeof AUDITED_EVENTS)[number]>
 
 export type AuditType = AuditEvent['type']
 
@@ -84,14 +75,15 @@ export interface AuditLog extends AuditTrail {
 const wholeNumber = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 
 /**
- * The instance's audit log.
+ * The instance's audit log; with `events`, it records every {@link AUDITED_EVENTS}
+ * event the bus carries (for the instance's life: the bus lives no longer).
  *
  * @example
- * const audit = createAuditLog(auditSchema.parse({ size: 100 }), warn)
+ * const audit = createAuditLog(auditSchema.parse({ size: 100 }), warn, bus)
  * audit.record({ type: 'upstream.health', route: '/api', upstream: 'http://10.0.0.5:8080', healthy: false })
  * audit.entries({ after: 0, types: ['upstream.health'] })
  */
-export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
+export function createAuditLog(config: AuditConfig, warn: Warn, events?: EventBus): AuditLog {
   const ring = new Array<AuditEntry>(config.size)
   let last = 0
   let sinkFailures = 0
@@ -139,7 +131,7 @@ export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
     return out
   }
 
-  return {
+  const log: AuditLog = {
     record(event) {
       const seq = last + 1
       // A frozen copy: neither the recorder's later changes nor a reader's reach the trail.
@@ -160,4 +152,8 @@ export function createAuditLog(config: AuditConfig, warn: Warn): AuditLog {
       return sinkFailures
     },
   }
+  if (events !== undefined)
+    for (const type of AUDITED_EVENTS)
+      events.on(type, (event) => log.record({ type, ...event } as AuditEvent))
+  return log
 }

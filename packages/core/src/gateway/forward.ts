@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { endSocket } from '../node/socket.js'
+import type { BodyTap, UpstreamHooks } from '../kernel/engine.js'
 import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */
@@ -45,6 +46,32 @@ class ClientAbortError extends Error {
 
 type Controller = Dispatcher.DispatchController
 
+/**
+ * A route's response tap (its engines hook `onResponse`): made once per route, and only
+ * when an engine hooks it, so an exchange without one pays a field check per answer.
+ */
+export interface ResponseTaps {
+  readonly route: string
+  readonly hooks: UpstreamHooks
+  /** Log what a hook or a tap threw (once per response: a tap that throws is dropped). */
+  failed(err: unknown): void
+}
+
+/** The tap an engine wants on an answer about to be forwarded, if any; a hook that throws gives none. */
+function openTap(
+  taps: ResponseTaps,
+  req: IncomingMessage,
+  status: number,
+  headers: IncomingHttpHeaders,
+): BodyTap | undefined {
+  try {
+    return taps.hooks.onResponse?.(req, { route: taps.route, status, headers }) ?? undefined
+  } catch (err) {
+    taps.failed(err)
+    return undefined
+  }
+}
+
 // A module function given the exchange as its argument: no closure made per exchange.
 const sendTimedOut = (exchange: Exchange): void => exchange.timedOut()
 
@@ -64,6 +91,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   /** The client's socket is full and has not drained since (nginx's `send_timeout` runs). */
   private stalled = false
   private sendTimer: NodeJS.Timeout | undefined = undefined
+  /** The body tap of this answer, while it takes chunks (see `ResponseTaps`). */
+  private tap: BodyTap | undefined = undefined
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
@@ -82,6 +111,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly hold: HoldDecision | undefined,
     private readonly sendTimeout: number,
     private readonly done: (outcome: ExchangeOutcome) => void,
+    private readonly req: IncomingMessage | undefined,
+    private readonly taps: ResponseTaps | undefined,
   ) {
     res.on('close', this.onClose)
   }
@@ -113,6 +144,9 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     this.responded = true
+    // Held answers never get here: only what the client is sent is tapped.
+    if (this.taps !== undefined && this.req !== undefined)
+      this.tap = openTap(this.taps, this.req, statusCode, headers)
     if (res.destroyed) controller.abort(new ClientAbortError())
     else if (bodiless) {
       // A 204 or 304 has no content whatever its Content-Length says (RFC 9110 §6.4.1), so the answer
@@ -126,7 +160,9 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Controller, chunk: Buffer): void {
     // undici can hand over an empty slice at a read boundary; written, it would cost a system call.
-    if (chunk.length === 0 || this.res.write(chunk)) return
+    if (chunk.length === 0) return
+    if (this.tap !== undefined) this.feed(chunk)
+    if (this.res.write(chunk)) return
     controller.pause()
     // Listened for only once the client's socket first fills up (most answers never do).
     if (!this.draining) {
@@ -139,6 +175,28 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.sendTimer === undefined)
       this.sendTimer = setTimeout(sendTimedOut, this.sendTimeout, this).unref()
     else this.sendTimer.refresh()
+  }
+
+  /** Give the tap a chunk; a tap that throws is dropped for the rest of the answer (told it was cut). */
+  private feed(chunk: Buffer): void {
+    try {
+      ;(this.tap as BodyTap).chunk(chunk)
+    } catch (err) {
+      ;(this.taps as ResponseTaps).failed(err)
+      this.endTap(false, true)
+    }
+  }
+
+  /** End the tap, once: `complete` when the whole body went to a client still there. */
+  private endTap(complete: boolean, broken = false): void {
+    const tap = this.tap as BodyTap
+    this.tap = undefined
+    try {
+      tap.end(complete)
+    } catch (err) {
+      // Logged once per answer: a tap that already threw is not reported again.
+      if (!broken) (this.taps as ResponseTaps).failed(err)
+    }
   }
 
   /** The send timeout ran out: a client still not reading is cut, which aborts the upstream request. */
@@ -169,6 +227,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.res.off('close', this.onClose)
     if (this.draining) this.res.off('drain', this.onDrain)
     if (this.sendTimer !== undefined) clearTimeout(this.sendTimer)
+    // Cut (an upstream reset, a timeout, a client gone) unless it ended without an error to a client still there.
+    if (this.tap !== undefined) this.endTap(error === undefined && !this.clientGone)
     this.done({
       status: this.status,
       error,
@@ -192,6 +252,9 @@ export interface UpstreamRequest {
   readonly sendTimeout: number
   readonly requestId: { name: string; value: string } | undefined
   readonly hold?: HoldDecision | undefined
+  /** The client's request (what a response tap is told of), and the route's taps if it has any. */
+  readonly req?: IncomingMessage | undefined
+  readonly taps?: ResponseTaps | undefined
 }
 
 /** undici's options for an upstream request. */
@@ -210,7 +273,7 @@ const dispatchOptions = (up: UpstreamRequest): Dispatcher.DispatchOptions => ({
 /** Send one request upstream and stream the answer to `res`; resolves when the exchange is over. */
 export function exchange(res: ServerResponse, up: UpstreamRequest): Promise<ExchangeOutcome> {
   return new Promise((resolve) => {
-    const handler = new Exchange(res, up.requestId, up.hold, up.sendTimeout, resolve)
+    const handler = new Exchange(res, up.requestId, up.hold, up.sendTimeout, resolve, up.req, up.taps)
     try {
       up.dispatcher.dispatch(dispatchOptions(up), handler)
     } catch (err) {

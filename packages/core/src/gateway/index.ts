@@ -8,6 +8,9 @@ import type { Duplex } from 'node:stream'
 import type { ProxyRouteConfig } from './options.js'
 import { createProxyRoute, type GatewayDeps, type ProxyRoute } from './route.js'
 import type { ParsedBody } from './body.js'
+// The gateway's events on the bus (declaration merging on AegisEvents): a module of declarations,
+// imported for them, so that every program — and the bundled .d.ts — that sees the gateway sees them.
+import './events.js'
 
 export { proxyRouteSchema, proxySection, withRouteDefaults } from './options.js'
 export type { ProxyRouteOptions, ProxyRouteConfig, ChaosOptions, RouteDefaults } from './options.js'

@@ -8,14 +8,16 @@ import type { Duplex } from 'node:stream'
 import { writeSocketRejection } from '../node/socket.js'
 import { EventEmitter } from 'node:events'
 import { createBalancer, type Outcome, type UpstreamHost } from '../balancer/index.js'
-import type { AuditEvent, AuditLog } from '../audit/index.js'
 import type { Metrics } from '../metrics/index.js'
 import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge } from '../validator/body-limits.js'
-import { writeRawRejection } from '../node/response.js'
+import { answeredByAegis, writeRawRejection } from '../node/response.js'
 import type { Rejection } from '../kernel/types.js'
+import type { UpstreamFailure, UpstreamHooks } from '../kernel/engine.js'
+import type { AegisEvents, EventBus } from '../kernel/events.js'
+import { ROUTE_EVENTS } from './events.js'
 import {
   bodyConsumed,
   faultInjected,
@@ -35,11 +37,12 @@ import {
   upgradeExchange,
   type ExchangeOutcome,
   type HoldDecision,
+  type ResponseTaps,
   type UpstreamRequest,
 } from './forward.js'
 import { connectionTokens, upstreamRequestHeaders } from './headers.js'
 import { chaosSchema, type ChaosOptions, type ProxyRouteConfig } from './options.js'
-import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget } from './retry.js'
+import { backoffMs, IDEMPOTENT, retryAfterMs, RetryBudget, type RetryLease } from './retry.js'
 import { bodyOf, buffered, type Body, type ParsedBody } from './body.js'
 import { underPrefix } from './prefix.js'
 import { pathOf, normalizeTarget } from '../kernel/url.js'
@@ -62,16 +65,27 @@ export interface GatewayDeps {
   readonly logger: Logger | undefined
   /** Breaker states shared between instances (routes with `breaker.shared`); needs a Redis store. */
   readonly breakers: BreakerBus | undefined
-  /** Where upstream state changes and run-time fault-injection switches are recorded. */
-  readonly audit: AuditLog | undefined
+  /**
+   * The instance's event bus: upstream state changes and run-time fault-injection switches
+   * are emitted there (gateway/events.ts); the audit trail and `route.events` listen.
+   */
+  readonly events: EventBus
+  /**
+   * The engines' gateway hooks, composed into one: `onFailure` may take over a 502/503/504
+   * before the gateway answers it, `onResponse` may tap an upstream answer's body.
+   */
+  readonly upstream: UpstreamHooks
   /** Warn once per code (misconfiguration that shows with traffic). */
   readonly warn: Warn
   /** The answer to a user callback that failed (logged once, not counted), or to a bug of ours. */
   failure(err: unknown): Rejection
 }
 
-/** A state change of an upstream, as the audit log records it. */
-type UpstreamChange = Extract<AuditEvent, { upstream: string }>
+/** The gateway's events: emitted on the bus (and logged). */
+type GatewayEventType = 'upstream.breaker' | 'upstream.health' | 'upstream.ejected' | 'proxy.chaos'
+
+/** An upstream failure's answer: a 502, 503 or 504 problem. */
+type FailureRejection = Rejection & { readonly status: UpstreamFailure['status'] }
 
 /** A state change of an upstream, as `route.events` emits it. */
 export interface UpstreamEvent {
@@ -97,7 +111,8 @@ export interface ProxyRoute {
   /**
    * `breaker` ({ state: 'open' | 'half-open' | 'closed', origin: 'local' | 'peer' }),
    * `health` ({ healthy }), `ejected` ({ ms }): each with `route` and `upstream`.
-   * The same changes are recorded in the audit log (`upstream.breaker`, …).
+   * Fed from the event bus (`upstream.breaker`, … of this route), where the audit
+   * log records the same changes.
    */
   readonly events: EventEmitter
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
@@ -126,22 +141,35 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   const events = new EventEmitter()
   const name = config.name ?? config.prefix
   const urls = config.upstreams.map((u) => new URL(u.url))
-  /** A change worth keeping: logged and audited. Returns its type and its other fields. */
-  const record = <C extends AuditEvent>(
-    change: C,
+  /**
+   * The event this route is emitting on the bus, while the bus delivers it: how the route's own
+   * listeners below tell its events from those of another route of the same name (two
+   * `shield.proxy()` mounted at different paths are both named `/`).
+   */
+  let emitting: object | undefined
+  /** A change worth keeping: logged, then emitted on the bus (the audit trail and `events` listen there). */
+  const publish = <K extends GatewayEventType>(
+    type: K,
+    event: AegisEvents[K],
     warn: boolean,
     message: string,
-  ): [C['type'], Omit<C, 'type'>] => {
-    const { type, ...fields } = change
-    deps.logger?.[warn ? 'warn' : 'info'](fields, message)
-    deps.audit?.record(change)
-    return [type, fields]
+  ): void => {
+    deps.logger?.[warn ? 'warn' : 'info'](event, message)
+    const outer = emitting
+    emitting = event
+    try {
+      deps.events.emit(type, event)
+    } finally {
+      emitting = outer
+    }
   }
-  /** A state change of an upstream: recorded, and emitted on `events` (as `breaker`, `health`, `ejected`). */
-  const report = (change: UpstreamChange, warn: boolean, message: string): void => {
-    const [type, fields] = record(change, warn, message)
-    events.emit(type.slice('upstream.'.length), fields)
-  }
+  // `events` re-emits this route's upstream changes from the bus; a listener that throws is the
+  // bus's to report, never the breaker's or the health check's that changed state.
+  const subscriptions = (Object.keys(ROUTE_EVENTS) as (keyof typeof ROUTE_EVENTS)[]).map((type) =>
+    deps.events.on(type, (event) => {
+      if (event === emitting) events.emit(ROUTE_EVENTS[type], event)
+    }),
+  )
   const at = (host: UpstreamHost) => ({ route: name, upstream: host.id })
   const balancer = createBalancer(
     config.upstreams.map((u, i) => ({
@@ -155,8 +183,9 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (series !== undefined)
           series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
         const origin = sharing?.changed(host, state) ?? 'local'
-        report(
-          { type: 'upstream.breaker', ...at(host), state, origin },
+        publish(
+          'upstream.breaker',
+          { ...at(host), state, origin },
           state === 'open',
           `upstream breaker ${state}`,
         )
@@ -164,8 +193,9 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       health(host, healthy) {
         const series = byHost.get(host)?.series
         if (series !== undefined) series.healthy.value = healthy ? 1 : 0
-        report(
-          { type: 'upstream.health', ...at(host), healthy },
+        publish(
+          'upstream.health',
+          { ...at(host), healthy },
           !healthy,
           `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
         )
@@ -173,7 +203,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       ejected(host, ms) {
         const series = byHost.get(host)?.series
         if (series !== undefined) series.ejections.value++
-        report({ type: 'upstream.ejected', ...at(host), ms }, true, 'upstream ejected')
+        publish('upstream.ejected', { ...at(host), ms }, true, 'upstream ejected')
       },
     },
   )
@@ -184,12 +214,25 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       : undefined
   const byHost = new Map(upstreams.map((u) => [u.state, u]))
   const { timeouts, retry } = config
-  const budget =
-    retry === false ? undefined : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent)
   const retryStatuses = new Set(retry === false ? [] : retry.statuses)
   let chaos = config.chaos
   const retried = deps.metrics?.retries(name, 'retried')
   const exhausted = deps.metrics?.retries(name, 'budget-exhausted')
+  const budget =
+    retry === false
+      ? undefined
+      : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent, () => {
+          if (exhausted !== undefined) exhausted.value++
+        })
+  /** The response tap, when an engine hooks `onResponse`: asked once here, not per request nor per chunk. */
+  const taps: ResponseTaps | undefined =
+    deps.upstream.onResponse === undefined
+      ? undefined
+      : {
+          route: name,
+          hooks: deps.upstream,
+          failed: (err) => deps.logger?.error({ err, route: name }, 'upstream response tap failed'),
+        }
 
   balancer.start(async (host, path, timeoutMs) => {
     const up = byHost.get(host) as Upstream
@@ -256,6 +299,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           ? undefined
           : { name: config.requestId, value: requestId },
       hold,
+      req,
+      taps,
     }
   }
 
@@ -277,7 +322,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (url instanceof TargetRefusedError) return refuse(url)
     const { pool, queue } = guard.poolFor(url)
     const granted = queue.acquire(res)
-    if (granted !== true && !(await granted)) return saturated(req, res)
+    if (granted !== true && !(await granted)) return fail(req, res, upstreamSaturated)
     let outcome: ExchangeOutcome
     try {
       outcome = await exchange(res, outgoing(req, destinationOf(url, pool, queue), rest, body))
@@ -286,12 +331,72 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }
     if (outcome.responded || outcome.clientAborted) return
     if (outcome.error instanceof TargetRefusedError) return refuse(outcome.error)
-    answer(req, res, upstreamFailure(outcome.error))
+    return fail(req, res, upstreamFailure(outcome.error), outcome.error)
   }
 
-  /** No connection to the upstream could be had in time (a client that left meanwhile gets nothing). */
-  function saturated(req: IncomingMessage, res: ServerResponse): void {
-    if (!res.destroyed) answer(req, res, upstreamSaturated)
+  /**
+   * The one way out of an upstream failure — every 502, 503 and 504 of the route (4xx refusals,
+   * fault injection and our own 500s are answers, not upstream failures, and go through
+   * `answer()`). The engines' `onFailure` hook may take it over (the ghost cache serves
+   * there); when none is set, or it says no, throws or rejects, the gateway answers `rejection`.
+   * A client that left gets nothing, and no hook is asked for it; nor is one asked for a
+   * response Aegis already answered (a 413 sent while the upload streamed upstream).
+   *
+   * Counted as a rejection only when the gateway answers it: an engine that answered counts
+   * its own serve, and the upstream's failure itself was counted where it happened (balancer,
+   * breaker, upstream metrics), whoever answers. Returns a promise only while a hook's
+   * answer is pending: `handle()` resolves once the response is settled.
+   */
+  function fail(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rejection: Rejection,
+    error?: unknown,
+  ): void | Promise<void> {
+    // An unread upload would stall the connection: let it drain into nothing, whoever answers.
+    if (!req.readableEnded) req.resume()
+    if (res.destroyed || answeredByAegis(res)) return
+    if (deps.upstream.onFailure === undefined) return answerFailure(res, rejection)
+    const failure: UpstreamFailure = {
+      route: name,
+      status: (rejection as FailureRejection).status,
+      rejection,
+      ...(error === undefined ? {} : { error }),
+    }
+    let taken: boolean | Promise<boolean>
+    try {
+      taken = deps.upstream.onFailure(req, res, failure)
+    } catch (err) {
+      return failureHookFailed(res, rejection, err)
+    }
+    if (taken === true) return
+    if (typeof (taken as Promise<boolean> | undefined)?.then !== 'function')
+      return answerFailure(res, rejection)
+    return Promise.resolve(taken).then(
+      (answered) => (answered === true ? undefined : answerFailure(res, rejection)),
+      (err: unknown) => failureHookFailed(res, rejection, err),
+    )
+  }
+
+  function failureHookFailed(res: ServerResponse, rejection: Rejection, err: unknown): void {
+    deps.logger?.error({ err, route: name }, 'upstream onFailure hook failed')
+    answerFailure(res, rejection)
+  }
+
+  /**
+   * The gateway's own answer to a failure no hook took: once. A client that left meanwhile gets
+   * nothing; a hook that answered in full and said it did not is believed on its response
+   * (ended: nothing is written twice); one that started an answer and gave up leaves a
+   * response no status can finish: it is cut.
+   */
+  function answerFailure(res: ServerResponse, rejection: Rejection): void {
+    if (res.destroyed || res.writableEnded) return
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    deps.countRejection(rejection)
+    writeRawRejection(res, rejection)
   }
 
   function answer(req: IncomingMessage, res: ServerResponse, r: Rejection): void {
@@ -388,23 +493,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     let host: UpstreamHost | undefined // the host of the last attempt
     let tried: Set<UpstreamHost> | undefined // hosts tried so far, from the second attempt on
     let retries = 0
-    // A retry holds a budget slot from the moment it is decided until its attempt ends.
-    let slot = false // the attempt about to run is a retry with a slot
-    let nextSlot = false // a slot taken for the attempt after this one
-    let outstanding = 0 // slots taken and not given back
     let refusals = 0
     let last: ExchangeOutcome | undefined
-    /** A budget slot for the next attempt, if the budget has one left. */
-    const takeSlot = (): boolean => {
-      if (!budget?.tryAcquire()) {
-        if (exhausted !== undefined) exhausted.value++
-        return false
-      }
-      outstanding++
-      nextSlot = true
-      return true
-    }
-    if (budget !== undefined) budget.active++
+    // This request's share of the retry budget: a retry holds a slot from the moment it is decided
+    // until its attempt ends; whatever is still held goes back in `finally`, however the request ends.
+    const lease = budget?.lease()
     try {
       for (;;) {
         // Another host when there is one; the same one otherwise.
@@ -413,16 +506,13 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           balancer.pick(req, clientKey, tried) ??
           (tried !== undefined ? balancer.pick(req, clientKey) : undefined)
         if (host === undefined)
-          return answer(
-            req,
-            res,
-            // A held 5xx was going to be retried: say so, rather than blame the connection.
-            last === undefined || last.held ? noUpstream(1) : upstreamFailure(last.error),
-          )
+          // A held 5xx was going to be retried: say so, rather than blame the connection.
+          return last === undefined || last.held
+            ? fail(req, res, noUpstream(1))
+            : fail(req, res, upstreamFailure(last.error), last.error)
         const replayable = body.body !== req
         const canRetry = mayRetry && retries < retry.attempts
         let waitMs = 0
-        nextSlot = false
         // Hold back a retryable answer only when a retry is sure to follow: its budget slot is taken here.
         const hold: HoldDecision | undefined =
           canRetry && replayable
@@ -430,19 +520,15 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
                 if (!retryStatuses.has(status)) return false
                 const after = retryAfterMs(headers['retry-after'])
                 waitMs = Math.max(after ?? 0, backoffMs(retries + 1, retry.backoff.base, retry.backoff.max))
-                return performance.now() + waitMs <= deadline && takeSlot()
+                return performance.now() + waitMs <= deadline && (lease as RetryLease).take()
               }
             : undefined
         const outcome = await attempt(byHost.get(host) as Upstream, req, res, rest, body, hold)
-        if (slot) {
-          budget?.release()
-          outstanding--
-          slot = false
-        }
-        if (outcome === false) return saturated(req, res)
+        lease?.attemptEnded()
+        if (outcome === false) return fail(req, res, upstreamSaturated)
         if (outcome === undefined) {
           // Its breaker refused at the last moment: pick again, a bounded number of times.
-          if (++refusals > upstreams.length) return answer(req, res, noUpstream(1))
+          if (++refusals > upstreams.length) return fail(req, res, noUpstream(1))
           continue
         }
         last = outcome
@@ -455,18 +541,20 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
             performance.now() < deadline &&
             ((isConnectFailure(outcome.error) && (replayable || !req.readableDidRead)) ||
               (isReset(outcome.error) && replayable))
-          if (!again || !takeSlot()) return answer(req, res, upstreamFailure(outcome.error))
+          if (!again || lease?.take() !== true)
+            return fail(req, res, upstreamFailure(outcome.error), outcome.error)
           waitMs = backoffMs(retries + 1, retry.backoff.base, retry.backoff.max)
         }
-        slot = nextSlot
+        lease?.nextAttempt()
         retries++
         if (retried !== undefined) retried.value++
         if (waitMs > 0) await sleep(waitMs)
         if (res.destroyed) return
       }
     } finally {
-      for (; outstanding > 0; outstanding--) budget?.release()
-      if (budget !== undefined) budget.active--
+      // Before a failure hook's answer (returned above, still pending) settles: serving from
+      // elsewhere holds no retry slot.
+      lease?.release()
     }
   }
 
@@ -583,7 +671,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
-      record({ type: 'proxy.chaos', route: name, chaos }, false, 'fault injection changed')
+      publish('proxy.chaos', { route: name, chaos }, false, 'fault injection changed')
     },
     endUpgrades() {
       // Destroying the client's side ends the upstream's too (upgradeExchange ties the two), and a
@@ -594,6 +682,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       tunnels.clear()
     },
     async close() {
+      for (const unsubscribe of subscriptions) unsubscribe()
       this.endUpgrades()
       sharing?.close()
       balancer.close()

@@ -76,4 +76,3 @@ export function setWatchedLimit(req: IncomingMessage, limit: number): boolean {
   watch.limit = limit
   return true
 }
-

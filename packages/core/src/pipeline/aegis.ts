@@ -21,6 +21,7 @@ import { createBodyLimits } from '../validator/body-limits.js'
 import { createRouteValidator } from '../validator/route-schema.js'
 import { guardCallback } from '../kernel/callbacks.js'
 import { createFlow } from './admission.js'
+import { composeUpstream } from './upstream-hooks.js'
 import type { AdapterHooks, Aegis } from './api.js'
 import { ENGINES, type EngineApis, type EngineContext } from './engines.js'
 import { createHandler } from './handler.js'
@@ -52,7 +53,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       ),
   })
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
-  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn)
+  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn, events)
   const store = connectStore(config.store, logger, {
     onError: (reason) => metrics?.storeError(reason),
     onStateChange: (up) => metrics?.storeUp(up),
@@ -77,12 +78,12 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     clients,
     metrics,
     store,
-    audit,
     breakers: store === undefined ? undefined : createBreakerBus(store, logger),
     bodyLimits,
     stateOf: (req) => states.get(req),
     count,
     failure,
+    upstream: () => composeUpstream(engines),
     upgradesChanged: () => servers.upgradesChanged(),
   }
   const engines: (Engine & { readonly api?: unknown })[] = []

@@ -6,14 +6,13 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { accessLogEngine } from '../access-log/index.js'
-import type { AuditLog } from '../audit/index.js'
 import type { ClientResolver } from '../client/index.js'
 import { corsEngine } from '../cors/engine.js'
 import { createCors } from '../cors/index.js'
 import { gatewayEngine, type GatewayApi } from '../gateway/engine.js'
 import type { BreakerBus } from '../gateway/index.js'
 import { securityHeaders } from '../headers/index.js'
-import type { Engine } from '../kernel/engine.js'
+import type { Engine, UpstreamHooks } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import type { AdmittedState, Rejection } from '../kernel/types.js'
@@ -38,7 +37,6 @@ export interface EngineContext {
   readonly metrics: Metrics | undefined
   readonly store: RedisConnection | undefined
   readonly breakers: BreakerBus | undefined
-  readonly audit: AuditLog | undefined
   readonly bodyLimits: BodyLimits
   /** The state of an admitted request. */
   stateOf: (req: IncomingMessage) => AdmittedState | undefined
@@ -46,6 +44,8 @@ export interface EngineContext {
   count: (rejection: Rejection) => void
   /** The answer to a user callback that failed, or to a bug of ours (logged once; not counted). */
   failure: (err: unknown) => Rejection
+  /** The gateway hooks of the engines built so far, composed. */
+  upstream: () => UpstreamHooks
   /** An engine started taking upgrades: attached servers listen for them. */
   upgradesChanged: () => void
 }
@@ -129,7 +129,9 @@ export const ENGINES: readonly EngineEntry[] = [
         setBodyLimit: (req, bytes) => ctx.bodyLimits.setLimit(req, bytes),
         countRejection: ctx.count,
         breakers: ctx.breakers,
-        audit: ctx.audit,
+        events: ctx.events,
+        // The hooks of the engines before the gateway in this table: the gateway comes last.
+        upstream: ctx.upstream(),
         warn: ctx.warn,
         failure: ctx.failure, // the gateway's answer() counts it
         routeDefaults: { breaker: ctx.config.breaker, chaos: ctx.config.chaos },

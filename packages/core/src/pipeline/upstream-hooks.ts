@@ -1,0 +1,65 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { BodyTap, Engine, UpstreamFailure, UpstreamHooks, UpstreamResponse } from '../kernel/engine.js'
+
+type FailureHook = NonNullable<UpstreamHooks['onFailure']>
+type ResponseHook = NonNullable<UpstreamHooks['onResponse']>
+
+/** Ask `hooks` from `i` on until one answers: the gateway's own answer only when none does. */
+function askInTurn(
+  hooks: readonly FailureHook[],
+  i: number,
+  req: IncomingMessage,
+  res: ServerResponse,
+  failure: UpstreamFailure,
+): boolean | Promise<boolean> {
+  for (; i < hooks.length; i++) {
+    if (res.writableEnded || res.destroyed) return true
+    const answered = (hooks[i] as FailureHook)(req, res, failure)
+    if (answered === true) return true
+    if (answered instanceof Promise) {
+      const next = i + 1
+      return answered.then(
+        (yes) => yes || askInTurn(hooks, next, req, res, failure),
+        // One hook failing does not stop the next from answering; the gateway logs what the last one threw.
+        () => askInTurn(hooks, next, req, res, failure),
+      )
+    }
+  }
+  return false
+}
+
+/** Several taps as one: each receives every chunk. */
+const fanOut = (taps: readonly BodyTap[]): BodyTap => ({
+  chunk: (data) => {
+    for (const tap of taps) tap.chunk(data)
+  },
+  end: (complete) => {
+    for (const tap of taps) tap.end(complete)
+  },
+})
+
+/**
+ * The gateway hooks of every engine, as one `UpstreamHooks` for the gateway: `onFailure`
+ * asks each engine in table order until one answers; `onResponse` gathers their taps. A
+ * member is absent when no engine has it, so the gateway pays nothing for it.
+ *
+ * @example
+ * const hooks = composeUpstream(engines)
+ */
+export function composeUpstream(engines: readonly Engine[]): UpstreamHooks {
+  const failing = engines.flatMap((e) => (e.upstream?.onFailure === undefined ? [] : [e.upstream.onFailure]))
+  const tapping = engines.flatMap((e) =>
+    e.upstream?.onResponse === undefined ? [] : [e.upstream.onResponse],
+  )
+  const hooks: { onFailure?: FailureHook; onResponse?: ResponseHook } = {}
+  if (failing.length === 1) hooks.onFailure = failing[0] as FailureHook
+  else if (failing.length > 1)
+    hooks.onFailure = (req, res, failure) => askInTurn(failing, 0, req, res, failure)
+  if (tapping.length === 1) hooks.onResponse = tapping[0] as ResponseHook
+  else if (tapping.length > 1)
+    hooks.onResponse = (req: IncomingMessage, response: UpstreamResponse) => {
+      const taps = tapping.flatMap((hook) => hook(req, response) ?? [])
+      return taps.length === 0 ? undefined : taps.length === 1 ? taps[0] : fanOut(taps)
+    }
+  return hooks
+}
