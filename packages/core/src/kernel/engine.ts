@@ -80,9 +80,13 @@ export interface UpstreamHooks {
    * the engine answered on `res` itself. Asked in table order until one answers; a hook
    * that throws or rejects counts as not answered.
    */
-  onFailure?(req: IncomingMessage, res: ServerResponse, failure: UpstreamFailure): boolean | Promise<boolean>
+  onFailure?: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    failure: UpstreamFailure,
+  ) => boolean | Promise<boolean>
   /** An answer is being forwarded: return a tap to receive its body, or `undefined`. */
-  onResponse?(req: IncomingMessage, response: UpstreamResponse): BodyTap | undefined
+  onResponse?: (req: IncomingMessage, response: UpstreamResponse) => BodyTap | undefined
 }
 
 /**
