@@ -316,17 +316,27 @@ export function markdownBuilds(rows, baseline) {
       ` (with 5 pairs it is their min–max; fewer pairs cover less). Controls load no Aegis: both sides run ` +
       `the same code, so their change is this run's noise floor.`,
   )
+  const controls = rows.filter((r) => r.control && r.cpuChange !== undefined)
+  if (controls.length > 0) {
+    const floor = Math.max(...controls.map((r) => Math.abs(r.cpuChange)))
+    lines.push('', `Noise floor: the controls' median CPU/req changes reach ±${(floor * 100).toFixed(1)}%.`)
+  }
   if (tested.length > 0) {
+    const label = (r) => `${r.label} (${percent(r.cpuChange)})`
     const worse = tested.filter((r) => r.within === false && r.cpuChange > 0)
+    const sureWorse = worse.filter((r) => r.sure)
     const unsure = tested.filter((r) => !r.sure)
     lines.push(
       '',
-      worse.length === 0
-        ? `CPU per request within ±5% or better on every Aegis scenario (${tested.length})` +
+      sureWorse.length > 0
+        ? `CPU per request **more than 5% higher** on ${sureWorse.map(label).join(', ')}, the whole interval too.`
+        : worse.length > 0
+          ? `CPU per request more than 5% higher on the median of ${worse.map(label).join(', ')}, but not ` +
+            `sure: the interval crosses ±5% or covers too little. Run more rounds before concluding.`
+          : `CPU per request within ±5% or better on every Aegis scenario (${tested.length})` +
             (unsure.length === 0
               ? ', each interval inside it too.'
-              : `; not sure on ${unsure.length}: ${unsure.map((r) => r.label).join(', ')} (run more rounds).`)
-        : `CPU per request **more than 5% higher** on ${worse.map((r) => `${r.label} (${percent(r.cpuChange)})`).join(', ')}.`,
+              : `; not sure on ${unsure.length}: ${unsure.map((r) => r.label).join(', ')} (run more rounds).`),
     )
   }
   return lines.join('\n')
