@@ -10,6 +10,7 @@
  * Content-Length, keep-alive.
  */
 import { createServer, Agent } from 'node:http'
+import { aegisImports, importAegis } from './lib/aegis.mjs'
 import { answerHeapSampling } from './lib/heap.mjs'
 import { listen } from './variants.mjs'
 
@@ -69,7 +70,7 @@ export const proxies = {
   /** The Aegis gateway on Fastify: defaults but the limiter (wrk is one client). */
   async 'fastify-aegis'(backend) {
     const { default: Fastify } = await import('fastify')
-    const { aegis } = await import('@aegis/fastify')
+    const { aegis } = await importAegis('fastify')
     const app = Fastify({ requestTimeout: 30_000 }) // as Aegis advises (it warns without one)
     await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
     await app.listen({ port: 0, host: '127.0.0.1' })
@@ -78,14 +79,14 @@ export const proxies = {
 
   async 'express-aegis'(backend) {
     const { default: express } = await import('express')
-    const { aegis } = await import('@aegis/express')
+    const { aegis } = await importAegis('express')
     const app = express()
     return aegisGateway(aegis, app, backend, () => app)
   },
 
   async 'koa-aegis'(backend) {
     const { default: Koa } = await import('koa')
-    const { aegis } = await import('@aegis/koa')
+    const { aegis } = await importAegis('koa')
     const app = new Koa()
     return aegisGateway(aegis, app, backend, () => app.callback())
   },
@@ -124,5 +125,6 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
     answerHeapSampling(message)
   })
   process.on('disconnect', () => process.exit(0))
-  process.send({ type: 'ready', port: server.address().port })
+  // Where Aegis came from: an A/B run checks each proxy ran the build it meant.
+  process.send({ type: 'ready', port: server.address().port, aegis: await aegisImports() })
 }

@@ -17,9 +17,19 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import {
+  buildLines,
+  compareBuilds,
+  describeBuilds,
+  importProblems,
+  markdownBuilds,
+  pairOrder,
+  prepareBaseline,
+  serverEnv,
+} from './lib/ab.mjs'
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
-import { childPids, pinProcessTree, spawnTracked, startServer } from './lib/children.mjs'
+import { childPids, pinProcessTree, spawnServer, spawnTracked, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import { median } from './lib/report.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
@@ -48,6 +58,10 @@ const USAGE = `Usage: node bench/gateway.mjs [options]
   --only a,b        these variants only (direct is always measured): ${VARIANTS.join(', ')}
   --pin             the proxy on CPU 1, wrk and the backend on CPU 0 (taskset; needs 2+ CPUs)
   --skip-build      measure the packages' existing dist/
+  --baseline B      also measure another build, interleaved: B is a directory made by
+                    bench/snapshot.mjs (or a checkout with built packages/), or a commit
+                    (snapshotted into a temporary directory); every variant then runs on
+                    both builds in each round, and the report compares them
   -h, --help        this text`
 
 const { values } = parseArgs({
@@ -60,6 +74,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     pin: { type: 'boolean', default: false },
     'skip-build': { type: 'boolean', default: false },
+    baseline: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
@@ -203,14 +218,27 @@ function check(url) {
 /** Where wrk runs with --pin: beside the backend, away from the proxy. */
 const WRK_CPUS = values.pin ? '0' : undefined
 
-async function measure(variant, backend, path) {
+/**
+ * One measured run. With `--baseline`, `build` says which build's Aegis a Node
+ * proxy imports ('baseline' or 'current'), checked once it listens; direct
+ * and nginx load none (the A/B report's controls).
+ */
+async function measure(variant, backend, path, build, baseline) {
   const proxy =
     variant === 'direct'
       ? undefined
       : variant.startsWith('nginx')
         ? await startNginx(backend.port, variant === 'nginx-64k')
-        : await startServer(PROXIES, variant, String(backend.port))
+        : await spawnServer({
+            script: PROXIES,
+            args: [variant, String(backend.port)],
+            ...(build !== undefined && { env: serverEnv(build, baseline) }),
+          })
   try {
+    if (build !== undefined) {
+      const wrong = importProblems(proxy?.aegis, build, baseline)
+      if (wrong.length > 0) throw new Error(wrong.join('; '))
+    }
     if (values.pin && proxy !== undefined) pinProcessTree(proxy.pid, '1')
     const port = proxy?.port ?? backend.port
     const url = `http://127.0.0.1:${port}${path}`
@@ -222,7 +250,14 @@ async function measure(variant, backend, path) {
     const after = await measured.cpuUsage()
     const problems = problemsOf(load)
     const cpuUs = after.user - before.user + (after.system - before.system)
-    return { ok: problems.length === 0, problems, ...load, cpuUsPerRequest: cpuUs / load.requests }
+    return {
+      ok: problems.length === 0,
+      problems,
+      ...load,
+      cpuUsPerRequest: cpuUs / load.requests,
+      // Which Aegis packages the proxy imported (none: a control of an A/B run).
+      ...(build !== undefined && { aegis: (proxy?.aegis ?? []).map((i) => i.name) }),
+    }
   } finally {
     await proxy?.stop()
   }
@@ -235,36 +270,50 @@ async function main() {
   const source = await sourceState()
   if (!values['skip-build']) await buildPackages()
   checkBuilt()
+  // With --baseline: the other tree, where each build's Aegis comes from, and both runs per variant and round.
+  const baseline = values.baseline === undefined ? undefined : await prepareBaseline(values.baseline)
+  const imports = baseline === undefined ? undefined : await describeBuilds(baseline)
+  const baselineSource = baseline === undefined ? undefined : await sourceState(baseline.dir)
+  const builds = baseline === undefined ? [undefined] : ['baseline', 'current']
   const environment = {
     ...environmentInfo(),
     nginx: nginxVersion ?? 'absent',
     pinned: values.pin ? 'proxy on CPU 1; wrk and backend on CPU 0' : false,
   }
-  const minutes = (rounds * selected.length * 2 * (warmup + duration + 1)) / 60
+  const minutes = (rounds * selected.length * 2 * builds.length * (warmup + duration + 1)) / 60
   console.log(
-    `${rounds} rounds × ${selected.length} variants × 2 bodies × ${duration} s (+${warmup} s warm-up), ` +
+    `${rounds} rounds × ${selected.length} variants × 2 bodies${baseline === undefined ? '' : ' × 2 builds'} × ${duration} s (+${warmup} s warm-up), ` +
       `${connections} connections, wrk -t1${values.pin ? ', pinned (proxy CPU 1, wrk and backend CPU 0)' : ''}; about ${Math.ceil(minutes)} min. Node ${process.version}, ${environment.cpus} CPUs.`,
   )
+  if (baseline !== undefined) {
+    console.log(
+      `Builds (each proxy checks it imported its build's Aegis):\n${buildLines(baseline, source, imports).join('\n')}`,
+    )
+  }
   const backend = await startServer(PROXIES, 'backend')
   if (values.pin) pinProcessTree(backend.pid, '0')
   const runs = []
   try {
     for (let round = 1; round <= rounds; round++) {
       const order = selected.map((_, i) => selected[(i + round - 1) % selected.length])
-      for (const [body, path] of Object.entries(BODIES)) {
+      for (const [b, [body, path]] of Object.entries(BODIES).entries()) {
         for (const variant of order) {
-          const dist = distFingerprint()
-          const r = await measure(variant, backend, path).catch((err) => ({
-            ok: false,
-            problems: [err.message],
-          }))
-          runs.push({ round, body, variant, dist, ...r })
-          console.log(
-            `round ${round}/${rounds} ${body.padEnd(5)} ${variant.padEnd(18)} ` +
-              (r.ok
-                ? `${Math.round(r.reqPerSec).toLocaleString('en-US').padStart(7)} req/s  ${r.cpuUsPerRequest.toFixed(1)} µs CPU/req`
-                : `FAILED: ${r.problems.join('; ')}`),
-          )
+          // A/B: both builds back to back, the first alternating (over rounds, variants and bodies).
+          const pair = baseline === undefined ? builds : pairOrder(round, selected.indexOf(variant) + b)
+          for (const build of pair) {
+            const dist = distFingerprint(build === 'baseline' ? baseline.dir : undefined)
+            const r = await measure(variant, backend, path, build, baseline).catch((err) => ({
+              ok: false,
+              problems: [err.message],
+            }))
+            runs.push({ round, body, variant, ...(build !== undefined && { build }), dist, ...r })
+            console.log(
+              `round ${round}/${rounds} ${body.padEnd(5)} ${variant.padEnd(18)} ${build === undefined ? '' : build.padEnd(9)}` +
+                (r.ok
+                  ? `${Math.round(r.reqPerSec).toLocaleString('en-US').padStart(7)} req/s  ${r.cpuUsPerRequest.toFixed(1)} µs CPU/req`
+                  : `FAILED: ${r.problems.join('; ')}`),
+            )
+          }
         }
       }
     }
@@ -273,93 +322,152 @@ async function main() {
   }
 
   // Per body and variant: median req/s, median ratio to direct (paired by round), median CPU.
-  const ok = runs.filter((r) => r.ok)
-  const at = (round, body, variant) =>
-    ok.find((r) => r.round === round && r.body === body && r.variant === variant)
-  const summary = {}
-  for (const body of Object.keys(BODIES)) {
-    summary[body] = {}
-    for (const variant of selected) {
-      const mine = ok.filter((r) => r.body === body && r.variant === variant)
-      const ratios = mine.map((r) => r.reqPerSec / (at(r.round, body, 'direct')?.reqPerSec ?? Number.NaN))
-      summary[body][variant] = {
-        runs: mine.length,
-        reqPerSec: medianOf(mine.map((r) => r.reqPerSec)),
-        vsDirect: medianOf(ratios),
-        cpuUsPerRequest: variant === 'direct' ? Number.NaN : medianOf(mine.map((r) => r.cpuUsPerRequest)),
-        backendCpu: variant === 'direct' ? medianOf(mine.map((r) => r.cpuUsPerRequest)) : undefined,
+  // `ok`: the successful runs of one build (with --baseline, each build is summarized alone).
+  const summarize = (ok) => {
+    const at = (round, body, variant) =>
+      ok.find((r) => r.round === round && r.body === body && r.variant === variant)
+    const summary = {}
+    for (const body of Object.keys(BODIES)) {
+      summary[body] = {}
+      for (const variant of selected) {
+        const mine = ok.filter((r) => r.body === body && r.variant === variant)
+        const ratios = mine.map((r) => r.reqPerSec / (at(r.round, body, 'direct')?.reqPerSec ?? Number.NaN))
+        summary[body][variant] = {
+          runs: mine.length,
+          reqPerSec: medianOf(mine.map((r) => r.reqPerSec)),
+          vsDirect: medianOf(ratios),
+          cpuUsPerRequest: variant === 'direct' ? Number.NaN : medianOf(mine.map((r) => r.cpuUsPerRequest)),
+          backendCpu: variant === 'direct' ? medianOf(mine.map((r) => r.cpuUsPerRequest)) : undefined,
+        }
       }
     }
+    // The issue's claims, paired by round: req/s of `a` over `b`, and CPU per request of `b` over `a`.
+    const perRound = (body, a, b) =>
+      ok
+        .filter((r) => r.body === body && r.variant === a)
+        .map((r) => ({
+          round: r.round,
+          ratio: r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN),
+          cpuRatio: (at(r.round, body, b)?.cpuUsPerRequest ?? Number.NaN) / r.cpuUsPerRequest,
+        }))
+    const claims = [
+      [
+        'Fastify gateway ≥ 1.3x @fastify/http-proxy (small)',
+        'small',
+        'fastify-aegis',
+        'fastify-http-proxy',
+        1.3,
+      ],
+      [
+        'Fastify gateway ≥ 1.3x @fastify/http-proxy (100 KiB)',
+        'large',
+        'fastify-aegis',
+        'fastify-http-proxy',
+        1.3,
+      ],
+      ['Express gateway ≥ 1.2x http-proxy-middleware (small)', 'small', 'express-aegis', 'express-hpm', 1.2],
+      [
+        'Express gateway ≥ 1.2x http-proxy-middleware (100 KiB)',
+        'large',
+        'express-aegis',
+        'express-hpm',
+        1.2,
+      ],
+      ['Fastify gateway ≥ nginx, default buffers (100 KiB)', 'large', 'fastify-aegis', 'nginx', 1],
+      ['Express gateway ≥ nginx, default buffers (100 KiB)', 'large', 'express-aegis', 'nginx', 1],
+    ]
+      .filter(([, , a, b]) => selected.includes(a) && selected.includes(b))
+      .map(([label, body, a, b, target]) => {
+        const byRound = perRound(body, a, b)
+        const ratio = medianOf(byRound.map((r) => r.ratio))
+        const cpuRatio = medianOf(byRound.map((r) => r.cpuRatio))
+        return {
+          label,
+          body,
+          variant: a,
+          base: b,
+          ratio,
+          cpuRatio,
+          rounds: byRound,
+          target,
+          met: ratio >= target,
+        }
+      })
+    return { summary, claims }
   }
-  // The issue's claims, paired by round: req/s of `a` over `b`, and CPU per request of `b` over `a`.
-  const perRound = (body, a, b) =>
-    ok
-      .filter((r) => r.body === body && r.variant === a)
-      .map((r) => ({
-        round: r.round,
-        ratio: r.reqPerSec / (at(r.round, body, b)?.reqPerSec ?? Number.NaN),
-        cpuRatio: (at(r.round, body, b)?.cpuUsPerRequest ?? Number.NaN) / r.cpuUsPerRequest,
-      }))
-  const claims = [
-    [
-      'Fastify gateway ≥ 1.3x @fastify/http-proxy (small)',
-      'small',
-      'fastify-aegis',
-      'fastify-http-proxy',
-      1.3,
-    ],
-    [
-      'Fastify gateway ≥ 1.3x @fastify/http-proxy (100 KiB)',
-      'large',
-      'fastify-aegis',
-      'fastify-http-proxy',
-      1.3,
-    ],
-    ['Express gateway ≥ 1.2x http-proxy-middleware (small)', 'small', 'express-aegis', 'express-hpm', 1.2],
-    ['Express gateway ≥ 1.2x http-proxy-middleware (100 KiB)', 'large', 'express-aegis', 'express-hpm', 1.2],
-    ['Fastify gateway ≥ nginx, default buffers (100 KiB)', 'large', 'fastify-aegis', 'nginx', 1],
-    ['Express gateway ≥ nginx, default buffers (100 KiB)', 'large', 'express-aegis', 'nginx', 1],
-  ]
-    .filter(([, , a, b]) => selected.includes(a) && selected.includes(b))
-    .map(([label, body, a, b, target]) => {
-      const byRound = perRound(body, a, b)
-      const ratio = medianOf(byRound.map((r) => r.ratio))
-      const cpuRatio = medianOf(byRound.map((r) => r.cpuRatio))
-      return {
-        label,
-        body,
-        variant: a,
-        base: b,
-        ratio,
-        cpuRatio,
-        rounds: byRound,
-        target,
-        met: ratio >= target,
-      }
-    })
+  const ofBuild = (build) => runs.filter((r) => r.ok && r.build === build)
+  const { summary, claims } = summarize(
+    baseline === undefined ? runs.filter((r) => r.ok) : ofBuild('current'),
+  )
+  const baselineSummary = baseline === undefined ? undefined : summarize(ofBuild('baseline')).summary
+  const versus =
+    baseline === undefined
+      ? undefined
+      : compareBuilds(
+          Object.keys(BODIES).flatMap((body) =>
+            selected.map((variant) => ({
+              label: `${variant} (${body})`,
+              match: (r) => r.body === body && r.variant === variant,
+              control: runs.every((r) => r.variant !== variant || !r.ok || r.aegis.length === 0),
+            })),
+          ),
+          runs,
+        )
 
   mkdirSync(RESULTS, { recursive: true })
   const file = `${RESULTS}gateway-${new Date().toISOString().replace(/[:.]/g, '-')}.json`
   environment.loadavgAtEnd = loadavg()
   writeFileSync(
     file,
-    `${JSON.stringify({ command: ['node', 'bench/gateway.mjs', ...process.argv.slice(2)].join(' '), options: { rounds, duration, warmup, connections }, environment, source, summary, claims, runs }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        command: ['node', 'bench/gateway.mjs', ...process.argv.slice(2)].join(' '),
+        options: {
+          rounds,
+          duration,
+          warmup,
+          connections,
+          ...(baseline !== undefined && { baseline: baseline.spec }),
+        },
+        environment,
+        source,
+        ...(baseline !== undefined && {
+          baseline: { ...baseline, source: baselineSource, imports },
+          baselineSummary,
+          versusBaseline: versus,
+        }),
+        summary,
+        claims,
+        runs,
+      },
+      null,
+      2,
+    )}\n`,
   )
   const fmt = (x, d = 0) =>
     Number.isFinite(x)
       ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
       : '—'
-  for (const body of Object.keys(BODIES)) {
-    console.log(
-      `\n## ${body === 'small' ? 'Small JSON' : '100 KiB'} answers (medians over ${rounds} rounds)\n`,
-    )
-    console.log('| Variant | req/s | vs direct | proxy CPU µs/req |\n| --- | ---: | ---: | ---: |')
-    for (const variant of selected) {
-      const s = summary[body][variant]
+  const tables = (summary, build) => {
+    for (const body of Object.keys(BODIES)) {
       console.log(
-        `| ${variant} | ${fmt(s.reqPerSec)} | ${fmt(s.vsDirect, 2)}x | ${variant === 'direct' ? `(backend ${fmt(s.backendCpu, 1)})` : fmt(s.cpuUsPerRequest, 1)} |`,
+        `\n## ${body === 'small' ? 'Small JSON' : '100 KiB'} answers (medians over ${rounds} rounds${build === undefined ? '' : `, ${build} build`})\n`,
       )
+      console.log('| Variant | req/s | vs direct | proxy CPU µs/req |\n| --- | ---: | ---: | ---: |')
+      for (const variant of selected) {
+        const s = summary[body][variant]
+        console.log(
+          `| ${variant} | ${fmt(s.reqPerSec)} | ${fmt(s.vsDirect, 2)}x | ${variant === 'direct' ? `(backend ${fmt(s.backendCpu, 1)})` : fmt(s.cpuUsPerRequest, 1)} |`,
+        )
+      }
     }
+  }
+  tables(summary, baseline === undefined ? undefined : 'current')
+  if (baseline !== undefined) {
+    tables(baselineSummary, 'baseline')
+    console.log(
+      `\n## Baseline vs current (CPU per request within ±5%?)\n\n${markdownBuilds(versus, baseline)}`,
+    )
   }
   if (claims.length > 0) {
     console.log(
@@ -374,7 +482,9 @@ async function main() {
   }
   const failed = runs.filter((r) => !r.ok)
   for (const r of failed)
-    console.log(`\nFAILED round ${r.round} ${r.body} ${r.variant}: ${r.problems.join('; ')}`)
+    console.log(
+      `\nFAILED round ${r.round} ${r.body} ${r.variant}${r.build === undefined ? '' : ` (${r.build})`}: ${r.problems.join('; ')}`,
+    )
   console.log(`\nResults: ${file}`)
   if (failed.length > 0) process.exitCode = 1
 }

@@ -8,9 +8,19 @@ import { get } from 'node:http'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
+import {
+  buildLines,
+  compareBuilds,
+  describeBuilds,
+  importProblems,
+  markdownBuilds,
+  pairOrder,
+  prepareBaseline,
+  serverEnv,
+} from './lib/ab.mjs'
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
-import { pinProcessTree, startServer } from './lib/children.mjs'
+import { pinProcessTree, spawnServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import {
   checkClaims,
@@ -40,6 +50,10 @@ const USAGE = `Usage: pnpm bench [options]
   --autocannon       load with autocannon instead of wrk (cross-check)
   --pin              the server on CPU 1, wrk on CPU 0 (taskset; wrk only, needs 2+ CPUs)
   --skip-build       use the packages' existing dist/ instead of building first
+  --baseline B       also measure another build, interleaved: B is a directory made by
+                     bench/snapshot.mjs (or a checkout with built packages/), or a commit
+                     (snapshotted into a temporary directory); every variant then runs on
+                     both builds in each round, and the report compares them
   -h, --help         this text`
 
 function parseOptions(argv) {
@@ -55,6 +69,7 @@ function parseOptions(argv) {
       autocannon: { type: 'boolean', default: false },
       pin: { type: 'boolean', default: false },
       'skip-build': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -79,6 +94,7 @@ function parseOptions(argv) {
     generator: values.autocannon ? generators.autocannon : generators.wrk,
     pin: values.pin,
     build: !values['skip-build'],
+    baseline: values.baseline,
   }
 }
 
@@ -121,13 +137,25 @@ function checkResponse(url, variant) {
   })
 }
 
-/** One measured run of one variant, in a server process of its own. */
-async function measure(variant, options) {
+/**
+ * One measured run of one variant, in a server process of its own; with
+ * `--baseline`, of the given `build` ('baseline' or 'current'), checked to
+ * have imported that build's Aegis.
+ */
+async function measure(variant, options, build) {
   const { generator, duration, warmup, connections, pin } = options
-  const server = await startServer(SERVER, variant.name)
+  const server = await spawnServer({
+    script: SERVER,
+    args: [variant.name],
+    ...(build !== undefined && { env: serverEnv(build, options.baseline) }),
+  })
   // With --pin: the server alone on CPU 1, the load generator on CPU 0.
   const cpus = pin ? '0' : undefined
   try {
+    if (build !== undefined) {
+      const wrong = importProblems(server.aegis, build, options.baseline)
+      if (wrong.length > 0) throw new Error(wrong.join('; '))
+    }
     if (pin) pinProcessTree(server.pid, '1')
     const url = `http://127.0.0.1:${server.port}/`
     await checkResponse(url, variant)
@@ -155,6 +183,8 @@ async function measure(variant, options) {
       cpuUsPerRequest: (cpu.userUs + cpu.systemUs) / load.requests,
       ...(redisCpuUs !== undefined && { redisCpuUsPerRequest: redisCpuUs / load.requests }),
       ...(problems.length > 0 && { serverLog: server.log() }),
+      // Which Aegis packages the server imported (none: a control of an A/B run).
+      ...(build !== undefined && { aegis: (server.aegis ?? []).map((i) => i.name) }),
     }
   } finally {
     await server.stop()
@@ -171,17 +201,29 @@ async function main(options) {
   const source = await sourceState() // what the build below sees
   if (options.build) await buildPackages()
   checkBuilt()
+  // With --baseline: the other tree, where each build's Aegis comes from, and both runs per variant and round.
+  const baseline = options.baseline === undefined ? undefined : await prepareBaseline(options.baseline)
+  options = { ...options, baseline }
+  const imports = baseline === undefined ? undefined : await describeBuilds(baseline)
+  const baselineSource = baseline === undefined ? undefined : await sourceState(baseline.dir)
+  const builds = baseline === undefined ? [undefined] : ['baseline', 'current']
 
   const startedAt = new Date()
   const environment = {
     ...environmentInfo(),
   }
-  const minutes = (rounds * selected.length * (warmup + duration + 1)) / 60
+  const minutes = (rounds * selected.length * builds.length * (warmup + duration + 1)) / 60
   console.log(
-    `${rounds} rounds × ${selected.length} variants × ${duration} s (+${warmup} s warm-up), ` +
+    `${rounds} rounds × ${selected.length} variants${baseline === undefined ? '' : ' × 2 builds'} × ${duration} s (+${warmup} s warm-up), ` +
       `${connections} connections, ${generator.name}; about ${Math.ceil(minutes)} min.\n` +
       `Node ${environment.node}, ${environment.cpus} CPUs, load average ${environment.loadavgAtStart.map((l) => l.toFixed(2)).join(' ')}`,
   )
+
+  if (baseline !== undefined) {
+    console.log(
+      `Builds (each server checks it imported its build's Aegis):\n${buildLines(baseline, source, imports).join('\n')}`,
+    )
+  }
 
   const width = Math.max(...selected.map((v) => v.name.length))
   const runs = []
@@ -189,27 +231,53 @@ async function main(options) {
     // Start each round one variant later, so no variant always runs first.
     const order = selected.map((_, i) => selected[(i + round - 1) % selected.length])
     for (const variant of order) {
-      const dist = distFingerprint()
-      const result = await measure(variant, options).catch((err) => ({ ok: false, problems: [err.message] }))
-      runs.push({ round, variant: variant.name, dist, ...result })
-      const line = `round ${round}/${rounds}  ${pad(variant.name, width)}  `
-      console.log(
-        result.ok
-          ? `${line}${pad(Math.round(result.reqPerSec).toLocaleString('en-US'), 7)} req/s  ` +
-              `${result.cpuUsPerRequest.toFixed(1)} µs CPU/req  p99 ${result.latencyMs.p99?.toFixed(2)} ms` +
-              (result.redisCpuUsPerRequest === undefined
-                ? ''
-                : `  Redis ${result.redisCpuUsPerRequest.toFixed(1)} µs CPU/req`)
-          : `${line}FAILED: ${result.problems.join('; ')}`,
-      )
+      const pair = baseline === undefined ? builds : pairOrder(round, selected.indexOf(variant))
+      for (const build of pair) {
+        const dist = distFingerprint(build === 'baseline' ? baseline.dir : undefined)
+        const result = await measure(variant, options, build).catch((err) => ({
+          ok: false,
+          problems: [err.message],
+        }))
+        runs.push({ round, variant: variant.name, ...(build !== undefined && { build }), dist, ...result })
+        const line = `round ${round}/${rounds}  ${pad(variant.name, width)}  ${build === undefined ? '' : pad(build, 9)}`
+        console.log(
+          result.ok
+            ? `${line}${pad(Math.round(result.reqPerSec).toLocaleString('en-US'), 7)} req/s  ` +
+                `${result.cpuUsPerRequest.toFixed(1)} µs CPU/req  p99 ${result.latencyMs.p99?.toFixed(2)} ms` +
+                (result.redisCpuUsPerRequest === undefined
+                  ? ''
+                  : `  Redis ${result.redisCpuUsPerRequest.toFixed(1)} µs CPU/req`)
+            : `${line}FAILED: ${result.problems.join('; ')}`,
+        )
+      }
     }
   }
 
-  const summary = summarize(selected, runs)
+  // With --baseline, the usual report is the current build's; the baseline gets its own table and the comparison.
+  const measured = baseline === undefined ? runs : runs.filter((r) => r.build === 'current')
+  const summary = summarize(selected, measured)
   const targets = targetChecks(summary)
-  const derived = compare(comparisons, runs)
+  const derived = compare(comparisons, measured)
   const verdicts = checkClaims(claims, derived)
-  const builds = [...new Set(runs.map((r) => r.dist))]
+  const baselineSummary =
+    baseline === undefined
+      ? undefined
+      : summarize(
+          selected,
+          runs.filter((r) => r.build === 'baseline'),
+        )
+  const versus =
+    baseline === undefined
+      ? undefined
+      : compareBuilds(
+          selected.map((v) => ({
+            label: v.label,
+            match: (r) => r.variant === v.name,
+            control: runs.every((r) => r.variant !== v.name || !r.ok || r.aegis.length === 0),
+          })),
+          runs,
+        )
+  const fingerprints = [...new Set(runs.map((r) => r.dist))]
   environment.loadavgAtEnd = loadavg()
   mkdirSync(RESULTS, { recursive: true })
   const file = `${RESULTS}${startedAt.toISOString().replace(/[:.]/g, '-')}.json`
@@ -224,36 +292,53 @@ async function main(options) {
       loadGenerator: generator.name,
       pinned: options.pin,
       build: options.build,
+      ...(baseline !== undefined && { baseline: options.baseline.spec }),
     },
     environment,
     source,
+    ...(baseline !== undefined && {
+      baseline: { ...baseline, source: baselineSource, imports },
+      baselineSummary,
+      versusBaseline: versus,
+    }),
     variants: selected, // JSON leaves out their `start` functions
     summary,
     targets,
     comparisons: derived,
     claims: verdicts,
-    distFingerprints: builds,
+    distFingerprints: fingerprints,
     runs,
   }
   writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`)
 
+  const ofBuild = baseline === undefined ? '' : ', current build'
   console.log(
-    `\n## Medians over ${rounds} rounds (${generator.name}, ${connections} connections, ${duration} s)\n`,
+    `\n## Medians over ${rounds} rounds (${generator.name}, ${connections} connections, ${duration} s${ofBuild})\n`,
   )
   console.log(markdownTable(summary))
+  if (baseline !== undefined) {
+    console.log(`\n## Medians over ${rounds} rounds, baseline build\n\n${markdownTable(baselineSummary)}`)
+    console.log(
+      `\n## Baseline vs current (CPU per request within ±5%?)\n\n${markdownBuilds(versus, baseline)}`,
+    )
+  }
   if (targets.length > 0) console.log(`\n## Targets (Aegis defaults)\n\n${markdownTargets(targets)}`)
   if (derived.length > 0) {
     console.log(`\n## Comparisons (paired by round: median, min–max)\n\n${markdownComparisons(derived)}`)
   }
   if (verdicts.length > 0) console.log(`\n## Rate-limiter claims\n\n${markdownClaims(verdicts)}`)
-  if (builds.length > 1) {
+  // A build whose runs saw more than one dist/: rebuilt during the run.
+  if (builds.some((b) => new Set(runs.filter((r) => r.build === b).map((r) => r.dist)).size > 1)) {
     console.log(
-      `\nWARNING: packages/*/dist changed during the run (${builds.join(', ')}): somebody rebuilt ` +
+      `\nWARNING: packages/*/dist changed during the run (${fingerprints.join(', ')}): somebody rebuilt ` +
         `them; the runs did not all measure the same code (each run's "dist" is in the JSON).`,
     )
   }
   const failed = runs.filter((r) => !r.ok)
-  for (const r of failed) console.log(`\nFAILED round ${r.round} ${r.variant}: ${r.problems.join('; ')}`)
+  for (const r of failed)
+    console.log(
+      `\nFAILED round ${r.round} ${r.variant}${r.build === undefined ? '' : ` (${r.build})`}: ${r.problems.join('; ')}`,
+    )
   console.log(`\nResults: ${file}`)
   if (failed.length > 0) process.exitCode = 1
 }

@@ -7,6 +7,7 @@
  * right after the measured window, so the sampling costs nothing while the
  * load runs and never goes through the HTTP stack measured.
  */
+import { aegisImports } from './lib/aegis.mjs'
 import { answerHeapSampling } from './lib/heap.mjs'
 import { variants } from './variants.mjs'
 
@@ -33,4 +34,5 @@ process.on('message', (message) => {
 // The runner gone (crashed, killed) means nobody will stop us: leave with it.
 process.on('disconnect', () => process.exit(0))
 
-process.send({ type: 'ready', port: server.address().port })
+// Where Aegis came from: an A/B run checks each server ran the build it meant.
+process.send({ type: 'ready', port: server.address().port, aegis: await aegisImports() })

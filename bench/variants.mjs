@@ -5,6 +5,7 @@
  * loading any of them and each server process loads only its own stack.
  */
 import { createServer } from 'node:http'
+import { importAegis } from './lib/aegis.mjs'
 
 export const HELLO = { hello: 'world' }
 
@@ -122,7 +123,7 @@ let core
 const withAegis = {
   express: (options, attachOptions) =>
     express(async (app) => {
-      const { aegis } = await import('@aegis/express')
+      const { aegis } = await importAegis('express')
       const shield = aegis(options())
       core = shield.core
       if (core.store !== undefined) await redisReady(core)
@@ -134,14 +135,14 @@ const withAegis = {
     }),
   fastify: (options) =>
     fastify(async (app) => {
-      const { aegis } = await import('@aegis/fastify')
+      const { aegis } = await importAegis('fastify')
       await app.register(aegis, options())
       core = app.aegis
       if (core.store !== undefined) await redisReady(core)
     }),
   koa: (options) =>
     koa(async (app) => {
-      const { aegis } = await import('@aegis/koa')
+      const { aegis } = await importAegis('koa')
       const shield = aegis(options())
       core = shield.core
       app.use(shield)
@@ -205,7 +206,7 @@ export const variants = [
   // for Express alone, and Aegis without it; and the floor under any Express
   // middleware (one more router layer that calls next()). Not in a suite.
   plainExpress('express-shaped', 'floor', 'Express, requests shaped (shapeRequests)', async () => {
-    const { shapeRequests } = await import('@aegis/core')
+    const { shapeRequests } = await importAegis('core')
     return { attach: (server) => shapeRequests(server) }
   }),
   aegisVariant('express', 'express-aegis-noshape', 'Express + Aegis, requests not shaped', () => AEGIS, {

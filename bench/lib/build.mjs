@@ -8,10 +8,11 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { cpus, loadavg, release } from 'node:os'
+import { aegisEntry } from './aegis.mjs'
 import { run } from './children.mjs'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const PACKAGES = ['@aegis/core', '@aegis/express', '@aegis/fastify', '@aegis/koa']
+const PACKAGES = ['core', 'express', 'fastify', 'koa']
 
 export async function buildPackages() {
   console.log('Building packages/* (tsup)…')
@@ -25,24 +26,27 @@ export async function buildPackages() {
   }
 }
 
-const entryOf = (pkg) => {
+/** `build`: another tree's root (an A/B run's baseline); default this checkout, through the workspace links. */
+const entryOf = (pkg, build) => {
   try {
-    return fileURLToPath(import.meta.resolve(pkg))
+    return aegisEntry(pkg, build)
   } catch {
     return undefined
   }
 }
 
-/** The servers import the adapters' dist/ through the workspace links. */
-export function checkBuilt() {
+/** The servers import the adapters' dist/ through the workspace links (or from `build`'s packages/). */
+export function checkBuilt(build) {
   const missing = PACKAGES.filter((pkg) => {
-    const entry = entryOf(pkg)
+    const entry = entryOf(pkg, build)
     return entry === undefined || !existsSync(entry)
-  })
+  }).map((pkg) => `@aegis/${pkg}`)
   if (missing.length > 0) {
     throw new Error(
-      `${missing.join(', ')}: no dist/ to benchmark. Build them (run without --skip-build, ` +
-        `or pnpm -r --filter './packages/**' run build) and try again.`,
+      build === undefined
+        ? `${missing.join(', ')}: no dist/ to benchmark. Build them (run without --skip-build, ` +
+            `or pnpm -r --filter './packages/**' run build) and try again.`
+        : `${missing.join(', ')}: no dist/ under ${build}/packages (a baseline must be built: make it with bench/snapshot.mjs)`,
     )
   }
 }
@@ -52,10 +56,10 @@ export function checkBuilt() {
  * somebody rebuilds packages/ while a benchmark runs, the runs no longer
  * measure the same code, and the report says so.
  */
-export function distFingerprint() {
+export function distFingerprint(build) {
   const hash = createHash('sha256')
   for (const pkg of PACKAGES) {
-    const entry = entryOf(pkg)
+    const entry = entryOf(pkg, build)
     try {
       hash.update(entry === undefined ? 'missing' : readFileSync(entry))
     } catch {
@@ -67,16 +71,17 @@ export function distFingerprint() {
 
 /**
  * The source measured: commit and whether packages/ had uncommitted changes;
- * in a tree made by snapshot.mjs, the commit it exported.
+ * in a tree made by snapshot.mjs, the commit it exported. `root`: this
+ * checkout, or an A/B run's baseline tree.
  */
-export async function sourceState() {
-  const snapshot = join(ROOT, 'SNAPSHOT.json')
+export async function sourceState(root = ROOT) {
+  const snapshot = join(root, 'SNAPSHOT.json')
   if (existsSync(snapshot))
     return { ...JSON.parse(readFileSync(snapshot, 'utf8')), uncommittedInPackages: [] }
   try {
-    const head = await run('git', ['rev-parse', 'HEAD'], { cwd: ROOT, timeoutMs: 10_000 })
+    const head = await run('git', ['rev-parse', 'HEAD'], { cwd: root, timeoutMs: 10_000 })
     const status = await run('git', ['status', '--porcelain', '--', 'packages'], {
-      cwd: ROOT,
+      cwd: root,
       timeoutMs: 10_000,
     })
     if (head.code !== 0 || status.code !== 0) return undefined // not a git checkout (an exported tree)

@@ -63,9 +63,13 @@ const exited = (child) => child.exitCode !== null || child.signalCode !== null
  *
  * @returns {Promise<{ code: number | null, signal: string | null, stdout: string, stderr: string }>}
  */
-export function run(command, args, { timeoutMs, cwd }) {
+export function run(command, args, { timeoutMs, cwd, env }) {
   return new Promise((resolve, reject) => {
-    const child = spawnTracked(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawnTracked(command, args, {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(env !== undefined && { env }),
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d))
@@ -89,9 +93,20 @@ const LOG_TAIL_CHARS = 4_000
 /**
  * Start `node <script> <variant> [...args]` and wait until it listens.
  *
+ * @returns {ReturnType<typeof spawnServer>}
+ */
+export const startServer = (script, variant, ...args) => spawnServer({ script, args: [variant, ...args] })
+
+/**
+ * `startServer` with the child's environment given (`env`, default the
+ * runner's): an A/B run points a server at the baseline build this way
+ * (lib/aegis.mjs).
+ *
+ * @param {{ script: string, args: string[], env?: NodeJS.ProcessEnv }} spec
  * @returns {Promise<{
  *   port: number,
  *   pid: number,
+ *   aegis?: Array<{ name: string, file: string, core?: string, sameInstance?: boolean }>,
  *   cpuUsage: () => Promise<NodeJS.CpuUsage>,
  *   probe: () => Promise<{ problems: string[], redisCpuUs?: number }>,
  *   ask: (message: string, replyType: string) => Promise<object>,
@@ -99,9 +114,11 @@ const LOG_TAIL_CHARS = 4_000
  *   stop: () => Promise<void>,
  * }>}
  */
-export async function startServer(script, variant, ...args) {
-  const child = spawnTracked(process.execPath, [script, variant, ...args], {
+export async function spawnServer({ script, args, env }) {
+  const variant = args[0]
+  const child = spawnTracked(process.execPath, [script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    ...(env !== undefined && { env }),
   })
   // Keep the end of the server's output: shown only when a run fails.
   let log = ''
@@ -146,10 +163,12 @@ export async function startServer(script, variant, ...args) {
     })
 
   try {
-    const { port } = await request('ready')
+    const { port, aegis } = await request('ready')
     return {
       port,
       pid: child.pid,
+      /** Where the server imported Aegis from (lib/aegis.mjs `aegisImports()`), when it says. */
+      aegis,
       cpuUsage: async () => (await request('cpu', () => child.send('cpu'))).usage,
       /** The variant's own probe (`variant.probe`), run in the server process. */
       probe: async () => {
