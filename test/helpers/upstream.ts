@@ -82,3 +82,10 @@ export async function startUpstream(
     },
   }
 }
+
+/** The URL of a loopback port nothing listens on any more: connections to it are refused. */
+export async function refusedUrl(): Promise<string> {
+  const gone = await startUpstream('gone')
+  await gone.close()
+  return gone.url
+}

@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createAegis, type Aegis, type AegisEvents, type AuditEntry, type TypedEvent } from '../src/index.js'
-import { startUpstream, type Upstream } from '../../../test/helpers/upstream.js'
+import { refusedUrl, startUpstream, type Upstream } from '../../../test/helpers/upstream.js'
 import { failOnUncaught } from '../../../test/helpers/uncaught.js'
 import { sleep, waitFor } from '../../../test/helpers/wait.js'
 
@@ -43,18 +43,11 @@ async function upstream(...args: Parameters<typeof startUpstream>): Promise<Upst
   return u
 }
 
-/** The URL of a port nothing listens on any more. */
-async function refusing(): Promise<string> {
-  const gone = await startUpstream('gone')
-  await gone.close()
-  return gone.url
-}
-
 const checks = { path: '/health', interval: 100, timeout: 100, unhealthyThreshold: 1 } as const
 
 describe('the gateway on the event bus', () => {
   it('feeds route.events from the bus, and the audit trail records the very same events, shaped as before', async () => {
-    const down = await refusing()
+    const down = await refusedUrl()
     const { core } = instance()
     const route = core.proxy({ prefix: '/api', name: 'api', upstreams: [down], healthCheck: checks })
     const onBus: TypedEvent[] = []
@@ -101,7 +94,7 @@ describe('the gateway on the event bus', () => {
   })
 
   it('keeps route.events to its own route, even beside another route of the same name', async () => {
-    const down = await refusing()
+    const down = await refusedUrl()
     const up = await upstream('up')
     const { core } = instance()
     // Both named `/` (no prefix: Express mounts each at its own path).
@@ -164,8 +157,8 @@ describe('the gateway on the event bus', () => {
   })
 
   it('closed routes leave the bus', async () => {
-    const { core } = instance({ audit: false, proxy: [{ prefix: '/a', upstreams: [await refusing()] }] })
-    core.proxy({ prefix: '/b', upstreams: [await refusing()] })
+    const { core } = instance({ audit: false, proxy: [{ prefix: '/a', upstreams: [await refusedUrl()] }] })
+    core.proxy({ prefix: '/b', upstreams: [await refusedUrl()] })
     expect(core.events.has('upstream.health')).toBe(true)
     await core.close()
     expect(core.events.has('upstream.health')).toBe(false)

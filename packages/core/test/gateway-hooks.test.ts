@@ -20,11 +20,21 @@ import {
 } from '../src/index.js'
 import { createFailureAnswers } from '../src/kernel/callbacks.js'
 import { RetryBudget } from '../src/gateway/retry.js'
-import { startUpstream, type Upstream } from '../../../test/helpers/upstream.js'
+import { refusedUrl, startUpstream, type Upstream } from '../../../test/helpers/upstream.js'
 import { failOnUncaught } from '../../../test/helpers/uncaught.js'
 import { sleep, waitFor } from '../../../test/helpers/wait.js'
 
 failOnUncaught()
+
+/** One refusing upstream, ejected at its first refused connection: a 502, then 503s (none left). */
+const ejectingAtOnce = async (): Promise<Omit<ProxyRouteOptions, 'prefix'>> => ({
+  upstreams: [await refusedUrl()],
+  retry: false,
+  healthCheck: false,
+  breaker: false,
+  outlier: { consecutiveConnectErrors: 1, maxEjectionPercent: 100 },
+  panicThreshold: 0,
+})
 
 interface Gateway {
   readonly port: number
@@ -96,13 +106,6 @@ async function upstream(...args: Parameters<typeof startUpstream>): Promise<Upst
   return u
 }
 
-/** The URL of a port nothing listens on any more (connections refused). */
-async function refusing(): Promise<string> {
-  const gone = await startUpstream('gone')
-  await gone.close()
-  return gone.url
-}
-
 interface Reply {
   status: number
   headers: IncomingHttpHeaders
@@ -144,7 +147,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
   it('a hook answers 200 from memory for an upstream that is down: the gateway writes and counts nothing', async () => {
     const failures: UpstreamFailure[] = []
     const gw = await gateway(
-      { prefix: '/api', name: 'api', upstreams: [await refusing()], retry: false, ...quiet },
+      { prefix: '/api', name: 'api', upstreams: [await refusedUrl()], retry: false, ...quiet },
       {
         onFailure(_req, res, failure) {
           failures.push(failure)
@@ -180,18 +183,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
     )
     expect((await get(timeouts, '/t/x')).body.toString()).toBe('ghost of a 504')
     // One refused connection ejects the only upstream: the next request has none left.
-    const ejecting = await gateway(
-      {
-        prefix: '/e',
-        upstreams: [await refusing()],
-        retry: false,
-        healthCheck: false,
-        breaker: false,
-        outlier: { consecutiveConnectErrors: 1, maxEjectionPercent: 100 },
-        panicThreshold: 0,
-      },
-      hooks,
-    )
+    const ejecting = await gateway({ prefix: '/e', ...(await ejectingAtOnce()) }, hooks)
     expect((await get(ejecting, '/e/x')).body.toString()).toBe('ghost of a 502')
     expect((await get(ejecting, '/e/x')).body.toString()).toBe('ghost of a 503')
     expect(statuses).toEqual([504, 502, 503])
@@ -201,15 +193,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
   it('a hook that throws, rejects or says no leaves the answer to the gateway: its own 502/503, counted once, logged', async () => {
     let mode: 'throw' | 'reject' | 'no' = 'throw'
     const gw = await gateway(
-      {
-        prefix: '/api',
-        upstreams: [await refusing()],
-        retry: false,
-        healthCheck: false,
-        breaker: false,
-        outlier: { consecutiveConnectErrors: 1, maxEjectionPercent: 100 },
-        panicThreshold: 0,
-      },
+      { prefix: '/api', ...(await ejectingAtOnce()) },
       {
         onFailure() {
           if (mode === 'throw') throw new Error('ghost store down')
@@ -237,7 +221,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
   it('never answers twice: a hook that answered but says no is believed; one that gave up half-way has its response cut', async () => {
     let mode: 'whole' | 'half' = 'whole'
     const gw = await gateway(
-      { prefix: '/api', upstreams: [await refusing()], retry: false, ...quiet },
+      { prefix: '/api', upstreams: [await refusedUrl()], retry: false, ...quiet },
       {
         async onFailure(_req, res) {
           if (mode === 'whole') {
@@ -291,7 +275,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
     // Gone while the hook works on its answer: the gateway's fallback is not written either.
     let destroyed: boolean | undefined
     const slow = await gateway(
-      { prefix: '/api', upstreams: [await refusing()], retry: false, ...quiet },
+      { prefix: '/api', upstreams: [await refusedUrl()], retry: false, ...quiet },
       {
         async onFailure(_req, res) {
           await sleep(200)
