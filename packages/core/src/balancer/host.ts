@@ -1,17 +1,13 @@
 /**
  * The balancer's view of one upstream: health (active checks), ejection
- * (passive outlier detection), circuit breaker, slow start, in-flight requests
- * and peak-EWMA latency. Time is `performance.now()` milliseconds.
+ * (passive outlier detection), its circuit breaker (asked, not run here), slow
+ * start, in-flight requests and peak-EWMA latency. Time is `performance.now()`
+ * milliseconds.
  */
-import type CircuitBreaker from 'opossum'
-import { opossum } from '../dependencies.js'
-import type { z } from 'zod'
-import type { breakerSchema } from './options.js'
+import type { Breaker, BreakerState, Outcome } from '../breaker/index.js'
 
-export type BreakerConfig = Exclude<z.output<typeof breakerSchema>, false>
-
-/** What an upstream request came to, as the balancer counts it (`cancelled`: the client left; counts for nothing). */
-export type Outcome = 'success' | 'server-error' | 'connect-error' | 'timeout' | 'error' | 'cancelled'
+export type { BreakerConfig } from '../breaker/options.js'
+export type { Outcome } from '../breaker/index.js'
 
 // Peak EWMA (Finagle / Linkerd): latency decays towards new samples with this time
 // constant, but jumps straight up to any sample above it.
@@ -40,47 +36,24 @@ export class UpstreamHost {
   private ewmaAt = 0
   /** When the host came back (slow start ramps its weight from here); -Infinity: never left. */
   private recoveredAt = Number.NEGATIVE_INFINITY
-  readonly breaker: CircuitBreaker<[() => Promise<void>], void> | undefined
 
   constructor(
     /** Stable identity for metrics and logs (`http://10.0.0.5:8080`). */
     readonly id: string,
     readonly weight: number,
     private readonly slowStartMs: number,
-    breaker: BreakerConfig | false,
-    onBreaker: (state: 'open' | 'half-open' | 'closed') => void,
-  ) {
-    if (breaker !== false) {
-      // opossum as a state machine: the action runs what it is given; our timeouts are undici's.
-      this.breaker = new (opossum())((run: () => Promise<void>) => run(), {
-        timeout: false,
-        errorThresholdPercentage: breaker.errorThresholdPercentage,
-        volumeThreshold: breaker.volumeThreshold,
-        resetTimeout: breaker.resetTimeout,
-        rollingCountTimeout: breaker.rollingCountTimeout,
-        // Counts only: latency percentiles would keep every call's latency for the whole window and
-        // sort them all each second, and nothing here reads snapshots.
-        rollingPercentilesEnabled: false,
-        enableSnapshots: false,
-      })
-      this.breaker.on('open', () => onBreaker('open'))
-      this.breaker.on('halfOpen', () => onBreaker('half-open'))
-      this.breaker.on('close', () => {
-        this.recover(performance.now())
-        onBreaker('closed')
-      })
-    }
-  }
+    /** Its circuit breaker; the gateway asks it before each request and tells it each outcome. */
+    readonly breaker: Breaker | undefined,
+  ) {}
 
   /** Not ejected, passing health checks (whatever its breaker says). */
   available(now: number): boolean {
     return this.healthy && this.ejectedUntil <= now
   }
 
-  /** Its breaker lets a request through now (closed, or half-open with its probe slot free). */
-  admits(): boolean {
-    const b = this.breaker
-    return b === undefined || b.closed || (b.halfOpen && b.pendingClose)
+  /** Its breaker changed state: one that closed again is back in rotation, with slow start. */
+  breakerChanged(state: BreakerState): void {
+    if (state === 'closed') this.recover(performance.now())
   }
 
   /** The weight now: ramped up over the slow-start window after a recovery. */

@@ -9,14 +9,19 @@
  * open breakers are never. Then the configured algorithm chooses among the
  * candidates, with recovering hosts at a reduced weight (slow start).
  *
- * Nothing here does I/O: health probes go through the `probe` the gateway
- * passes in, timers are unref'd and `close()` stops them.
+ * Each host's breaker (`breaker/`) is built here and only read, while
+ * picking; the gateway asks it before sending (`admits()`) and tells it the
+ * outcome (`record()`). Nothing here does I/O: health probes go through the
+ * `probe` the gateway passes in, timers are unref'd and `close()` stops them
+ * (and the hosts' breakers).
  */
 import { guardCallback } from '../kernel/callbacks.js'
 import type { IncomingMessage } from 'node:http'
 import type { z } from 'zod'
-import { UpstreamHost, type Outcome } from './host.js'
-import type { balancerSchema, healthCheckSchema, outlierSchema, breakerSchema } from './options.js'
+import { createBreaker, type BreakerState, type Outcome } from '../breaker/index.js'
+import type { breakerSchema } from '../breaker/options.js'
+import { UpstreamHost } from './host.js'
+import type { balancerSchema, healthCheckSchema, outlierSchema } from './options.js'
 import { HashRing } from './ring.js'
 import { SmoothWeightedRoundRobin } from './swrr.js'
 
@@ -37,7 +42,7 @@ export interface BalancerConfig {
 export interface BalancerEvents {
   health?(host: UpstreamHost, healthy: boolean): void
   ejected?(host: UpstreamHost, ms: number): void
-  breaker?(host: UpstreamHost, state: 'open' | 'half-open' | 'closed'): void
+  breaker?(host: UpstreamHost, state: BreakerState): void
 }
 
 export interface Balancer {
@@ -72,9 +77,14 @@ export function createBalancer(
   events: BalancerEvents = {},
 ): Balancer {
   const hosts = upstreams.map((u) => {
-    const h: UpstreamHost = new UpstreamHost(u.id, u.weight, config.slowStart, config.breaker, (state) =>
-      events.breaker?.(h, state),
-    )
+    const breaker =
+      config.breaker === false
+        ? undefined
+        : createBreaker(config.breaker, (state) => {
+            h.breakerChanged(state)
+            events.breaker?.(h, state)
+          })
+    const h: UpstreamHost = new UpstreamHost(u.id, u.weight, config.slowStart, breaker)
     return h
   })
   const { outlier, panicThreshold } = config
@@ -127,7 +137,9 @@ export function createBalancer(
     }
     const panic = available * 100 < panicThreshold * hosts.length
     const usable = (h: UpstreamHost): boolean =>
-      (panic || h.available(now)) && h.admits() && (exclude === undefined || !exclude.has(h))
+      (panic || h.available(now)) &&
+      (h.breaker === undefined || h.breaker.ready) &&
+      (exclude === undefined || !exclude.has(h))
     if (ring !== undefined) return ring.pick(keyOf(req, clientKey), usable)
     if (algorithm === 'round-robin') return swrr.pick((h) => (usable(h) ? h.effectiveWeightAt(now) : 0))
     const candidates = hosts.filter(usable)
@@ -188,7 +200,7 @@ export function createBalancer(
       closed = true
       for (const t of timers) clearTimeout(t)
       timers.clear()
-      for (const h of hosts) h.breaker?.shutdown()
+      for (const h of hosts) h.breaker?.close()
     },
   }
 }

@@ -1,6 +1,10 @@
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { fn, headerName, optInSection, section } from '../kernel/option-helpers.js'
+import { breakerSchema } from '../breaker/options.js'
+
+// The breaker's schema lives with the breaker; re-exported here, where it was defined before.
+export { breakerSchema, breakerDefaultsSchema } from '../breaker/options.js'
 
 /** A key for consistent hashing (user id, session); `undefined` falls back to the client address. */
 export type HashKeyFunction = (req: IncomingMessage) => string | undefined
@@ -69,33 +73,6 @@ export const outlierSchema = section(
     maxEjectionPercent: z.int().min(0).max(100).default(50),
   }),
 )
-
-/** The settings of a breaker, without its on/off switch. */
-const breakerSettings = z.strictObject({
-  /** Failure percentage over the rolling window that opens the breaker. */
-  errorThresholdPercentage: z.number().min(1).max(100).default(50),
-  /** Requests in the window before the breaker may open. */
-  volumeThreshold: z.int().min(1).max(100_000).default(10),
-  /** Milliseconds an open breaker waits before letting a probe through (half-open). */
-  resetTimeout: z.int().min(100).max(3_600_000).default(10_000),
-  /** Length of the rolling window, in milliseconds. */
-  rollingCountTimeout: z.int().min(1_000).max(3_600_000).default(10_000),
-  /**
-   * Share breaker states with every instance on the same Redis store (`store`):
-   * one instance's open breaker opens the others' for that upstream, a recovery
-   * closes them.
-   */
-  shared: z.boolean().default(false),
-})
-
-/** Per-upstream circuit breaker (opossum), on by default. */
-export const breakerSchema = section(breakerSettings)
-
-/**
- * The top-level `breaker` option: what every proxy route's breaker starts from
- * (`false`: none), unless the route sets its own. Unset: each route's default.
- */
-export const breakerDefaultsSchema = z.union([z.literal(false), breakerSettings]).optional()
 
 export const balancerFields = {
   balancer: balancerSchema,

@@ -21,7 +21,7 @@ export {
   hostAddress,
 } from './upstream-url.js'
 export { createProxyRoute } from './route.js'
-export { createBreakerBus, type BreakerBus } from './breaker-bus.js'
+export { createBreakerBus, type BreakerBus } from '../breaker/index.js'
 export type { GatewayDeps, ProxyRoute, UpstreamEvent } from './route.js'
 export { reserialize } from './body.js'
 export type { ParsedBody } from './body.js'

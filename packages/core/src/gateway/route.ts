@@ -31,7 +31,7 @@ import {
   upgradeUnrouted,
 } from './answers.js'
 import { createTargetGuard, TargetRefusedError } from './targets.js'
-import { shareBreakers, type BreakerBus } from './breaker-bus.js'
+import { shareBreakers, type BreakerBus } from '../breaker/index.js'
 import {
   exchange,
   upgradeExchange,
@@ -430,22 +430,14 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     try {
       const request = outgoing(req, up, rest, body, hold)
       const host = up.state
+      const breaker = host.breaker
+      // It may have opened since the pick (in half-open, only one request is its probe): nothing sent.
+      if (breaker !== undefined && !breaker.admits()) return undefined
       const started = performance.now()
-      let outcome: ExchangeOutcome | undefined
-      let kind: Outcome = 'success'
-      const send = async (): Promise<void> => {
-        balancer.begin(host)
-        outcome = await exchange(res, request)
-        kind = classify(outcome, req.complete)
-        // The breaker counts a rejection as a failure.
-        if (kind !== 'success' && kind !== 'cancelled') throw new Error(kind)
-      }
-      try {
-        await (host.breaker === undefined ? send() : host.breaker.fire(send))
-      } catch {
-        // A failed exchange (its outcome says how) or the breaker's refusal (no outcome).
-      }
-      if (outcome === undefined) return undefined // the breaker refused: nothing was sent
+      balancer.begin(host)
+      const outcome = await exchange(res, request) // never rejects: a failure is in the outcome
+      const kind: Outcome = classify(outcome, req.complete)
+      breaker?.record(kind)
       const ms = performance.now() - started
       balancer.end(host, kind, ms)
       up.series?.request(kind, ms / 1000)

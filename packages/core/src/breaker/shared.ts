@@ -11,9 +11,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
-import type { UpstreamHost } from '../balancer/index.js'
-import type { Logger } from '../options/index.js'
+import type { Logger } from '../kernel/logger.js'
 import type { RedisConnection } from '../store/index.js'
+import type { Breaker } from './index.js'
 
 export type SharedBreakerState = 'open' | 'closed'
 
@@ -41,7 +41,7 @@ const keyOf = (route: string, upstream: string): string => `${route}\n${upstream
  *
  * @example
  * const bus = createBreakerBus(store, logger)
- * bus.subscribe('/api', 'http://10.0.0.5:8080', (state) => (state === 'open' ? b.open() : b.close()))
+ * bus.subscribe('/api', 'http://10.0.0.5:8080', (state) => breaker.force(state))
  */
 export function createBreakerBus(conn: RedisConnection, logger: Logger | undefined): BreakerBus {
   const id = randomUUID()
@@ -126,13 +126,20 @@ export function createBreakerBus(conn: RedisConnection, logger: Logger | undefin
   }
 }
 
+/** What sharing needs of an upstream: its identity on the bus and its breaker (the balancer's hosts). */
+export interface BreakerHost {
+  /** The upstream, as every instance names it (`http://10.0.0.5:8080`). */
+  readonly id: string
+  readonly breaker: Breaker | undefined
+}
+
 /** One route's side of the bus. */
 export interface BreakerSharing {
   /**
    * Every breaker state change of one of the route's hosts (the balancer's
    * event). Returns `'peer'` for a change applied from another instance's message.
    */
-  changed(host: UpstreamHost, state: SharedBreakerState | 'half-open'): 'local' | 'peer'
+  changed(host: BreakerHost, state: SharedBreakerState | 'half-open'): 'local' | 'peer'
   close(): void
 }
 
@@ -151,19 +158,18 @@ export interface BreakerSharing {
 export function shareBreakers(
   bus: BreakerBus,
   route: string,
-  hosts: readonly UpstreamHost[],
+  hosts: readonly BreakerHost[],
   windowMs: number,
 ): BreakerSharing {
   let applying = false
-  const previous = new Map<UpstreamHost, string>()
-  const closedElsewhereAt = new Map<UpstreamHost, number>()
+  const previous = new Map<BreakerHost, string>()
+  const closedElsewhereAt = new Map<BreakerHost, number>()
   const unsubscribe = hosts.map((host) =>
     bus.subscribe(route, host.id, (state) => {
       if (state === 'closed') closedElsewhereAt.set(host, performance.now())
       applying = true
       try {
-        if (state === 'open') host.breaker?.open()
-        else host.breaker?.close()
+        host.breaker?.force(state)
       } finally {
         applying = false
       }

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 import { waitForSubscribers } from '../../../test/helpers/redis.js'
 import { useRedisCluster } from '../../../test/helpers/redis-cluster.js'
 import { createBalancer, type BalancerConfig, type UpstreamHost } from '../src/balancer/index.js'
-import { createBreakerBus, shareBreakers } from '../src/gateway/breaker-bus.js'
+import { createBreakerBus, shareBreakers } from '../src/breaker/shared.js'
 import { connectStore, storeSchema, type RedisConnection } from '../src/store/index.js'
 
 const config: BalancerConfig = {
@@ -61,24 +61,24 @@ describe('breaker states shared through Redis', () => {
     // Both instances listen before anything happens.
     await waitForSubscribers(a.conn.client, `${prefix}breaker`, 2)
 
-    a.host.breaker?.open()
-    await vi.waitFor(() => expect(b.host.breaker?.opened).toBe(true), { timeout: 2000 })
+    a.host.breaker?.force('open')
+    await vi.waitFor(() => expect(b.host.breaker?.state).toBe('open'), { timeout: 2000 })
     expect(b.published).toEqual([]) // applied, not published again
 
-    a.host.breaker?.close()
-    await vi.waitFor(() => expect(b.host.breaker?.closed).toBe(true), { timeout: 2000 })
+    a.host.breaker?.force('closed')
+    await vi.waitFor(() => expect(b.host.breaker?.state).toBe('closed'), { timeout: 2000 })
 
     // B's window still holds old failures and re-opens at once: that stays on B.
-    b.host.breaker?.open()
+    b.host.breaker?.force('open')
     await new Promise((r) => setTimeout(r, 150))
     expect(b.published).toEqual([])
-    expect(a.host.breaker?.closed).toBe(true)
+    expect(a.host.breaker?.state).toBe('closed')
 
     // B's own probe fails (half-open → open): that is news for everyone.
-    await vi.waitFor(() => expect(b.host.breaker?.halfOpen).toBe(true), { timeout: 2000 })
-    b.host.breaker?.open()
+    await vi.waitFor(() => expect(b.host.breaker?.state).toBe('half-open'), { timeout: 2000 })
+    b.host.breaker?.force('open')
     expect(b.published).toEqual(['open'])
-    await vi.waitFor(() => expect(a.host.breaker?.opened).toBe(true), { timeout: 2000 })
+    await vi.waitFor(() => expect(a.host.breaker?.state).toBe('open'), { timeout: 2000 })
     // Whose finding each change was, as the audit trail records it.
     expect(b.origins).toEqual(['open peer', 'closed peer', 'open local', 'half-open local', 'open local'])
     expect(a.origins).toEqual(['open local', 'closed local', 'open peer'])
@@ -95,10 +95,10 @@ describe('breaker states shared through a Redis Cluster (3 masters)', () => {
     const b = await instance(prefix, store)
     await waitForSubscribers(a.conn.client, `${prefix}breaker`, 2, 5000)
 
-    a.host.breaker?.open()
-    await vi.waitFor(() => expect(b.host.breaker?.opened).toBe(true), { timeout: 2000 })
-    a.host.breaker?.close()
-    await vi.waitFor(() => expect(b.host.breaker?.closed).toBe(true), { timeout: 2000 })
+    a.host.breaker?.force('open')
+    await vi.waitFor(() => expect(b.host.breaker?.state).toBe('open'), { timeout: 2000 })
+    a.host.breaker?.force('closed')
+    await vi.waitFor(() => expect(b.host.breaker?.state).toBe('closed'), { timeout: 2000 })
     expect(b.published).toEqual([])
   }, 30_000)
 })
