@@ -103,6 +103,26 @@ export function partsBy<K>(
 }
 
 /**
+ * `decideApart` over parts of one store, grouped by `group(i)`: a store that splits a batch
+ * itself (one Redis script per client key, one counter per fixed-window policy).
+ *
+ * @example
+ * return splitBy(store, (i) => keys[i], policies, keys, costs, now, out)
+ */
+export function splitBy(
+  store: RateLimitStore,
+  group: (i: number) => unknown,
+  policies: readonly StorePolicy[],
+  keys: readonly string[],
+  costs: readonly number[],
+  now: number,
+  out?: Verdict[],
+): Promise<Decision> {
+  const parts = partsBy(policies.length, group, () => store)
+  return decideApart(parts, policies, keys, costs, now, out)
+}
+
+/**
  * Decide a batch in parts that each charge all or nothing (one Redis script per hash slot,
  * one counter per fixed-window policy, one store per algorithm), and keep the whole all or
  * nothing: when a part refuses, fails closed or fails, what the others charged is given

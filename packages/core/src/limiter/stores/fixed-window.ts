@@ -11,7 +11,7 @@ import type { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-l
 import { rateLimiterFlexible } from '../../dependencies.js'
 import type { RedisConnection } from '../../store/index.js'
 import { newVerdict, type Verdict } from '../gcra.js'
-import { decideApart, partsBy, type Decision, type RateLimitStore, type StorePolicy } from '../store.js'
+import { splitBy, type Decision, type RateLimitStore, type StorePolicy } from '../store.js'
 
 type Counter = RateLimiterMemory | RateLimiterRedis
 
@@ -78,20 +78,7 @@ export function createFixedWindowStore(
   const store: RateLimitStore = {
     async consume(policies, keys, costs, now, out = policies.map(newVerdict)): Promise<Decision> {
       // Each policy is its own counter: several are decided apart and kept all or nothing by refunds.
-      const n = policies.length
-      if (n > 1)
-        return decideApart(
-          partsBy(
-            n,
-            (i) => i,
-            () => store,
-          ),
-          policies,
-          keys,
-          costs,
-          now,
-          out,
-        )
+      if (policies.length > 1) return splitBy(store, (i) => i, policies, keys, costs, now, out)
       await consumeOne(policies[0] as StorePolicy, keys[0] as string, costs[0] as number, out[0] as Verdict)
       return out
     },

@@ -32,6 +32,18 @@ export function createInsuredStore(
   options: InsuredOptions = {},
 ): RateLimitStore {
   const { onInsurance } = options
+  /** Redis while it answers, else (or when it fails now) the insurance: penalty, reward, get. */
+  async function either<T>(use: (store: RateLimitStore) => T | Promise<T>): Promise<T> {
+    if (conn.starting) await conn.started
+    if (conn.up) {
+      try {
+        return await use(primary)
+      } catch (err) {
+        conn.fail(err)
+      }
+    }
+    return use(insurance)
+  }
 
   return {
     async consume(policies, keys, costs, now, out = policies.map(newVerdict)): Promise<Decision> {
@@ -51,28 +63,8 @@ export function createInsuredStore(
       if (onInsurance !== undefined) for (let i = 0; i < n; i++) onInsurance(policies[i] as StorePolicy)
       return insurance.consume(policies, ks, cs, performance.now(), out)
     },
-    async adjust(policy, key, points) {
-      if (conn.starting) await conn.started
-      if (conn.up) {
-        try {
-          return await primary.adjust(policy, key, points)
-        } catch (err) {
-          conn.fail(err)
-        }
-      }
-      return insurance.adjust(policy, key, points)
-    },
-    async get(policy, key, out) {
-      if (conn.starting) await conn.started
-      if (conn.up) {
-        try {
-          return await primary.get(policy, key, out)
-        } catch (err) {
-          conn.fail(err)
-        }
-      }
-      return insurance.get(policy, key, out)
-    },
+    adjust: (policy, key, points) => either((s) => s.adjust(policy, key, points)),
+    get: (policy, key, out) => either((s) => s.get(policy, key, out)),
     async reset(policy, key) {
       if (conn.starting) await conn.started
       // Both forget it; Redis' error (down) reaches the caller, as the key may still be there.

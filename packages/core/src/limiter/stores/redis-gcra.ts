@@ -9,7 +9,7 @@
  */
 import type { RedisClient, RedisConnection } from '../../store/index.js'
 import { newVerdict, type Rate, type Verdict } from '../gcra.js'
-import { decideApart, partsBy, type Decision, type RateLimitStore, type StorePolicy } from '../store.js'
+import { splitBy, type Decision, type RateLimitStore, type StorePolicy } from '../store.js'
 
 const SCRIPT = `
 local t = redis.call('TIME')
@@ -184,19 +184,7 @@ export function createRedisGcraStore(conn: Pick<RedisConnection, 'client' | 'pre
       const first = keys[0] as string
       for (let i = 1; i < n; i++) {
         // Keys of several clients: one script per hash slot, kept all or nothing by refunds.
-        if (keys[i] !== first)
-          return decideApart(
-            partsBy(
-              n,
-              (j) => keys[j],
-              () => store,
-            ),
-            policies,
-            keys,
-            costs,
-            now,
-            out,
-          )
+        if (keys[i] !== first) return splitBy(store, (j) => keys[j], policies, keys, costs, now, out)
       }
       const redisKeys: string[] = []
       const rates: Rate[] = []
