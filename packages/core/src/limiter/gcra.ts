@@ -9,7 +9,7 @@
  * With interval T = duration / points and tolerance τ = burst × T, a request of
  * cost c at time now conforms when max(tat, now) + c×T − now ≤ τ. In any span of
  * t ms at most burst + t / T points are admitted: never twice the limit at a
- * window edge. The Redis store runs the same arithmetic in Lua (redis-gcra.ts).
+ * window edge. The Redis store runs the same arithmetic in Lua (stores/redis-gcra.ts).
  */
 import { LRUCache } from 'lru-cache'
 

@@ -19,30 +19,23 @@ import {
   type HeaderStyle,
   type PolicyInfo,
 } from './answers.js'
-import { FixedWindow } from './fixed-window.js'
 import { createExemptions, createListing, type Listing } from './lists.js'
-import { MemoryBuckets, newVerdict, type Rate, type Verdict } from './gcra.js'
+import { newVerdict, type Rate, type Verdict } from './gcra.js'
 import type { CostFunction, KeyFunction, LimiterConfig, PolicyConfig } from './options.js'
-import { bucketKey, createRedisGcra } from './redis-gcra.js'
 import { createRouteMatcher } from './routes.js'
+import type { Decision } from './store.js'
+import { createLimiterStore, type AlgorithmPolicy } from './stores/index.js'
 
 export { limiterSchema, limiterSection, policySchema } from './options.js'
 export type { LimiterOptions, LimiterConfig, PolicyOptions, KeyFunction, CostFunction } from './options.js'
 export type { Verdict } from './gcra.js'
 
-/** A compiled policy. */
-interface Policy extends PolicyInfo {
-  readonly rate: Rate
-  readonly algorithm: 'gcra' | 'fixed-window'
-  readonly enforce: boolean
-  readonly failClosed: boolean
+/** A compiled policy: what its store needs, what its answers need, and how a request is counted. */
+interface Policy extends AlgorithmPolicy, PolicyInfo {
   readonly key: KeyFunction | undefined
   readonly cost: number | CostFunction
   /** Decision counters by outcome (found once; no lookup per request). */
   readonly counted: Record<LimiterOutcome, { value: number }>
-  /** Memory buckets: the store itself, or the insurance of the Redis one. */
-  readonly memory: MemoryBuckets
-  readonly fixed: FixedWindow | undefined
 }
 
 /** The rate-limit verdict of one request: header fields to add, and a rejection when refused. */
@@ -111,18 +104,11 @@ export interface LimiterDeps {
 
 const ONE_CLIENT_STREAK = 1_000
 
-/** What the limiter does while Redis is down, as the store's outage log line says it. */
-function fallbackOf(policies: readonly Pick<Policy, 'name' | 'failClosed'>[]): string {
-  const closed = policies.filter((p) => p.failClosed).map((p) => JSON.stringify(p.name))
-  if (closed.length === 0) return 'deciding in memory (insurance)'
-  if (closed.length === policies.length) return 'answering 503 (limiter failClosed)'
-  return `answering 503 for the failClosed policies (${closed.join(', ')}), deciding the others in memory (insurance)`
-}
-
 /**
- * Create the limiter from its configuration. Memory policies decide synchronously;
- * with a Redis store, one Lua script per request decides every GCRA policy, and
- * the memory buckets insure it while Redis is down.
+ * Create the limiter from its configuration. It talks to one `RateLimitStore`
+ * (stores/index.ts picks it): memory decides synchronously; with a Redis store, one
+ * Lua script per request decides every GCRA policy of a client key, and memory
+ * insures it while Redis is down.
  *
  * @example
  * const limiter = createLimiter(config.limiter, { conn, metrics, warn, exemptPaths: [], trustsProxy: false })
@@ -131,11 +117,11 @@ function fallbackOf(policies: readonly Pick<Policy, 'name' | 'failClosed'>[]): s
 export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter {
   const { conn, metrics, warn } = deps
   const styles: readonly HeaderStyle[] = config.headers === false ? [] : config.headers
-  const onInsurance = (policy: string) => () => metrics?.insurance(policy)
 
   // Without metrics, decisions are counted nowhere.
   const counter = (policy: string, outcome: LimiterOutcome): { value: number } =>
     metrics?.limiterDecisions(policy, outcome) ?? { value: 0 }
+  const all: Policy[] = []
   const compile = (name: string, p: PolicyConfig | LimiterConfig, path: string): Policy => {
     const keyFn = p.key ?? config.key
     const costFn = p.cost ?? config.cost
@@ -146,7 +132,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     const blockDuration = p.blockDuration ?? 0
     const rate: Rate = { interval, tolerance: burst * interval, blockMs: blockDuration * 1000 }
     const item = policyItem(name, points, p.duration)
-    return {
+    const policy: Policy = {
+      index: all.length,
       name,
       points,
       duration: p.duration,
@@ -171,24 +158,18 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
         blocked: counter(name, 'blocked'),
         observed: counter(name, 'observed'),
       },
-      memory: new MemoryBuckets(rate, config.maxKeys),
-      fixed:
-        algorithm === 'fixed-window'
-          ? new FixedWindow({ name, points, duration: p.duration, blockDuration }, conn, onInsurance(name))
-          : undefined,
     }
+    all.push(policy)
+    return policy
   }
 
   const global = compile(config.name, config, 'limiter')
-  const all: Policy[] = [global]
   const routeEntries: [string, Policy][] = []
   for (const [spec, value] of Object.entries(config.routes)) {
     const list = Array.isArray(value) ? value : [value]
     list.forEach((p, i) => {
       const name = p.name ?? (list.length === 1 ? spec : `${spec}#${i + 1}`)
-      const policy = compile(name, p, `limiter.routes.${spec}${list.length === 1 ? '' : `.${i}`}`)
-      all.push(policy)
-      routeEntries.push([spec, policy])
+      routeEntries.push([spec, compile(name, p, `limiter.routes.${spec}${list.length === 1 ? '' : `.${i}`}`)])
     })
   }
   const names = all.map((p) => p.name)
@@ -201,7 +182,10 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       },
     ])
   const byName = new Map(all.map((p) => [p.name, p]))
-  conn?.describeFallback(fallbackOf(all))
+  const store = createLimiterStore(all, conn, {
+    maxKeys: config.maxKeys,
+    onInsurance: (p) => metrics?.insurance(p.name),
+  })
   const routes = createRouteMatcher(routeEntries)
   const onlyGlobal: readonly Policy[] = [global]
 
@@ -238,13 +222,10 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     const c = p.cost(req)
     return Number.isFinite(c) && c >= 0 ? c : 1
   }
-  const usesRedisGcra = conn !== undefined
-  const gcra = conn === undefined ? undefined : createRedisGcra(conn.client)
-
-  // Scratch verdicts for synchronous decisions (one request at a time).
-  const scratch: Verdict[] = all.map(newVerdict)
+  // Scratch keys and costs of the request being decided (a store reads them before it returns).
   const scratchKeys: string[] = all.map(() => '')
   const scratchCosts: number[] = all.map(() => 0)
+  const UNAVAILABLE: LimitResult = Object.freeze({ headers: [], rejection: limiterUnavailable(1) })
 
   /** Report the decision: metrics, headers, and the rejection when an enforcing policy refused. */
   function conclude(policies: readonly Policy[], verdicts: readonly Verdict[]): LimitResult {
@@ -273,175 +254,15 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return { headers, rejection: refused ? quotaExceeded(violated ?? [], retryMs, banned) : undefined }
   }
 
-  /** A policy that admitted a refused request was not charged: report what it really holds. */
-  function uncharged(p: Policy, v: Verdict, cost: number): void {
-    v.remaining = Math.floor(v.remaining + cost)
-    v.resetMs = Math.max(0, v.resetMs - cost * p.rate.interval)
-  }
-
-  /** Decide in memory, all or nothing: charged only if every enforcing policy conforms. */
-  function decideInMemory(
-    policies: readonly Policy[],
-    keys: string[],
-    costs: number[],
-    out: Verdict[],
-    now = performance.now(),
-  ): void {
-    let refused = false
-    for (let i = 0; i < policies.length; i++) {
-      const p = policies[i] as Policy
-      const v = p.memory.check(keys[i] as string, costs[i] as number, now, out[i] as Verdict)
-      if (!v.allowed && p.enforce) refused = true
-    }
-    for (let i = 0; i < policies.length; i++) {
-      const p = policies[i] as Policy
-      const v = out[i] as Verdict
-      if (v.allowed) {
-        // Each policy has its own buckets, so each remembers the bucket it just checked.
-        if (!refused) p.memory.commit()
-        else uncharged(p, v, costs[i] as number)
-      } else if (p.rate.blockMs > 0 && !v.banned) p.memory.ban(keys[i] as string, now, v)
-    }
-  }
-
-  async function decideShared(
-    policies: readonly Policy[],
-    keys: string[],
-    costs: number[],
-  ): Promise<LimitResult> {
-    // Before the first connection, wait for it (bounded by `store.startupWait`): deciding in
-    // memory now would give each instance the whole shared limit.
-    if (conn?.starting === true) await conn.started
-    const out = policies.map(newVerdict)
-    const failedClosed = await decideWithStores(policies, keys, costs, out)
-    if (failedClosed) return { headers: [], rejection: limiterUnavailable(1) }
-    return conclude(policies, out)
-  }
-
-  /** Charged when every enforcing policy of the group admitted (the group decided all or nothing). */
-  const groupCharged = (
-    policies: readonly Policy[],
-    idx: readonly number[],
-    out: readonly Verdict[],
-  ): boolean => idx.every((i) => !policies[i]!.enforce || out[i]!.allowed)
-
-  /**
-   * Redis for GCRA (one script per hash tag), rate-limiter-flexible for fixed windows,
-   * memory for GCRA without Redis — and memory insurance for what Redis could not decide.
-   * Returns true when a `failClosed` policy could not be decided.
-   */
-  async function decideWithStores(
-    policies: readonly Policy[],
-    keys: string[],
-    costs: number[],
-    out: Verdict[],
-  ): Promise<boolean> {
-    const local: number[] = [] // memory by configuration, or insurance while Redis is down
-    const groups = new Map<string, number[]>()
-    const fixed: number[] = []
-    for (let i = 0; i < policies.length; i++) {
-      const p = policies[i] as Policy
-      if (p.fixed !== undefined) fixed.push(i)
-      else if (conn === undefined || !conn.up) local.push(i)
-      else {
-        const k = keys[i] as string
-        let g = groups.get(k)
-        if (g === undefined) groups.set(k, (g = []))
-        g.push(i)
-      }
-    }
-    const insured = new Set<number>(conn === undefined ? [] : local)
-    const charged = new Array<boolean>(policies.length).fill(false)
-    const tasks: Promise<void>[] = []
-    for (const [clientKey, idx] of groups) {
-      const redisKeys = idx.map((i) =>
-        bucketKey((conn as RedisConnection).prefix, clientKey, policies[i]!.name),
-      )
-      const task = (gcra as NonNullable<typeof gcra>)(
-        'c',
-        redisKeys,
-        idx.map((i) => policies[i]!.rate),
-        idx.map((i) => costs[i] as number),
-        idx.map((i) => out[i] as Verdict),
-        idx.map((i) => policies[i]!.enforce),
-      ).then(
-        () => {
-          if (groupCharged(policies, idx, out)) for (const i of idx) charged[i] = out[i]!.allowed
-        },
-        (err: unknown) => {
-          conn?.fail(err)
-          for (const i of idx) insured.add(i)
-          local.push(...idx)
-        },
-      )
-      tasks.push(task)
-    }
-    for (const i of fixed) {
-      const p = policies[i] as Policy
-      tasks.push(
-        (p.fixed as FixedWindow).consume(keys[i] as string, costs[i] as number, out[i] as Verdict).then(
-          (v) => {
-            charged[i] = v.allowed
-          },
-          (err: unknown) => {
-            // rate-limiter-flexible answers from its insurance itself; an error here means both failed.
-            conn?.fail(err)
-            insured.add(i)
-            local.push(i)
-          },
-        ),
-      )
-    }
-    await Promise.all(tasks)
-    if (local.length > 0) {
-      const ps = local.map((i) => policies[i] as Policy)
-      if (local.some((i) => insured.has(i) && policies[i]!.failClosed)) return true
-      for (const i of insured) metrics?.insurance(policies[i]!.name)
-      decideInMemory(
-        ps,
-        local.map((i) => keys[i] as string),
-        local.map((i) => costs[i] as number),
-        local.map((i) => out[i] as Verdict),
-      )
-      if (groupCharged(policies, local, out)) for (const i of local) charged[i] = out[i]!.allowed
-    }
-    // Stores decided apart: if one refused, give back what the others charged.
-    const refused = policies.some((p, i) => p.enforce && !(out[i] as Verdict).allowed)
-    if (refused) {
-      const refunds: Promise<void>[] = []
-      for (let i = 0; i < policies.length; i++) {
-        if (charged[i])
-          refunds.push(adjustOne(policies[i] as Policy, keys[i] as string, -(costs[i] as number)))
-      }
-      await Promise.allSettled(refunds)
-    }
-    return false
-  }
-
-  async function adjustOne(p: Policy, key: string, points: number): Promise<void> {
-    if (conn?.starting === true) await conn.started
-    if (p.fixed !== undefined) return p.fixed.adjust(key, points)
-    if (conn !== undefined && conn.up && gcra !== undefined) {
-      try {
-        await gcra('a', [bucketKey(conn.prefix, key, p.name)], [p.rate], [points], [newVerdict()], [true])
-        return
-      } catch (err) {
-        conn.fail(err)
-      }
-    }
-    p.memory.adjust(key, points, performance.now())
-  }
+  /** The limiter's answer to a store's decision (`undefined`: a failClosed policy has no store). */
+  const concluded = (policies: readonly Policy[], decision: Decision): LimitResult =>
+    decision === undefined ? UNAVAILABLE : conclude(policies, decision)
 
   function policiesOf(req: IncomingMessage): readonly Policy[] {
     if (routes.size === 0) return onlyGlobal
     const matched = routes.match(req.method ?? 'GET', req.url ?? '/')
     return matched.length === 0 ? onlyGlobal : [global, ...matched]
   }
-
-  // Decided once: only route matches build new policy lists, and those are rare.
-  const globalIsAsync = usesRedisGcra || global.fixed !== undefined
-  const sharedOrFixed = (policies: readonly Policy[]): boolean =>
-    policies === onlyGlobal ? globalIsAsync : usesRedisGcra || policies.some((p) => p.fixed !== undefined)
 
   const adaptive = config.adaptive === false ? undefined : createAdaptiveLimiter(config.adaptive)
   const loop =
@@ -508,13 +329,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       if (acquired) adaptive?.ignore()
       throw err
     }
-    if (sharedOrFixed(policies)) {
-      const decided = decideShared(policies, scratchKeys.slice(0, n), scratchCosts.slice(0, n))
-      return acquired ? decided.then((r) => withSlot(r, true)) : decided
+    const decided = store.consume(policies, scratchKeys, scratchCosts, now)
+    if (decided instanceof Promise) {
+      const result = decided.then((d) => concluded(policies, d))
+      return acquired ? result.then((r) => withSlot(r, true)) : result
     }
-    const out = n === scratch.length ? scratch : scratch.slice(0, n)
-    decideInMemory(policies, scratchKeys, scratchCosts, out, now)
-    return withSlot(conclude(policies, out), acquired)
+    return withSlot(concluded(policies, decided), acquired)
   }
 
   const select = (policy: string | undefined): Policy[] => {
@@ -533,7 +353,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       throw new AegisArgumentError('limiter: penalty()/reward() need a request Aegis admitted')
     const applicable = policiesOf(raw)
     const chosen = policy === undefined ? applicable : select(policy)
-    await Promise.all(chosen.map((p) => adjustOne(p, keyOf(p, raw, client), points)))
+    await Promise.all(chosen.map(async (p) => store.adjust(p, keyOf(p, raw, client), points)))
   }
 
   return {
@@ -554,22 +374,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     reward: (req, points, policy) => adjust(req as IncomingMessage, -Math.abs(points), policy),
     async get(key, policy) {
       const p = select(policy ?? global.name)[0] as Policy
-      const scratchVerdict = newVerdict()
-      let v: Verdict | undefined
-      if (conn?.starting === true) await conn.started
-      if (p.fixed !== undefined) v = await p.fixed.get(key, scratchVerdict)
-      else if (conn !== undefined && conn.up && gcra !== undefined) {
-        try {
-          await gcra('g', [bucketKey(conn.prefix, key, p.name)], [p.rate], [0], [scratchVerdict], [true])
-          v = scratchVerdict
-          if (!v.banned && v.resetMs <= 0) v = undefined
-          else if (!v.banned && v.remaining === 0)
-            v.retryMs = Math.max(0, v.resetMs - p.rate.tolerance + p.rate.interval)
-        } catch (err) {
-          conn.fail(err)
-          v = p.memory.get(key, performance.now(), scratchVerdict)
-        }
-      } else v = p.memory.get(key, performance.now(), scratchVerdict)
+      const v = await store.get(p, key, newVerdict())
       if (v === undefined) return undefined
       return {
         policy: p.name,
@@ -581,15 +386,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       }
     },
     async reset(key, policy) {
-      const ps = select(policy)
-      if (conn?.starting === true) await conn.started
-      const tasks: Promise<unknown>[] = []
-      for (const p of ps) {
-        p.memory.delete(key)
-        if (p.fixed !== undefined) tasks.push(p.fixed.delete(key))
-        else if (conn !== undefined) tasks.push(conn.client.del(bucketKey(conn.prefix, key, p.name)))
-      }
-      await Promise.all(tasks)
+      await Promise.all(select(policy).map(async (p) => store.reset(p, key)))
     },
   }
 }

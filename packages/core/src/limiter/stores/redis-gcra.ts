@@ -1,5 +1,5 @@
 /*
- * The GCRA of gcra.ts as one Lua script: every policy of a request is decided in
+ * The Redis GCRA store, on one Redis or a Redis Cluster: the GCRA of gcra.ts as one Lua script: every policy of a request is decided in
  * one atomic round trip (every enforcing policy conforms → the conforming ones
  * are charged; otherwise nothing is, and the refused ones with a `blockDuration`
  * are banned). Policies in `observe` mode never refuse the request. Time is the
@@ -7,8 +7,9 @@
  * A key holds the bucket's theoretical arrival time in ms, or `b<until>` while
  * banned; it expires when the bucket would be full, so Redis holds only live keys.
  */
-import type { Rate, Verdict } from './gcra.js'
-import type { RedisClient } from '../store/index.js'
+import type { RedisClient, RedisConnection } from '../../store/index.js'
+import { newVerdict, type Rate, type Verdict } from '../gcra.js'
+import { splitBy, type Decision, type RateLimitStore, type StorePolicy } from '../store.js'
 
 const SCRIPT = `
 local t = redis.call('TIME')
@@ -160,4 +161,57 @@ export function createRedisGcra(client: RedisClient) {
 export function bucketKey(prefix: string, clientKey: string, policy: string): string {
   const tag = clientKey.includes('{') || clientKey.includes('}') ? encodeURIComponent(clientKey) : clientKey
   return `${prefix}rl:{${tag === '' ? '-' : tag}}:${policy}`
+}
+
+/**
+ * The Redis GCRA store. The same store serves one Redis and a Redis Cluster: a request's
+ * buckets of one client key share the key's hash tag (`bucketKey`), so each script touches
+ * one slot, and a request whose policies count different keys runs one script per key.
+ * Errors reject: the insured store (insured.ts) decides in memory then.
+ *
+ * @example
+ * const store = createRedisGcraStore(conn) // conn from connectStore()
+ * const verdicts = await store.consume([policy], ['203.0.113.7'], [1], performance.now())
+ */
+export function createRedisGcraStore(conn: Pick<RedisConnection, 'client' | 'prefix'>): RateLimitStore {
+  const gcra = createRedisGcra(conn.client)
+  const { prefix } = conn
+  const one = [true]
+
+  const store: RateLimitStore = {
+    consume(policies, keys, costs, now, out = policies.map(newVerdict)): Promise<Decision> {
+      const n = policies.length
+      const first = keys[0] as string
+      for (let i = 1; i < n; i++) {
+        // Keys of several clients: one script per hash slot, kept all or nothing by refunds.
+        if (keys[i] !== first) return splitBy(store, (j) => keys[j], policies, keys, costs, now, out)
+      }
+      const redisKeys: string[] = []
+      const rates: Rate[] = []
+      const enforce: boolean[] = []
+      for (let i = 0; i < n; i++) {
+        const p = policies[i] as StorePolicy
+        redisKeys.push(bucketKey(prefix, first, p.name))
+        rates.push(p.rate)
+        enforce.push(p.enforce)
+      }
+      return gcra('c', redisKeys, rates, costs, out, enforce)
+    },
+    async adjust(policy, key, points) {
+      await gcra('a', [bucketKey(prefix, key, policy.name)], [policy.rate], [points], [newVerdict()], one)
+    },
+    async get(policy, key, out) {
+      const { rate } = policy
+      await gcra('g', [bucketKey(prefix, key, policy.name)], [rate], [0], [out], one)
+      if (out.banned) return out
+      // Expired (TTL past) or never set: a full bucket, as memory's `get` reports it.
+      if (out.resetMs <= 0) return undefined
+      if (out.remaining === 0) out.retryMs = Math.max(0, out.resetMs - rate.tolerance + rate.interval)
+      return out
+    },
+    async reset(policy, key) {
+      await conn.client.del(bucketKey(prefix, key, policy.name))
+    },
+  }
+  return store
 }
