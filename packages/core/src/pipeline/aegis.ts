@@ -5,7 +5,6 @@
  */
 import { createAuditLog } from '../audit/index.js'
 import { createClientResolver } from '../client/index.js'
-import { createBreakerBus } from '../gateway/index.js'
 import { createHttpServers } from '../http-server/index.js'
 import { createFailureAnswers, safeLogger } from '../kernel/callbacks.js'
 import type { Engine } from '../kernel/engine.js'
@@ -78,7 +77,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     clients,
     metrics,
     store,
-    breakers: store === undefined ? undefined : createBreakerBus(store, logger),
+    apis: {},
     bodyLimits,
     stateOf: (req) => states.get(req),
     count,
@@ -87,11 +86,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     upgradesChanged: () => servers.upgradesChanged(),
   }
   const engines: (Engine & { readonly api?: unknown })[] = []
+  const apis = ctx.apis
   for (const entry of ENGINES) {
     const engine = entry.create(ctx)
-    if (engine !== undefined) engines.push(engine)
+    if (engine === undefined) continue
+    engines.push(engine)
+    if (engine.api !== undefined) (apis as Record<string, unknown>)[engine.name] = engine.api
   }
-  const apis = Object.fromEntries(engines.map((e) => [e.name, e.api])) as EngineApis
   baseHeaders = engines.flatMap((e) => e.headers ?? [])
   const writeHeaders = createHeaderWriter(engines.find((e) => e.drops !== undefined)?.drops)
   const gateway = apis.gateway as NonNullable<EngineApis['gateway']>
@@ -175,9 +176,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     close() {
       closing ??= (async () => {
         await servers.close()
-        // Children in reverse order: the gateway before the store its breakers share through.
+        // Children in reverse order: the gateway before the breaker bus it publishes on, then the store.
         for (const engine of [...engines].reverse()) await engine.close?.()
-        await ctx.breakers?.close()
         await store?.close()
         metrics?.close()
       })()

@@ -10,7 +10,8 @@ import type { ClientResolver } from '../client/index.js'
 import { corsEngine } from '../cors/engine.js'
 import { createCors } from '../cors/index.js'
 import { gatewayEngine, type GatewayApi } from '../gateway/engine.js'
-import type { BreakerBus } from '../gateway/index.js'
+import { breakerEngine } from '../breaker/engine.js'
+import { createBreakerBus, type BreakerBus } from '../breaker/shared.js'
 import { securityHeaders } from '../headers/index.js'
 import type { Engine, UpstreamHooks } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
@@ -36,7 +37,8 @@ export interface EngineContext {
   readonly clients: ClientResolver
   readonly metrics: Metrics | undefined
   readonly store: RedisConnection | undefined
-  readonly breakers: BreakerBus | undefined
+  /** The public entry points of the engines built so far (the gateway shares breakers through the breaker engine's bus). */
+  readonly apis: EngineApis
   readonly bodyLimits: BodyLimits
   /** The state of an admitted request. */
   stateOf: (req: IncomingMessage) => AdmittedState | undefined
@@ -56,6 +58,7 @@ export interface EngineApis {
   limiter?: Limiter
   metrics?: MetricsApi
   gateway?: GatewayApi
+  breaker?: BreakerBus
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -119,6 +122,11 @@ export const ENGINES: readonly EngineEntry[] = [
       config.accessLog && logger !== undefined ? accessLogEngine(logger) : undefined,
   },
   {
+    name: 'breaker',
+    create: ({ store, logger }) =>
+      store === undefined ? undefined : breakerEngine(createBreakerBus(store, logger)),
+  },
+  {
     name: 'gateway',
     create: (ctx) =>
       gatewayEngine(ctx.config.proxy, {
@@ -128,7 +136,7 @@ export const ENGINES: readonly EngineEntry[] = [
         logger: ctx.logger,
         setBodyLimit: (req, bytes) => ctx.bodyLimits.setLimit(req, bytes),
         countRejection: ctx.count,
-        breakers: ctx.breakers,
+        breakers: ctx.apis.breaker,
         events: ctx.events,
         // The hooks of the engines before the gateway in this table: the gateway comes last.
         upstream: ctx.upstream(),
