@@ -1,10 +1,10 @@
 /**
- * The same app on Express, Fastify and Koa, each protected by its Aegis
- * adapter, listening on 127.0.0.1. The conformance suite runs every scenario
- * against all three.
+ * The same app on Express, Fastify, Koa and plain `node:http`, each protected by
+ * its Aegis adapter, listening on 127.0.0.1. The conformance suite runs every
+ * scenario against all four.
  */
 import { once } from 'node:events'
-import type { Server } from 'node:http'
+import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
@@ -12,13 +12,14 @@ import Koa from 'koa'
 import Router from '@koa/router'
 import { bodyParser } from '@koa/bodyparser'
 import { z } from 'zod'
-import type { Aegis, AegisOptions } from '@aegis/core'
+import { createAegis, type Aegis, type AegisOptions } from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
+import { createRouter, sendJson, sendText } from '../helpers/node-router.js'
 
 export interface TestApp {
-  readonly name: 'express' | 'fastify' | 'koa'
+  readonly name: 'express' | 'fastify' | 'koa' | 'node'
   readonly url: string
   readonly port: number
   readonly core: Aegis
@@ -192,8 +193,95 @@ export async function koaApp(options: AegisOptions = {}): Promise<TestApp> {
   }
 }
 
+/** Read a request body whole. */
+const readBody = async (stream: AsyncIterable<Buffer>): Promise<Buffer> => {
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+/** Write a rejection as it is (status, its fields, its problem+json body). */
+const sendRejection = (res: ServerResponse, r: { status: number; headers: object; body: string }): void => {
+  res.writeHead(r.status, r.headers as Record<string, string>)
+  res.end(r.body)
+}
+
+/** The same app with no framework: a hand-written router behind `core.handler(app)`. */
+export async function nodeApp(options: AegisOptions = {}): Promise<TestApp> {
+  const core = createAegis({ metrics: { path: '/metrics' }, ...options })
+  const router = createRouter({
+    // The matched pattern is the route template metrics and the access log report.
+    onMatch: (req, route) => {
+      const state = core.stateOf(req)
+      if (state !== undefined) state.route = route
+    },
+  })
+  const checkPerson = core.routeValidator(nameSchema)
+  const checkItems = core.routeValidator(itemQuerySchema)
+  router.add('GET', '/', (_req, res) => sendJson(res, 200, { ok: true }))
+  router.add('POST', '/login', (_req, res) => sendJson(res, 200, { ok: true }))
+  // A failed login costs 3 more points.
+  router.add('POST', '/login/fail', async (req, res) => {
+    await core.limiter?.penalty(req, 3)
+    sendJson(res, 401, { ok: false })
+  })
+  router.add('GET', '/health', (_req, res) => sendText(res, 200, 'ok'))
+  // Answers from a timer, outside the handler's reach (a throw there is uncaught).
+  router.add('GET', '/slow', (_req, res, { query }) => {
+    setTimeout(() => sendText(res, 200, `slow ${String(query.get('id'))}`), SLOW_MS)
+  })
+  // The host the app believes it serves (password-reset links are built from it).
+  router.add('GET', '/host', (req, res) => sendJson(res, 200, { host: req.headers.host }))
+  router.add('GET', '/users/:id', (req, res, { params }) =>
+    sendJson(res, 200, { id: params.id, client: core.stateOf(req)?.client.ip }),
+  )
+  router.add('GET', '/boom', () => {
+    throw new Error('boom')
+  })
+  // A rejected promise out of the app: the handler answers it (a body past its limit rejects the read).
+  router.add('POST', '/upload', async (req, res) => sendJson(res, 200, { bytes: await countBody(req) }))
+  router.add('POST', '/people', async (req, res) => {
+    const raw = await readBody(req)
+    let body: unknown
+    if (req.headers['content-type']?.startsWith('application/json') === true)
+      try {
+        body = JSON.parse(raw.toString('utf8'))
+      } catch {
+        return sendJson(res, 400, { error: 'invalid JSON' })
+      }
+    const result = checkPerson({ body })
+    if (!result.ok) {
+      core.countRejection(result.rejection)
+      return sendRejection(res, result.rejection)
+    }
+    sendJson(res, 201, result.value.body)
+  })
+  router.add('GET', '/items', (req, res, { query }) => {
+    const result = checkItems({ query: Object.fromEntries(query) })
+    if (!result.ok) {
+      core.countRejection(result.rejection)
+      return sendRejection(res, result.rejection)
+    }
+    const state = core.stateOf(req)
+    if (state !== undefined) state.input = result.value
+    sendJson(res, 200, result.value.query)
+  })
+  const server = createServer(core.handler(router.listener))
+  core.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'node',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core,
+    server,
+    close: () => core.close(),
+  }
+}
+
 export const adapters = [
   ['express', expressApp],
   ['fastify', fastifyApp],
   ['koa', koaApp],
+  ['node', nodeApp],
 ] as const

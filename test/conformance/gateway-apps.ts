@@ -1,22 +1,30 @@
 /**
- * A gateway on Express, Fastify and Koa, each mounted the framework's way:
- * Express `app.use(prefix, shield.proxy(route))` (the mount path is the
- * prefix), Koa `app.use(shield.proxy(route))`, Fastify `proxy: [route]`. Each
- * also serves `GET /local` itself and counts the body of `POST /local/upload`.
+ * A gateway on Express, Fastify, Koa and plain `node:http`, each mounted the
+ * framework's way: Express `app.use(prefix, shield.proxy(route))` (the mount path
+ * is the prefix), Koa `app.use(shield.proxy(route))`, Fastify and `node:http`
+ * `proxy: [route]`. Each also serves `GET /local` itself and counts the body of
+ * `POST /local/upload`.
  */
-import { request as httpRequest, type Agent, type Server } from 'node:http'
+import { createServer, request as httpRequest, type Agent, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
 import Koa from 'koa'
-import type { Aegis, AegisOptions, ProxyRoute, ProxyRouteOptions } from '@aegis/core'
+import {
+  createAegis,
+  type Aegis,
+  type AegisOptions,
+  type ProxyRoute,
+  type ProxyRouteOptions,
+} from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
+import { createRouter, sendJson } from '../helpers/node-router.js'
 import { countBody, listen } from './apps.js'
 
 export interface GatewayApp {
-  readonly name: 'express' | 'fastify' | 'koa'
+  readonly name: 'express' | 'fastify' | 'koa' | 'node'
   readonly url: string
   readonly port: number
   readonly core: Aegis
@@ -108,10 +116,31 @@ export const koaGateway: GatewayFactory = async (routes, options = {}) => {
   return served('koa', app.listen(0, '127.0.0.1'), shield, mounted)
 }
 
+/** The `proxy` option's routes, served by `core.handler(app)` before a tiny app of its own. */
+export const nodeGateway: GatewayFactory = async (routes, options = {}) => {
+  const core = createAegis({ ...options, proxy: [...(options.proxy ?? []), ...routes] })
+  const router = createRouter()
+  router.add('GET', '/local', (_req, res) => sendJson(res, 200, { local: true }))
+  router.add('POST', '/local/upload', async (req, res) => sendJson(res, 200, { bytes: await countBody(req) }))
+  const server = createServer(core.handler(router.listener))
+  core.attach(server)
+  const port = await listen(server)
+  return {
+    name: 'node',
+    url: `http://127.0.0.1:${port}`,
+    port,
+    core,
+    server,
+    routes: routes.map((r) => core.gateway.routes.find((x) => x.config.prefix === (r.prefix ?? '/'))!),
+    close: () => core.close(),
+  }
+}
+
 export const gateways = [
   ['express', expressGateway],
   ['fastify', fastifyGateway],
   ['koa', koaGateway],
+  ['node', nodeGateway],
 ] as const
 
 /** What {@link timedGet} saw: the status, the problem code if any, the upstream that answered, and how long it took. */

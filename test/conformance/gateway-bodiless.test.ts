@@ -1,5 +1,5 @@
 /**
- * Answers without content through the gateway, on all three adapters, against
+ * Answers without content through the gateway, on every adapter, against
  * a real upstream: a 304 carrying the Content-Length its 200 would have had
  * (RFC 9110 §8.6 allows it), a 204, and HEAD. undici holds such a length
  * against the connection; the client must still get the answer, whole, and the

@@ -1,5 +1,5 @@
 /**
- * `close()` with a proxied WebSocket open, on all three adapters (issue 14,
+ * `close()` with a proxied WebSocket open, on every adapter (issue 14,
  * finding 11): upgraded sockets have left Node's HTTP machinery, so
  * `server.closeAllConnections()` never ends them and the server's close
  * waited for them forever. They end at `closeTimeout`, with the upstream

@@ -1,5 +1,5 @@
 /**
- * The gateway when upstreams fail, on all three adapters, with real upstream
+ * The gateway when upstreams fail, on every adapter, with real upstream
  * servers on loopback: one killed mid-load, brought back; all of them down.
  */
 import { Agent } from 'node:http'

@@ -1,5 +1,5 @@
 /**
- * Clients that never read their answer, on all three adapters (issue 14,
+ * Clients that never read their answer, on every adapter (issue 14,
  * finding 4): a real upstream serving 32 MiB, more slow readers than the
  * route has connections (raw sockets that send a request and stop reading:
  * Node stops reading from the kernel once 16 KiB wait, so the gateway's

@@ -1,6 +1,6 @@
 /**
  * 1 GiB through the gateway in each direction, generated and discarded on the
- * fly, on all three adapters: the process' RSS must not grow by more than 64 MiB
+ * fly, on every adapter: the process' RSS must not grow by more than 64 MiB
  * (client, gateway and upstream all run here, so the bound covers all three).
  */
 import { request as httpRequest } from 'node:http'

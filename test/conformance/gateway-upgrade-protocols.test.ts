@@ -1,5 +1,5 @@
 /**
- * Which `Upgrade` protocols cross the gateway, on all three adapters (issue
+ * Which `Upgrade` protocols cross the gateway, on every adapter (issue
  * 14, finding 10). A route proxies only the protocols of its `upgrades`
  * (WebSocket by default): an `h2c` tunnel would carry requests no guard sees.
  * The upstream here switches to whatever it is asked for, as the one that let

@@ -1,5 +1,5 @@
 /**
- * WebSocket upgrades through the gateway on all three adapters: a real `ws`
+ * WebSocket upgrades through the gateway on every adapter: a real `ws`
  * echo server upstream, undici's WebSocket client in front. Upgrades are
  * admitted like any request (a denied client gets its 403 on the socket).
  */

@@ -1,5 +1,5 @@
 /**
- * The gateway on all three adapters, against real upstream servers on loopback.
+ * The gateway on every adapter, against real upstream servers on loopback.
  */
 import { request as httpRequest, Agent, type IncomingHttpHeaders } from 'node:http'
 import { connect } from 'node:net'

@@ -1,11 +1,11 @@
-import { request, type IncomingMessage } from 'node:http'
+import { createServer, request, type IncomingMessage } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
 import Koa from 'koa'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import type { Logger } from '@aegis/core'
+import { createAegis, type Logger } from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
@@ -32,7 +32,7 @@ const warnings = () => {
   return { logger, seen }
 }
 
-/** One app per framework with a slow route, attached (Express, Koa) or registered (Fastify). */
+/** One app per framework with a slow route, attached (Express, Koa, node:http) or registered (Fastify). */
 const servers = {
   async express(options = {}) {
     const app = express()
@@ -71,9 +71,22 @@ const servers = {
     await app.listen({ port: 0, host: '127.0.0.1' })
     return { port: (app.server.address() as AddressInfo).port, close: () => app.close(), core: app.aegis }
   },
+  async node(options = {}) {
+    const core = createAegis(options)
+    const server = createServer(
+      core.handler((req, res) => {
+        if (req.url === '/slow') setTimeout(() => res.end('slow done'), 150)
+        else if (req.url !== '/hang') res.end('ok')
+      }),
+    )
+    core.attach(server)
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    return { port: (server.address() as AddressInfo).port, close: () => core.close(), core }
+  },
 }
 
-describe.each(['express', 'fastify', 'koa'] as const)('%s lifecycle', (name) => {
+describe.each(['express', 'fastify', 'koa', 'node'] as const)('%s lifecycle', (name) => {
   it('close() is idempotent and leaves no active handles', async () => {
     const before = handles()
     const s = await servers[name]()
@@ -107,7 +120,7 @@ describe('graceful close with a deadline', () => {
     vi.useRealTimers()
   })
 
-  it.each(['express', 'koa'] as const)(
+  it.each(['express', 'koa', 'node'] as const)(
     '%s: close() cuts requests still running after closeTimeout',
     async (name) => {
       const s = await servers[name]({ closeTimeout: 60_000 })
@@ -172,7 +185,7 @@ describe('strict parsing', () => {
 })
 
 describe('parser errors on attached servers', () => {
-  it.each(['express', 'koa'] as const)(
+  it.each(['express', 'koa', 'node'] as const)(
     '%s: answered with problem+json and the security headers',
     async (name) => {
       const s = await servers[name]()

@@ -1,6 +1,6 @@
 /**
  * Path-traversal and CRLF-injection lists from FuzzDB, replayed against Aegis on
- * Express, Fastify and Koa over real sockets.
+ * Express, Fastify, Koa and plain node:http over real sockets.
  *
  * Attribution (required by the licence): this test uses data from FuzzDB,
  * https://github.com/fuzzdb-project/fuzzdb, Copyright (c) 2010-2019 Adam Muntner
@@ -29,13 +29,13 @@
  * spells out; a 400 refusal is fine.
  */
 import { once } from 'node:events'
-import type { Server } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
 import Koa from 'koa'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { inspectPath } from '@aegis/core'
+import { createAegis, inspectPath } from '@aegis/core'
 import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
@@ -102,10 +102,32 @@ async function koaEcho(): Promise<EchoApp> {
   return { port: await listen(server), close: () => shield.close() }
 }
 
+async function nodeEcho(): Promise<EchoApp> {
+  const core = createAegis()
+  const server = createServer(
+    core.handler((req, res) => {
+      const url = req.url ?? '/'
+      const q = url.indexOf('?')
+      if ((q < 0 ? url : url.slice(0, q)) === '/redirect') {
+        const next = new URLSearchParams(q < 0 ? '' : url.slice(q + 1)).get('next') ?? '/'
+        // encodeURI leaves no CR or LF; setHeader would refuse them (a throw: the handler's 500).
+        res.writeHead(302, { location: encodeURI(next) })
+        return res.end()
+      }
+      res.setHeader('content-type', 'application/json')
+      res.end(JSON.stringify({ url }))
+    }),
+  )
+  core.attach(server)
+  server.listen(0, '127.0.0.1')
+  return { port: await listen(server), close: () => core.close() }
+}
+
 const echoApps = [
   ['express', expressEcho],
   ['fastify', fastifyEcho],
   ['koa', koaEcho],
+  ['node', nodeEcho],
 ] as const
 
 // ---------------------------------------------------------------------------

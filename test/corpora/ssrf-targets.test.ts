@@ -1,6 +1,6 @@
 /**
  * ssrf-req-filter's must-block URLs (test/corpora/data/ssrf-req-filter-blocked-urls)
- * as run-time targets of a gateway route (`router(req)`), on all three adapters:
+ * as run-time targets of a gateway route (`router(req)`), on every adapter:
  * each is refused by the gateway's own check (403, AEGIS_ERR_TARGET_REFUSED) —
  * not by a connection failure that would pass the test vacuously offline. DNS
  * names go through a stubbed lookup that answers the internal address the name

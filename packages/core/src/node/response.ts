@@ -89,9 +89,21 @@ export function answerInstead(
     req.destroy(err)
   })
   writeRawRejection(res, rejection, extraHeaders)
+  silence(res, rejection.status)
+}
+
+/**
+ * Mark `res` as answered by Aegis and make the app's later calls on it no-ops (its
+ * status reads `status`): whatever the app still does with it — from a timer, after
+ * its handler failed — cannot throw ERR_HTTP_HEADERS_SENT into the host process.
+ *
+ * @example
+ * writeRawRejection(res, rejection)
+ * silence(res, rejection.status)
+ */
+export function silence(res: ServerResponse, status: number): void {
   ;(res as Answered)[kAnswered] = true
   for (const [name, value] of Object.entries(SILENCED)) shadow(res, name, { writable: true, value })
-  const status = rejection.status
   shadow(res, 'statusCode', { get: () => status, set: ignoredCall })
 }
 

@@ -85,7 +85,9 @@ export interface Aegis {
   /**
    * A `node:http` request listener: Aegis in front of `app` (a `(req, res)` listener), or
    * alone (a 404 problem for what no endpoint or proxy route takes). Rejections are
-   * written as problem+json; a throwing `app` gets a 500 problem, never an uncaught exception.
+   * written as problem+json; an `app` that throws or rejects before answering gets a 500
+   * problem (Aegis' headers only), one that fails mid-answer a closed connection, one that
+   * fails after answering nothing more — never an uncaught exception.
    *
    * @example
    * const server = http.createServer(aegis.handler(app))

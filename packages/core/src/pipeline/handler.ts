@@ -2,8 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { ErrorCodes } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { problem } from '../kernel/problem.js'
-import type { Rejection } from '../kernel/types.js'
-import { writeRawRejection } from '../node/response.js'
+import type { AegisRequestState, Rejection } from '../kernel/types.js'
+import { answeredByAegis, silence, writeRawRejection } from '../node/response.js'
 import type { Dispatched, Flow } from './admission.js'
 
 /** A `node:http` request listener. */
@@ -16,6 +16,19 @@ const notFound = problem({
   title: 'Not Found',
   detail: 'Nothing is served at this path.',
 })
+
+// The app's failure, not Aegis': neither counted as a rejection nor logged as a bug of ours.
+const appFailure = problem({
+  status: 500,
+  code: ErrorCodes.INTERNAL,
+  reason: 'app',
+  title: 'Internal Server Error',
+  detail: 'The request handler failed.',
+})
+
+/** Whatever `then` is, asked inside the caller's try: a revoked Proxy throws on the read. */
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function'
 
 /**
  * The fourth adapter: Aegis as a plain `node:http` request listener, in front of an
@@ -32,19 +45,65 @@ export function createHandler(
   logger: Logger | undefined,
   failed: (err: unknown) => Rejection,
 ): RequestListener {
-  const appFailed = (res: ServerResponse, err: unknown): void => {
-    logger?.error({ err }, 'request handler failed')
-    writeRawRejection(res, failed(err))
+  /** Log an error of the app: each one (it is not ours to deduplicate), never throwing. */
+  const report = (err: unknown): void => {
+    if (logger !== undefined) return logger.error({ err }, 'request handler failed')
+    try {
+      process.emitWarning(`the request handler failed and was answered 500: ${String(err)}`, {
+        code: ErrorCodes.INTERNAL,
+        type: 'AegisWarning',
+      })
+    } catch {
+      // An error whose String() throws (a revoked Proxy): nothing printable to report.
+    }
+  }
+  /**
+   * The app threw, or its promise rejected. Runs in Node's 'request' listener or a
+   * promise reaction: nothing may escape it.
+   */
+  const appFailed = (res: ServerResponse, state: AegisRequestState, err: unknown): void => {
+    // Aegis answered in the app's place (a body past its limit): the app's read failed of it.
+    if (answeredByAegis(res)) return
+    report(err)
+    try {
+      // Answered already: the answer stands. Destroying the socket now could cut it short, and
+      // would lose the pipelined answers queued behind it on the connection.
+      if (res.writableEnded) return
+      // Started: only closing the connection tells the client the answer is incomplete. `destroy()`
+      // also reaches a pipelined response that has no socket yet (it waits for it); without that,
+      // the connection would hang behind the unfinished answer.
+      if (res.headersSent) return void res.destroy()
+      // The 500 is ours: none of the app's half-set fields (a Set-Cookie, a Content-Encoding
+      // that would mislabel the problem body), only Aegis' own.
+      for (const name of res.getHeaderNames()) res.removeHeader(name)
+      writeRawRejection(res, appFailure, state.headers)
+      // The app may still hold `res` (a timer of its own): its late calls must not throw.
+      silence(res, appFailure.status)
+    } catch {
+      res.destroy()
+    }
+  }
+  /** Write Aegis' answer (or, given `err`, the answer to it); in a listener or a reaction, so never throwing. */
+  const answer = (res: ServerResponse, rejection: Rejection | undefined, err?: unknown): void => {
+    try {
+      writeRawRejection(res, rejection ?? failed(err))
+    } catch {
+      res.destroy()
+    }
   }
   const after = (req: IncomingMessage, res: ServerResponse, state: Dispatched): void => {
     if (state === undefined) return // answered by Aegis
-    if (state.rejection !== undefined) return writeRawRejection(res, state.rejection)
-    if (app === undefined) return writeRawRejection(res, notFound)
+    if (state.rejection !== undefined) return answer(res, state.rejection)
+    if (app === undefined) return answer(res, notFound)
     try {
       const result = app(req, res)
-      if (result instanceof Promise) result.catch((err: unknown) => appFailed(res, err))
+      // Any thenable, not only this realm's Promise (an async function from a vm context):
+      // a rejection nobody handles ends the process.
+      if (result instanceof Promise) result.then(undefined, (err: unknown) => appFailed(res, state, err))
+      else if (isThenable(result))
+        Promise.resolve(result).then(undefined, (err: unknown) => appFailed(res, state, err))
     } catch (err) {
-      appFailed(res, err)
+      appFailed(res, state, err)
     }
   }
   return function aegisHandler(req, res) {
@@ -52,7 +111,8 @@ export function createHandler(
     if (dispatched instanceof Promise)
       dispatched.then(
         (state) => after(req, res, state),
-        (err: unknown) => writeRawRejection(res, failed(err)),
+        // `dispatch` never rejects; were it to, that is a bug of ours, answered and counted as one.
+        (err: unknown) => answer(res, undefined, err),
       )
     else after(req, res, dispatched)
   }
