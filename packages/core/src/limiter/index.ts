@@ -6,19 +6,17 @@ import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../kernel/types.js'
 import type { RedisConnection } from '../store/index.js'
 import type { Warn } from '../kernel/warnings.js'
-import { createAdaptiveLimiter } from './adaptive.js'
-import { createLoopMonitor } from './event-loop.js'
 import {
   clientDenied,
   limitHeaders,
   limiterUnavailable,
-  overloaded,
   policyItem,
   quotaExceeded,
   sfString,
   type HeaderStyle,
   type PolicyInfo,
 } from './answers.js'
+import type { OverloadApi } from '../overload/index.js'
 import { createExemptions, createListing, type Listing } from './lists.js'
 import { newVerdict, type Rate, type Verdict } from './gcra.js'
 import type { CostFunction, KeyFunction, LimiterConfig, PolicyConfig } from './options.js'
@@ -42,7 +40,7 @@ interface Policy extends AlgorithmPolicy, PolicyInfo {
 export interface LimitResult {
   readonly headers: HeaderList
   readonly rejection: Rejection | undefined
-  /** The request holds an adaptive-concurrency slot: call `release()` when its response ends. */
+  /** @deprecated Concurrency slots are the overload engine's now (the pipeline gives them back); never set. */
   readonly acquired?: boolean
 }
 
@@ -80,13 +78,13 @@ export interface Limiter {
   get(key: string, policy?: string): Promise<LimitStatus | undefined>
   /** Forget a key: its bucket and any ban. */
   reset(key: string, policy?: string): Promise<void>
-  /** Give back the adaptive-concurrency slot of a request whose result said `acquired`. */
+  /** Give back an adaptive-concurrency slot by hand (the overload engine's; the pipeline does it for admitted requests). */
   release(latencyMs: number, ok: boolean): void
-  /** The adaptive concurrency limit in force, when `adaptive` is on. */
+  /** The adaptive concurrency limit in force, when `limiter.adaptive` is on (the overload engine's). */
   readonly concurrencyLimit: number | undefined
   /** Names of the configured policies. */
   readonly policies: readonly string[]
-  /** Stop the event-loop monitor. */
+  /** Release what the limiter holds (nothing today: kept for callers of the public API). */
   close(): void
 }
 
@@ -100,6 +98,8 @@ export interface LimiterDeps {
   readonly trustsProxy: boolean
   /** The client of an admitted request (for penalty / reward). */
   readonly clientOf: (req: IncomingMessage) => ClientIdentity | undefined
+  /** The overload engine, whose slot release and limit `shield.limiter` has always offered. */
+  readonly overload?: OverloadApi | undefined
 }
 
 const ONE_CLIENT_STREAK = 1_000
@@ -264,33 +264,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return matched.length === 0 ? onlyGlobal : [global, ...matched]
   }
 
-  const adaptive = config.adaptive === false ? undefined : createAdaptiveLimiter(config.adaptive)
-  const loop =
-    config.shed === false
-      ? undefined
-      : createLoopMonitor({
-          maxLagMs: config.shed.maxEventLoopDelayMs,
-          sampleIntervalMs: config.shed.sampleIntervalMs,
-        })
-  const atConcurrencyLimit = overloaded('concurrency', 1)
-  const shedAnswers = new Map<number, Rejection>()
-  const shedAnswer = (retryAfter: number): Rejection => {
-    let r = shedAnswers.get(retryAfter)
-    if (r === undefined) shedAnswers.set(retryAfter, (r = overloaded('event-loop', retryAfter)))
-    return r
-  }
   const NOTHING: LimitResult = Object.freeze({ headers: [], rejection: undefined })
-  const ADMITTED_WITH_SLOT: LimitResult = Object.freeze({ headers: [], rejection: undefined, acquired: true })
-
-  /** A decided request: a refusal gives its adaptive slot back at once. */
-  const withSlot = (result: LimitResult, acquired: boolean): LimitResult => {
-    if (!acquired) return result
-    if (result.rejection !== undefined) {
-      adaptive?.ignore()
-      return result
-    }
-    return { headers: result.headers, rejection: undefined, acquired: true }
-  }
 
   function check(
     req: IncomingMessage,
@@ -304,37 +278,18 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       listed = listing(client.ip)
       if (listed === 2) return { headers: [], rejection: clientDenied }
     }
-    // Shedding protects the process: it comes before any bucket is charged, allowlist or not.
-    if (loop !== undefined && loop.overloaded()) {
-      return { headers: [], rejection: shedAnswer(loop.retryAfterSeconds) }
-    }
-    let acquired = false
-    if (adaptive !== undefined) {
-      if (!adaptive.tryAcquire()) {
-        return { headers: [], rejection: atConcurrencyLimit }
-      }
-      acquired = true
-    }
-    if (listed === 1) return acquired ? ADMITTED_WITH_SLOT : NOTHING
+    if (listed === 1) return NOTHING
     if (!streakDone) watchStreak(client)
     const n = policies.length
-    try {
-      for (let i = 0; i < n; i++) {
-        const p = policies[i] as Policy
-        scratchKeys[i] = keyOf(p, req, client)
-        scratchCosts[i] = costOf(p, req)
-      }
-    } catch (err) {
-      // A throwing key() or cost(): the request is answered 500 and never holds a slot.
-      if (acquired) adaptive?.ignore()
-      throw err
+    // A throwing key() or cost() is answered 500 by the pipeline.
+    for (let i = 0; i < n; i++) {
+      const p = policies[i] as Policy
+      scratchKeys[i] = keyOf(p, req, client)
+      scratchCosts[i] = costOf(p, req)
     }
     const decided = store.consume(policies, scratchKeys, scratchCosts, now)
-    if (decided instanceof Promise) {
-      const result = decided.then((d) => concluded(policies, d))
-      return acquired ? result.then((r) => withSlot(r, true)) : result
-    }
-    return withSlot(concluded(policies, decided), acquired)
+    if (decided instanceof Promise) return decided.then((d) => concluded(policies, d))
+    return concluded(policies, decided)
   }
 
   const select = (policy: string | undefined): Policy[] => {
@@ -359,16 +314,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   return {
     check,
     policies: names,
-    release(latencyMs, ok) {
-      if (adaptive === undefined) return
-      adaptive.release(latencyMs, ok)
-      metrics?.adaptiveLimit(adaptive.limit)
-    },
+    release: (latencyMs, ok) => deps.overload?.release(latencyMs, ok),
     get concurrencyLimit() {
-      return adaptive?.limit
+      return deps.overload?.concurrencyLimit
     },
     close() {
-      loop?.close()
+      // The limiter holds no timer: the event-loop monitor is the overload engine's.
     },
     penalty: (req, points, policy) => adjust(req as IncomingMessage, Math.abs(points), policy),
     reward: (req, points, policy) => adjust(req as IncomingMessage, -Math.abs(points), policy),

@@ -2,8 +2,8 @@ import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { addressOrCidr } from '../client/options.js'
 import { fn, optInSection, section } from '../kernel/option-helpers.js'
-import { adaptiveSchema } from './adaptive.js'
-import { shedSchema } from './event-loop.js'
+import { adaptiveSchema } from '../overload/adaptive.js'
+import { shedSchema } from '../overload/event-loop.js'
 
 /** Which key a request is counted under; return `undefined` to count it by client address. */
 export type KeyFunction = (req: IncomingMessage) => string | undefined

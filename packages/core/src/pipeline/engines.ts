@@ -19,6 +19,8 @@ import type { Logger } from '../kernel/logger.js'
 import type { AdmittedState, Rejection } from '../kernel/types.js'
 import type { Warn } from '../kernel/warnings.js'
 import { limiterEngine } from '../limiter/engine.js'
+import { createExemptions } from '../limiter/lists.js'
+import { overloadEngine, type OverloadApi } from '../overload/index.js'
 import { createLimiter, type Limiter } from '../limiter/index.js'
 import { metricsEngine, type MetricsApi } from '../metrics/engine.js'
 import type { Metrics } from '../metrics/index.js'
@@ -59,6 +61,7 @@ export interface EngineApis {
   metrics?: MetricsApi
   gateway?: GatewayApi
   breaker?: BreakerBus
+  overload?: OverloadApi
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -66,6 +69,10 @@ export interface EngineEntry {
   readonly name: keyof EngineApis | (string & {})
   create(ctx: EngineContext): (Engine & { readonly api?: unknown }) | undefined
 }
+
+/** The metrics path, which no guard counts or sheds (a scrape during an overload is when it matters). */
+const metricsPath = (config: AegisConfig): string[] =>
+  config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : []
 
 /** The engines, in the order they admit requests, observe responses and hook the gateway. */
 export const ENGINES: readonly EngineEntry[] = [
@@ -93,8 +100,19 @@ export const ENGINES: readonly EngineEntry[] = [
     create: ({ config }) => (config.cors === false ? undefined : corsEngine(createCors(config.cors))),
   },
   {
+    // Before the limiter: a request the process cannot take costs its client no quota.
+    name: 'overload',
+    create: ({ config, metrics }) =>
+      config.limiter === false
+        ? undefined
+        : overloadEngine(config.limiter, {
+            metrics,
+            isExempt: createExemptions([...config.limiter.exempt, ...metricsPath(config)]),
+          }),
+  },
+  {
     name: 'limiter',
-    create: ({ config, store, metrics, warn, stateOf }) =>
+    create: ({ config, store, metrics, warn, stateOf, apis }) =>
       config.limiter === false
         ? undefined
         : limiterEngine(
@@ -102,10 +120,10 @@ export const ENGINES: readonly EngineEntry[] = [
               conn: store,
               metrics,
               warn,
-              exemptPaths:
-                config.metrics !== false && config.metrics.path !== undefined ? [config.metrics.path] : [],
+              exemptPaths: metricsPath(config),
               trustsProxy: config.trustProxy !== false,
               clientOf: (req) => stateOf(req)?.client,
+              overload: apis.overload,
             }),
           ),
   },

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createLoopMonitor, shedSchema, type LoopDelayHistogram } from '../src/limiter/event-loop.js'
+import { createLoopMonitor, shedSchema, type LoopDelayHistogram } from '../src/overload/event-loop.js'
 
 /** Block the event loop, as a CPU-bound handler would. */
 function busyWait(ms: number): void {

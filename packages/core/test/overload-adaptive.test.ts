@@ -5,7 +5,7 @@ import {
   type AdaptiveLimiter,
   type AdaptiveOptions,
   type AdaptiveStats,
-} from '../src/limiter/adaptive.js'
+} from '../src/overload/adaptive.js'
 
 /** A service with `capacity` workers: latency is `baseMs` up to capacity, then grows with the queue. */
 interface Service {
