@@ -3,7 +3,6 @@
  * the table (engines.ts), and compose them (admission.ts, http-server/). No engine
  * is known here by anything but the public accessor it has.
  */
-import { createAuditLog } from '../audit/index.js'
 import { createClientResolver } from '../client/index.js'
 import { createHttpServers } from '../http-server/index.js'
 import { createFailureAnswers, safeLogger } from '../kernel/callbacks.js'
@@ -52,7 +51,6 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       ),
   })
   const metrics = config.metrics === false ? undefined : createMetrics(config.metrics)
-  const audit = config.audit === false ? undefined : createAuditLog(config.audit, warn, events)
   const store = connectStore(config.store, logger, {
     onError: (reason) => metrics?.storeError(reason),
     onStateChange: (up) => metrics?.storeUp(up),
@@ -162,7 +160,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     },
     metrics,
     limiter: apis.limiter,
-    audit,
+    audit: apis.audit,
     store,
     gateway: gateway.gateway,
     proxy(options, use) {

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { accessLogEngine } from '../access-log/index.js'
+import { createAuditLog, type AuditLog } from '../audit/index.js'
 import type { ClientResolver } from '../client/index.js'
 import { corsEngine } from '../cors/engine.js'
 import { createCors } from '../cors/index.js'
@@ -62,6 +63,7 @@ export interface EngineApis {
   gateway?: GatewayApi
   breaker?: BreakerBus
   overload?: OverloadApi
+  audit?: AuditLog
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -165,5 +167,11 @@ export const ENGINES: readonly EngineEntry[] = [
         raiseBodyLimit: (bytes) => ctx.bodyLimits.raise(bytes),
         upgradesChanged: ctx.upgradesChanged,
       }),
+  },
+  {
+    // Fed by the bus: the engines' state changes, whoever emits them.
+    name: 'audit',
+    create: ({ config, warn, events }) =>
+      config.audit === false ? undefined : { name: 'audit', api: createAuditLog(config.audit, warn, events) },
   },
 ]
