@@ -25,9 +25,7 @@ export interface HttpServerDeps {
   readonly baseHeaders: HeaderList
   /** Milliseconds a drain waits before closing what is left. */
   readonly closeTimeout: number
-  /** The answer to CONNECT, or `undefined` to drop the socket; `null` when CONNECT is allowed. */
-  readonly connectRejection: Rejection | undefined | null
-  /** The engines that take upgrades (`ownsUpgrade`, `upgrade`) and end what drains cannot. */
+  /** The engines: those that take upgrades, answer CONNECT, end what drains cannot. */
   readonly engines: readonly Engine[]
   admit: (req: IncomingMessage) => AdmittedState | Promise<AdmittedState>
   /** The handshake of an admitted upgrade is over: observe it (`status` 101, or what it was answered). */
@@ -83,8 +81,10 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
     server.off('close', entry.closed)
   }
 
+  // The answer to CONNECT is the first engine's that has one; none (no validator): the socket is dropped.
+  const connect = deps.engines.find((e) => e.connect !== undefined)?.connect
   const refuseConnect = (_req: IncomingMessage, socket: Duplex): void => {
-    const r = deps.connectRejection
+    const r = connect
     if (r == null) return void socket.destroy()
     deps.count(r.reason)
     writeSocketRejection(socket, r, deps.baseHeaders)
@@ -176,8 +176,7 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
         server.on('clientError', createClientErrorHandler(deps.count, deps.baseHeaders))
       listenForUpgrades(server)
       // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
-      if (server.listenerCount('connect') === 0 && deps.connectRejection !== null)
-        server.on('connect', refuseConnect)
+      if (server.listenerCount('connect') === 0 && connect !== null) server.on('connect', refuseConnect)
     },
     met(server) {
       if (checked.has(server)) return

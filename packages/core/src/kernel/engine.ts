@@ -106,6 +106,11 @@ export interface Engine {
   /** A field removed from every answer Aegis admits (`x-powered-by`), lower-case. */
   readonly drops?: string
   /**
+   * The answer to CONNECT, which Node hands to a server's `connect` listeners instead of
+   * the app (`null`: the engine allows CONNECT; attached servers then leave it alone).
+   */
+  readonly connect?: Rejection | null
+  /**
    * Run in table order for every request not skipped, until one rejects: `undefined` to
    * let it pass, a `Rejection` to answer it, a `Verdict` to add header fields (and maybe
    * reject). Synchronous, unless a shared store decides (a promise). Never throws: the

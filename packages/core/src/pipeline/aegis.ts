@@ -121,12 +121,6 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     count: (reason) => metrics?.rejection(reason),
     baseHeaders,
     closeTimeout: config.closeTimeout,
-    connectRejection:
-      apis.validator === undefined
-        ? undefined
-        : apis.validator.allows('CONNECT')
-          ? null
-          : apis.validator.methodRejection,
     engines,
     admit: flow.admit,
     observe: flow.observeAs,

@@ -15,6 +15,7 @@ export function validatorEngine(validator: Validator, limits: BodyLimits): Engin
   const shape: RequestShape = { watch: false, ceiling: limits.ceiling }
   return {
     name: 'validator',
+    connect: validator.allows('CONNECT') ? null : validator.methodRejection,
     admit(req: IncomingMessage) {
       shape.watch = false
       shape.ceiling = limits.ceiling
