@@ -9,7 +9,8 @@ import { WebSocket } from 'undici'
 import { WebSocketServer } from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rawRequest } from '../helpers/raw-http.js'
-import { startUpstream, type Upstream } from '../helpers/upstream.js'
+import { waitFor } from '../helpers/wait.js'
+import { refusedUrl, startUpstream, type Upstream } from '../helpers/upstream.js'
 import { gateways, type GatewayApp } from './gateway-apps.js'
 
 let upstream: WebSocketServer
@@ -109,6 +110,39 @@ describe.each(gateways)('WebSocket through the gateway on %s', (_name, createGat
       expect(body).toBe('{"error":"no ticket"}')
     } finally {
       await refused.close()
+    }
+  })
+
+  it('observes an upgrade with the status its client was answered: 101, a relayed 403, a 502', async () => {
+    const seen: { path: string; status: number }[] = []
+    const logger = {
+      info: (obj: object) => void seen.push(obj as { path: string; status: number }),
+      warn() {},
+      error() {},
+    }
+    const options = { limiter: false as const, logger, accessLog: true }
+    const apps = [
+      await createGateway([{ prefix: '/ws', upstreams: [upstreamUrl] }], options),
+      await createGateway([{ prefix: '/ws', upstreams: [refusing.url] }], options),
+      await createGateway([{ prefix: '/ws', upstreams: [await refusedUrl()] }], options),
+    ]
+    try {
+      for (const [i, a] of apps.entries())
+        await rawRequest(
+          a.port,
+          `GET /ws/${i} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+        )
+      // Observed once the handshake is over, a moment after the answer went out.
+      await waitFor('the three handshakes observed', () => seen.length === 3)
+      const statusOf = (path: string): number | undefined => seen.find((s) => s.path === path)?.status
+      expect([statusOf('/ws/0'), statusOf('/ws/1'), statusOf('/ws/2')]).toEqual([101, 403, 502])
+      // Counted by status too: the refused upgrade is no 1xx.
+      const text = (await apps[2]?.core.scrapeMetrics())?.body ?? ''
+      expect(text).toMatch(/aegis_http_requests_total\{[^}]*status_class="5xx"[^}]*\} 1/)
+      expect(text).not.toMatch(/status_class="1xx"/)
+    } finally {
+      for (const a of apps) await a.close()
     }
   })
 

@@ -32,8 +32,8 @@ export interface Gateway {
   readonly routes: readonly ProxyRoute[]
   /** Forward through the route owning `url`, or `false` when none does. */
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
-  /** Proxy an upgrade through the route owning `url`, or `false` when none does. */
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  /** Proxy an upgrade through the route owning `url` (see `ProxyRoute.upgrade`), or `false` when none does. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<number> | false
   /** Close every upgraded connection (WebSocket) of every route now; see `ProxyRoute.endUpgrades()`. */
   endUpgrades(): void
   close(): Promise<void>

@@ -104,10 +104,11 @@ export interface ProxyRoute {
   handle(req: IncomingMessage, res: ServerResponse, url: string, parsed?: ParsedBody): Promise<void> | false
   /**
    * Proxy an `Upgrade` request (WebSocket) of an admitted client when `url` lies
-   * under the prefix: resolves once the upgrade succeeded or was answered.
-   * `false` when the route does not own `url`.
+   * under the prefix: resolves once the upgrade succeeded or was answered, with the
+   * status the client got (101, an upstream's refusal relayed, our 4xx/5xx; 499 when
+   * it left first). `false` when the route does not own `url`.
    */
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<number> | false
   /**
    * `breaker` ({ state: 'open' | 'half-open' | 'closed', origin: 'local' | 'peer' }),
    * `health` ({ healthy }), `ejected` ({ ms }): each with `route` and `upstream`.
@@ -571,14 +572,17 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
   /** Client sockets of upgrades, from the handshake on until they close (see `endUpgrades()`). */
   const tunnels = new Set<Duplex>()
 
-  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<void> {
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, rest: string): Promise<number> {
     if (!socket.destroyed) {
       tunnels.add(socket)
       socket.once('close', () => tunnels.delete(socket))
     }
-    const refuse = (r: Rejection): void => {
+    /** Answer `r`; the status the client got (nginx's 499 when it left first), for `observe`. */
+    const refuse = (r: Rejection): number => {
       deps.countRejection(r)
-      if (!socket.destroyed) writeSocketRejection(socket, r)
+      if (socket.destroyed) return 499
+      writeSocketRejection(socket, r)
+      return r.status
     }
     const protocol = allowedUpgrade(req.headers.upgrade)
     if (protocol === undefined) return refuse(upgradeRefused)
@@ -611,7 +615,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const ms = performance.now() - started
     balancer.end(host, kind, ms)
     up.series?.request(kind, ms / 1000)
-    if (!relayed) refuse(upstreamFailure(error))
+    return relayed ? status : refuse(upstreamFailure(error))
   }
 
   const router = config.router === undefined ? undefined : guardCallback('proxy.router', config.router)
@@ -649,7 +653,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       if (typeof rest !== 'string') {
         deps.countRejection(rest)
         writeSocketRejection(socket, rest)
-        return Promise.resolve()
+        return Promise.resolve(rest.status)
       }
       return upgrade(req, socket, head, rest)
     },

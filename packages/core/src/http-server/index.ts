@@ -121,7 +121,7 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
         return void socket.destroy() // the engine owned it a moment ago
       }
       upgraded.then(
-        () => deps.observe(req, state, 101),
+        (status) => deps.observe(req, state, status ?? 101),
         (err: unknown) => {
           // A user callback of the route (router, balancer.hash) threw, or a bug of ours: 500 on the socket.
           deps.observe(req, state, 500)

@@ -135,9 +135,10 @@ export interface Engine {
   ownsUpgrade?(url: string): boolean
   /**
    * Take an admitted `Upgrade` request the engine owns: a promise settled once it is
-   * proxied or refused (`false`: it is no longer its own).
+   * proxied or refused, with the status the client was answered (what `observe` sees;
+   * 101 when it resolves with none). `false`: it is no longer its own.
    */
-  upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<void> | false
+  upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer, url: string): Promise<number | void> | false
   /** Whether `ownsUpgrade` may say yes now: attached servers listen for upgrades only then. */
   readonly upgrades?: boolean
   /** End what a server's drain cannot (upgraded sockets) once `closeTimeout` has run out. */
