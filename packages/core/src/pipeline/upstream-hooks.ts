@@ -14,6 +14,8 @@ function askInTurn(
 ): boolean | Promise<boolean> {
   for (; i < hooks.length; i++) {
     if (res.writableEnded || res.destroyed) return true
+    // A hook started an answer and gave up: no other can finish it; the gateway cuts it.
+    if (res.headersSent) return false
     const answered = (hooks[i] as FailureHook)(req, res, failure)
     if (answered === true) return true
     if (answered instanceof Promise) {
