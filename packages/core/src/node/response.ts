@@ -5,6 +5,7 @@
  * handler answers from a timer (test/conformance/robustness.test.ts replays it).
  */
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { AegisError, ErrorCodes } from '../kernel/errors.js'
 import type { Rejection } from '../kernel/types.js'
 
@@ -140,4 +141,20 @@ export function writeRawRejection(
     'content-length': String(body.length),
   })
   res.end(body)
+}
+
+/**
+ * Close the connection of a response whose answer cannot be finished (started, then its
+ * writer failed): at once when it is on the wire, else when its turn on the connection
+ * comes (queued behind pipelined answers). Node 20's `res.destroy()` waited for that turn
+ * itself; Node 24's only marks a socketless response destroyed, and the connection would
+ * then hang behind the unfinished answer.
+ *
+ * @example
+ * if (res.headersSent) cut(res)
+ */
+export function cut(res: ServerResponse): void {
+  if (res.socket != null) return void res.destroy()
+  // 'socket' is emitted when the connection reaches this response, before it writes anything.
+  res.once('socket', (socket: Socket) => socket.destroy())
 }

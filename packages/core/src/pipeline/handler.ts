@@ -3,7 +3,7 @@ import { ErrorCodes } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { problem } from '../kernel/problem.js'
 import type { AegisRequestState, Rejection } from '../kernel/types.js'
-import { answeredByAegis, silence, writeRawRejection } from '../node/response.js'
+import { answeredByAegis, cut, silence, writeRawRejection } from '../node/response.js'
 import type { Dispatched, Flow } from './admission.js'
 
 /** A `node:http` request listener. */
@@ -69,10 +69,9 @@ export function createHandler(
       // Answered already: the answer stands. Destroying the socket now could cut it short, and
       // would lose the pipelined answers queued behind it on the connection.
       if (res.writableEnded) return
-      // Started: only closing the connection tells the client the answer is incomplete. `destroy()`
-      // also reaches a pipelined response that has no socket yet (it waits for it); without that,
-      // the connection would hang behind the unfinished answer.
-      if (res.headersSent) return void res.destroy()
+      // Started: only closing the connection tells the client the answer is incomplete, now or,
+      // pipelined, when its turn comes (`cut`); without that, the connection would hang behind it.
+      if (res.headersSent) return cut(res)
       // The 500 is ours: none of the app's half-set fields (a Set-Cookie, a Content-Encoding
       // that would mislabel the problem body), only Aegis' own.
       for (const name of res.getHeaderNames()) res.removeHeader(name)
