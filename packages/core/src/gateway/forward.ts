@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { endSocket } from '../node/socket.js'
+import { cut } from '../node/response.js'
 import type { BodyTap, UpstreamHooks } from '../kernel/engine.js'
 import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
@@ -217,7 +218,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Controller, err: Error): void {
     if (this.finished) return // a 204 or 304 whose Content-Length undici held against the connection
     // Once the answer has started there is no status left to say it with: cut the response.
-    if (this.responded && !this.res.writableEnded) this.res.destroy(err)
+    if (this.responded && !this.res.writableEnded) cut(this.res, err)
     this.finish(err)
   }
 

@@ -13,7 +13,7 @@ import { parseSection, type Logger } from '../options/index.js'
 import { pathTraversal } from '../validator/index.js'
 import { inspectPath } from '../validator/path.js'
 import { bodyTooLarge } from '../validator/body-limits.js'
-import { answeredByAegis, writeRawRejection } from '../node/response.js'
+import { answeredByAegis, cut, writeRawRejection } from '../node/response.js'
 import type { Rejection } from '../kernel/types.js'
 import type { UpstreamFailure, UpstreamHooks } from '../kernel/engine.js'
 import type { AegisEvents, EventBus } from '../kernel/events.js'
@@ -392,10 +392,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
    */
   function answerFailure(res: ServerResponse, rejection: Rejection): void {
     if (res.destroyed || res.writableEnded) return
-    if (res.headersSent) {
-      res.destroy()
-      return
-    }
+    if (res.headersSent) return cut(res)
     deps.countRejection(rejection)
     writeRawRejection(res, rejection)
   }

@@ -131,7 +131,8 @@ export function writeRawRejection(
 ): void {
   if (answeredByAegis(res)) return
   if (res.headersSent || res.writableEnded) {
-    res.socket?.destroy()
+    if (!res.writableEnded) cut(res)
+    else res.socket?.destroy()
     return
   }
   for (const [name, value] of extraHeaders) res.setHeader(name, value)
@@ -153,8 +154,8 @@ export function writeRawRejection(
  * @example
  * if (res.headersSent) cut(res)
  */
-export function cut(res: ServerResponse): void {
-  if (res.socket != null) return void res.destroy()
+export function cut(res: ServerResponse, err?: Error): void {
+  if (res.socket != null) return void res.destroy(err)
   // 'socket' is emitted when the connection reaches this response, before it writes anything.
   res.once('socket', (socket: Socket) => socket.destroy())
 }
