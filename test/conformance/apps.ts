@@ -4,7 +4,7 @@
  * scenario against all four.
  */
 import { once } from 'node:events'
-import { createServer, type Server, type ServerResponse } from 'node:http'
+import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
@@ -266,17 +266,15 @@ export async function nodeApp(options: AegisOptions = {}): Promise<TestApp> {
     if (state !== undefined) state.input = result.value
     sendJson(res, 200, result.value.query)
   })
-  const server = createServer(core.handler(router.listener))
+  return nodeServed(core, router.listener)
+}
+
+/** A plain node:http server with Aegis in front of `app` (`core.handler(app)`), attached and listening. */
+export async function nodeServed(core: Aegis, app: RequestListener): Promise<TestApp> {
+  const server = createServer(core.handler(app))
   core.attach(server)
   const port = await listen(server)
-  return {
-    name: 'node',
-    url: `http://127.0.0.1:${port}`,
-    port,
-    core,
-    server,
-    close: () => core.close(),
-  }
+  return { name: 'node', url: `http://127.0.0.1:${port}`, port, core, server, close: () => core.close() }
 }
 
 export const adapters = [

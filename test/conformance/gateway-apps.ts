@@ -5,7 +5,7 @@
  * `proxy: [route]`. Each also serves `GET /local` itself and counts the body of
  * `POST /local/upload`.
  */
-import { createServer, request as httpRequest, type Agent, type Server } from 'node:http'
+import { request as httpRequest, type Agent, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import Fastify from 'fastify'
@@ -21,7 +21,7 @@ import { aegis as expressAegis } from '@aegis/express'
 import { aegis as fastifyAegis } from '@aegis/fastify'
 import { aegis as koaAegis } from '@aegis/koa'
 import { createRouter, sendJson } from '../helpers/node-router.js'
-import { countBody, listen } from './apps.js'
+import { countBody, listen, nodeServed } from './apps.js'
 
 export interface GatewayApp {
   readonly name: 'express' | 'fastify' | 'koa' | 'node'
@@ -122,17 +122,9 @@ export const nodeGateway: GatewayFactory = async (routes, options = {}) => {
   const router = createRouter()
   router.add('GET', '/local', (_req, res) => sendJson(res, 200, { local: true }))
   router.add('POST', '/local/upload', async (req, res) => sendJson(res, 200, { bytes: await countBody(req) }))
-  const server = createServer(core.handler(router.listener))
-  core.attach(server)
-  const port = await listen(server)
   return {
-    name: 'node',
-    url: `http://127.0.0.1:${port}`,
-    port,
-    core,
-    server,
+    ...(await nodeServed(core, router.listener)),
     routes: routes.map((r) => core.gateway.routes.find((x) => x.config.prefix === (r.prefix ?? '/'))!),
-    close: () => core.close(),
   }
 }
 

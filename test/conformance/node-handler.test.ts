@@ -9,27 +9,15 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import vm from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createAegis, type Aegis, type AegisOptions, type Logger } from '@aegis/core'
+import { createAegis, type Aegis, type AegisOptions } from '@aegis/core'
 import { converse, parseResponses, rawRequest, writeChunked } from '../helpers/raw-http.js'
 import { failOnUncaught } from '../helpers/uncaught.js'
+import { recorder } from '../helpers/recorder.js'
 import { listen } from './apps.js'
 
 const uncaught = failOnUncaught()
 
 type App = (req: IncomingMessage, res: ServerResponse) => unknown
-
-/** A logger that keeps what it is given. */
-const recorder = (): Logger & { errors: { obj: Record<string, unknown>; msg: string | undefined }[] } => {
-  const errors: { obj: Record<string, unknown>; msg: string | undefined }[] = []
-  return {
-    errors,
-    info() {},
-    warn() {},
-    error(obj, msg) {
-      errors.push({ obj: obj as Record<string, unknown>, msg })
-    },
-  }
-}
 
 const HEAD = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`
 const CLOSE = 'Connection: close\r\n'

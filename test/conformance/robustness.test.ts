@@ -8,7 +8,7 @@
  */
 import { Gauge, Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { AegisOptions, Logger } from '@aegis/core'
+import type { AegisOptions } from '@aegis/core'
 import {
   converse,
   parseResponses,
@@ -17,6 +17,7 @@ import {
   type ParsedResponse,
 } from '../helpers/raw-http.js'
 import { failOnUncaught } from '../helpers/uncaught.js'
+import { recorder } from '../helpers/recorder.js'
 import { startWsUpstream, type WsUpstream } from '../helpers/ws-upstream.js'
 import { adapters, type TestApp } from './apps.js'
 import { gateways } from './gateway-apps.js'
@@ -52,19 +53,6 @@ const expectProblem = (res: ParsedResponse | undefined, status: number, code: st
   expect(res?.status).toBe(status)
   expect(res?.headers['content-type']).toMatch(/^application\/problem\+json/)
   expect(JSON.parse(res?.body ?? '{}')).toMatchObject({ status, code })
-}
-
-/** A logger that keeps what it is given. */
-const recorder = (): Logger & { errors: { obj: Record<string, unknown>; msg: string | undefined }[] } => {
-  const errors: { obj: Record<string, unknown>; msg: string | undefined }[] = []
-  return {
-    errors,
-    info() {},
-    warn() {},
-    error(obj, msg) {
-      errors.push({ obj: obj as Record<string, unknown>, msg })
-    },
-  }
 }
 
 describe.each(adapters)('%s: a body past its limit', (_name, make) => {
