@@ -164,3 +164,53 @@ describe('the gateway on the event bus', () => {
     expect(core.events.has('upstream.health')).toBe(false)
   })
 })
+
+describe('the logs and the metrics of the gateway listen on the bus', () => {
+  it('an event on the bus is logged once at its level and counted in its series, whoever emitted it', async () => {
+    const lines: [string, string | undefined][] = []
+    const core = createAegis({
+      limiter: false,
+      metrics: {},
+      logger: {
+        info: (_obj, msg) => void lines.push(['info', msg]),
+        warn: (_obj, msg) => void lines.push(['warn', msg]),
+        error: (_obj, msg) => void lines.push(['error', msg]),
+      },
+    })
+    open.push(core)
+    const at = { route: '/api', upstream: 'http://127.0.0.1:9' }
+    core.events.emit('upstream.breaker', { ...at, state: 'open', origin: 'peer' })
+    core.events.emit('upstream.health', { ...at, healthy: false })
+    core.events.emit('upstream.ejected', { ...at, ms: 30_000 })
+    core.events.emit('upstream.ejected', { ...at, ms: 30_000 })
+    core.events.emit('proxy.chaos', { route: '/api', chaos: false })
+    expect(lines).toEqual([
+      ['warn', 'upstream breaker open'],
+      ['warn', 'upstream unhealthy'],
+      ['warn', 'upstream ejected'],
+      ['warn', 'upstream ejected'],
+      ['info', 'fault injection changed'],
+    ])
+    const text = (await core.scrapeMetrics())?.body ?? ''
+    const labels = 'route="/api",upstream="http://127.0.0.1:9"'
+    expect(text).toContain(`aegis_upstream_breaker_state{${labels}} 2`)
+    expect(text).toContain(`aegis_upstream_healthy{${labels}} 0`)
+    expect(text).toContain(`aegis_upstream_ejections_total{${labels}} 2`)
+  })
+
+  it('stops listening when the instance closes', async () => {
+    const lines: string[] = []
+    const core = createAegis({
+      limiter: false,
+      logger: {
+        info: (_o, msg) => void lines.push(String(msg)),
+        warn: () => undefined,
+        error: () => undefined,
+      },
+    })
+    const events = core.events
+    await core.close()
+    events.emit('proxy.chaos', { route: '/api', chaos: false })
+    expect(lines).toEqual([])
+  })
+})

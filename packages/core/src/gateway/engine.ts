@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream'
 import type { Engine } from '../kernel/engine.js'
 import { AegisConfigError } from '../kernel/errors.js'
 import { parseSection, SHARED_NEEDS_STORE } from '../options/index.js'
+import { countGatewayEvents, logGatewayEvents } from './events.js'
 import { underPrefix } from './prefix.js'
 import { createGateway, type Gateway } from './index.js'
 import {
@@ -47,6 +48,11 @@ export function gatewayEngine(
   configs: readonly ProxyRouteConfig[],
   deps: GatewayEngineDeps,
 ): Engine & { readonly api: GatewayApi } {
+  // The logs and the metrics of the gateway's events listen on the bus, as the audit trail does.
+  const unsubscribe = [
+    deps.logger === undefined ? undefined : logGatewayEvents(deps.events, deps.logger),
+    deps.metrics === undefined ? undefined : countGatewayEvents(deps.events, deps.metrics),
+  ]
   const gateway = createGateway(configs, deps)
   const added: ProxyRoute[] = []
   // Routes that take upgrades (the server's 'upgrade' event never passes a framework's router).
@@ -95,6 +101,7 @@ export function gatewayEngine(
     },
     async close() {
       await Promise.all([gateway.close(), ...added.map((r) => r.close())])
+      for (const off of unsubscribe) off?.()
     },
   }
 }

@@ -5,7 +5,9 @@
  * `route.events` re-emits the first three of its own route as `breaker`,
  * `health` and `ejected`.
  */
-import type { AegisEvents } from '../kernel/events.js'
+import type { AegisEvents, EventBus, Unsubscribe } from '../kernel/events.js'
+import type { Logger } from '../kernel/logger.js'
+import type { Metrics } from '../metrics/index.js'
 import type { ChaosConfig } from './options.js'
 
 declare module '../kernel/events.js' {
@@ -44,3 +46,47 @@ export const ROUTE_EVENTS = {
   'upstream.health': 'health',
   'upstream.ejected': 'ejected',
 } as const satisfies Partial<Record<keyof AegisEvents, string>>
+
+/**
+ * The gateway's events in the logs: each one line, at `warn` for what takes capacity
+ * away (a breaker opening, an upstream failing its checks or ejected), at `info` otherwise.
+ *
+ * @example
+ * const off = logGatewayEvents(bus, logger)
+ */
+export function logGatewayEvents(bus: EventBus, logger: Logger): Unsubscribe {
+  const offs = [
+    bus.on('upstream.breaker', (e) =>
+      logger[e.state === 'open' ? 'warn' : 'info'](e, `upstream breaker ${e.state}`),
+    ),
+    bus.on('upstream.health', (e) =>
+      logger[e.healthy ? 'info' : 'warn'](e, `upstream ${e.healthy ? 'healthy' : 'unhealthy'}`),
+    ),
+    bus.on('upstream.ejected', (e) => logger.warn(e, 'upstream ejected')),
+    bus.on('proxy.chaos', (e) => logger.info(e, 'fault injection changed')),
+  ]
+  return () => offs.forEach((off) => off())
+}
+
+/**
+ * The gateway's events in the metrics: each upstream's breaker state (0 closed, 1
+ * half-open, 2 open), health (1 healthy) and ejections, by route and upstream.
+ *
+ * @example
+ * const off = countGatewayEvents(bus, metrics)
+ */
+export function countGatewayEvents(bus: EventBus, metrics: Metrics): Unsubscribe {
+  const offs = [
+    bus.on('upstream.breaker', (e) => {
+      metrics.upstream(e.route, e.upstream).breaker.value =
+        e.state === 'closed' ? 0 : e.state === 'half-open' ? 1 : 2
+    }),
+    bus.on('upstream.health', (e) => {
+      metrics.upstream(e.route, e.upstream).healthy.value = e.healthy ? 1 : 0
+    }),
+    bus.on('upstream.ejected', (e) => {
+      metrics.upstream(e.route, e.upstream).ejections.value++
+    }),
+  ]
+  return () => offs.forEach((off) => off())
+}

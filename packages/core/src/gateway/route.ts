@@ -148,14 +148,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
    * `shield.proxy()` mounted at different paths are both named `/`).
    */
   let emitting: object | undefined
-  /** A change worth keeping: logged, then emitted on the bus (the audit trail and `events` listen there). */
-  const publish = <K extends GatewayEventType>(
-    type: K,
-    event: AegisEvents[K],
-    warn: boolean,
-    message: string,
-  ): void => {
-    deps.logger?.[warn ? 'warn' : 'info'](event, message)
+  /** A change worth keeping, emitted on the bus: the logs, the metrics, the audit trail and `events` listen there. */
+  const publish = <K extends GatewayEventType>(type: K, event: AegisEvents[K]): void => {
     const outer = emitting
     emitting = event
     try {
@@ -180,32 +174,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     config,
     {
       breaker(host, state) {
-        const series = byHost.get(host)?.series
-        if (series !== undefined)
-          series.breaker.value = state === 'closed' ? 0 : state === 'half-open' ? 1 : 2
         const origin = sharing?.changed(host, state) ?? 'local'
-        publish(
-          'upstream.breaker',
-          { ...at(host), state, origin },
-          state === 'open',
-          `upstream breaker ${state}`,
-        )
+        publish('upstream.breaker', { ...at(host), state, origin })
       },
-      health(host, healthy) {
-        const series = byHost.get(host)?.series
-        if (series !== undefined) series.healthy.value = healthy ? 1 : 0
-        publish(
-          'upstream.health',
-          { ...at(host), healthy },
-          !healthy,
-          `upstream ${healthy ? 'healthy' : 'unhealthy'}`,
-        )
-      },
-      ejected(host, ms) {
-        const series = byHost.get(host)?.series
-        if (series !== undefined) series.ejections.value++
-        publish('upstream.ejected', { ...at(host), ms }, true, 'upstream ejected')
-      },
+      health: (host, healthy) => publish('upstream.health', { ...at(host), healthy }),
+      ejected: (host, ms) => publish('upstream.ejected', { ...at(host), ms }),
     },
   )
   const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
@@ -664,7 +637,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     },
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
-      publish('proxy.chaos', { route: name, chaos }, false, 'fault injection changed')
+      publish('proxy.chaos', { route: name, chaos })
     },
     endUpgrades() {
       // Destroying the client's side ends the upstream's too (upgradeExchange ties the two), and a
