@@ -26,7 +26,7 @@ function sortedQuery(url: string): string {
 }
 
 /** A request field as a key part: comma-joined when repeated, whitespace runs collapsed. */
-const fieldOf = (headers: IncomingHttpHeaders, name: string): string => {
+export const fieldOf = (headers: IncomingHttpHeaders, name: string): string => {
   const value = headers[name]
   if (value === undefined) return ''
   return (Array.isArray(value) ? value.join(', ') : value).trim().replace(/\s+/g, ' ')

@@ -1,0 +1,64 @@
+/**
+ * Where the ghost cache keeps what it learned: one small interface, a memory store
+ * (stores/memory.ts) and, shared by every instance, Redis. Shaped after undici's
+ * `CacheStore` (`types/cache-interceptor.d.ts`): entries found by their base key (method,
+ * host, path, sorted query: key.ts) and told apart by the request fields their `Vary`
+ * names; methods return `T | Promise<T>` so that memory stays synchronous.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import { fieldOf } from './key.js'
+
+/** One learned response. */
+export interface GhostEntry {
+  readonly status: number
+  /** The response's own fields as they are to be replayed (no hop-by-hop ones). */
+  readonly headers: Readonly<Record<string, string | readonly string[]>>
+  readonly body: Buffer
+  /** `Date.now()` when the response was received. */
+  readonly receivedAt: number
+  /** Its freshness lifetime and age at receipt (policy.ts `freshness()`). */
+  readonly lifetimeMs: number
+  readonly ageMs: number
+  /** The request fields its `Vary` names (lower-case, sorted), and the values they had. */
+  readonly vary: readonly string[]
+  readonly varyValues: readonly string[]
+  /** `no-cache`, `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale. */
+  readonly staleForbidden: boolean
+  /** Served no later than this (`Date.now()` scale): the route's `maxStale` past receipt. */
+  readonly expiresAt: number
+}
+
+/** What a listing shows of one entry (the admin API's list). */
+export interface GhostEntryInfo {
+  readonly base: string
+  readonly status: number
+  readonly bytes: number
+  readonly receivedAt: number
+  readonly expiresAt: number
+}
+
+/**
+ * A store. `get` never throws nor rejects for a store that cannot answer (Redis down):
+ * it has nothing to offer, and the request goes on as if nothing was learned.
+ *
+ * @example
+ * store.set(base, entry)
+ * store.get(base, req.headers) // the entry, when req's Vary'd fields match
+ */
+export interface GhostStore {
+  /** The live entry of `base` whose `Vary`'d fields match `headers`. */
+  get(base: string, headers: IncomingHttpHeaders): GhostEntry | undefined | Promise<GhostEntry | undefined>
+  /** Keep `entry` under `base` (replacing the variant with the same `Vary`'d values); `false`: refused (too large). */
+  set(base: string, entry: GhostEntry): boolean | Promise<boolean>
+  /** Forget every variant of `base`. */
+  delete(base: string): void | Promise<void>
+  /** Forget every entry whose base starts with `prefix`; how many bases went. */
+  purge(prefix: string): number | Promise<number>
+  /** What is held (live entries only). */
+  list(): GhostEntryInfo[] | Promise<GhostEntryInfo[]>
+  close(): void | Promise<void>
+}
+
+/** The request's values of the fields `vary` names, as `fullKey()` reads them. */
+export const varyValuesOf = (vary: readonly string[], headers: IncomingHttpHeaders): string[] =>
+  vary.map((name) => fieldOf(headers, name))
