@@ -1,11 +1,17 @@
 /**
- * One contract for every `GhostStore`, run over each implementation (the memory store
- * today; Redis and Redis Cluster join the table with their store).
+ * One contract for every `GhostStore`, run over each implementation: memory, a real
+ * Redis (127.0.0.1:6379) and a real Redis Cluster of three masters.
  */
-import { describe, expect, it } from 'vitest'
+import { randomUUID } from 'node:crypto'
+import { afterAll, describe, expect, it } from 'vitest'
 import { baseKey } from '../src/ghost/key.js'
 import type { GhostEntry, GhostStore } from '../src/ghost/store.js'
-import { createMemoryStore, entryBytes } from '../src/ghost/stores/memory.js'
+import { entryBytes } from '../src/ghost/store.js'
+import { createMemoryStore } from '../src/ghost/stores/memory.js'
+import { createRedisStore } from '../src/ghost/stores/redis.js'
+import { connectStore, storeSchema, type RedisConnection, type StoreOptions } from '../src/store/index.js'
+import { useRedisCluster } from '../../../test/helpers/redis-cluster.js'
+import { startRedisServer } from '../../../test/helpers/redis.js'
 import { sleep } from '../../../test/helpers/wait.js'
 
 const entry = (over: Partial<GhostEntry> = {}): GhostEntry => ({
@@ -22,15 +28,39 @@ const entry = (over: Partial<GhostEntry> = {}): GhostEntry => ({
   ...over,
 })
 
-const stores: [string, (bounds?: { maxBytes?: number; maxEntryBytes?: number }) => GhostStore][] = [
-  ['memory', (bounds) => createMemoryStore(bounds)],
+const silent = { info: () => undefined, warn: () => undefined, error: () => undefined }
+const clusterNodes = useRedisCluster()
+const connections: RedisConnection[] = []
+afterAll(async () => {
+  await Promise.all(connections.splice(0).map((c) => c.close()))
+})
+
+/** A store on Aegis' own connection to a Redis or a Cluster, under a key prefix of its own. */
+async function onRedis(options: StoreOptions, bounds: Bounds = {}): Promise<GhostStore> {
+  const conn = connectStore(storeSchema.parse({ ...options, prefix: `aegis-test:${randomUUID()}:` }), silent)
+  if (conn === undefined) throw new Error('no Redis configured')
+  connections.push(conn)
+  await conn.started
+  // The byte bound of a shared store is Redis' own (maxmemory): the suite checks the per-entry cap.
+  return createRedisStore(conn, { maxEntryBytes: bounds.maxEntryBytes ?? 1024 * 1024, compressAbove: 512 })
+}
+
+type Bounds = { maxBytes?: number; maxEntryBytes?: number }
+const stores: [string, (bounds?: Bounds) => GhostStore | Promise<GhostStore>, { bytesBound: boolean }][] = [
+  ['memory', (bounds) => createMemoryStore(bounds), { bytesBound: true }],
+  ['redis', (bounds) => onRedis({ redis: 'redis://127.0.0.1:6379' }, bounds), { bytesBound: false }],
+  [
+    'cluster',
+    (bounds) => onRedis({ cluster: clusterNodes(), commandTimeout: 1_000 }, bounds),
+    { bytesBound: false },
+  ],
 ]
 
-describe.each(stores)('GhostStore contract: %s', (_name, make) => {
+describe.each(stores)('GhostStore contract: %s', (_name, make, { bytesBound }) => {
   const base = baseKey('GET', 'example.com', '/items?a=1')
 
   it('gives back what it holds, as it was stored', async () => {
-    const store = make()
+    const store = await make()
     expect(await store.set(base, entry())).toBe(true)
     const got = await store.get(base, {})
     expect(got?.status).toBe(200)
@@ -41,7 +71,7 @@ describe.each(stores)('GhostStore contract: %s', (_name, make) => {
   })
 
   it('tells variants apart by the fields their Vary names, and replaces a variant in place', async () => {
-    const store = make()
+    const store = await make()
     const vary = ['accept-language']
     await store.set(base, entry({ vary, varyValues: ['fr'], body: Buffer.from('bonjour') }))
     await store.set(base, entry({ vary, varyValues: ['en'], body: Buffer.from('hello') }))
@@ -55,7 +85,7 @@ describe.each(stores)('GhostStore contract: %s', (_name, make) => {
   })
 
   it('never gives back an entry past its expiresAt', async () => {
-    const store = make()
+    const store = await make()
     await store.set(base, entry({ expiresAt: Date.now() + 30 }))
     expect(await store.get(base, {})).toBeDefined()
     await sleep(50)
@@ -65,9 +95,14 @@ describe.each(stores)('GhostStore contract: %s', (_name, make) => {
   })
 
   it('refuses an entry above maxEntryBytes, and keeps within maxBytes however much it is given', async () => {
-    const store = make({ maxBytes: 64 * 1024, maxEntryBytes: 16 * 1024 })
+    const store = await make({ maxBytes: 64 * 1024, maxEntryBytes: 16 * 1024 })
     expect(await store.set(base, entry({ body: Buffer.alloc(32 * 1024) }))).toBe(false)
     expect(await store.get(base, {})).toBeUndefined()
+    // A large body comes back whole (the Redis store deflates it).
+    const big = Buffer.alloc(12 * 1024, 'abc')
+    expect(await store.set(base, entry({ body: big }))).toBe(true)
+    expect((await store.get(base, {}))?.body.equals(big)).toBe(true)
+    if (!bytesBound) return store.close()
     for (let i = 0; i < 200; i++)
       await store.set(baseKey('GET', 'h', `/n/${i}`), entry({ body: Buffer.alloc(10 * 1024, i) }))
     const held = await store.list()
@@ -80,7 +115,7 @@ describe.each(stores)('GhostStore contract: %s', (_name, make) => {
   })
 
   it('forgets a base, and purges by prefix', async () => {
-    const store = make()
+    const store = await make()
     for (const path of ['/users/1', '/users/2', '/items/1'])
       await store.set(baseKey('GET', 'h', path), entry())
     await store.delete(baseKey('GET', 'h', '/items/1'))
@@ -98,5 +133,36 @@ describe('memory store', () => {
     expect(entryBytes(entry({ body: Buffer.alloc(1000), headers: { 'x-a': 'b'.repeat(100) } }))).toBe(
       bare + 103,
     )
+  })
+})
+
+describe('Redis store: an outage', () => {
+  it('never fails nor slows a request: nothing to offer within the command timeout, and at once while Redis counts as down', async () => {
+    const server = await startRedisServer()
+    const conn = connectStore(
+      storeSchema.parse({ redis: server.url, prefix: `aegis-test:${randomUUID()}:`, commandTimeout: 200 }),
+      silent,
+    )
+    if (conn === undefined) throw new Error('no Redis configured')
+    connections.push(conn)
+    await conn.started
+    const store = createRedisStore(conn)
+    const base = baseKey('GET', 'h', '/x')
+    expect(await store.set(base, entry())).toBe(true)
+    expect(await store.get(base, {})).toBeDefined()
+    server.process.kill('SIGSTOP') // alive but silent: every command waits out its timeout
+    try {
+      const t0 = performance.now()
+      expect(await store.get(base, {})).toBeUndefined()
+      expect(performance.now() - t0).toBeLessThan(1_000)
+      // Once the connection counts Redis as down, at once.
+      const t1 = performance.now()
+      expect(await store.get(base, {})).toBeUndefined()
+      expect(await store.set(base, entry())).toBe(false)
+      expect(performance.now() - t1).toBeLessThan(50)
+    } finally {
+      server.process.kill('SIGCONT')
+      await server.stop()
+    }
   })
 })

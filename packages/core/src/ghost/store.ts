@@ -62,3 +62,26 @@ export interface GhostStore {
 /** The request's values of the fields `vary` names, as `fullKey()` reads them. */
 export const varyValuesOf = (vary: readonly string[], headers: IncomingHttpHeaders): string[] =>
   vary.map((name) => fieldOf(headers, name))
+
+/** Whether `entry` answers a request with these fields: the same values for every field its `Vary` names. */
+export function matches(entry: GhostEntry, headers: IncomingHttpHeaders): boolean {
+  const values = varyValuesOf(entry.vary, headers)
+  return values.length === entry.varyValues.length && values.every((v, i) => v === entry.varyValues[i])
+}
+
+/** What an entry weighs in a store's byte bound: its body and its fields, plus a fixed overhead. */
+export function entryBytes(entry: GhostEntry): number {
+  let n = entry.body.length + 64
+  for (const [name, value] of Object.entries(entry.headers))
+    n += name.length + (typeof value === 'string' ? value.length : value.reduce((s, v) => s + v.length, 0))
+  return n
+}
+
+/** How `list()` shows an entry of `base`. */
+export const infoOf = (base: string, e: GhostEntry): GhostEntryInfo => ({
+  base,
+  status: e.status,
+  bytes: entryBytes(e),
+  receivedAt: e.receivedAt,
+  expiresAt: e.expiresAt,
+})

@@ -1,6 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { LRUCache } from 'lru-cache'
-import { varyValuesOf, type GhostEntry, type GhostEntryInfo, type GhostStore } from '../store.js'
+import {
+  entryBytes,
+  infoOf,
+  matches,
+  type GhostEntry,
+  type GhostEntryInfo,
+  type GhostStore,
+} from '../store.js'
 
 /** Bounds of the memory store. */
 export interface MemoryStoreOptions {
@@ -10,13 +17,6 @@ export interface MemoryStoreOptions {
   readonly maxBytes?: number
   /** Largest entry kept (default 1 MiB); larger ones are refused. */
   readonly maxEntryBytes?: number
-}
-
-const sizeOf = (e: GhostEntry): number => {
-  let n = e.body.length + 64
-  for (const [name, value] of Object.entries(e.headers))
-    n += name.length + (typeof value === 'string' ? value.length : value.reduce((s, v) => s + v.length, 0))
-  return n
 }
 
 const sameValues = (a: readonly string[], b: readonly string[]): boolean =>
@@ -39,7 +39,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
     sizeCalculation: (variants) =>
       Math.max(
         1,
-        variants.reduce((s, e) => s + sizeOf(e), 0),
+        variants.reduce((s, e) => s + entryBytes(e), 0),
       ),
   })
   /** The live variants of `base` (expired ones dropped as they are met). */
@@ -55,10 +55,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
   return {
     get(base: string, headers: IncomingHttpHeaders) {
       const variants = live(base, Date.now())
-      return variants?.find((e) => sameValues(e.varyValues, varyValuesOf(e.vary, headers)))
+      return variants?.find((e) => matches(e, headers))
     },
     set(base, entry) {
-      const size = sizeOf(entry)
+      const size = entryBytes(entry)
       if (size > maxEntryBytes) return false
       const others = (live(base, Date.now()) ?? []).filter(
         (e) => !(sameValues(e.vary, entry.vary) && sameValues(e.varyValues, entry.varyValues)),
@@ -81,15 +81,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
     list() {
       const now = Date.now()
       const out: GhostEntryInfo[] = []
-      for (const base of [...cache.keys()])
-        for (const e of live(base, now) ?? [])
-          out.push({
-            base,
-            status: e.status,
-            bytes: sizeOf(e),
-            receivedAt: e.receivedAt,
-            expiresAt: e.expiresAt,
-          })
+      for (const base of [...cache.keys()]) for (const e of live(base, now) ?? []) out.push(infoOf(base, e))
       return out
     },
     close() {
@@ -97,6 +89,3 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
     },
   }
 }
-
-/** Bytes held by a memory store's entries, for its bound's tests and metrics. */
-export const entryBytes = sizeOf

@@ -1,0 +1,142 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import type { Cluster, Redis } from 'ioredis'
+import type { RedisConnection } from '../../store/index.js'
+import {
+  entryBytes,
+  infoOf,
+  matches,
+  type GhostEntry,
+  type GhostEntryInfo,
+  type GhostStore,
+} from '../store.js'
+
+/** Bounds of the Redis store. */
+export interface RedisStoreOptions {
+  /** Largest entry kept (default 1 MiB, before compression); larger ones are refused. */
+  readonly maxEntryBytes?: number
+  /** Bodies above this many bytes are stored deflated (default 1 KiB). */
+  readonly compressAbove?: number
+}
+
+type Stored = Omit<GhostEntry, 'body'> & { readonly deflated: boolean }
+
+/** One variant as a hash field value: its metadata as JSON, a newline, the body (deflated above a size). */
+function encode(entry: GhostEntry, compressAbove: number): Buffer {
+  const deflated = entry.body.length > compressAbove
+  const { body, ...meta } = entry
+  const head = Buffer.from(`${JSON.stringify({ ...meta, deflated } satisfies Stored)}\n`)
+  return Buffer.concat([head, deflated ? deflateRawSync(body) : body])
+}
+
+function decode(value: Buffer): GhostEntry | undefined {
+  const nl = value.indexOf(0x0a)
+  if (nl < 0) return undefined
+  try {
+    const { deflated, ...meta } = JSON.parse(value.subarray(0, nl).toString()) as Stored
+    const raw = value.subarray(nl + 1)
+    return { ...meta, body: deflated ? inflateRawSync(raw) : Buffer.from(raw) }
+  } catch {
+    return undefined // written by another version, or damaged: nothing to offer
+  }
+}
+
+/** A hash field per variant: its `Vary`'d values (the field names are in the entry). */
+const fieldOfVariant = (vary: readonly string[], values: readonly string[]): string =>
+  JSON.stringify([vary, values])
+
+/**
+ * The Redis store, shared by every instance on one Redis or Redis Cluster: one hash per
+ * base key (a single key, so one slot on a Cluster), one field per variant, the key
+ * expiring with its last variant's `expiresAt` (its `maxStale`). A Redis that is down or
+ * slow never fails or slows a request: `get` has nothing to offer within the store's
+ * command timeout (or at once while the connection says Redis is down), and `set` gives up.
+ *
+ * @example
+ * const store = createRedisStore(conn)
+ */
+export function createRedisStore(conn: RedisConnection, options: RedisStoreOptions = {}): GhostStore {
+  const maxEntryBytes = options.maxEntryBytes ?? 1024 * 1024
+  const compressAbove = options.compressAbove ?? 1024
+  const client = conn.client as Redis | Cluster
+  const keyOf = (base: string): string => `${conn.prefix}ghost:${base}`
+  const failed = (err: unknown): undefined => {
+    conn.fail(err)
+    return undefined
+  }
+  const variants = async (base: string): Promise<GhostEntry[]> => {
+    const all = await client.hgetallBuffer(keyOf(base))
+    const now = Date.now()
+    return Object.values(all)
+      .map(decode)
+      .filter((e): e is GhostEntry => e !== undefined && e.expiresAt > now)
+  }
+  /** The keys holding ghost entries, on every master of a Cluster. */
+  const scan = async (match: string): Promise<string[]> => {
+    const nodes = conn.isCluster ? (client as Cluster).nodes('master') : [client as Redis]
+    const keys: string[] = []
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', 200)
+        cursor = next
+        keys.push(...found)
+      } while (cursor !== '0')
+    }
+    return keys
+  }
+  // A SCAN pattern matching `text` literally.
+  const globEscape = (text: string): string => text.replace(/[*?[\]\\]/g, '\\$&')
+  return {
+    async get(base: string, headers: IncomingHttpHeaders) {
+      if (!conn.up) return undefined
+      try {
+        const found = await variants(base)
+        return found.find((e) => matches(e, headers))
+      } catch (err) {
+        return failed(err)
+      }
+    },
+    async set(base, entry) {
+      if (entryBytes(entry) > maxEntryBytes || !conn.up) return false
+      try {
+        const key = keyOf(base)
+        await client
+          .multi()
+          .hset(key, fieldOfVariant(entry.vary, entry.varyValues), encode(entry, compressAbove))
+          .pexpireat(key, entry.expiresAt, 'GT')
+          .pexpireat(key, entry.expiresAt, 'NX')
+          .exec()
+        return true
+      } catch (err) {
+        failed(err)
+        return false
+      }
+    },
+    async delete(base) {
+      try {
+        await client.del(keyOf(base))
+      } catch (err) {
+        failed(err)
+      }
+    },
+    async purge(prefix) {
+      const keys = await scan(`${globEscape(`${conn.prefix}ghost:${prefix}`)}*`)
+      // One key at a time: on a Cluster a DEL of several keys must stay within one slot.
+      for (const key of keys) await client.del(key)
+      return keys.length
+    },
+    async list() {
+      const head = `${conn.prefix}ghost:`
+      const out: GhostEntryInfo[] = []
+      for (const key of await scan(`${globEscape(head)}*`)) {
+        const base = key.slice(head.length)
+        for (const e of await variants(base)) out.push(infoOf(base, e))
+      }
+      return out
+    },
+    close() {
+      // The connection is the instance's (store/), closed by it.
+    },
+  }
+}
