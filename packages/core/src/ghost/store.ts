@@ -60,7 +60,7 @@ export interface GhostStore {
 }
 
 /** The request's values of the fields `vary` names, as `fullKey()` reads them. */
-export const varyValuesOf = (vary: readonly string[], headers: IncomingHttpHeaders): string[] =>
+const varyValuesOf = (vary: readonly string[], headers: IncomingHttpHeaders): string[] =>
   vary.map((name) => fieldOf(headers, name))
 
 /** Whether `entry` answers a request with these fields: the same values for every field its `Vary` names. */

@@ -86,8 +86,8 @@ export function overloadEngine(
       const s = state as AdmittedState
       if (!s.slot) return
       s.slot = false
-      // Refused after taking a slot (by the rate limiter): no latency sample, the app never ran.
-      if (s.rejection !== undefined && seen.status !== 413) adaptive?.ignore()
+      // Answered by Aegis (the rate limiter refused it, a body outgrew its limit): no latency sample of the app.
+      if (s.rejection !== undefined) adaptive?.ignore()
       // Server errors and abandoned requests are the overload signals of the adaptive limit.
       else release(seen.ms, seen.status < 500 && seen.status !== 499)
     },
