@@ -117,7 +117,9 @@ describe.each(gateways)('gateway resilience on %s', (_name, createGateway) => {
     const back = story.findLastIndex((e) => e.type === 'upstream.health' && e.healthy)
     expect(out, JSON.stringify(story)).toBeGreaterThanOrEqual(0)
     expect(back).toBeGreaterThan(out)
-    expect(story.every((e) => e.route === 'svc' && !Number.isNaN(Date.parse(e.time)))).toBe(true)
+    expect(story.every((e) => 'route' in e && e.route === 'svc' && !Number.isNaN(Date.parse(e.time)))).toBe(
+      true,
+    )
     const scraped = (await gw.core.scrapeMetrics())?.body ?? ''
     expect(scraped).toMatch(
       /aegis_upstream_requests_total\{route="svc",upstream="http:\/\/127\.0\.0\.1:\d+",outcome="success"\} \d+/,

@@ -69,6 +69,9 @@ export type {
 } from './audit/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
+export type { GhostApi } from './ghost/engine.js'
+export type { GhostOptions, GhostConfig, GhostSettings } from './ghost/options.js'
+export type { GhostStore, GhostEntry, GhostEntryInfo } from './ghost/store.js'
 
 // The engines' own factories (createLimiter, createGateway, createCors, …) are not exported:
 // an engine is built by createAegis from the options, and composed through pipeline/engines.ts.

@@ -106,8 +106,9 @@ const optIn = parseOptions({
   limiter: { adaptive: {}, shed: {} },
   breaker: {},
   chaos: { abort: { percent: 1 } },
+  ghost: true,
 })
-const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.', 'breaker.', 'chaos.abort.']
+const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.', 'breaker.', 'chaos.abort.', 'ghost.']
 const defaultAt = (path: string): unknown =>
   valueAt(optInPrefixes.some((p) => path.startsWith(p)) ? optIn : defaults, path)
 

@@ -161,7 +161,9 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
     expect(failures).toHaveLength(1)
     const [failure] = failures as [UpstreamFailure]
     expect(failure).toMatchObject({ route: 'api', status: 502, rejection: { status: 502 } })
-    expect(JSON.parse(failure.rejection.body)).toMatchObject({ code: 'AEGIS_ERR_UPSTREAM_UNAVAILABLE' })
+    expect(JSON.parse(failure.rejection?.body ?? '')).toMatchObject({
+      code: 'AEGIS_ERR_UPSTREAM_UNAVAILABLE',
+    })
     expect((failure.error as NodeJS.ErrnoException).code).toBe('ECONNREFUSED')
     expect(gw.counted).toEqual([])
   })
@@ -439,6 +441,92 @@ describe('response tap', () => {
   })
 })
 
+describe("an upstream's own 5xx, offered to onFailure", () => {
+  /** An upstream answering 500 with a body of `bytes` (in 64 KiB writes), or 200 at `/ok`. */
+  const failing = (bytes: number) =>
+    upstream('five-hundred', (req, res) => {
+      if (req.url === '/ok') return void res.end('fine')
+      res.writeHead(500, { 'content-type': 'text/plain', 'content-length': String(bytes) })
+      const chunk = Buffer.alloc(64 * 1024, 'e')
+      let left = bytes
+      const more = (): void => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length)
+          left -= n
+          if (!res.write(chunk.subarray(0, n))) return void res.once('drain', more)
+        }
+        res.end()
+      }
+      more()
+    })
+  const route = (url: string): ProxyRouteOptions => ({
+    prefix: '/api',
+    upstreams: [url],
+    retry: false,
+    breaker: false,
+  })
+
+  it('answers in its place at once (sync), or after a while (async) with the body still streaming', async () => {
+    const up = await failing(1024 * 1024)
+    const seen: UpstreamFailure[] = []
+    for (const slow of [false, true]) {
+      const gw = await gateway(route(up.url), {
+        onFailure(_req, res, failure) {
+          seen.push(failure)
+          const answer = (): boolean => (res.writeHead(200).end('stood in'), true)
+          return slow ? sleep(50).then(answer) : answer()
+        },
+      })
+      const r = await get(gw, '/api/x')
+      expect([r.status, r.body.toString(), r.aborted]).toEqual([200, 'stood in', false])
+      expect(gw.counted).toEqual([])
+      await Promise.all(gw.pending)
+    }
+    expect(seen.map((f) => [f.status, f.rejection, f.route, f.config.prefix])).toEqual([
+      [500, undefined, '/api', '/api'],
+      [500, undefined, '/api', '/api'],
+    ])
+  })
+
+  it('relays the whole answer when the hook says no, throws or rejects — what arrived meanwhile included', async () => {
+    const bytes = 1024 * 1024
+    const up = await failing(bytes)
+    const hooks: NonNullable<UpstreamHooks['onFailure']>[] = [
+      () => false,
+      () => {
+        throw new Error('ghost broke')
+      },
+      () => sleep(100).then(() => false),
+      () => sleep(100).then(() => Promise.reject(new Error('ghost store down'))),
+    ]
+    for (const onFailure of hooks) {
+      const gw = await gateway(route(up.url), { onFailure })
+      const r = await get(gw, '/api/x')
+      expect([r.status, r.body.length, r.aborted]).toEqual([500, bytes, false])
+      expect(r.body.every((b) => b === 0x65)).toBe(true)
+      // A 2xx is not offered.
+      expect((await get(gw, '/api/ok')).body.toString()).toBe('fine')
+    }
+  })
+
+  it('lets a client that leaves while the hook decides go, and the upstream with it', async () => {
+    const up = await failing(1024 * 1024)
+    let answered: boolean | undefined
+    const gw = await gateway(route(up.url), {
+      async onFailure(_req, res) {
+        await sleep(150)
+        answered = !res.destroyed
+        return false
+      },
+    })
+    const r = await get(gw, '/api/x', {}, 50)
+    expect(r.aborted).toBe(true)
+    await Promise.all(gw.pending)
+    await waitFor('the hook to decide', () => answered !== undefined)
+    expect(answered).toBe(false)
+  })
+})
+
 describe('retry budget lease', () => {
   it('holds a retry slot from its decision to the end of its attempt, and gives everything back once', () => {
     const exhausted: number[] = []
@@ -514,8 +602,10 @@ describe('retry budget lease', () => {
           ...quiet,
         },
         {
-          // Failures are served from memory, after a while: the lease is back before that.
-          async onFailure(_req, res) {
+          // Failures are served from memory, after a while: the lease is back before that. An
+          // upstream's own 5xx (no rejection) is relayed.
+          async onFailure(_req, res, failure) {
+            if (failure.rejection === undefined) return false
             await sleep(100)
             res.writeHead(200).end('from memory')
             return true

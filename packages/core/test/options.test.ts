@@ -13,6 +13,7 @@ import {
 } from '../src/index.js'
 import { parseAddress } from '../src/client/index.js'
 import { checkedRejection } from '../src/options/reject.js'
+import { settingsOf } from '../src/ghost/options.js'
 
 const issuesOf = (fn: () => unknown): { path: string; message: string; received?: string }[] => {
   try {
@@ -420,6 +421,50 @@ describe('checkedRejection (what onReject returns)', () => {
       const w = warnings()
       expect(checkedRejection(returned, original, w.warn)).toBe(original)
       expect(w.calls).toEqual([WarningCodes.INVALID_REJECTION])
+    }
+  })
+})
+
+describe('ghost options', () => {
+  it('are off by default; true gives the documented defaults; a route lays its own over them', () => {
+    expect(parseOptions({}).ghost).toBe(false)
+    const on = parseOptions({ ghost: true }).ghost
+    expect(on).toMatchObject({
+      maxStale: 3600,
+      ttl: 10,
+      statuses: [500, 502, 503, 504],
+      store: 'memory',
+      app: true,
+    })
+    const top = parseOptions({ ghost: { maxStale: 60, statuses: [503] } }).ghost
+    expect(settingsOf({ ttl: 5 }, top)).toMatchObject({ maxStale: 60, ttl: 5, statuses: [503] })
+    expect(settingsOf(false, top)).toBeUndefined()
+    expect(settingsOf(undefined, false)).toBeUndefined()
+    expect(settingsOf(true, false)).toMatchObject({ maxStale: 3600 })
+  })
+
+  it('refuses what cannot work, naming the option', () => {
+    expect(issuesOf(() => parseOptions({ ghost: { store: 'redis' } }))).toEqual([
+      expect.objectContaining({ path: 'ghost.store', message: expect.stringContaining('store option') }),
+    ])
+    expect(issuesOf(() => parseOptions({ ghost: { statuses: [404] } }))[0]?.path).toBe('ghost.statuses.0')
+    expect(issuesOf(() => parseOptions({ ghost: { learn: [500 as never] } }))[0]?.path).toMatch(
+      /^ghost\.learn\.0/,
+    )
+    expect(issuesOf(() => parseOptions({ ghost: { maxStale: 0 } }))[0]?.path).toBe('ghost.maxStale')
+    expect(issuesOf(() => parseOptions({ ghost: { nope: 1 } as never }))[0]?.path).toMatch(/^ghost/)
+    const route = { prefix: '/a', upstreams: ['http://127.0.0.1:9'], healthCheck: false as const }
+    expect(
+      issuesOf(() => parseOptions({ proxy: [{ ...route, ghost: { store: 'redis' } as never }] }))[0]?.path,
+    ).toMatch(/^proxy\.0\.ghost/)
+    // A route added later cannot bring the engine the options did not build.
+    const core = createAegis({})
+    try {
+      expect(issuesOf(() => core.proxy({ ...route, ghost: true }))).toEqual([
+        expect.objectContaining({ path: 'proxy.ghost', message: expect.stringContaining('top-level ghost') }),
+      ])
+    } finally {
+      void core.close()
     }
   })
 })

@@ -26,6 +26,8 @@ export const AUDITED_EVENTS = [
   'upstream.health',
   'upstream.ejected',
   'proxy.chaos',
+  'ghost.serving',
+  'ghost.purged',
 ] as const satisfies readonly AegisEventType[]
 
 /**

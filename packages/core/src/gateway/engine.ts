@@ -88,6 +88,7 @@ export function gatewayEngine(
         ? undefined
         : (req: IncomingMessage, res: ServerResponse, url: string, body: unknown) =>
             gateway.handle(req, res, url, body),
+    claims: (url) => gateway.routes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     ownsUpgrade: (url) => upgradeRoutes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string) {
       const route = upgradeRoutes.find((r) => underPrefix(r.config.prefix, url) !== undefined)

@@ -11,6 +11,7 @@ import type { Dispatcher } from 'undici'
 import { endSocket } from '../node/socket.js'
 import { cut } from '../node/response.js'
 import type { BodyTap, UpstreamHooks } from '../kernel/engine.js'
+import type { ProxyRouteConfig } from './options.js'
 import { rawAnswer, setClientResponseHeaders } from './headers.js'
 
 /** How one exchange ended. */
@@ -37,6 +38,13 @@ class HeldError extends Error {
   }
 }
 
+class TakenOverError extends Error {
+  override name = 'TakenOverError'
+  constructor() {
+    super('an engine answered in place of the upstream')
+  }
+}
+
 class ClientAbortError extends Error {
   override name = 'ClientAbortError'
   readonly code = 'AEGIS_CLIENT_ABORTED'
@@ -48,11 +56,13 @@ class ClientAbortError extends Error {
 type Controller = Dispatcher.DispatchController
 
 /**
- * A route's response tap (its engines hook `onResponse`): made once per route, and only
- * when an engine hooks it, so an exchange without one pays a field check per answer.
+ * A route's engine hooks on upstream answers (`onResponse` taps the body, `onFailure` may
+ * answer a 5xx in the upstream's place): made once per route, and only when an engine hooks
+ * them, so an exchange without one pays a field check per answer.
  */
 export interface ResponseTaps {
   readonly route: string
+  readonly config: ProxyRouteConfig
   readonly hooks: UpstreamHooks
   /** Log what a hook or a tap threw (once per response: a tap that throws is dropped). */
   failed(err: unknown): void
@@ -66,7 +76,9 @@ function openTap(
   headers: IncomingHttpHeaders,
 ): BodyTap | undefined {
   try {
-    return taps.hooks.onResponse?.(req, { route: taps.route, status, headers }) ?? undefined
+    return (
+      taps.hooks.onResponse?.(req, { route: taps.route, config: taps.config, status, headers }) ?? undefined
+    )
   } catch (err) {
     taps.failed(err)
     return undefined
@@ -94,6 +106,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   private sendTimer: NodeJS.Timeout | undefined = undefined
   /** The body tap of this answer, while it takes chunks (see `ResponseTaps`). */
   private tap: BodyTap | undefined = undefined
+  /**
+   * A 5xx an engine was asked to answer in the upstream's place, while it decides: the
+   * chunks that arrived meanwhile, and how the upstream's answer ended if it did.
+   */
+  private pending: { chunks: Buffer[]; ended?: IncomingHttpHeaders; error?: Error } | undefined = undefined
   private readonly onClose = (): void => {
     if (this.finished) return
     this.clientGone = true
@@ -131,8 +148,85 @@ class Exchange implements Dispatcher.DispatchHandler {
       controller.abort(new HeldError())
       return
     }
+    // An upstream 5xx an engine may answer in its place (the ghost cache): asked before anything is written.
+    if (statusCode >= 500 && this.taps?.hooks.onFailure !== undefined) {
+      const taken = this.askFailure(statusCode)
+      if (taken === true) return this.takenOver(controller)
+      if (taken !== false) {
+        // Nothing more is read from the upstream until the engine has decided.
+        this.pending = { chunks: [] }
+        controller.pause()
+        taken.then(
+          (yes) => this.decided(controller, yes === true, statusCode, headers),
+          (err: unknown) => {
+            ;(this.taps as ResponseTaps).failed(err)
+            this.decided(controller, false, statusCode, headers)
+          },
+        )
+        return
+      }
+    }
+    this.start(controller, statusCode, headers)
+  }
+
+  /** Ask the engines to answer the upstream's `status` themselves; a hook that throws says no. */
+  private askFailure(status: number): boolean | Promise<boolean> {
+    const taps = this.taps as ResponseTaps
+    if (this.req === undefined) return false
+    try {
+      const taken = (taps.hooks.onFailure as NonNullable<UpstreamHooks['onFailure']>)(this.req, this.res, {
+        route: taps.route,
+        config: taps.config,
+        status,
+        rejection: undefined,
+      })
+      return taken === true || taken instanceof Promise ? taken : false
+    } catch (err) {
+      taps.failed(err)
+      return false
+    }
+  }
+
+  /** An engine answered the client: the upstream's answer is dropped. */
+  private takenOver(controller: Controller): void {
+    this.responded = true
+    const ended = this.pending !== undefined && (this.pending.ended !== undefined || this.pending.error)
+    this.pending = undefined
+    // An upstream answer already over has nothing left to abort.
+    if (ended) this.finish(undefined)
+    else controller.abort(new TakenOverError())
+  }
+
+  /** The engines decided on a pending 5xx: dropped for theirs, or relayed as it came. */
+  private decided(
+    controller: Controller,
+    taken: boolean,
+    status: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    const pending = this.pending
+    if (this.finished || pending === undefined) return
+    if (taken) return this.takenOver(controller)
+    this.pending = undefined
+    // Cut before it could be relayed: the route answers 502 (its engines asked once more).
+    if (pending.error !== undefined) return this.finish(pending.error)
+    if (!this.start(controller, status, headers)) {
+      if (pending.ended !== undefined) this.finish(new Error('the upstream answer could not be relayed'))
+      return
+    }
+    for (const chunk of pending.chunks) this.onResponseData(controller, chunk)
+    if (pending.ended !== undefined) this.onResponseEnd(controller, pending.ended)
+    else controller.resume()
+  }
+
+  /** Write the upstream's head to the client; `false` when Node refused a field (the exchange is aborted). */
+  private start(controller: Controller, statusCode: number, headers: IncomingHttpHeaders): boolean {
     const res = this.res
     const bodiless = statusCode === 204 || statusCode === 304
+    // Opened before the head is written: an engine's tap learns that the gateway, not the app, answers.
+    // Held answers never get here: only what the client is sent is tapped.
+    if (this.taps !== undefined && this.req !== undefined)
+      this.tap = openTap(this.taps, this.req, statusCode, headers)
     try {
       setClientResponseHeaders(res, headers, this.requestId)
       // RFC 9110 §8.6: never a Content-Length on a 204; a 304 may carry the one its 200 would have.
@@ -141,13 +235,11 @@ class Exchange implements Dispatcher.DispatchHandler {
       res.writeHead(statusCode)
     } catch (err) {
       // A field Node refuses to write: nothing went out yet, so the client gets a 502.
+      if (this.tap !== undefined) this.endTap(false)
       controller.abort(err as Error)
-      return
+      return false
     }
     this.responded = true
-    // Held answers never get here: only what the client is sent is tapped.
-    if (this.taps !== undefined && this.req !== undefined)
-      this.tap = openTap(this.taps, this.req, statusCode, headers)
     if (res.destroyed) controller.abort(new ClientAbortError())
     else if (bodiless) {
       // A 204 or 304 has no content whatever its Content-Length says (RFC 9110 §6.4.1), so the answer
@@ -157,11 +249,13 @@ class Exchange implements Dispatcher.DispatchHandler {
       res.end()
       this.finish(undefined)
     }
+    return true
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
     // undici can hand over an empty slice at a read boundary; written, it would cost a system call.
     if (chunk.length === 0) return
+    if (this.pending !== undefined) return void this.pending.chunks.push(chunk)
     if (this.tap !== undefined) this.feed(chunk)
     if (this.res.write(chunk)) return
     controller.pause()
@@ -207,6 +301,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
     if (this.finished) return // a 204 or 304, ended with its head
+    if (this.pending !== undefined) return void (this.pending.ended = trailers)
     // Trailers (gRPC's status, checksums) go on when the answer is chunked; Node drops them otherwise.
     let any = false
     for (const name in trailers) if (trailers[name] !== undefined) any = true
@@ -217,6 +312,10 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Controller, err: Error): void {
     if (this.finished) return // a 204 or 304 whose Content-Length undici held against the connection
+    // Cut while an engine decides: kept for the decision, unless the client left (nothing to decide for).
+    if (this.pending !== undefined && !(err instanceof ClientAbortError))
+      return void (this.pending.error = err)
+    this.pending = undefined
     // Once the answer has started there is no status left to say it with: cut the response.
     if (this.responded && !this.res.writableEnded) cut(this.res, err)
     this.finish(err)

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { balancerFields } from '../balancer/options.js'
 import { addressOrCidr } from '../client/options.js'
+import { routeGhostSchema } from '../ghost/options.js'
 import { fn, headerName, section } from '../kernel/option-helpers.js'
 import { checkCertificatePair, pemCertificates, pemPrivateKey } from '../options/tls.js'
 import type { LookupFunction } from './targets.js'
@@ -198,6 +199,8 @@ export const proxyRouteSchema = z
     ...balancerFields,
     retry,
     chaos: chaosSchema.default(false),
+    /** The ghost cache on this route, over the top-level `ghost` (`false`: never on this route). */
+    ghost: routeGhostSchema,
   })
   .refine((r) => r.upstreams.length > 0 || r.router !== undefined, {
     message: 'give at least one upstream, or a router',

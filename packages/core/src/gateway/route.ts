@@ -85,7 +85,6 @@ export interface GatewayDeps {
 type GatewayEventType = 'upstream.breaker' | 'upstream.health' | 'upstream.ejected' | 'proxy.chaos'
 
 /** An upstream failure's answer: a 502, 503 or 504 problem. */
-type FailureRejection = Rejection & { readonly status: UpstreamFailure['status'] }
 
 /** A state change of an upstream, as `route.events` emits it. */
 export interface UpstreamEvent {
@@ -198,12 +197,16 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       : new RetryBudget(retry.budget.percent, retry.budget.minConcurrent, () => {
           if (exhausted !== undefined) exhausted.value++
         })
-  /** The response tap, when an engine hooks `onResponse`: asked once here, not per request nor per chunk. */
+  /**
+   * The engines' say on upstream answers, when one hooks them (`onResponse` taps, `onFailure`
+   * stands in for a 5xx): asked once here, not per request nor per chunk.
+   */
   const taps: ResponseTaps | undefined =
-    deps.upstream.onResponse === undefined
+    deps.upstream.onResponse === undefined && deps.upstream.onFailure === undefined
       ? undefined
       : {
           route: name,
+          config,
           hooks: deps.upstream,
           failed: (err) => deps.logger?.error({ err, route: name }, 'upstream response tap failed'),
         }
@@ -333,7 +336,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     if (deps.upstream.onFailure === undefined) return answerFailure(res, rejection)
     const failure: UpstreamFailure = {
       route: name,
-      status: (rejection as FailureRejection).status,
+      config,
+      status: rejection.status,
       rejection,
       ...(error === undefined ? {} : { error }),
     }

@@ -56,6 +56,8 @@ export interface GhostStore {
   purge(prefix: string): number | Promise<number>
   /** What is held (live entries only). */
   list(): GhostEntryInfo[] | Promise<GhostEntryInfo[]>
+  /** What a store held in this process holds (entries, bytes): the memory store's gauges. */
+  stats?(): { readonly entries: number; readonly bytes: number }
   close(): void | Promise<void>
 }
 

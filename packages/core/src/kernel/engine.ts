@@ -41,17 +41,27 @@ export interface Endpoint {
   handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>
 }
 
+/** A proxy route's parsed options as the kernel passes them on: the same object for every request of the route. */
+export type RouteOptions = Readonly<Record<string, unknown>>
+
 /**
  * An upstream failure the gateway is about to answer: 502 (no usable answer), 503 (no
  * upstream could take it: none healthy, every breaker open, no connection in time, retry
- * budget spent) or 504 (the upstream did not answer in time).
+ * budget spent) or 504 (the upstream did not answer in time) — or an upstream's own 5xx
+ * answer about to be relayed (`rejection` undefined).
  */
 export interface UpstreamFailure {
   /** The proxy route's name (its `name`, or its prefix). */
   readonly route: string
-  readonly status: 502 | 503 | 504
-  /** What the gateway answers if no engine takes over. */
-  readonly rejection: Rejection
+  /** The route's options, as parsed (`ProxyRouteConfig`): an engine reads its own section there (`ghost`). */
+  readonly config: RouteOptions
+  /** 502, 503 or 504 from the gateway; the upstream's status when it answered 5xx itself. */
+  readonly status: number
+  /**
+   * What the gateway answers if no engine takes over; `undefined` when the upstream
+   * answered `status` itself: its answer is relayed then.
+   */
+  readonly rejection: Rejection | undefined
   /** The error behind it, when there was one (a connection refused, a reset, a timeout). */
   readonly error?: unknown
 }
@@ -67,6 +77,8 @@ export interface BodyTap {
 /** An upstream answer about to be forwarded, as `onResponse` sees it. */
 export interface UpstreamResponse {
   readonly route: string
+  /** The route's options, as parsed (`ProxyRouteConfig`). */
+  readonly config: RouteOptions
   /** The upstream's status. */
   readonly status: number
   /** The upstream's header fields, as received (hop-by-hop ones included). */
@@ -117,6 +129,12 @@ export interface Engine {
    * pipeline answers a throw with a 500 problem, but an engine should know better.
    */
   admit?(req: IncomingMessage, state: AegisRequestState): Admission | Promise<Admission>
+  /**
+   * An admitted request goes on to the app (not to an endpoint nor a proxy route): the
+   * engine may wrap its response (the ghost cache learns the app's answers there and
+   * stands in for its failures). Never throws.
+   */
+  respond?(req: IncomingMessage, res: ServerResponse, state: AegisRequestState): void
   /** After the response ended or was abandoned, for every admitted request. Never throws. */
   observe?(req: IncomingMessage, state: AegisRequestState, seen: Observation): void
   /** Paths served before the app. */
@@ -131,6 +149,11 @@ export interface Engine {
   forward?:
     | ((req: IncomingMessage, res: ServerResponse, url: string, body: unknown) => Promise<void> | false)
     | undefined
+  /**
+   * Whether `forward` would take `url`: asked where the framework routes proxy routes itself
+   * (Fastify), so that the app's requests are told from the gateway's.
+   */
+  claims?(url: string): boolean
   /** Whether an `Upgrade` request (WebSocket) for `url` is this engine's: it is admitted, then `upgrade` runs. */
   ownsUpgrade?(url: string): boolean
   /**

@@ -108,6 +108,20 @@ export function silence(res: ServerResponse, status: number): void {
   shadow(res, 'statusCode', { get: () => status, set: ignoredCall })
 }
 
+/**
+ * Undo {@link silence} for a moment: the ghost cache, which learned the answer the app
+ * failed to give, writes it where Aegis had written its 500 — then silences the
+ * response again, all in one synchronous step the app cannot come between.
+ *
+ * @example
+ * unsilence(res); writeAnswer(res); silence(res, 200)
+ */
+export function unsilence(res: ServerResponse): void {
+  for (const name of [...Object.keys(SILENCED), 'statusCode'])
+    delete (res as unknown as Record<string, unknown>)[name]
+  delete (res as Answered)[kAnswered]
+}
+
 /** Define `name` on this response object, over the prototype's (or a wrapper's) own. */
 function shadow(res: ServerResponse, name: string, descriptor: PropertyDescriptor): void {
   try {

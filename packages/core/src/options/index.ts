@@ -9,6 +9,7 @@ import { auditSection } from '../audit/options.js'
 import { breakerDefaultsSchema } from '../breaker/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
+import { ghostSection } from '../ghost/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
 import type { Rejection } from '../kernel/types.js'
@@ -49,6 +50,9 @@ function inheritRouteDefaults(input: unknown): unknown {
   return { ...input, proxy: proxy.map((route) => withRouteDefaults(route, defaults)) }
 }
 
+/** Why `ghost.store: 'redis'` is refused without a `store`. */
+export const GHOST_NEEDS_STORE = "ghost.store 'redis' needs the store option (Redis or a Redis Cluster)"
+
 /** Why `breaker.shared` is refused without a `store`. */
 export const SHARED_NEEDS_STORE = 'sharing breaker states needs a shared store: set the store option (Redis)'
 
@@ -68,6 +72,11 @@ export const optionsSchema = z
     breaker: breakerDefaultsSchema,
     /** Fault injection for every proxy route that sets no `chaos` of its own. */
     chaos: chaosDefaultsSchema,
+    /**
+     * The ghost cache: learn good GET answers, and answer from them when an upstream or
+     * the app fails (`true`: the defaults; off unless set). A proxy route's own `ghost` wins.
+     */
+    ghost: ghostSection,
     /** The audit trail of upstream state changes and fault-injection switches (`false`: none). */
     audit: auditSection,
     logger: logger.optional(),
@@ -85,6 +94,8 @@ export const optionsSchema = z
   .superRefine((o, ctx) => {
     // Sharing breaker states needs a store to share through: refused before connecting anywhere.
     if (o.store.redis !== undefined || o.store.cluster !== undefined) return
+    if (o.ghost !== false && o.ghost.store === 'redis')
+      ctx.addIssue({ code: 'custom', path: ['ghost', 'store'], message: GHOST_NEEDS_STORE })
     const shares = (b: (typeof o)['breaker']): boolean => b !== undefined && b !== false && b.shared
     const paths = [
       ...(shares(o.breaker) ? [['breaker', 'shared']] : []),

@@ -99,6 +99,7 @@ export function createFlow(deps: FlowDeps): Flow {
   const admitters = engines.filter((e) => e.admit !== undefined)
   const observers = engines.filter((e) => e.observe !== undefined)
   const forwarders = engines.filter((e) => e.forward !== undefined)
+  const responders = engines.filter((e) => e.respond !== undefined)
   const endpoints: readonly Endpoint[] = engines.flatMap((e) => e.endpoints ?? [])
   const learner = createRouteLearner(deps.maxRoutes)
   const failed = (err: unknown): Rejection => {
@@ -290,6 +291,23 @@ export function createFlow(deps: FlowDeps): Flow {
       const taken = (engine.forward as NonNullable<Engine['forward']>)(req, res, target, body)
       if (taken !== false) return forwarded(taken, state)
     }
+    toApp(req, res, state)
+    return state
+  }
+  /** The request goes on to the app: the engines that wrap its response do. */
+  function toApp(req: IncomingMessage, res: ServerResponse, state: AdmittedState): void {
+    for (const engine of responders) (engine.respond as NonNullable<Engine['respond']>)(req, res, state)
+  }
+  /**
+   * Where the framework routes endpoints and proxy routes itself (Fastify): whether an admitted
+   * request goes to the app, told by its target, which none of them claims.
+   */
+  function guarded(req: IncomingMessage, res: ServerResponse, state: AdmittedState): AdmittedState {
+    deps.writeHeaders(res, state.headers)
+    if (responders.length === 0 || state.rejection !== undefined) return state
+    const target = req.url ?? '/'
+    if (endpointOf(req, target) === undefined && !forwarders.some((e) => e.claims?.(target) === true))
+      toApp(req, res, state)
     return state
   }
   const forwarded = (taken: Promise<void> | false, state: AdmittedState): Dispatched | Promise<Dispatched> =>
@@ -304,13 +322,9 @@ export function createFlow(deps: FlowDeps): Flow {
     guard(req, res) {
       const admitted = admit(req)
       track(req, res)
-      if (admitted instanceof Promise)
-        return admitted.then((state) => {
-          deps.writeHeaders(res, state.headers)
-          return state
-        })
-      deps.writeHeaders(res, admitted.headers)
-      return admitted
+      return admitted instanceof Promise
+        ? admitted.then((state) => guarded(req, res, state))
+        : guarded(req, res, admitted)
     },
     dispatch(req, res, url, body, via) {
       const existing = states.get(req)

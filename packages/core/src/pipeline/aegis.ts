@@ -7,7 +7,7 @@ import { createClientResolver } from '../client/index.js'
 import { createHttpServers } from '../http-server/index.js'
 import { createFailureAnswers, safeLogger } from '../kernel/callbacks.js'
 import type { Engine } from '../kernel/engine.js'
-import { AegisError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
+import { AegisConfigError, AegisError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
 import { createEventBus } from '../kernel/events.js'
 import type { AdmittedState, HeaderList, Rejection } from '../kernel/types.js'
 import { createWarnOnce } from '../kernel/warnings.js'
@@ -26,6 +26,10 @@ import { createHandler } from './handler.js'
 import { stateSlots } from './state.js'
 
 export type { AdapterHooks, Aegis } from './api.js'
+
+/** Why a route added by `proxy()` cannot turn the ghost cache on by itself. */
+const GHOST_NEEDS_TOP_LEVEL =
+  'the ghost cache of a route added by proxy() needs the top-level ghost option (set ghost: true, or an object)'
 
 /**
  * Create the core instance. Throws `AegisConfigError` on invalid options.
@@ -78,6 +82,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     apis: {},
     bodyLimits,
     stateOf: (req) => states.get(req),
+    targetOf: (req) => hooks.wholeTarget?.(req) ?? req.url ?? '/',
     count,
     failure,
     upstream: () => composeUpstream(engines),
@@ -154,11 +159,16 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     },
     metrics,
     limiter: apis.limiter,
+    ghost: apis.ghost,
     audit: apis.audit,
     store,
     gateway: gateway.gateway,
     proxy(options, use) {
       open('proxy()')
+      // The ghost engine is built from the options at startup: a later route cannot bring it.
+      const ghost = (options as { ghost?: unknown } | undefined)?.ghost
+      if (apis.ghost === undefined && ghost !== undefined && ghost !== false)
+        throw new AegisConfigError([{ path: 'proxy.ghost', message: GHOST_NEEDS_TOP_LEVEL }])
       return gateway.proxy(options, use)
     },
     attach(server, { drain = true, shapeRequests } = {}) {

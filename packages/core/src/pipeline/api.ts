@@ -6,6 +6,7 @@ import type { HttpServer } from '../http-server/index.js'
 import type { Endpoint } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
 import type { AegisRequestState, Rejection, RouteOf } from '../kernel/types.js'
+import type { GhostApi } from '../ghost/engine.js'
 import type { Limiter } from '../limiter/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { AegisConfig } from '../options/index.js'
@@ -126,6 +127,8 @@ export interface Aegis {
   readonly metrics: Metrics | undefined
   /** The rate limiter (penalty / reward / get / reset), when on. */
   readonly limiter: Limiter | undefined
+  /** The ghost cache (purge, list), when the top-level `ghost` or a proxy route's turns it on. */
+  readonly ghost: GhostApi | undefined
   /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */

@@ -11,6 +11,7 @@ import type { ClientResolver } from '../client/index.js'
 import { corsEngine } from '../cors/engine.js'
 import { createCors } from '../cors/index.js'
 import { gatewayEngine, type GatewayApi } from '../gateway/engine.js'
+import { ghostEngine, type GhostApi } from '../ghost/engine.js'
 import { breakerEngine } from '../breaker/engine.js'
 import { createBreakerBus, type BreakerBus } from '../breaker/shared.js'
 import { securityHeaders } from '../headers/index.js'
@@ -45,6 +46,8 @@ export interface EngineContext {
   readonly bodyLimits: BodyLimits
   /** The state of an admitted request. */
   stateOf: (req: IncomingMessage) => AdmittedState | undefined
+  /** A request's target as the client sent it, where Aegis is mounted (a framework may have cut `req.url`). */
+  targetOf: (req: IncomingMessage) => string
   /** Count a rejection an engine answered itself. */
   count: (rejection: Rejection) => void
   /** The answer to a user callback that failed, or to a bug of ours (logged once; not counted). */
@@ -63,6 +66,7 @@ export interface EngineApis {
   gateway?: GatewayApi
   breaker?: BreakerBus
   overload?: OverloadApi
+  ghost?: GhostApi
   audit?: AuditLog
 }
 
@@ -145,6 +149,21 @@ export const ENGINES: readonly EngineEntry[] = [
     name: 'breaker',
     create: ({ store, logger }) =>
       store === undefined ? undefined : breakerEngine(createBreakerBus(store, logger)),
+  },
+  {
+    // Before the gateway, which hooks it: it learns at the response tap and answers at `fail()`.
+    name: 'ghost',
+    create: ({ config, store, metrics, logger, events, stateOf, targetOf }) =>
+      ghostEngine({
+        top: config.ghost,
+        routes: config.proxy,
+        conn: store,
+        metrics,
+        logger,
+        events,
+        stateOf,
+        targetOf,
+      }),
   },
   {
     name: 'gateway',

@@ -84,6 +84,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
       for (const base of [...cache.keys()]) for (const e of live(base, now) ?? []) out.push(infoOf(base, e))
       return out
     },
+    stats: () => ({ entries: cache.size, bytes: cache.calculatedSize }),
     close() {
       cache.clear()
     },
