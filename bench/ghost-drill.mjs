@@ -49,7 +49,7 @@ import { spawnServer } from './lib/children.mjs'
 // ─────────────────────────────────────────────────────────────────────────────
 export const AEGIS_DRILL_OPTIONS = {
   // Serve learned answers while the upstream fails, for up to an hour past their freshness.
-  ghost: { maxStale: '1h' },
+  ghost: { maxStale: 3600 },
   // Every drill client comes from 127.0.0.1: the default per-client limit would answer 429.
   limiter: false,
   breaker: {
