@@ -457,6 +457,20 @@ describe('ghost options', () => {
     expect(
       issuesOf(() => parseOptions({ proxy: [{ ...route, ghost: { store: 'redis' } as never }] }))[0]?.path,
     ).toMatch(/^proxy\.0\.ghost/)
+    // Made-up answers are for staging: refused in production unless forced.
+    const env = process.env.NODE_ENV
+    process.env.NODE_ENV = 'production'
+    try {
+      expect(issuesOf(() => parseOptions({ ghost: { synthesize: true } }))).toEqual([
+        expect.objectContaining({ path: 'ghost.synthesize', message: expect.stringContaining('production') }),
+      ])
+      expect(
+        issuesOf(() => parseOptions({ proxy: [{ ...route, ghost: { synthesize: true } }] }))[0]?.path,
+      ).toBe('proxy.0.ghost.synthesize')
+      expect(parseOptions({ ghost: { synthesize: 'force' } }).ghost).toMatchObject({ synthesize: 'force' })
+    } finally {
+      process.env.NODE_ENV = env
+    }
     // A route added later cannot bring the engine the options did not build.
     const core = createAegis({})
     try {

@@ -356,6 +356,32 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     )
   }
 
+  /**
+   * Whether an engine's `onRequest` answered `req` (a promise only while a hook's answer is
+   * pending); one that throws or rejects did not, unless it started an answer (logged).
+   */
+  function askFirst(req: IncomingMessage, res: ServerResponse): boolean | Promise<boolean> {
+    const failed = (err: unknown): boolean => {
+      deps.logger?.error({ err, route: name }, 'upstream onRequest hook failed')
+      return res.headersSent || res.writableEnded
+    }
+    const answered = (yes: boolean): boolean => {
+      // Answered without reading the upload: let it drain into nothing.
+      if (yes && !req.readableEnded) req.resume()
+      return yes
+    }
+    try {
+      const taken = (deps.upstream.onRequest as NonNullable<UpstreamHooks['onRequest']>)(req, res, {
+        route: name,
+        config,
+      })
+      if (taken === true || taken === false) return answered(taken)
+      return Promise.resolve(taken).then((yes) => answered(yes === true), failed)
+    } catch (err) {
+      return failed(err)
+    }
+  }
+
   function failureHookFailed(res: ServerResponse, rejection: Rejection, err: unknown): void {
     deps.logger?.error({ err, route: name }, 'upstream onFailure hook failed')
     answerFailure(res, rejection)
@@ -432,6 +458,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       const cl = Number(req.headers['content-length'] ?? 0)
       if (cl > config.maxBodyBytes) return answer(req, res, bodyTooLarge(config.maxBodyBytes))
       deps.setBodyLimit(req, config.maxBodyBytes)
+    }
+    // An engine may answer before anything is forwarded (the ghost cache's fresh hit), fault injection included.
+    if (deps.upstream.onRequest !== undefined) {
+      const answered = askFirst(req, res)
+      if (answered === true || (answered !== false && (await answered))) return
     }
     if (chaos !== false) {
       if (chaos.abort !== undefined && Math.random() * 100 < chaos.abort.percent)

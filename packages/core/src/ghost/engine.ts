@@ -5,36 +5,48 @@
  * 5xx of the route's list, its breaker open, no host healthy — or when the app throws
  * or answers 5xx. nginx's `proxy_cache_use_stale error timeout http_500 …`, with
  * the breaker in front so that a hung upstream is not waited for request after request.
+ * On proxy routes it may also answer before forwarding: fresh entries (`serveFresh`, an
+ * RFC 9111 shared cache) and, while one request refreshes a key, stale ones to the others
+ * (`staleWhileRevalidate`).
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { BodyTap, Engine, UpstreamFailure } from '../kernel/engine.js'
+import type { Engine, UpstreamFailure } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import type { AdmittedState } from '../kernel/types.js'
+import { normalizeTarget, pathOf } from '../kernel/url.js'
 import type { Metrics } from '../metrics/index.js'
 import type { RedisConnection } from '../store/index.js'
 import type { ProxyRouteConfig } from '../gateway/options.js'
 import { answeredByAegis, silence, unsilence } from '../node/response.js'
-import { parseCacheControl } from './cache-control.js'
+import { parseCacheControl, secondsOf } from './cache-control.js'
 import { captureResponse, type Decision } from './capture.js'
 // The events' declaration merging reaches the bundled .d.ts through this module (see scripts/dts-augmentations.mjs).
 import './events.js'
 import { logGhostEvents } from './events.js'
-import { baseKey, fieldOf, fullKey } from './key.js'
+import { invalidated, keyOf, learner, routeGhost, type RouteGhost } from './learn.js'
 import { ghostMetrics, type GhostMetrics } from './metrics.js'
-import { settingsOf, type GhostConfig, type GhostSettings } from './options.js'
-import { freshness, refusal, staleForbidden, varyNames } from './policy.js'
-import { keptHeaders, writeEntry, ageOf } from './serve.js'
+import { settingsOf, type GhostConfig } from './options.js'
+import { ageOf, writeEntry, type ServeKind } from './serve.js'
 import type { GhostEntry, GhostEntryInfo, GhostStore } from './store.js'
 import { createMemoryStore } from './stores/memory.js'
 import { createRedisStore } from './stores/redis.js'
+import { createTemplates, pathOfBase, type TemplateStats } from './templates.js'
 
 /** The ghost cache's entry points (`aegis.ghost`): what the admin API calls. */
 export interface GhostApi {
-  /** Forget entries: one URL's (`key`: a base key as `list()` shows it), or every one under a prefix. */
-  purge(what: { readonly key: string } | { readonly prefix: string }): Promise<number>
+  /**
+   * Forget entries: one URL's (`key`, a base key as `list()` shows it), every one under a
+   * key prefix, or every one of a route template (`/users/:id`, as `templates()` shows it).
+   * How many base keys went.
+   */
+  purge(
+    what: { readonly key: string } | { readonly prefix: string } | { readonly template: string },
+  ): Promise<number>
   /** What is held: base key, status, size, when learned and until when it may be served. */
   list(): Promise<GhostEntryInfo[]>
+  /** The route templates: per template, what was learned, served and refused (and why). */
+  templates(): TemplateStats[]
   readonly store: GhostStore
 }
 
@@ -51,28 +63,6 @@ export interface GhostDeps {
   readonly targetOf: (req: IncomingMessage) => string
 }
 
-/** One route's settings, with the sets its checks read. */
-interface RouteGhost {
-  readonly name: string
-  readonly settings: Readonly<GhostSettings>
-  readonly statuses: ReadonlySet<number>
-  readonly learn: ReadonlySet<number>
-  /** The route's request-id field: it belongs to one exchange and is never kept. */
-  readonly requestId: string | undefined
-}
-
-const routeGhost = (
-  name: string,
-  settings: Readonly<GhostSettings>,
-  requestId: string | undefined,
-): RouteGhost => ({
-  name,
-  settings,
-  statuses: new Set(settings.statuses),
-  learn: new Set(settings.learn),
-  requestId,
-})
-
 /** The `reason` label of a serve: what failed. */
 const reasonOf = (failure: UpstreamFailure): string =>
   failure.rejection === undefined
@@ -83,7 +73,13 @@ const reasonOf = (failure: UpstreamFailure): string =>
         ? 'unavailable'
         : 'error'
 
-const EXPLICIT = ['max-age', 's-maxage']
+/** Siblings tried, nearest first, for an unseen URL in `synthesize` mode. */
+const SIBLINGS_TRIED = 3
+
+type Found = GhostEntry | undefined | Promise<GhostEntry | undefined>
+
+/** How old an entry is now, and how long it was fresh for (ms). */
+const ageMs = (e: GhostEntry, now: number): number => e.ageMs + now - e.receivedAt
 
 /**
  * The ghost engine, or `undefined` when neither the top-level `ghost` nor any proxy
@@ -113,8 +109,10 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
   const metrics: GhostMetrics | undefined =
     deps.metrics === undefined ? undefined : ghostMetrics(deps.metrics)
   const offLog = deps.logger === undefined ? undefined : logGhostEvents(events, deps.logger)
-  const app =
-    top === false || !top.app ? undefined : routeGhost('app', settingsOf(undefined, top)!, undefined)
+  const templates = createTemplates()
+  const templateOf = (target: string): string => templates.templateOf(pathOf(normalizeTarget(target)))
+  const appSettings = top === false || !top.app ? undefined : settingsOf(undefined, top)
+  const app = appSettings === undefined ? undefined : routeGhost('app', appSettings, undefined)
 
   // Per route config (routes added by `proxy()` included), resolved once.
   const byConfig = new WeakMap<ProxyRouteConfig, RouteGhost | null>()
@@ -133,6 +131,8 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
 
   // Requests the gateway took: their answers are its to learn and to stand in for, not the app capture's.
   const proxied = new WeakSet<IncomingMessage>()
+  // Keys being fetched upstream now, for `staleWhileRevalidate`: the others get the stale entry.
+  const fetching = new Set<string>()
   // Routes answering from the ghost now: told on the bus when that starts and when it ends.
   const serving = new Set<string>()
   const switched = (route: string, on: boolean, reason?: string): void => {
@@ -142,87 +142,77 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     events.emit('ghost.serving', { route, serving: on, ...(reason === undefined ? {} : { reason }) })
   }
 
-  /** The key an entry of this request lives under (its credential's hash too, where the route keys on it). */
-  const keyOf = (req: IncomingMessage, target: string, g: RouteGhost): string => {
-    const base = baseKey(req.method ?? 'GET', req.headers.host, target)
-    return g.settings.credentials &&
-      (req.headers.authorization !== undefined || req.headers.cookie !== undefined)
-      ? fullKey(base, [], req.headers, true)
-      : base
-  }
+  const learn = learner(store, {
+    refused(g, target, reason) {
+      metrics?.refused(g.name, reason)
+      templates.refused(templateOf(target), reason)
+    },
+    learned(g, target, key) {
+      metrics?.learned(g.name)
+      // A credential-scoped key is no sibling for anyone else.
+      if (!key.includes('\n')) templates.learned(templateOf(target), key)
+      const held = store.stats?.()
+      if (held !== undefined) metrics?.held(held.entries, held.bytes)
+    },
+    failed: (err) => deps.logger?.error({ err }, 'ghost store failed'),
+  })
 
-  const refused = (g: RouteGhost, reason: string): undefined => {
-    metrics?.refused(g.name, reason)
-    return undefined
-  }
-
-  /** A tap that keeps `req`'s answer if it may be learned and fits; `undefined` when it may not. */
-  function learner(
-    req: IncomingMessage,
-    target: string,
-    status: number,
-    headers: IncomingHttpHeaders,
-    g: RouteGhost,
-  ): BodyTap | undefined {
-    // A HEAD's answer has no body to give a GET; a HEAD is answered from a GET's entry.
-    if (req.method !== 'GET') return undefined
-    const why = refusal(req, status, headers, { statuses: g.learn, credentialed: g.settings.credentials })
-    if (why !== undefined) return why === 'method' || why === 'status' ? undefined : refused(g, why)
-    const max = g.settings.maxEntryBytes
-    if (Number(headers['content-length']) > max) return refused(g, 'too-large')
-    const key = keyOf(req, target, g)
-    const vary = varyNames(headers.vary) as readonly string[]
-    const varyValues = vary.map((name) => fieldOf(req.headers, name))
-    const receivedAt = Date.now()
-    const chunks: Buffer[] = []
-    let size = 0
-    return {
-      chunk(data) {
-        if (size > max) return
-        size += data.length
-        if (size > max) chunks.length = 0
-        else chunks.push(data)
-      },
-      end(complete) {
-        if (!complete) return void refused(g, 'incomplete')
-        if (size > max) return void refused(g, 'too-large')
-        const cc = parseCacheControl(headers['cache-control'])
-        const fresh = freshness(headers, receivedAt)
-        const explicit = EXPLICIT.some((d) => cc.has(d)) || headers.expires !== undefined
-        const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
-        const entry: GhostEntry = {
-          status,
-          headers: keptHeaders(headers, g.requestId),
-          body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
-          receivedAt,
-          lifetimeMs,
-          ageMs: fresh.ageMs,
-          vary,
-          varyValues,
-          staleForbidden: staleForbidden(cc),
-          expiresAt: receivedAt + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
-        }
-        const kept = (ok: boolean): void => {
-          if (!ok) return void refused(g, 'too-large')
-          metrics?.learned(g.name)
-          const held = store.stats?.()
-          if (held !== undefined) metrics?.held(held.entries, held.bytes)
-        }
-        try {
-          const stored = store.set(key, entry)
-          if (typeof stored === 'boolean') kept(stored)
-          else stored.then(kept, () => undefined)
-        } catch (err) {
-          deps.logger?.error({ err }, 'ghost store refused an entry')
-        }
-      },
+  /** `key`'s entry for these request fields; a store that throws has none. */
+  const lookup = (key: string, headers: IncomingHttpHeaders): Found => {
+    try {
+      const found = store.get(key, headers)
+      return found instanceof Promise ? found.catch(() => undefined) : found
+    } catch {
+      return undefined
     }
   }
 
+  /** The nearest learned sibling of an unseen URL (`synthesize`), tried nearest first. */
+  const sibling = (key: string, target: string, headers: IncomingHttpHeaders): Found => {
+    const template = templateOf(target)
+    const ranked = templates
+      .ranked(template, key)
+      .filter((k) => k !== key)
+      .slice(0, SIBLINGS_TRIED)
+    const next = (i: number): Found => {
+      const k = ranked[i]
+      if (k === undefined) return undefined
+      const found = lookup(k, headers)
+      const use = (e: GhostEntry | undefined): Found => {
+        if (e !== undefined) return e
+        templates.unlearned(template, k)
+        return next(i + 1)
+      }
+      return found instanceof Promise ? found.then(use) : use(found)
+    }
+    return next(0)
+  }
+
+  /** Write `entry` as the answer to `req`; `clear`: the app's own fields go first. */
+  function answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: GhostEntry,
+    how: { kind: ServeKind; now: number; clear: boolean },
+  ): void {
+    // Aegis answered the app's throw with a 500 while the store was asked, and silenced the response.
+    const silenced = answeredByAegis(res)
+    if (silenced) unsilence(res)
+    if (how.clear) {
+      // The app's error answer had set its own fields: only Aegis' stay, under the entry's.
+      for (const name of res.getHeaderNames()) res.removeHeader(name)
+      for (const [name, value] of deps.stateOf(req)?.headers ?? []) res.appendHeader(name, value)
+    }
+    writeEntry(res, entry, req.headers, { head: req.method === 'HEAD', kind: how.kind, now: how.now })
+    // The app may still hold `res` (a timer of its own): its late calls must not throw.
+    if (silenced) silence(res, entry.status)
+  }
+
   /**
-   * Answer `req` on `res` from what was learned: `true` when it did. Never past the
-   * entry's `maxStale`; never stale against `no-cache`, `must-revalidate`,
-   * `proxy-revalidate` or `s-maxage` unless the route says `ignoreRevalidate`.
+   * Answer a failed `req` on `res` from what was learned: `true` when it did. Never past the
+   * entry's `maxStale`; never stale against `no-cache`, `must-revalidate`, `proxy-revalidate`
+   * or `s-maxage` unless the route says `ignoreRevalidate`. An unseen URL may get its
+   * nearest learned sibling in `synthesize` mode.
    */
   function standIn(
     req: IncomingMessage,
@@ -233,34 +223,86 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     clear: boolean,
   ): boolean | Promise<boolean> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false
-    let found: GhostEntry | undefined | Promise<GhostEntry | undefined>
-    try {
-      found = store.get(keyOf(req, target, g), req.headers)
-    } catch {
-      return false
-    }
-    const answer = (entry: GhostEntry | undefined): boolean => {
+    const key = keyOf(req, target, g)
+    const serve = (entry: GhostEntry | undefined, synthesized: boolean): boolean => {
       if (entry === undefined || res.destroyed || res.headersSent) return false
       const now = Date.now()
       if (entry.expiresAt <= now) return false
-      const stale = entry.ageMs + now - entry.receivedAt >= entry.lifetimeMs
+      const stale = ageMs(entry, now) >= entry.lifetimeMs
       if (stale && entry.staleForbidden && !g.settings.ignoreRevalidate) return false
-      // Aegis answered the app's throw with a 500 while the store was asked, and silenced the response.
-      const silenced = answeredByAegis(res)
-      if (silenced) unsilence(res)
-      if (clear) {
-        // The app's error answer had set its own fields: only Aegis' stay, under the entry's.
-        for (const name of res.getHeaderNames()) res.removeHeader(name)
-        for (const [name, value] of deps.stateOf(req)?.headers ?? []) res.appendHeader(name, value)
-      }
-      writeEntry(res, entry, req.headers, { head: req.method === 'HEAD', kind: 'stale-if-error', now })
-      // The app may still hold `res` (a timer of its own): its late calls must not throw.
-      if (silenced) silence(res, entry.status)
+      answer(req, res, entry, { kind: synthesized ? 'synthesized' : 'stale-if-error', now, clear })
       metrics?.served(g.name, reason, ageOf(entry, now))
+      templates.served(templateOf(target), synthesized ? 'synthesized' : reason)
       switched(g.name, true, reason)
       return true
     }
-    return found instanceof Promise ? found.then(answer, () => false) : answer(found)
+    const orSibling = (entry: GhostEntry | undefined): boolean | Promise<boolean> => {
+      if (entry !== undefined || g.settings.synthesize === false) return serve(entry, false)
+      const near = sibling(key, target, req.headers)
+      return near instanceof Promise ? near.then((e) => serve(e, true)) : serve(near, true)
+    }
+    const found = lookup(key, req.headers)
+    return found instanceof Promise ? found.then(orSibling) : orSibling(found)
+  }
+
+  /**
+   * Before forwarding (`serveFresh`, `staleWhileRevalidate`): a fresh entry the request
+   * accepts is the answer; a stale one within its window is, while another request for the
+   * same key is upstream — this one goes, and the others wait for nothing.
+   */
+  function beforeForward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    g: RouteGhost,
+  ): boolean | Promise<boolean> {
+    const target = deps.targetOf(req)
+    const key = keyOf(req, target, g)
+    const wants = parseCacheControl(req.headers['cache-control'])
+    if (wants.has('no-cache') || (!wants.has('max-age') && req.headers.pragma === 'no-cache')) return false
+    const decide = (entry: GhostEntry | undefined): boolean => {
+      if (entry === undefined || res.destroyed || res.headersSent) return false
+      const now = Date.now()
+      const age = ageMs(entry, now)
+      const cc = parseCacheControl(entry.headers['cache-control'])
+      const maxAge = secondsOf(wants, 'max-age')
+      const minFresh = secondsOf(wants, 'min-fresh') ?? 0
+      const fresh =
+        age < entry.lifetimeMs && !cc.has('no-cache') && (maxAge === undefined || age <= maxAge * 1000)
+      if (g.settings.serveFresh && fresh && entry.lifetimeMs - age >= minFresh * 1000) {
+        answer(req, res, entry, { kind: 'fresh', now, clear: false })
+        metrics?.served(g.name, 'fresh', ageOf(entry, now))
+        return true
+      }
+      const window = (secondsOf(cc, 'stale-while-revalidate') ?? g.settings.staleWhileRevalidate) * 1000
+      const updating =
+        !fresh &&
+        window > 0 &&
+        age < entry.lifetimeMs + window &&
+        entry.expiresAt > now &&
+        (!entry.staleForbidden || g.settings.ignoreRevalidate)
+      if (!updating) return false
+      if (fetching.has(key)) {
+        answer(req, res, entry, { kind: 'stale-while-revalidate', now, clear: false })
+        metrics?.served(g.name, 'updating', ageOf(entry, now))
+        return true
+      }
+      // This request refreshes the key; the others get the stale entry until its answer is over.
+      fetching.add(key)
+      res.once('close', () => fetching.delete(key))
+      return false
+    }
+    const found = lookup(key, req.headers)
+    return found instanceof Promise ? found.then(decide) : decide(found)
+  }
+
+  /** Forget what an unsafe request changed. */
+  const invalidate = (keys: readonly string[]): void => {
+    for (const key of keys)
+      try {
+        void Promise.resolve(store.delete(key)).catch(() => undefined)
+      } catch {
+        // A store that cannot forget now has nothing to offer either.
+      }
   }
 
   return {
@@ -268,22 +310,49 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     api: {
       store,
       async purge(what) {
-        let count = 1
-        if ('key' in what) await store.delete(what.key)
-        else count = await store.purge(what.prefix)
-        const [by, value] = 'key' in what ? (['key', what.key] as const) : (['prefix', what.prefix] as const)
+        let count: number
+        let by: 'key' | 'prefix' | 'template'
+        let value: string
+        if ('key' in what) {
+          ;[by, value, count] = ['key', what.key, 1]
+          await store.delete(what.key)
+        } else if ('prefix' in what) {
+          ;[by, value] = ['prefix', what.prefix]
+          count = await store.purge(what.prefix)
+        } else {
+          ;[by, value] = ['template', what.template]
+          const bases = [...new Set((await store.list()).map((e) => e.base))].filter(
+            (base) => templates.templateOf(pathOfBase(base)) === what.template,
+          )
+          for (const base of bases) {
+            await store.delete(base)
+            templates.unlearned(what.template, base)
+          }
+          count = bases.length
+        }
         events.emit('ghost.purged', { by, value, count })
         return count
       },
       list: async () => store.list(),
+      templates: () => templates.stats(),
     },
     upstream: {
+      onRequest(req, res, request) {
+        proxied.add(req)
+        if (req.method !== 'GET' && req.method !== 'HEAD') return false
+        const g = ghostOf(request.config as ProxyRouteConfig, request.route)
+        if (g === undefined || (!g.settings.serveFresh && g.settings.staleWhileRevalidate === 0)) return false
+        return beforeForward(req, res, g)
+      },
       onResponse(req, response) {
         proxied.add(req)
         const g = ghostOf(response.config as ProxyRouteConfig, response.route)
         if (g === undefined) return undefined
         if (response.status < 500) switched(g.name, false)
-        return learner(req, deps.targetOf(req), response.status, response.headers, g)
+        const target = deps.targetOf(req)
+        if (req.method !== 'GET' && req.method !== 'HEAD')
+          return void invalidate(invalidated(req, target, response.status, response.headers))
+        return learn(req, target, response.status, response.headers, g)
       },
       onFailure(req, res, failure) {
         proxied.add(req)
@@ -303,7 +372,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
             if (proxied.has(req)) return 'pass'
             if (app.statuses.has(status)) return 'hold'
             if (status < 500) switched(app.name, false)
-            return learner(req, target, status, headers as IncomingHttpHeaders, app) ?? 'pass'
+            return learn(req, target, status, headers as IncomingHttpHeaders, app) ?? 'pass'
           },
           standIn: () => standIn(req, res, target, app, 'status', true),
         })
@@ -312,6 +381,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     async close() {
       offLog?.()
       metrics?.close()
+      fetching.clear()
       await store.close()
     },
   }

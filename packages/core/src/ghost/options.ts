@@ -52,6 +52,24 @@ const routeFields = {
     .int()
     .min(1)
     .max(64 * 1024 * 1024),
+  /**
+   * Serve fresh entries too, before forwarding, as an RFC 9111 shared cache (proxy routes):
+   * within their freshness, honouring the request's `no-cache`, `max-age` and `min-fresh`.
+   */
+  serveFresh: z.boolean(),
+  /**
+   * Seconds past freshness during which a request for a key another request is already
+   * fetching gets the stale entry at once instead of joining the stampede (nginx's
+   * `proxy_cache_use_stale updating`, `proxy_cache_lock`): one upstream request per key at a
+   * time. An answer's own `stale-while-revalidate` directive (RFC 5861) wins. 0: off.
+   */
+  staleWhileRevalidate: z.int().min(0).max(86_400),
+  /**
+   * For a URL never learned whose template (`/users/:id`) was, answer the nearest learned
+   * sibling, marked `X-Aegis-Ghost: synthesized`. For staging and demos: refused when
+   * `NODE_ENV` is `production` unless `'force'`.
+   */
+  synthesize: z.union([z.boolean(), z.literal('force')]),
 }
 
 /** A route's settings, every one filled in. */
@@ -65,6 +83,9 @@ const DEFAULTS: Readonly<GhostSettings> = {
   credentials: false,
   ignoreRevalidate: false,
   maxEntryBytes: 1024 * 1024,
+  serveFresh: false,
+  staleWhileRevalidate: 0,
+  synthesize: false,
 }
 
 const routeSettings = z.strictObject(routeFields).partial()
@@ -81,6 +102,9 @@ const topSettings = z.strictObject({
   credentials: routeFields.credentials.default(DEFAULTS.credentials),
   ignoreRevalidate: routeFields.ignoreRevalidate.default(DEFAULTS.ignoreRevalidate),
   maxEntryBytes: routeFields.maxEntryBytes.default(DEFAULTS.maxEntryBytes),
+  serveFresh: routeFields.serveFresh.default(DEFAULTS.serveFresh),
+  staleWhileRevalidate: routeFields.staleWhileRevalidate.default(DEFAULTS.staleWhileRevalidate),
+  synthesize: routeFields.synthesize.default(DEFAULTS.synthesize),
   /**
    * Where entries are kept: `'memory'` (this process; the default) or `'redis'` (the
    * `store` option's Redis or Cluster, shared by every instance).

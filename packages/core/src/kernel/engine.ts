@@ -85,8 +85,25 @@ export interface UpstreamResponse {
   readonly headers: IncomingHttpHeaders
 }
 
+/** A request a proxy route is about to forward, as `onRequest` sees it. */
+export interface UpstreamRequestInfo {
+  readonly route: string
+  /** The route's options, as parsed (`ProxyRouteConfig`). */
+  readonly config: RouteOptions
+}
+
 /** How an engine hooks the gateway: the ghost cache serves in `onFailure` and learns in `onResponse`. */
 export interface UpstreamHooks {
+  /**
+   * Answer a request before it is forwarded (a shared cache's fresh hit): `true` (or a
+   * promise of it) when the engine answered on `res` itself. Asked in table order until
+   * one answers; a hook that throws or rejects counts as not answered.
+   */
+  onRequest?: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    request: UpstreamRequestInfo,
+  ) => boolean | Promise<boolean>
   /**
    * Take over a failure before the gateway answers it: `true` (or a promise of it) when
    * the engine answered on `res` itself. Asked in table order until one answers; a hook

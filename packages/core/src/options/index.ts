@@ -50,6 +50,9 @@ function inheritRouteDefaults(input: unknown): unknown {
   return { ...input, proxy: proxy.map((route) => withRouteDefaults(route, defaults)) }
 }
 
+/** Why `ghost.synthesize` is refused when `NODE_ENV` is `production`. */
+export const SYNTHESIZE_IN_PRODUCTION =
+  "synthesized answers are for staging and demos: refused when NODE_ENV is production (set 'force' to insist)"
 /** Why `ghost.store: 'redis'` is refused without a `store`. */
 export const GHOST_NEEDS_STORE = "ghost.store 'redis' needs the store option (Redis or a Redis Cluster)"
 
@@ -92,6 +95,16 @@ export const optionsSchema = z
     path: ['accessLog'],
   })
   .superRefine((o, ctx) => {
+    // Answers made up from a sibling URL have no place in production unless the operator insists.
+    if (process.env.NODE_ENV === 'production') {
+      const synthesizes = (g: { synthesize?: unknown } | boolean | undefined): boolean =>
+        typeof g === 'object' && g.synthesize === true
+      const paths = [
+        ...(synthesizes(o.ghost) ? [['ghost', 'synthesize']] : []),
+        ...o.proxy.flatMap((r, i) => (synthesizes(r.ghost) ? [['proxy', i, 'ghost', 'synthesize']] : [])),
+      ]
+      for (const path of paths) ctx.addIssue({ code: 'custom', path, message: SYNTHESIZE_IN_PRODUCTION })
+    }
     // Sharing breaker states needs a store to share through: refused before connecting anywhere.
     if (o.store.redis !== undefined || o.store.cluster !== undefined) return
     if (o.ghost !== false && o.ghost.store === 'redis')

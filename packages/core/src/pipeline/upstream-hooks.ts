@@ -1,22 +1,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { BodyTap, Engine, UpstreamFailure, UpstreamHooks, UpstreamResponse } from '../kernel/engine.js'
+import type { BodyTap, Engine, UpstreamHooks, UpstreamResponse } from '../kernel/engine.js'
 
 type FailureHook = NonNullable<UpstreamHooks['onFailure']>
+type RequestHook = NonNullable<UpstreamHooks['onRequest']>
 type ResponseHook = NonNullable<UpstreamHooks['onResponse']>
+/** A hook that may answer on `res` itself (`onRequest`, `onFailure`). */
+type Answering<A> = (req: IncomingMessage, res: ServerResponse, about: A) => boolean | Promise<boolean>
 
 /** Ask `hooks` from `i` on until one answers: the gateway's own answer only when none does. */
-function askInTurn(
-  hooks: readonly FailureHook[],
+function askInTurn<A>(
+  hooks: readonly Answering<A>[],
   i: number,
   req: IncomingMessage,
   res: ServerResponse,
-  failure: UpstreamFailure,
+  failure: A,
 ): boolean | Promise<boolean> {
   for (; i < hooks.length; i++) {
     if (res.writableEnded || res.destroyed) return true
     // A hook started an answer and gave up: no other can finish it; the gateway cuts it.
     if (res.headersSent) return false
-    const answered = (hooks[i] as FailureHook)(req, res, failure)
+    const answered = (hooks[i] as Answering<A>)(req, res, failure)
     if (answered === true) return true
     if (answered instanceof Promise) {
       const next = i + 1
@@ -41,8 +44,8 @@ const fanOut = (taps: readonly BodyTap[]): BodyTap => ({
 })
 
 /**
- * The gateway hooks of every engine, as one `UpstreamHooks` for the gateway: `onFailure`
- * asks each engine in table order until one answers; `onResponse` gathers their taps. A
+ * The gateway hooks of every engine, as one `UpstreamHooks` for the gateway: `onRequest`
+ * and `onFailure` ask each engine in table order until one answers; `onResponse` gathers their taps. A
  * member is absent when no engine has it, so the gateway pays nothing for it.
  *
  * @example
@@ -50,10 +53,16 @@ const fanOut = (taps: readonly BodyTap[]): BodyTap => ({
  */
 export function composeUpstream(engines: readonly Engine[]): UpstreamHooks {
   const failing = engines.flatMap((e) => (e.upstream?.onFailure === undefined ? [] : [e.upstream.onFailure]))
+  const answering = engines.flatMap((e) =>
+    e.upstream?.onRequest === undefined ? [] : [e.upstream.onRequest],
+  )
   const tapping = engines.flatMap((e) =>
     e.upstream?.onResponse === undefined ? [] : [e.upstream.onResponse],
   )
-  const hooks: { onFailure?: FailureHook; onResponse?: ResponseHook } = {}
+  const hooks: { onRequest?: RequestHook; onFailure?: FailureHook; onResponse?: ResponseHook } = {}
+  if (answering.length === 1) hooks.onRequest = answering[0] as RequestHook
+  else if (answering.length > 1)
+    hooks.onRequest = (req, res, request) => askInTurn(answering, 0, req, res, request)
   if (failing.length === 1) hooks.onFailure = failing[0] as FailureHook
   else if (failing.length > 1)
     hooks.onFailure = (req, res, failure) => askInTurn(failing, 0, req, res, failure)

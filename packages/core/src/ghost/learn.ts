@@ -1,0 +1,169 @@
+/**
+ * Learning: from an answer about to be forwarded (or written by the app) to an entry in
+ * the store — if the policy allows it (policy.ts), if the body fits, and once the whole
+ * body went out. Refusals are counted by reason; what an unsafe method changed is forgotten.
+ */
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { BodyTap } from '../kernel/engine.js'
+import { parseCacheControl } from './cache-control.js'
+import { baseKey, fieldOf, fullKey } from './key.js'
+import type { GhostSettings } from './options.js'
+import { freshness, refusal, staleForbidden, varyNames } from './policy.js'
+import { keptHeaders } from './serve.js'
+import type { GhostEntry, GhostStore } from './store.js'
+
+/** One route's settings, with the sets its checks read. */
+export interface RouteGhost {
+  readonly name: string
+  readonly settings: Readonly<GhostSettings>
+  readonly statuses: ReadonlySet<number>
+  readonly learn: ReadonlySet<number>
+  /** The route's request-id field: it belongs to one exchange and is never kept. */
+  readonly requestId: string | undefined
+}
+
+/**
+ * @example
+ * const g = routeGhost('api', settings, 'x-request-id')
+ */
+export const routeGhost = (
+  name: string,
+  settings: Readonly<GhostSettings>,
+  requestId: string | undefined,
+): RouteGhost => ({
+  name,
+  settings,
+  statuses: new Set(settings.statuses),
+  learn: new Set(settings.learn),
+  requestId,
+})
+
+/**
+ * The key an entry of this request lives under: the base key, and the credential's hash
+ * where the route learns credentialed answers and the request carries one.
+ */
+export function keyOf(req: IncomingMessage, target: string, g: RouteGhost): string {
+  const base = baseKey(req.method ?? 'GET', req.headers.host, target)
+  return g.settings.credentials &&
+    (req.headers.authorization !== undefined || req.headers.cookie !== undefined)
+    ? fullKey(base, [], req.headers, true)
+    : base
+}
+
+/** What learning reports, for the metrics and the route templates. */
+export interface LearnEvents {
+  refused(g: RouteGhost, target: string, reason: string): void
+  learned(g: RouteGhost, target: string, key: string): void
+  /** The store threw (a bug: stores report their own outages by having nothing). */
+  failed(err: unknown): void
+}
+
+const EXPLICIT = ['max-age', 's-maxage']
+const UNSAFE = new Set(['POST', 'PUT', 'DELETE', 'PATCH'])
+
+/**
+ * A tap that keeps `req`'s answer in `store` if it may be learned and fits, or `undefined`.
+ *
+ * @example
+ * const tap = learner(store, events)(req, target, 200, headers, g)
+ */
+export function learner(store: GhostStore, events: LearnEvents) {
+  return (
+    req: IncomingMessage,
+    target: string,
+    status: number,
+    headers: IncomingHttpHeaders,
+    g: RouteGhost,
+  ): BodyTap | undefined => {
+    // A HEAD's answer has no body to give a GET; a HEAD is answered from a GET's entry.
+    if (req.method !== 'GET') return undefined
+    let why: string | undefined = refusal(req, status, headers, {
+      statuses: g.learn,
+      credentialed: g.settings.credentials,
+    })
+    // A request's own no-store forbids keeping its answer too (RFC 9111 §5.2.1.5).
+    if (why === undefined && parseCacheControl(req.headers['cache-control']).has('no-store')) why = 'no-store'
+    if (why === undefined && Number(headers['content-length']) > g.settings.maxEntryBytes) why = 'too-large'
+    if (why !== undefined) {
+      // Methods and statuses never learned are not refusals worth counting.
+      if (why !== 'method' && why !== 'status') events.refused(g, target, why)
+      return undefined
+    }
+    const max = g.settings.maxEntryBytes
+    const key = keyOf(req, target, g)
+    const vary = varyNames(headers.vary) as readonly string[]
+    const varyValues = vary.map((name) => fieldOf(req.headers, name))
+    const receivedAt = Date.now()
+    const chunks: Buffer[] = []
+    let size = 0
+    return {
+      chunk(data) {
+        if (size > max) return
+        size += data.length
+        if (size > max) chunks.length = 0
+        else chunks.push(data)
+      },
+      end(complete) {
+        if (!complete || size > max) return events.refused(g, target, complete ? 'too-large' : 'incomplete')
+        const cc = parseCacheControl(headers['cache-control'])
+        const fresh = freshness(headers, receivedAt)
+        // No explicit freshness: the operator's `ttl` (nginx's proxy_cache_valid), never a heuristic.
+        const explicit = EXPLICIT.some((d) => cc.has(d)) || headers.expires !== undefined
+        const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
+        const entry: GhostEntry = {
+          status,
+          headers: keptHeaders(headers, g.requestId),
+          body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
+          receivedAt,
+          lifetimeMs,
+          ageMs: fresh.ageMs,
+          vary,
+          varyValues,
+          staleForbidden: staleForbidden(cc),
+          expiresAt: receivedAt + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
+        }
+        const kept = (ok: boolean): void =>
+          ok ? events.learned(g, target, key) : events.refused(g, target, 'too-large')
+        try {
+          const stored = store.set(key, entry)
+          if (typeof stored === 'boolean') kept(stored)
+          else stored.then(kept, (err: unknown) => events.failed(err))
+        } catch (err) {
+          events.failed(err)
+        }
+      },
+    }
+  }
+}
+
+/**
+ * The keys an unsafe request's successful answer makes stale (RFC 9111 §4.4): its own
+ * URL's, and those its `Location` and `Content-Location` name on the same host. Empty for
+ * a safe method or an error answer.
+ *
+ * @example
+ * invalidated(req, '/items/1', 204, {}) // ['GET example.com/items/1'] for a DELETE
+ */
+export function invalidated(
+  req: IncomingMessage,
+  target: string,
+  status: number,
+  headers: IncomingHttpHeaders,
+): string[] {
+  if (!UNSAFE.has(req.method ?? '') || status >= 400) return []
+  const host = req.headers.host
+  const keys = [baseKey('GET', host, target)]
+  for (const name of ['location', 'content-location'] as const) {
+    const value = headers[name]
+    if (typeof value !== 'string') continue
+    try {
+      const origin = `http://${host ?? 'localhost'}`
+      const url = new URL(value, `${origin}${target.startsWith('/') ? target : '/'}`)
+      if (url.origin === new URL(origin).origin)
+        keys.push(baseKey('GET', host, `${url.pathname}${url.search}`))
+    } catch {
+      // Not a URL: nothing to forget.
+    }
+  }
+  return keys
+}
