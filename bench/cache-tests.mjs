@@ -69,7 +69,11 @@ const MODES = {
   defaults: { options: NO_LIMIT, route: {} },
   off: { options: TRANSPARENT, route: TRANSPARENT_ROUTE },
   ghost: { options: { ...TRANSPARENT, ghost: {} }, route: TRANSPARENT_ROUTE },
-  shared: { options: { ...TRANSPARENT, ghost: { serveFresh: true } }, route: TRANSPARENT_ROUTE },
+  // A shared cache: fresh hits served; an answer without explicit freshness is never fresh (ttl 0).
+  shared: {
+    options: { ...TRANSPARENT, ghost: { serveFresh: true, ttl: 0, learn: [200, 203, 301, 308, 404, 410] } },
+    route: TRANSPARENT_ROUTE,
+  },
   // Not Aegis: nginx' proxy_cache (lib/cache-tests-nginx.mjs), a shared cache measured the same way.
   nginx: 'reference',
 }

@@ -99,7 +99,22 @@ describe('freshness', () => {
   it('the age at receipt: the larger of Age and now − Date', () => {
     expect(freshness({ age: '30' }, now).ageMs).toBe(30_000)
     expect(freshness({ age: '3', date: new Date(now - 10_000).toUTCString() }, now).ageMs).toBe(10_000)
-    expect(freshness({ age: '-4' }, now).ageMs).toBe(0)
+    // An Age that is not one field of digits cannot be trusted: as old as can be, stale at once.
+    for (const age of ['-4', 'abc', '7200.0', '0, 0', '7200;foo=bar'])
+      expect(freshness({ age, 'cache-control': 'max-age=3600' }, now).ageMs).toBe(2 ** 31 * 1000)
+  })
+
+  it('reads Surrogate-Control addressed to every surrogate: its max-age and no-store win', () => {
+    expect(
+      freshness({ 'cache-control': 'max-age=1', 'surrogate-control': 'max-age=100' }, now).lifetimeMs,
+    ).toBe(100_000)
+    // A directive for a named target is not ours.
+    expect(
+      freshness({ 'cache-control': 'max-age=1', 'surrogate-control': 'max-age=100;cdn-a' }, now).lifetimeMs,
+    ).toBe(1000)
+    expect(
+      refusal(request('GET'), 200, { 'cache-control': 'max-age=60', 'surrogate-control': 'no-store' }),
+    ).toBe('no-store')
   })
 })
 

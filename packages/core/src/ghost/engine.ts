@@ -258,7 +258,9 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     const target = deps.targetOf(req)
     const key = keyOf(req, target, g)
     const wants = parseCacheControl(req.headers['cache-control'])
-    if (wants.has('no-cache') || (!wants.has('max-age') && req.headers.pragma === 'no-cache')) return false
+    // The request wants the origin's answer, or nothing kept of it (RFC 9111 §5.2.1, §5.4).
+    if (wants.has('no-cache') || wants.has('no-store')) return false
+    if (!wants.has('max-age') && req.headers.pragma === 'no-cache') return false
     const decide = (entry: GhostEntry | undefined): boolean => {
       if (entry === undefined || res.destroyed || res.headersSent) return false
       const now = Date.now()

@@ -8,7 +8,7 @@ import type { BodyTap } from '../kernel/engine.js'
 import { parseCacheControl } from './cache-control.js'
 import { baseKey, fieldOf, fullKey } from './key.js'
 import type { GhostSettings } from './options.js'
-import { freshness, refusal, staleForbidden, varyNames } from './policy.js'
+import { freshness, refusal, staleForbidden, surrogate, varyNames } from './policy.js'
 import { keptHeaders } from './serve.js'
 import type { GhostEntry, GhostStore } from './store.js'
 
@@ -59,7 +59,8 @@ export interface LearnEvents {
 }
 
 const EXPLICIT = ['max-age', 's-maxage']
-const UNSAFE = new Set(['POST', 'PUT', 'DELETE', 'PATCH'])
+/** Methods defined as safe (RFC 9110 §9.2.1): every other one may change the resource. */
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 /**
  * A tap that keeps `req`'s answer in `store` if it may be learned and fits, or `undefined`.
@@ -108,7 +109,10 @@ export function learner(store: GhostStore, events: LearnEvents) {
         const cc = parseCacheControl(headers['cache-control'])
         const fresh = freshness(headers, receivedAt)
         // No explicit freshness: the operator's `ttl` (nginx's proxy_cache_valid), never a heuristic.
-        const explicit = EXPLICIT.some((d) => cc.has(d)) || headers.expires !== undefined
+        const explicit =
+          EXPLICIT.some((d) => cc.has(d)) ||
+          headers.expires !== undefined ||
+          surrogate(headers).has('max-age')
         const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
         const entry: GhostEntry = {
           status,
@@ -150,7 +154,7 @@ export function invalidated(
   status: number,
   headers: IncomingHttpHeaders,
 ): string[] {
-  if (!UNSAFE.has(req.method ?? '') || status >= 400) return []
+  if (SAFE.has(req.method ?? 'GET') || status >= 400) return []
   const host = req.headers.host
   const keys = [baseKey('GET', host, target)]
   for (const name of ['location', 'content-location'] as const) {

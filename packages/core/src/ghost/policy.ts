@@ -64,11 +64,25 @@ export function refusal(
   if (!options.credentialed && (req.headers.authorization !== undefined || req.headers.cookie !== undefined))
     return 'credentials'
   const cc = parseCacheControl(headers['cache-control'])
-  if (cc.has('no-store')) return 'no-store'
+  if (cc.has('no-store') || surrogate(headers).has('no-store')) return 'no-store'
   if (cc.has('private')) return 'private'
   if (headers['set-cookie'] !== undefined) return 'set-cookie'
   if (varyNames(headers.vary) === '*') return 'vary-star'
   return undefined
+}
+
+/**
+ * The `Surrogate-Control` directives addressed to every surrogate (a directive with a
+ * `;target` names a particular one: not us). A gateway is a surrogate: its `no-store`
+ * and `max-age` win over `Cache-Control`'s (Edge Architecture Specification 1.0).
+ */
+export function surrogate(headers: IncomingHttpHeaders): Directives {
+  const field = headers['surrogate-control']
+  if (field === undefined) return parseCacheControl(undefined)
+  const members = (Array.isArray(field) ? field.join(',') : String(field))
+    .split(',')
+    .filter((m) => !m.includes(';'))
+  return parseCacheControl(members.join(','))
 }
 
 /**
@@ -107,6 +121,20 @@ export interface Freshness {
   readonly ageMs: number
 }
 
+/** The oldest age there is (RFC 9111 §1.2.2's cap of delta-seconds), in seconds. */
+export const MAX_AGE_SECONDS = 2 ** 31
+
+/**
+ * `Age` in seconds. One field of digits only (§5.1); anything else — a list, a repeated
+ * field, a sign, a fraction, parameters — cannot be trusted, and the answer is taken as
+ * old as can be: stale at once (as the HTTP cache tests expect of a shared cache).
+ */
+function ageSeconds(field: string | undefined): number {
+  if (field === undefined) return 0
+  if (!/^\d+$/.test(field.trim())) return MAX_AGE_SECONDS
+  return Math.min(Number(field), MAX_AGE_SECONDS)
+}
+
 const parseDate = (value: string | undefined): number | undefined => {
   if (value === undefined) return undefined
   const t = Date.parse(value)
@@ -125,14 +153,14 @@ const parseDate = (value: string | undefined): number | undefined => {
 export function freshness(headers: IncomingHttpHeaders, receivedAt: number): Freshness {
   const cc = parseCacheControl(headers['cache-control'])
   const date = parseDate(headers.date)
-  let lifetimeSeconds = secondsOf(cc, 's-maxage') ?? secondsOf(cc, 'max-age')
+  let lifetimeSeconds =
+    secondsOf(surrogate(headers), 'max-age') ?? secondsOf(cc, 's-maxage') ?? secondsOf(cc, 'max-age')
   if (lifetimeSeconds === undefined && headers.expires !== undefined) {
     // An invalid Expires (`0`, a bad date) means already expired (§5.3).
     const expires = parseDate(headers.expires)
     lifetimeSeconds = expires === undefined ? 0 : Math.max(0, (expires - (date ?? receivedAt)) / 1000)
   }
-  const ageHeader = Number(headers.age)
-  const ageValue = Number.isFinite(ageHeader) && ageHeader >= 0 ? ageHeader * 1000 : 0
+  const ageValue = ageSeconds(headers.age) * 1000
   const apparent = date === undefined ? 0 : Math.max(0, receivedAt - date)
   return { lifetimeMs: (lifetimeSeconds ?? 0) * 1000, ageMs: Math.max(apparent, ageValue) }
 }

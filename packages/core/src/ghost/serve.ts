@@ -7,10 +7,14 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { HOP_BY_HOP } from '../kernel/option-helpers.js'
 import { connectionTokens } from '../gateway/headers.js'
+import { MAX_AGE_SECONDS } from './policy.js'
 import type { GhostEntry } from './store.js'
 
-/** Fields never kept: Node frames the replay itself, and `Age` is computed when served. */
-const NOT_KEPT = new Set([...HOP_BY_HOP, 'content-length', 'age'])
+/**
+ * Fields never kept: Node frames the replay itself, `Age` is computed when served, and
+ * `Surrogate-Control` was addressed to us (the surrogate), not to the client.
+ */
+const NOT_KEPT = new Set([...HOP_BY_HOP, 'content-length', 'age', 'surrogate-control'])
 
 /**
  * The fields of an answer as an entry keeps them, lower-case names: without the
@@ -72,7 +76,7 @@ const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag'
 
 /** The entry's age now, in whole seconds (RFC 9111 §4.2.3). */
 export const ageOf = (entry: GhostEntry, now: number): number =>
-  Math.max(0, Math.floor((entry.ageMs + now - entry.receivedAt) / 1000))
+  Math.min(MAX_AGE_SECONDS, Math.max(0, Math.floor((entry.ageMs + now - entry.receivedAt) / 1000)))
 
 /**
  * Answer on `res` from `entry`: the status (or 304), the fields over those already on
