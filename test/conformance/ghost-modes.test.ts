@@ -78,6 +78,36 @@ describe.each(gateways)('ghost cache modes on %s', (_name, createGateway) => {
     expect(hits()).toBe(8)
   })
 
+  it('serveFresh revalidates a stale entry with its validator; a 304 refreshes it and the client gets it whole', async () => {
+    const seen: (string | undefined)[] = []
+    upstream = await startUpstream('validating', (req, res) => {
+      seen.push(req.headers['if-none-match'])
+      if (req.headers['if-none-match'] === '"v1"')
+        return void res.writeHead(304, { 'cache-control': 'max-age=60' }).end()
+      res.writeHead(200, { 'content-type': 'text/plain', etag: '"v1"', 'cache-control': 'max-age=1' })
+      res.end('version one')
+    })
+    app = await createGateway(
+      [{ prefix: '/svc', upstreams: [upstream.url], retry: false, ghost: { serveFresh: true } }],
+      {
+        ghost: true,
+      },
+    )
+    expect((await hit(app.port, '/svc/doc')).body).toBe('version one')
+    await sleep(1100)
+    const revalidated = await hit(app.port, '/svc/doc')
+    expect([revalidated.status, revalidated.body, revalidated.headers['cache-status']]).toEqual([
+      200,
+      'version one',
+      'aegis; fwd=stale; fwd-status=304; stored',
+    ])
+    expect(revalidated.headers['cache-control']).toBe('max-age=60')
+    // Fresh again for a minute: not forwarded. A client's own validator still gets its 304.
+    expect((await hit(app.port, '/svc/doc')).headers['cache-status']).toMatch(/^aegis; hit; ttl=/)
+    expect((await hit(app.port, '/svc/doc', { headers: { 'if-none-match': '"v1"' } })).status).toBe(304)
+    expect(seen).toEqual([undefined, '"v1"'])
+  })
+
   it('staleWhileRevalidate: one request refreshes a stale key, the others get the stale entry at once', async () => {
     const { app, hits } = await start({ staleWhileRevalidate: 60 })
     const path = '/svc/slow?cc=max-age%3D1&ms=400'

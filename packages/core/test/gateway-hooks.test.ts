@@ -161,7 +161,7 @@ describe('one failure path: engines may take over every 502, 503 and 504', () =>
     expect(failures).toHaveLength(1)
     const [failure] = failures as [UpstreamFailure]
     expect(failure).toMatchObject({ route: 'api', status: 502, rejection: { status: 502 } })
-    expect(JSON.parse(failure.rejection?.body ?? '')).toMatchObject({
+    expect(JSON.parse(failure.rejection.body)).toMatchObject({
       code: 'AEGIS_ERR_UPSTREAM_UNAVAILABLE',
     })
     expect((failure.error as NodeJS.ErrnoException).code).toBe('ECONNREFUSED')
@@ -441,7 +441,7 @@ describe('response tap', () => {
   })
 })
 
-describe("an upstream's own 5xx, offered to onFailure", () => {
+describe("an upstream's own 5xx, offered to replace", () => {
   /** An upstream answering 500 with a body of `bytes` (in 64 KiB writes), or 200 at `/ok`. */
   const failing = (bytes: number) =>
     upstream('five-hundred', (req, res) => {
@@ -468,11 +468,11 @@ describe("an upstream's own 5xx, offered to onFailure", () => {
 
   it('answers in its place at once (sync), or after a while (async) with the body still streaming', async () => {
     const up = await failing(1024 * 1024)
-    const seen: UpstreamFailure[] = []
+    const seen: UpstreamResponse[] = []
     for (const slow of [false, true]) {
       const gw = await gateway(route(up.url), {
-        onFailure(_req, res, failure) {
-          seen.push(failure)
+        replace(_req, res, response) {
+          seen.push(response)
           const answer = (): boolean => (res.writeHead(200).end('stood in'), true)
           return slow ? sleep(50).then(answer) : answer()
         },
@@ -482,16 +482,16 @@ describe("an upstream's own 5xx, offered to onFailure", () => {
       expect(gw.counted).toEqual([])
       await Promise.all(gw.pending)
     }
-    expect(seen.map((f) => [f.status, f.rejection, f.route, f.config.prefix])).toEqual([
-      [500, undefined, '/api', '/api'],
-      [500, undefined, '/api', '/api'],
+    expect(seen.map((r) => [r.status, r.headers['content-length'], r.route, r.config.prefix])).toEqual([
+      [500, String(1024 * 1024), '/api', '/api'],
+      [500, String(1024 * 1024), '/api', '/api'],
     ])
   })
 
   it('relays the whole answer when the hook says no, throws or rejects — what arrived meanwhile included', async () => {
     const bytes = 1024 * 1024
     const up = await failing(bytes)
-    const hooks: NonNullable<UpstreamHooks['onFailure']>[] = [
+    const hooks: NonNullable<UpstreamHooks['replace']>[] = [
       () => false,
       () => {
         throw new Error('ghost broke')
@@ -499,8 +499,8 @@ describe("an upstream's own 5xx, offered to onFailure", () => {
       () => sleep(100).then(() => false),
       () => sleep(100).then(() => Promise.reject(new Error('ghost store down'))),
     ]
-    for (const onFailure of hooks) {
-      const gw = await gateway(route(up.url), { onFailure })
+    for (const replace of hooks) {
+      const gw = await gateway(route(up.url), { replace })
       const r = await get(gw, '/api/x')
       expect([r.status, r.body.length, r.aborted]).toEqual([500, bytes, false])
       expect(r.body.every((b) => b === 0x65)).toBe(true)
@@ -513,7 +513,7 @@ describe("an upstream's own 5xx, offered to onFailure", () => {
     const up = await failing(1024 * 1024)
     let answered: boolean | undefined
     const gw = await gateway(route(up.url), {
-      async onFailure(_req, res) {
+      async replace(_req, res) {
         await sleep(150)
         answered = !res.destroyed
         return false
@@ -602,10 +602,8 @@ describe('retry budget lease', () => {
           ...quiet,
         },
         {
-          // Failures are served from memory, after a while: the lease is back before that. An
-          // upstream's own 5xx (no rejection) is relayed.
-          async onFailure(_req, res, failure) {
-            if (failure.rejection === undefined) return false
+          // Failures are served from memory, after a while: the lease is back before that.
+          async onFailure(_req, res) {
             await sleep(100)
             res.writeHead(200).end('from memory')
             return true

@@ -56,8 +56,8 @@ class ClientAbortError extends Error {
 type Controller = Dispatcher.DispatchController
 
 /**
- * A route's engine hooks on upstream answers (`onResponse` taps the body, `onFailure` may
- * answer a 5xx in the upstream's place): made once per route, and only when an engine hooks
+ * A route's engine hooks on upstream answers (`onResponse` taps the body, `replace` may
+ * answer a 5xx or a 304 in the upstream's place): made once per route, and only when an engine hooks
  * them, so an exchange without one pays a field check per answer.
  */
 export interface ResponseTaps {
@@ -148,9 +148,9 @@ class Exchange implements Dispatcher.DispatchHandler {
       controller.abort(new HeldError())
       return
     }
-    // An upstream 5xx an engine may answer in its place (the ghost cache): asked before anything is written.
-    if (statusCode >= 500 && this.taps?.hooks.onFailure !== undefined) {
-      const taken = this.askFailure(statusCode)
+    // An upstream 5xx or 304 an engine may answer in its place (the ghost cache): asked before anything is written.
+    if ((statusCode >= 500 || statusCode === 304) && this.taps?.hooks.replace !== undefined) {
+      const taken = this.askReplace(statusCode, headers)
       if (taken === true) return this.takenOver(controller)
       if (taken !== false) {
         // Nothing more is read from the upstream until the engine has decided.
@@ -170,15 +170,15 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** Ask the engines to answer the upstream's `status` themselves; a hook that throws says no. */
-  private askFailure(status: number): boolean | Promise<boolean> {
+  private askReplace(status: number, headers: IncomingHttpHeaders): boolean | Promise<boolean> {
     const taps = this.taps as ResponseTaps
     if (this.req === undefined) return false
     try {
-      const taken = (taps.hooks.onFailure as NonNullable<UpstreamHooks['onFailure']>)(this.req, this.res, {
+      const taken = (taps.hooks.replace as NonNullable<UpstreamHooks['replace']>)(this.req, this.res, {
         route: taps.route,
         config: taps.config,
         status,
-        rejection: undefined,
+        headers,
       })
       return taken === true || taken instanceof Promise ? taken : false
     } catch (err) {

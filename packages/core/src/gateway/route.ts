@@ -198,11 +198,11 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
           if (exhausted !== undefined) exhausted.value++
         })
   /**
-   * The engines' say on upstream answers, when one hooks them (`onResponse` taps, `onFailure`
-   * stands in for a 5xx): asked once here, not per request nor per chunk.
+   * The engines' say on upstream answers, when one hooks them (`onResponse` taps, `replace`
+   * answers a 5xx or a 304 in the upstream's place): asked once here, not per request nor per chunk.
    */
   const taps: ResponseTaps | undefined =
-    deps.upstream.onResponse === undefined && deps.upstream.onFailure === undefined
+    deps.upstream.onResponse === undefined && deps.upstream.replace === undefined
       ? undefined
       : {
           route: name,
@@ -337,7 +337,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const failure: UpstreamFailure = {
       route: name,
       config,
-      status: rejection.status,
+      status: rejection.status as UpstreamFailure['status'],
       rejection,
       ...(error === undefined ? {} : { error }),
     }

@@ -27,7 +27,8 @@ import { logGhostEvents } from './events.js'
 import { invalidated, keyOf, learner, routeGhost, type RouteGhost } from './learn.js'
 import { ghostMetrics, type GhostMetrics } from './metrics.js'
 import { settingsOf, type GhostConfig } from './options.js'
-import { ageOf, writeEntry, type ServeKind } from './serve.js'
+import { freshness, staleForbidden, surrogate } from './policy.js'
+import { ageOf, keptHeaders, writeEntry, type ServeKind } from './serve.js'
 import type { GhostEntry, GhostEntryInfo, GhostStore } from './store.js'
 import { createMemoryStore } from './stores/memory.js'
 import { createRedisStore } from './stores/redis.js'
@@ -65,13 +66,14 @@ export interface GhostDeps {
 
 /** The `reason` label of a serve: what failed. */
 const reasonOf = (failure: UpstreamFailure): string =>
-  failure.rejection === undefined
-    ? 'status'
-    : failure.status === 504
-      ? 'timeout'
-      : failure.status === 503
-        ? 'unavailable'
-        : 'error'
+  failure.status === 504 ? 'timeout' : failure.status === 503 ? 'unavailable' : 'error'
+
+/** A revalidation the ghost asked for: the request field it added, and the entry it would refresh. */
+interface Revalidation {
+  readonly key: string
+  readonly entry: GhostEntry
+  readonly field: 'if-none-match' | 'if-modified-since'
+}
 
 /** Siblings tried, nearest first, for an unseen URL in `synthesize` mode. */
 const SIBLINGS_TRIED = 3
@@ -133,6 +135,8 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
   const proxied = new WeakSet<IncomingMessage>()
   // Keys being fetched upstream now, for `staleWhileRevalidate`: the others get the stale entry.
   const fetching = new Set<string>()
+  // Requests sent upstream with the validators of a stale entry (`serveFresh`): a 304 refreshes it.
+  const revalidating = new WeakMap<IncomingMessage, Revalidation>()
   // Routes answering from the ghost now: told on the bus when that starts and when it ends.
   const serving = new Set<string>()
   const switched = (route: string, on: boolean, reason?: string): void => {
@@ -282,19 +286,88 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         age < entry.lifetimeMs + window &&
         entry.expiresAt > now &&
         (!entry.staleForbidden || g.settings.ignoreRevalidate)
-      if (!updating) return false
-      if (fetching.has(key)) {
+      if (updating && fetching.has(key)) {
         answer(req, res, entry, { kind: 'stale-while-revalidate', now, clear: false })
         metrics?.served(g.name, 'updating', ageOf(entry, now))
         return true
       }
-      // This request refreshes the key; the others get the stale entry until its answer is over.
-      fetching.add(key)
-      res.once('close', () => fetching.delete(key))
+      if (updating) {
+        // This request refreshes the key; the others get the stale entry until its answer is over.
+        fetching.add(key)
+        res.once('close', () => fetching.delete(key))
+      }
+      if (g.settings.serveFresh && entry.expiresAt > now) revalidate(req, key, entry)
       return false
     }
     const found = lookup(key, req.headers)
     return found instanceof Promise ? found.then(decide) : decide(found)
+  }
+
+  /**
+   * Send a stale entry's validator with the request (RFC 9111 §4.3.1), unless the client
+   * sent its own or asks for a range: a 304 then refreshes the entry (`replace`).
+   */
+  function revalidate(req: IncomingMessage, key: string, entry: GhostEntry): void {
+    const h = req.headers
+    if (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h.range !== undefined)
+      return
+    const etag = entry.headers.etag
+    const modified = entry.headers['last-modified']
+    const [field, value] =
+      typeof etag === 'string'
+        ? (['if-none-match', etag] as const)
+        : typeof modified === 'string'
+          ? (['if-modified-since', modified] as const)
+          : []
+    if (field === undefined) return
+    // The gateway forwards the raw fields (their order and case kept): the validator goes there too.
+    h[field] = value
+    req.rawHeaders.push(field, value)
+    revalidating.set(req, { key, entry, field })
+  }
+
+  /**
+   * The upstream's 304 to a revalidation the ghost asked for: the entry takes the 304's
+   * fields and a new freshness (RFC 9111 §4.3.4), and the client, which asked for no
+   * validation, gets the whole answer.
+   */
+  function revalidated(
+    req: IncomingMessage,
+    res: ServerResponse,
+    headers: IncomingHttpHeaders,
+    g: RouteGhost,
+  ): boolean {
+    const asked = revalidating.get(req)
+    if (asked === undefined) return false
+    revalidating.delete(req)
+    delete req.headers[asked.field]
+    const now = Date.now()
+    const fields = { ...asked.entry.headers, ...keptHeaders(headers, g.requestId) } as IncomingHttpHeaders
+    const fresh = freshness(fields, now)
+    const cc = parseCacheControl(fields['cache-control'])
+    const explicit =
+      cc.has('max-age') ||
+      cc.has('s-maxage') ||
+      fields.expires !== undefined ||
+      surrogate(fields).has('max-age')
+    const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
+    const entry: GhostEntry = {
+      ...asked.entry,
+      headers: fields as GhostEntry['headers'],
+      receivedAt: now,
+      lifetimeMs,
+      ageMs: fresh.ageMs,
+      staleForbidden: staleForbidden(cc),
+      expiresAt: now + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
+    }
+    try {
+      void Promise.resolve(store.set(asked.key, entry)).catch(() => undefined)
+    } catch {
+      // The entry is answered all the same; the store keeps the old one.
+    }
+    answer(req, res, entry, { kind: 'revalidated', now, clear: false })
+    metrics?.served(g.name, 'revalidated', ageOf(entry, now))
+    return true
   }
 
   /** Forget what an unsafe request changed. */
@@ -360,9 +433,16 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         proxied.add(req)
         const g = ghostOf(failure.config as ProxyRouteConfig, failure.route)
         if (g === undefined) return false
-        // An upstream's own 5xx stands in only when the route lists its status.
-        if (failure.rejection === undefined && !g.statuses.has(failure.status)) return false
         return standIn(req, res, deps.targetOf(req), g, reasonOf(failure), false)
+      },
+      replace(req, res, response) {
+        proxied.add(req)
+        const g = ghostOf(response.config as ProxyRouteConfig, response.route)
+        if (g === undefined) return false
+        if (response.status === 304) return revalidated(req, res, response.headers, g)
+        // An upstream's own 5xx stands in only when the route lists its status.
+        if (!g.statuses.has(response.status)) return false
+        return standIn(req, res, deps.targetOf(req), g, 'status', false)
       },
     },
     ...(app !== undefined && {

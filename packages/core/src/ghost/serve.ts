@@ -41,7 +41,7 @@ export function keptHeaders(
 }
 
 /** Why an answer came from the ghost: the `detail` of its `Cache-Status`. */
-export type ServeKind = 'stale-if-error' | 'stale-while-revalidate' | 'fresh' | 'synthesized'
+export type ServeKind = 'stale-if-error' | 'stale-while-revalidate' | 'fresh' | 'revalidated' | 'synthesized'
 
 const single = (v: string | readonly string[] | undefined): string | undefined =>
   v === undefined ? undefined : typeof v === 'string' ? v : v.join(', ')
@@ -102,10 +102,13 @@ export function writeEntry(
   const ours =
     how.kind === 'fresh'
       ? `aegis; hit; ttl=${Math.floor((entry.lifetimeMs - entry.ageMs) / 1000) - age}`
-      : `aegis; hit; detail=${how.kind}`
+      : how.kind === 'revalidated'
+        ? 'aegis; fwd=stale; fwd-status=304; stored'
+        : `aegis; hit; detail=${how.kind}`
   const before = single(entry.headers['cache-status'])
   res.setHeader('cache-status', before === undefined ? ours : `${before}, ${ours}`)
-  if (how.kind !== 'fresh') res.setHeader('x-aegis-ghost', how.kind === 'synthesized' ? 'synthesized' : '1')
+  if (how.kind !== 'fresh' && how.kind !== 'revalidated')
+    res.setHeader('x-aegis-ghost', how.kind === 'synthesized' ? 'synthesized' : '1')
   if (unchanged) {
     res.writeHead(304)
     res.end()

@@ -47,21 +47,16 @@ export type RouteOptions = Readonly<Record<string, unknown>>
 /**
  * An upstream failure the gateway is about to answer: 502 (no usable answer), 503 (no
  * upstream could take it: none healthy, every breaker open, no connection in time, retry
- * budget spent) or 504 (the upstream did not answer in time) — or an upstream's own 5xx
- * answer about to be relayed (`rejection` undefined).
+ * budget spent) or 504 (the upstream did not answer in time).
  */
 export interface UpstreamFailure {
   /** The proxy route's name (its `name`, or its prefix). */
   readonly route: string
   /** The route's options, as parsed (`ProxyRouteConfig`): an engine reads its own section there (`ghost`). */
   readonly config: RouteOptions
-  /** 502, 503 or 504 from the gateway; the upstream's status when it answered 5xx itself. */
-  readonly status: number
-  /**
-   * What the gateway answers if no engine takes over; `undefined` when the upstream
-   * answered `status` itself: its answer is relayed then.
-   */
-  readonly rejection: Rejection | undefined
+  readonly status: 502 | 503 | 504
+  /** What the gateway answers if no engine takes over. */
+  readonly rejection: Rejection
   /** The error behind it, when there was one (a connection refused, a reset, a timeout). */
   readonly error?: unknown
 }
@@ -113,6 +108,18 @@ export interface UpstreamHooks {
     req: IncomingMessage,
     res: ServerResponse,
     failure: UpstreamFailure,
+  ) => boolean | Promise<boolean>
+  /**
+   * An upstream's 5xx, or its 304, is about to be relayed: an engine may answer in its
+   * place (the ghost cache's stale-if-error; the full answer to a revalidation it asked
+   * for). `true` (or a promise of it) when it answered on `res` itself; the upstream's
+   * answer is dropped then, and relayed whole otherwise (nothing is written, and the
+   * upstream paused, while a promise is pending). Asked in table order until one answers.
+   */
+  replace?: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    response: UpstreamResponse,
   ) => boolean | Promise<boolean>
   /** An answer is being forwarded: return a tap to receive its body, or `undefined`. */
   onResponse?: (req: IncomingMessage, response: UpstreamResponse) => BodyTap | undefined

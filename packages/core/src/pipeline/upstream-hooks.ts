@@ -4,6 +4,7 @@ import type { BodyTap, Engine, UpstreamHooks, UpstreamResponse } from '../kernel
 type FailureHook = NonNullable<UpstreamHooks['onFailure']>
 type RequestHook = NonNullable<UpstreamHooks['onRequest']>
 type ResponseHook = NonNullable<UpstreamHooks['onResponse']>
+type ReplaceHook = NonNullable<UpstreamHooks['replace']>
 /** A hook that may answer on `res` itself (`onRequest`, `onFailure`). */
 type Answering<A> = (req: IncomingMessage, res: ServerResponse, about: A) => boolean | Promise<boolean>
 
@@ -44,8 +45,8 @@ const fanOut = (taps: readonly BodyTap[]): BodyTap => ({
 })
 
 /**
- * The gateway hooks of every engine, as one `UpstreamHooks` for the gateway: `onRequest`
- * and `onFailure` ask each engine in table order until one answers; `onResponse` gathers their taps. A
+ * The gateway hooks of every engine, as one `UpstreamHooks` for the gateway: `onRequest`,
+ * `onFailure` and `replace` ask each engine in table order until one answers; `onResponse` gathers their taps. A
  * member is absent when no engine has it, so the gateway pays nothing for it.
  *
  * @example
@@ -56,10 +57,19 @@ export function composeUpstream(engines: readonly Engine[]): UpstreamHooks {
   const answering = engines.flatMap((e) =>
     e.upstream?.onRequest === undefined ? [] : [e.upstream.onRequest],
   )
+  const replacing = engines.flatMap((e) => (e.upstream?.replace === undefined ? [] : [e.upstream.replace]))
   const tapping = engines.flatMap((e) =>
     e.upstream?.onResponse === undefined ? [] : [e.upstream.onResponse],
   )
-  const hooks: { onRequest?: RequestHook; onFailure?: FailureHook; onResponse?: ResponseHook } = {}
+  const hooks: {
+    onRequest?: RequestHook
+    onFailure?: FailureHook
+    replace?: ReplaceHook
+    onResponse?: ResponseHook
+  } = {}
+  if (replacing.length === 1) hooks.replace = replacing[0] as ReplaceHook
+  else if (replacing.length > 1)
+    hooks.replace = (req, res, response) => askInTurn(replacing, 0, req, res, response)
   if (answering.length === 1) hooks.onRequest = answering[0] as RequestHook
   else if (answering.length > 1)
     hooks.onRequest = (req, res, request) => askInTurn(answering, 0, req, res, request)
