@@ -124,6 +124,24 @@ describe.each(gateways)('ghost cache modes on %s', (_name, createGateway) => {
     expect(hits()).toBe(2)
   })
 
+  it('refreshAhead: near the end of its freshness, one request refreshes an entry while the others are answered', async () => {
+    const { app, hits } = await start({ serveFresh: true, refreshAhead: 2 })
+    const path = '/svc/hot?cc=max-age%3D3&ms=300'
+    await hit(app.port, path)
+    expect((await hit(app.port, path)).headers['cache-status']).toMatch(/^aegis; hit/)
+    expect(hits()).toBe(1)
+    await sleep(1200)
+    // In the last 2 s: the first goes upstream, those meanwhile are answered from the entry.
+    const refreshing = hit(app.port, path)
+    await sleep(50)
+    const others = await Promise.all(Array.from({ length: 3 }, () => hit(app.port, path)))
+    for (const r of others) expect(r.headers['cache-status']).toMatch(/^aegis; hit; ttl=/)
+    expect((await refreshing).headers['cache-status']).toBeUndefined()
+    expect(hits()).toBe(2)
+    // Refreshed: fresh for 3 s again, answered.
+    expect(body(await hit(app.port, path)).hit).toBe(2)
+  })
+
   it('forgets what a PUT, POST or DELETE changed', async () => {
     const { app } = await start(true)
     await hit(app.port, '/svc/items/1')

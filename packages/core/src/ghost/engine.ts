@@ -275,6 +275,12 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
       const fresh =
         age < entry.lifetimeMs && !cc.has('no-cache') && (maxAge === undefined || age <= maxAge * 1000)
       if (g.settings.serveFresh && fresh && entry.lifetimeMs - age >= minFresh * 1000) {
+        // Close to its end: this request refreshes it (one at a time), the others are answered.
+        if (entry.lifetimeMs - age <= g.settings.refreshAhead * 1000 && !fetching.has(key)) {
+          fetching.add(key)
+          res.once('close', () => fetching.delete(key))
+          return false
+        }
         answer(req, res, entry, { kind: 'fresh', now, clear: false })
         metrics?.served(g.name, 'fresh', ageOf(entry, now))
         return true

@@ -65,6 +65,13 @@ const routeFields = {
    */
   staleWhileRevalidate: z.int().min(0).max(86_400),
   /**
+   * With `serveFresh`: in the last this many seconds of an entry's freshness, one request
+   * for it (one at a time) goes upstream and refreshes it while the others still get the
+   * fresh entry — so an entry in demand never goes stale while its upstream is healthy,
+   * and one nobody asks for costs nothing. 0: off.
+   */
+  refreshAhead: z.int().min(0).max(86_400),
+  /**
    * For a URL never learned whose template (`/users/:id`) was, answer the nearest learned
    * sibling, marked `X-Aegis-Ghost: synthesized`. For staging and demos: refused when
    * `NODE_ENV` is `production` unless `'force'`.
@@ -85,6 +92,7 @@ const DEFAULTS: Readonly<GhostSettings> = {
   maxEntryBytes: 1024 * 1024,
   serveFresh: false,
   staleWhileRevalidate: 0,
+  refreshAhead: 0,
   synthesize: false,
 }
 
@@ -104,6 +112,7 @@ const topSettings = z.strictObject({
   maxEntryBytes: routeFields.maxEntryBytes.default(DEFAULTS.maxEntryBytes),
   serveFresh: routeFields.serveFresh.default(DEFAULTS.serveFresh),
   staleWhileRevalidate: routeFields.staleWhileRevalidate.default(DEFAULTS.staleWhileRevalidate),
+  refreshAhead: routeFields.refreshAhead.default(DEFAULTS.refreshAhead),
   synthesize: routeFields.synthesize.default(DEFAULTS.synthesize),
   /**
    * Where entries are kept: `'memory'` (this process; the default) or `'redis'` (the
