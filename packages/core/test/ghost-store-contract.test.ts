@@ -158,8 +158,81 @@ describe('Redis store: an outage', () => {
       // Once the connection counts Redis as down, at once.
       const t1 = performance.now()
       expect(await store.get(base, {})).toBeUndefined()
-      expect(await store.set(base, entry())).toBe(false)
+      // Not `false`, which would count the entry as too large: nothing was kept, through no fault of its own.
+      await expect(store.set(base, entry())).rejects.toThrow(/Redis is unavailable/)
       expect(performance.now() - t1).toBeLessThan(50)
+    } finally {
+      server.process.kill('SIGCONT')
+      await server.stop()
+    }
+  })
+})
+
+describe('Redis store: a frozen Redis', () => {
+  it('answers each lookup within one command timeout of its call, even one queued behind another', async () => {
+    const server = await startRedisServer()
+    const conn = connectStore(
+      storeSchema.parse({ redis: server.url, prefix: `aegis-test:${randomUUID()}:`, commandTimeout: 200 }),
+      silent,
+    )
+    if (conn === undefined) throw new Error('no Redis configured')
+    connections.push(conn)
+    await conn.started
+    const store = createRedisStore(conn)
+    const base = baseKey('GET', 'h', '/x')
+    expect(await store.set(base, entry())).toBe(true)
+    server.process.kill('SIGSTOP')
+    await sleep(50)
+    try {
+      // ioredis sends one automatic pipeline at a time: the second lookup is sent only once
+      // the first one's has timed out, and its own timeout starts then.
+      const timed = async (): Promise<number> => {
+        const t0 = performance.now()
+        expect(await store.get(base, {})).toBeUndefined()
+        return performance.now() - t0
+      }
+      const first = timed()
+      await sleep(20)
+      expect(conn.up).toBe(true)
+      const second = await timed()
+      expect(await first).toBeLessThan(200 + 50)
+      expect(second).toBeLessThan(200 + 50)
+    } finally {
+      server.process.kill('SIGCONT')
+      await server.stop()
+    }
+  })
+})
+
+describe('Redis store: a process that has only begun', () => {
+  /** A store on a connection opened just now, not yet ready. */
+  const justStarted = (url: string, prefix: string) => {
+    const conn = connectStore(storeSchema.parse({ redis: url, prefix, commandTimeout: 200 }), silent)
+    if (conn === undefined) throw new Error('no Redis configured')
+    connections.push(conn)
+    return { conn, store: createRedisStore(conn) }
+  }
+
+  it('finds what others learned: its first lookups wait for the connection', async () => {
+    const prefix = `aegis-test:${randomUUID()}:`
+    const base = baseKey('GET', 'h', '/learned-elsewhere')
+    const other = justStarted('redis://127.0.0.1:6379', prefix)
+    await other.conn.started
+    expect(await other.store.set(base, entry())).toBe(true)
+    const { conn, store } = justStarted('redis://127.0.0.1:6379', prefix)
+    expect(conn.starting).toBe(true)
+    expect((await store.get(base, {}))?.body.toString()).toBe('learned')
+  })
+
+  it('waits no longer than one command timeout for a Redis that never answers', async () => {
+    const server = await startRedisServer()
+    server.process.kill('SIGSTOP') // the port accepts, nothing answers the handshake
+    try {
+      const { conn, store } = justStarted(server.url, `aegis-test:${randomUUID()}:`)
+      const t0 = performance.now()
+      expect(await store.get(baseKey('GET', 'h', '/x'), {})).toBeUndefined()
+      expect(performance.now() - t0).toBeLessThan(200 + 100)
+      expect(conn.starting).toBe(true)
     } finally {
       server.process.kill('SIGCONT')
       await server.stop()

@@ -48,7 +48,11 @@ export interface GhostEntryInfo {
 export interface GhostStore {
   /** The live entry of `base` whose `Vary`'d fields match `headers`. */
   get(base: string, headers: IncomingHttpHeaders): GhostEntry | undefined | Promise<GhostEntry | undefined>
-  /** Keep `entry` under `base` (replacing the variant with the same `Vary`'d values); `false`: refused (too large). */
+  /**
+   * Keep `entry` under `base` (replacing the variant with the same `Vary`'d values); `false`:
+   * refused (too large). Rejects when the store cannot take it now (Redis down): nothing was
+   * kept, through no fault of the entry's.
+   */
   set(base: string, entry: GhostEntry): boolean | Promise<boolean>
   /** Forget every variant of `base`. */
   delete(base: string): void | Promise<void>

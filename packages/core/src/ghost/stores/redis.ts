@@ -41,6 +41,16 @@ function decode(value: Buffer): GhostEntry | undefined {
   }
 }
 
+/**
+ * Why `set` kept nothing although the entry was fine: Redis cannot take it now. A
+ * rejection, not `false` (which says the entry was too large, and is counted so); one
+ * instance, as an outage may refuse every answer learned.
+ */
+const UNAVAILABLE = new Error('Redis is unavailable: the ghost entry was not kept')
+
+/** A lookup that got no answer within the command timeout (`timed out`: counted as a timeout). */
+const TIMED_OUT = new Error('Redis command timed out (ghost lookup)')
+
 /** A hash field per variant: its `Vary`'d values (the field names are in the entry). */
 const fieldOfVariant = (vary: readonly string[], values: readonly string[]): string =>
   JSON.stringify([vary, values])
@@ -50,7 +60,8 @@ const fieldOfVariant = (vary: readonly string[], values: readonly string[]): str
  * base key (a single key, so one slot on a Cluster), one field per variant, the key
  * expiring with its last variant's `expiresAt` (its `maxStale`). A Redis that is down or
  * slow never fails or slows a request: `get` has nothing to offer within the store's
- * command timeout (or at once while the connection says Redis is down), and `set` gives up.
+ * command timeout (or at once while the connection says Redis is down), and `set` gives up
+ * (it rejects: nothing was kept, through no fault of the entry's).
  *
  * @example
  * const store = createRedisStore(conn)
@@ -88,17 +99,45 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
   // A SCAN pattern matching `text` literally.
   const globEscape = (text: string): string => text.replace(/[*?[\]\\]/g, '\\$&')
   return {
+    /**
+     * Within one command timeout from the call, whatever happens: ioredis starts a
+     * command's timeout when it sends it, and its automatic pipelines go one at a time,
+     * so on a frozen Redis a lookup queued behind another would wait out two timeouts or
+     * more. A process that has only begun waits for its first connection within the same
+     * bound, so that an instance started while the upstream is down finds what the others
+     * learned (the limiter's `startupWait` is longer: a failing request is not kept on it).
+     */
     async get(base: string, headers: IncomingHttpHeaders) {
-      if (!conn.up) return undefined
+      if (!conn.starting && !conn.up) return undefined
+      let sent = false
+      const lookup = async (): Promise<GhostEntry | undefined> => {
+        if (conn.starting) await conn.started
+        if (!conn.up) return undefined
+        sent = true
+        return (await variants(base)).find((e) => matches(e, headers))
+      }
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => {
+          // Redis did not answer in time: it counts as down, as for a command's own timeout.
+          if (sent) conn.fail(TIMED_OUT)
+          resolve(undefined)
+        }, conn.commandTimeout)
+      })
       try {
-        const found = await variants(base)
-        return found.find((e) => matches(e, headers))
+        // A lookup that loses the race still settles; `race` has taken its rejection.
+        return await Promise.race([lookup(), late])
       } catch (err) {
         return failed(err)
+      } finally {
+        clearTimeout(timer)
       }
     },
     async set(base, entry) {
-      if (entryBytes(entry) > maxEntryBytes || !conn.up) return false
+      if (entryBytes(entry) > maxEntryBytes) return false
+      // Off the request path: the first answers of a process are kept once it connects.
+      if (conn.starting) await conn.started
+      if (!conn.up) throw UNAVAILABLE
       try {
         const key = keyOf(base)
         await client
@@ -110,7 +149,7 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
         return true
       } catch (err) {
         failed(err)
-        return false
+        throw UNAVAILABLE
       }
     },
     async delete(base) {
