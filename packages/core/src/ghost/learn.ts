@@ -131,7 +131,8 @@ export function learner(store: GhostStore, events: LearnEvents) {
         try {
           const stored = store.set(key, entry)
           if (typeof stored === 'boolean') kept(stored)
-          else stored.then(kept, (err: unknown) => events.failed(err))
+          // A shared store that is down rejects: counted, not logged (the store reports its own outage).
+          else stored.then(kept, () => events.refused(g, target, 'store-down'))
         } catch (err) {
           events.failed(err)
         }
