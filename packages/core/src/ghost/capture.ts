@@ -9,6 +9,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { BodyTap } from '../kernel/engine.js'
+import { cut } from '../node/response.js'
 
 /** What to do with an answer, decided on its head. */
 export type Decision = 'pass' | 'hold' | BodyTap
@@ -30,23 +31,42 @@ const MAX_HELD = 64 * 1024
 type Callback = (err?: Error | null) => void
 type Mode = 'undecided' | 'pass' | 'learn' | 'hold'
 
-/** The fields `writeHead(status, [reason], [fields])` is given, in any of Node's shapes, as an object. */
+/**
+ * The fields `writeHead(status, [reason], [fields])` is given, in any of Node's shapes, as an
+ * object. A name given twice in the array shapes (a relay's `rawHeaders`) keeps every value, as
+ * Node writes them all: a `Cache-Control: private` followed by a `Cache-Control: max-age=60` must
+ * not read as the second alone.
+ */
 function headArgs(args: readonly unknown[]): OutgoingHttpHeaders | undefined {
   const fields = typeof args[0] === 'string' ? args[1] : args[0]
   if (fields === undefined || fields === null || typeof fields !== 'object') return undefined
   const out: OutgoingHttpHeaders = {}
   if (Array.isArray(fields)) {
+    const add = (name: unknown, value: unknown): void => {
+      const lower = String(name).toLowerCase()
+      const before = out[lower]
+      const values = (Array.isArray(value) ? value : [value]).map(String)
+      out[lower] =
+        before === undefined
+          ? values.length === 1
+            ? values[0]
+            : values
+          : [...(Array.isArray(before) ? before : [String(before)]), ...values]
+    }
     // [[name, value], …] or the flat [name, value, name, value, …].
-    if (Array.isArray(fields[0]))
-      for (const [name, value] of fields as [string, string][]) out[String(name).toLowerCase()] = value
-    else
-      for (let i = 0; i + 1 < fields.length; i += 2)
-        out[String(fields[i]).toLowerCase()] = (fields as string[])[i + 1]
+    if (Array.isArray(fields[0])) for (const [name, value] of fields as [string, string][]) add(name, value)
+    else for (let i = 0; i + 1 < fields.length; i += 2) add(fields[i], fields[i + 1])
     return out
   }
   for (const name in fields) out[name.toLowerCase()] = (fields as OutgoingHttpHeaders)[name]
   return out
 }
+
+/** The bytes of a written chunk. */
+const byteLength = (chunk: unknown, encoding: BufferEncoding | undefined): number =>
+  typeof chunk === 'string'
+    ? Buffer.byteLength(chunk, encoding)
+    : ((chunk as Uint8Array | null | undefined)?.length ?? 0)
 
 /**
  * Wrap `res` for the ghost cache (once per request, for the GETs and HEADs that reach
@@ -64,10 +84,9 @@ export function captureResponse(res: ServerResponse, hooks: CaptureHooks): void 
   }
   let mode: Mode = 'undecided'
   let tap: BodyTap | undefined
-  // A held answer: its head, its chunks, and the callbacks its writes were given.
+  // A held answer: its head and its chunks.
   let head: unknown[] = []
   let chunks: [chunk: unknown, encoding: BufferEncoding | undefined][] = []
-  let callbacks: Callback[] = []
   let heldBytes = 0
 
   const feed = (chunk: unknown, encoding: BufferEncoding | undefined): void => {
@@ -89,13 +108,29 @@ export function captureResponse(res: ServerResponse, hooks: CaptureHooks): void 
   /** Let a held answer go as written (too long to hold, or the ghost had nothing). */
   const release = (): void => {
     mode = 'pass'
-    const [h, c, cbs] = [head, chunks, callbacks]
+    const [h, c] = [head, chunks]
     head = []
     chunks = []
-    callbacks = []
     writeHead.apply(res, h)
     for (const [chunk, encoding] of c) write.call(res, chunk, encoding)
-    for (const cb of cbs) queueMicrotask(cb)
+  }
+
+  /**
+   * Whether the held answer's `Content-Length` (its head's, else the one set on `res`) says
+   * other than the bytes held. It happens when an error handler, told by `headersSent` that
+   * nothing went out, wrote its own page (and its length) after the app's first chunks:
+   * without the ghost the handler would have found the head sent and closed the connection.
+   * Replayed, the surplus would be read as the start of the next answer on the connection.
+   */
+  const misframed = (): boolean => {
+    const req = res.req as { method?: string } | undefined
+    const status = typeof head[0] === 'number' ? head[0] : res.statusCode
+    if (req?.method === 'HEAD' || status === 204 || status === 304 || status < 200) return false
+    const given = headArgs(head.slice(1))?.['content-length'] ?? res.getHeader('content-length')
+    if (given === undefined) return false
+    let total = 0
+    for (const [chunk, encoding] of chunks) total += byteLength(chunk, encoding)
+    return Number(Array.isArray(given) ? given[0] : given) !== total
   }
 
   function decide(this: ServerResponse, ...args: unknown[]): ServerResponse {
@@ -139,8 +174,9 @@ export function captureResponse(res: ServerResponse, hooks: CaptureHooks): void 
       return write.call(res, chunk, encoding, cb)
     }
     chunks.push([chunk, encoding])
-    if (cb !== undefined) callbacks.push(cb)
-    heldBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : ((chunk as Uint8Array)?.length ?? 0)
+    // Held is taken: an app that waits for its write's callback before it ends must not wait on the hold.
+    if (cb !== undefined) process.nextTick(cb)
+    heldBytes += byteLength(chunk, encoding)
     if (heldBytes > MAX_HELD) release()
     return true
   } as typeof res.write
@@ -154,15 +190,29 @@ export function captureResponse(res: ServerResponse, hooks: CaptureHooks): void 
       return end.call(res, chunk, encoding, cb)
     }
     if (chunk !== undefined && chunk !== null) chunks.push([chunk, encoding])
-    if (cb !== undefined) callbacks.push(cb)
+    // As Node calls it: once the answer (the ghost's, or the app's replayed) has gone.
+    if (cb !== undefined) res.once('finish', () => cb())
     // From here on every write is a plain one: the ghost's answer, or the app's replayed.
     mode = 'pass'
+    // The stand-in is written with what was there when Aegis wrapped `res`: a wrapper mounted
+    // after it (Express' `compression`) has seen its `end()` already and would drop the ghost's body.
+    const own = res as unknown as Record<'writeHead' | 'write' | 'end', unknown>
+    const outer = { writeHead: own.writeHead, write: own.write, end: own.end }
+    const inner = { writeHead, write, end }
+    Object.assign(res, inner)
+    const restore = (): void => {
+      // Unless something took the response over meanwhile (Aegis' own answer silences it).
+      for (const name of ['writeHead', 'write', 'end'] as const)
+        if (own[name] === inner[name]) own[name] = outer[name]
+    }
     const replay = (): void => {
+      restore()
       if (res.destroyed || res.writableEnded) return
       if (res.headersSent) {
         end.call(res)
         return
       }
+      if (misframed()) return cut(res)
       mode = 'hold'
       release()
       end.call(res)
@@ -173,13 +223,11 @@ export function captureResponse(res: ServerResponse, hooks: CaptureHooks): void 
     } catch {
       answered = false
     }
-    if (answered === true) return res
-    if (answered === false) replay()
+    if (answered === true) restore()
+    else if (answered === false) replay()
     else
       answered.then(
-        (yes) => {
-          if (!yes) replay()
-        },
+        (yes) => (yes ? restore() : replay()),
         () => replay(),
       )
     return res

@@ -8,12 +8,20 @@
  */
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
-import { normalizeTarget, pathOf } from '../kernel/url.js'
+import { pathOf } from '../kernel/url.js'
+
+/** A query parameter's name: what precedes its `=`. */
+const paramName = (p: string): string => {
+  const eq = p.indexOf('=')
+  return eq < 0 ? p : p.slice(0, eq)
+}
 
 /**
- * The query with its parameters sorted (`?b=2&a=1` and `?a=1&b=2` are one entry), empty
- * ones dropped. Split on `&` only: a `;` stays inside its parameter, so a backend that
+ * The query with its parameters sorted by name (`?b=2&a=1` and `?a=1&b=2` are one entry),
+ * empty ones dropped. Split on `&` only: a `;` stays inside its parameter, so a backend that
  * splits on `;` too (parameter cloaking) cannot be handed a parameter the key does not hold.
+ * The sort is by name and stable: the values of a repeated name keep their order, which a
+ * backend reading the first (or the last) one answers by (`?id=2&id=1` is not `?id=1&id=2`).
  */
 function sortedQuery(url: string): string {
   const q = url.indexOf('?')
@@ -22,7 +30,10 @@ function sortedQuery(url: string): string {
     .slice(q + 1)
     .split('&')
     .filter((p) => p !== '')
-  return params.length === 0 ? '' : `?${params.sort().join('&')}`
+  if (params.length === 0) return ''
+  const named = params.map((p) => [paramName(p), p] as const)
+  named.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  return `?${named.map(([, p]) => p).join('&')}`
 }
 
 /** A request field as a key part: comma-joined when repeated, whitespace runs collapsed. */
@@ -33,22 +44,32 @@ export const fieldOf = (headers: IncomingHttpHeaders, name: string): string => {
 }
 
 /**
- * The host as a key part: lower-case, without the scheme's default port.
+ * The host as a key part: lower-case, without the scheme's default port, and any character
+ * no host name, IP literal or port holds percent-encoded (`%` too). The path follows the
+ * host in the key with no separator: with the validator off, a `Host: example.com/admin`
+ * would otherwise make `GET /x` the entry of `GET /admin/x`.
  *
  * @example
  * keyHost('API.example.com:80') // 'api.example.com'
+ * keyHost('example.com/admin')  // 'example.com%2Fadmin'
  */
-export const keyHost = (host: string | undefined): string => (host ?? '').toLowerCase().replace(/:80$/, '')
+export const keyHost = (host: string | undefined): string =>
+  (host ?? '')
+    .toLowerCase()
+    .replace(/:80$/, '')
+    .replace(/[^a-z0-9.:[\]-]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)
 
 /**
  * The base of a key (method, host, path and sorted query): what `Vary` is looked up under.
+ * The path as the request gave it: dot segments are not removed, because an app reached
+ * without the gateway sees `/a/./b` as it came (and may answer it otherwise than `/a/b`);
+ * spellings the gateway forwards alike only cost an entry each.
  *
  * @example
  * baseKey('GET', 'example.com', '/items?b=2&a=1') // 'GET example.com/items?a=1&b=2'
  */
 export function baseKey(method: string, host: string | undefined, url: string): string {
-  const target = normalizeTarget(url)
-  return `${method === 'HEAD' ? 'GET' : method} ${keyHost(host)}${pathOf(target)}${sortedQuery(target)}`
+  return `${method === 'HEAD' ? 'GET' : method} ${keyHost(host)}${pathOf(url)}${sortedQuery(url)}`
 }
 
 /**
