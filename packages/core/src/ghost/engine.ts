@@ -11,6 +11,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Engine, UpstreamFailure } from '../kernel/engine.js'
+import { AegisArgumentError } from '../kernel/errors.js'
 import type { EventBus } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import type { AdmittedState } from '../kernel/types.js'
@@ -75,6 +76,17 @@ interface Revalidation {
   readonly field: 'if-none-match' | 'if-modified-since'
 }
 
+/** What `purge()` was asked: exactly one of `key`, `prefix`, `template`, a non-empty string. */
+function purgeOf(what: unknown): ['key' | 'prefix' | 'template', string] {
+  const given = typeof what === 'object' && what !== null ? Object.entries(what) : []
+  const [by, value] = given[0] ?? []
+  if (given.length !== 1 || (by !== 'key' && by !== 'prefix' && by !== 'template'))
+    throw new AegisArgumentError('ghost.purge() takes exactly one of { key }, { prefix } or { template }')
+  if (typeof value !== 'string' || value === '')
+    throw new AegisArgumentError(`ghost.purge({ ${by} }) takes a non-empty string`)
+  return [by, value]
+}
+
 /** Siblings tried, nearest first, for an unseen URL in `synthesize` mode. */
 const SIBLINGS_TRIED = 3
 
@@ -103,7 +115,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
   const maxEntryBytes = largest + 64 * 1024
   const store: GhostStore =
     top !== false && top.store === 'redis' && deps.conn !== undefined
-      ? createRedisStore(deps.conn, { maxEntryBytes })
+      ? createRedisStore(deps.conn, { maxEntryBytes, maxEntries: top.maxEntries })
       : createMemoryStore({
           maxEntryBytes,
           ...(top === false ? {} : { maxEntries: top.maxEntries, maxBytes: top.maxBytes }),
@@ -391,23 +403,21 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     api: {
       store,
       async purge(what) {
+        const [by, value] = purgeOf(what)
         let count: number
-        let by: 'key' | 'prefix' | 'template'
-        let value: string
-        if ('key' in what) {
-          ;[by, value, count] = ['key', what.key, 1]
-          await store.delete(what.key)
-        } else if ('prefix' in what) {
-          ;[by, value] = ['prefix', what.prefix]
-          count = await store.purge(what.prefix)
+        if (by === 'key') {
+          await store.delete(value)
+          // The copies learned for each credential live under the key and a hash of it.
+          count = 1 + (await store.purge(`${value}\n`))
+        } else if (by === 'prefix') {
+          count = await store.purge(value)
         } else {
-          ;[by, value] = ['template', what.template]
           const bases = [...new Set((await store.list()).map((e) => e.base))].filter(
-            (base) => templates.templateOf(pathOfBase(base)) === what.template,
+            (base) => templates.templateOf(pathOfBase(base)) === value,
           )
           for (const base of bases) {
             await store.delete(base)
-            templates.unlearned(what.template, base)
+            templates.unlearned(value, base)
           }
           count = bases.length
         }
@@ -460,7 +470,11 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
             if (proxied.has(req)) return 'pass'
             if (app.statuses.has(status)) return 'hold'
             if (status < 500) switched(app.name, false)
-            return learn(req, target, status, headers as IncomingHttpHeaders, app) ?? 'pass'
+            // Aegis' own fields (a client's RateLimit, Server-Timing) are the current request's, never replayed.
+            const own = deps.stateOf(req)?.headers ?? []
+            const fields = { ...(headers as IncomingHttpHeaders) }
+            for (const [name] of own) delete fields[name.toLowerCase()]
+            return learn(req, target, status, fields, app) ?? 'pass'
           },
           standIn: () => standIn(req, res, target, app, 'status', true),
         })

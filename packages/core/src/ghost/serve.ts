@@ -74,9 +74,6 @@ export function notModified(req: IncomingHttpHeaders, entry: GhostEntry): boolea
 /** The fields a 304 carries of its stored answer (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary']
 
-/** The largest `Age` sent (RFC 9111 §1.2.2: delta-seconds past 2^31 are sent as 2^31). */
-const MAX_AGE_SECONDS = 2 ** 31
-
 /**
  * The entry's age now, in whole seconds (RFC 9111 §4.2.3), at most 2^31: an upstream's
  * `Age: 1e300` would otherwise be sent on as `Age: 1e+297`, which is no delta-seconds.

@@ -65,6 +65,13 @@ export interface GhostStore {
   close(): void | Promise<void>
 }
 
+/**
+ * Most variants of one URL a store holds (its `Vary`'d values): past it, one goes for each
+ * new one. A client cycling a `Vary`'d field (`User-Agent`) must not make a URL's entry
+ * grow, nor each lookup of it scan more.
+ */
+export const MAX_VARIANTS = 32
+
 /** The request's values of the fields `vary` names, as `fullKey()` reads them. */
 const varyValuesOf = (vary: readonly string[], headers: IncomingHttpHeaders): string[] =>
   vary.map((name) => fieldOf(headers, name))

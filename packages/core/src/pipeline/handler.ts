@@ -76,8 +76,9 @@ export function createHandler(
       // that would mislabel the problem body), only Aegis' own.
       for (const name of res.getHeaderNames()) res.removeHeader(name)
       writeRawRejection(res, appFailure, state.headers)
-      // The app may still hold `res` (a timer of its own): its late calls must not throw.
-      silence(res, appFailure.status)
+      // The app may still hold `res` (a timer of its own): its late calls must not throw. The status
+      // is what was written: the 500, or what an engine answered in its place (the ghost cache).
+      silence(res, res.statusCode)
     } catch {
       res.destroy()
     }

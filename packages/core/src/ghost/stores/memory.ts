@@ -4,6 +4,7 @@ import {
   entryBytes,
   infoOf,
   matches,
+  MAX_VARIANTS,
   type GhostEntry,
   type GhostEntryInfo,
   type GhostStore,
@@ -63,7 +64,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
       const others = (live(base, Date.now()) ?? []).filter(
         (e) => !(sameValues(e.vary, entry.vary) && sameValues(e.varyValues, entry.varyValues)),
       )
-      cache.set(base, [...others, entry])
+      // Bounded: the oldest learned variants go first (they are kept in the order learned).
+      cache.set(base, [...others.slice(Math.max(0, others.length - MAX_VARIANTS + 1)), entry])
       return cache.has(base)
     },
     delete(base) {

@@ -1,11 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import type { Cluster, Redis } from 'ioredis'
+import { LRUCache } from 'lru-cache'
 import type { RedisConnection } from '../../store/index.js'
 import {
   entryBytes,
   infoOf,
   matches,
+  MAX_VARIANTS,
   type GhostEntry,
   type GhostEntryInfo,
   type GhostStore,
@@ -13,6 +15,13 @@ import {
 
 /** Bounds of the Redis store. */
 export interface RedisStoreOptions {
+  /**
+   * Most URLs this instance keeps in Redis (default 10,000): past it, the least recently
+   * learned of its own go (every instance bounds its own, so Redis holds at most this many
+   * per instance). Without it a flood of distinct URLs would fill the Redis the limiter
+   * counts in, for `maxStale`.
+   */
+  readonly maxEntries?: number
   /** Largest entry kept (default 1 MiB, before compression); larger ones are refused. */
   readonly maxEntryBytes?: number
   /** Bodies above this many bytes are stored deflated (default 1 KiB). */
@@ -20,6 +29,30 @@ export interface RedisStoreOptions {
 }
 
 type Stored = Omit<GhostEntry, 'body'> & { readonly deflated: boolean }
+
+/**
+ * Keep one variant: a new one past `MAX_VARIANTS` replaces one picked at random (no
+ * variant's age is known without decoding it; any bound keeps lookups cheap), and the key
+ * lives until its last variant's `expiresAt`. KEYS[1] the base's hash; ARGV: field, value,
+ * most variants, expiresAt.
+ */
+const SET_SCRIPT = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  redis.call('HDEL', KEYS[1], redis.call('HRANDFIELD', KEYS[1]))
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4], 'GT')
+redis.call('PEXPIREAT', KEYS[1], ARGV[4], 'NX')
+return 1
+`
+const SET_COMMAND = 'aegisGhostSet'
+type SetCommand = (
+  key: string,
+  field: string,
+  value: Buffer,
+  max: number,
+  expiresAt: number,
+) => Promise<number>
 
 /** One variant as a hash field value: its metadata as JSON, a newline, the body (deflated above a size). */
 function encode(entry: GhostEntry, compressAbove: number): Buffer {
@@ -71,6 +104,17 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
   const compressAbove = options.compressAbove ?? 1024
   const client = conn.client as Redis | Cluster
   const keyOf = (base: string): string => `${conn.prefix}ghost:${base}`
+  const commands = client as unknown as Record<string, SetCommand | undefined>
+  if (commands[SET_COMMAND] === undefined)
+    client.defineCommand(SET_COMMAND, { lua: SET_SCRIPT, numberOfKeys: 1 })
+  const setVariant = (commands[SET_COMMAND] as SetCommand).bind(client)
+  // The URLs this instance keeps, least recently learned out first: evicted ones are deleted in Redis.
+  const ours = new LRUCache<string, true>({
+    max: options.maxEntries ?? 10_000,
+    dispose: (_value, base, reason) => {
+      if (reason === 'evict') client.del(keyOf(base)).catch((err: unknown) => conn.fail(err))
+    },
+  })
   const failed = (err: unknown): undefined => {
     conn.fail(err)
     return undefined
@@ -139,13 +183,14 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
       if (conn.starting) await conn.started
       if (!conn.up) throw UNAVAILABLE
       try {
-        const key = keyOf(base)
-        await client
-          .multi()
-          .hset(key, fieldOfVariant(entry.vary, entry.varyValues), encode(entry, compressAbove))
-          .pexpireat(key, entry.expiresAt, 'GT')
-          .pexpireat(key, entry.expiresAt, 'NX')
-          .exec()
+        await setVariant(
+          keyOf(base),
+          fieldOfVariant(entry.vary, entry.varyValues),
+          encode(entry, compressAbove),
+          MAX_VARIANTS,
+          entry.expiresAt,
+        )
+        ours.set(base, true)
         return true
       } catch (err) {
         failed(err)
@@ -153,6 +198,7 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
       }
     },
     async delete(base) {
+      ours.delete(base)
       try {
         await client.del(keyOf(base))
       } catch (err) {

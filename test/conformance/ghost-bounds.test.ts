@@ -1,7 +1,8 @@
 /**
- * What the ghost-cache attacks found broken and left open (see ghost-attacks.test.ts for what
- * holds and what was fixed): each `it.fails` says what is wrong and the fix proposed. When one
- * is fixed, its test passes and vitest reports it: turn it into a plain `it` then.
+ * The ghost cache's bounds and control against an attacker (the rest of the attacker's pass is
+ * in ghost-attacks.test.ts): Aegis' per-client fields never replayed to another client, the
+ * variants of one URL and a Redis store's URLs bounded, a purge that forgets credentialed
+ * copies too and refuses what it cannot read.
  */
 import { randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, inject, it } from 'vitest'
@@ -31,11 +32,8 @@ describe.each(rawApps)('ghost cache on %s, open', (_name, create) => {
     app = undefined
   })
 
-  // Known gap: Aegis' own per-client fields (RateLimit, Server-Timing) are on `res` when the app's
-  // answer is learned, so they are kept in the entry and replayed over the current client's own.
-  // Fix (engine.ts, the app's `decide`): learn `headers` without the fields `stateOf(req).headers`
-  // names (those Aegis wrote), e.g. `keptHeaders(headers, undefined, ownNames)`.
-  it.fails("never replays another client's RateLimit fields over the current one's", async () => {
+  // Aegis' own fields (RateLimit, Server-Timing) on the app's answer are the learning client's: not kept.
+  it("never replays another client's RateLimit fields over the current one's", async () => {
     const page = flaky()
     app = await create({ ghost: true }, page.handler)
     const learned = await hit(app.port, '/p')
@@ -55,13 +53,8 @@ describe('ghost store bounds and purge, open', () => {
   })
   const node = rawApps.find(([n]) => n === 'node')![1]
 
-  // Known gap: the variants of one URL are one LRU item, unbounded in number; every learn copies and
-  // scans them all, every stand-in scans them (20,000 variants: 5 ms a learn, 2 ms a serve, on the event
-  // loop). A client cycling a Vary'd field (User-Agent) makes a popular URL cost more with every request.
-  // Fix (stores/memory.ts, and the Redis hash likewise): at most N variants a base (e.g. 32), the
-  // oldest dropped; better, one LRU item per variant, keyed `fullKey(base, vary, values)`, with the
-  // base's Vary names kept beside it.
-  it.fails('holds a bounded number of variants of one URL', async () => {
+  // A client cycling a Vary'd field (User-Agent) cannot grow one URL's entry, nor the cost of its lookups.
+  it('holds a bounded number of variants of one URL', async () => {
     let n = 0
     app = await node({ ghost: true, limiter: false }, (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain', vary: 'User-Agent' })
@@ -71,11 +64,8 @@ describe('ghost store bounds and purge, open', () => {
     expect((await app.core.ghost!.list()).length).toBeLessThanOrEqual(64)
   })
 
-  // Known gap: the Redis store has no bound at all: every distinct URL is a key for maxStale (an hour by
-  // default), in the Redis the limiter's counters live in. Fix (stores/redis.ts): a sorted set of the
-  // bases by receipt, trimmed to `maxEntries` on each set (ZADD + ZCARD + ZPOPMIN and DEL in one
-  // script), and `maxEntries` documented for both stores.
-  it.fails('keeps a flood of distinct URLs within maxEntries (Redis store)', async () => {
+  // Every distinct URL would otherwise stay in Redis (the limiter's Redis) for maxStale.
+  it('keeps a flood of distinct URLs within maxEntries (Redis store)', async () => {
     const page = flaky()
     app = await node(
       {
@@ -89,10 +79,8 @@ describe('ghost store bounds and purge, open', () => {
     expect((await app.core.ghost!.list()).length).toBeLessThanOrEqual(20)
   })
 
-  // Known gap: an entry learned for a credential lives under `base + "\ncredential: …"`; purge({ key:
-  // base }) deletes only the base, so the credentialed copies of a purged page are still served.
-  // Fix (engine.ts purge): for `key`, also purge the prefix `${key}\n` (both stores have purge(prefix)).
-  it.fails('purge({ key }) forgets the credentialed copies of the URL too', async () => {
+  // An entry learned for a credential lives under the key and a hash of the credential.
+  it('purge({ key }) forgets the credentialed copies of the URL too', async () => {
     const page = flaky()
     app = await node({ ghost: { credentials: true } }, page.handler)
     await hit(app.port, '/doc', { headers: { host: 'x', authorization: 'Bearer a' } })
@@ -102,10 +90,8 @@ describe('ghost store bounds and purge, open', () => {
     expect(await app.core.ghost!.list()).toEqual([])
   })
 
-  // Known gap: purge() takes what it is given: `{}` purges the prefix `undefined` and says so on the
-  // bus, `{ prefix: '' }` everything. Fix (engine.ts purge): check the argument (exactly one of
-  // key / prefix, a non-empty string) and reject with a TypeError naming what is wrong.
-  it.fails('rejects a purge it cannot read, with a clear error', async () => {
+  // `{}` would purge the prefix `undefined`, `{ prefix: '' }` everything.
+  it('rejects a purge it cannot read, with a clear error', async () => {
     app = await node({ ghost: true }, flaky().handler)
     await expect(app.core.ghost!.purge({} as never)).rejects.toThrow(/key|prefix/)
   })
