@@ -20,7 +20,6 @@ import type { Metrics } from '../metrics/index.js'
 import type { RedisConnection } from '../store/index.js'
 import type { ProxyRouteConfig } from '../gateway/options.js'
 import { answeredByAegis, silence, unsilence } from '../node/response.js'
-import { parseCacheControl, secondsOf } from './cache-control.js'
 import { captureResponse, type Decision } from './capture.js'
 // The events' declaration merging reaches the bundled .d.ts through this module (see scripts/dts-augmentations.mjs).
 import './events.js'
@@ -28,11 +27,11 @@ import { logGhostEvents } from './events.js'
 import { invalidated, keyOf, learner, routeGhost, type RouteGhost } from './learn.js'
 import { ghostMetrics, type GhostMetrics } from './metrics.js'
 import { settingsOf, type GhostConfig } from './options.js'
-import { freshness, staleForbidden, surrogate } from './policy.js'
-import { ageOf, keptHeaders, writeEntry, type ServeKind } from './serve.js'
+import { ageMs, ageOf, writeEntry, type ServeKind } from './serve.js'
 import type { GhostEntry, GhostEntryInfo, GhostStore } from './store.js'
 import { createMemoryStore } from './stores/memory.js'
 import { createRedisStore } from './stores/redis.js'
+import { sharedCache } from './shared-cache.js'
 import { createTemplates, pathOfBase, type TemplateStats } from './templates.js'
 
 /** The ghost cache's entry points (`aegis.ghost`): what the admin API calls. */
@@ -69,13 +68,6 @@ export interface GhostDeps {
 const reasonOf = (failure: UpstreamFailure): string =>
   failure.status === 504 ? 'timeout' : failure.status === 503 ? 'unavailable' : 'error'
 
-/** A revalidation the ghost asked for: the request field it added, and the entry it would refresh. */
-interface Revalidation {
-  readonly key: string
-  readonly entry: GhostEntry
-  readonly field: 'if-none-match' | 'if-modified-since'
-}
-
 /** What `purge()` was asked: exactly one of `key`, `prefix`, `template`, a non-empty string. */
 function purgeOf(what: unknown): ['key' | 'prefix' | 'template', string] {
   const given = typeof what === 'object' && what !== null ? Object.entries(what) : []
@@ -91,9 +83,6 @@ function purgeOf(what: unknown): ['key' | 'prefix' | 'template', string] {
 const SIBLINGS_TRIED = 3
 
 type Found = GhostEntry | undefined | Promise<GhostEntry | undefined>
-
-/** How old an entry is now, and how long it was fresh for (ms). */
-const ageMs = (e: GhostEntry, now: number): number => e.ageMs + now - e.receivedAt
 
 /**
  * The ghost engine, or `undefined` when neither the top-level `ghost` nor any proxy
@@ -145,10 +134,6 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
 
   // Requests the gateway took: their answers are its to learn and to stand in for, not the app capture's.
   const proxied = new WeakSet<IncomingMessage>()
-  // Keys being fetched upstream now, for `staleWhileRevalidate`: the others get the stale entry.
-  const fetching = new Set<string>()
-  // Requests sent upstream with the validators of a stale entry (`serveFresh`): a 304 refreshes it.
-  const revalidating = new WeakMap<IncomingMessage, Revalidation>()
   // Routes answering from the ghost now: told on the bus when that starts and when it ends.
   const serving = new Set<string>()
   const switched = (route: string, on: boolean, reason?: string): void => {
@@ -261,132 +246,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     return found instanceof Promise ? found.then(orSibling) : orSibling(found)
   }
 
-  /**
-   * Before forwarding (`serveFresh`, `staleWhileRevalidate`): a fresh entry the request
-   * accepts is the answer; a stale one within its window is, while another request for the
-   * same key is upstream — this one goes, and the others wait for nothing.
-   */
-  function beforeForward(
-    req: IncomingMessage,
-    res: ServerResponse,
-    g: RouteGhost,
-  ): boolean | Promise<boolean> {
-    const target = deps.targetOf(req)
-    const key = keyOf(req, target, g)
-    const wants = parseCacheControl(req.headers['cache-control'])
-    // The request wants the origin's answer, or nothing kept of it (RFC 9111 §5.2.1, §5.4).
-    if (wants.has('no-cache') || wants.has('no-store')) return false
-    if (!wants.has('max-age') && req.headers.pragma === 'no-cache') return false
-    const decide = (entry: GhostEntry | undefined): boolean => {
-      if (entry === undefined || res.destroyed || res.headersSent) return false
-      const now = Date.now()
-      const age = ageMs(entry, now)
-      const cc = parseCacheControl(entry.headers['cache-control'])
-      const maxAge = secondsOf(wants, 'max-age')
-      const minFresh = secondsOf(wants, 'min-fresh') ?? 0
-      const fresh =
-        age < entry.lifetimeMs && !cc.has('no-cache') && (maxAge === undefined || age <= maxAge * 1000)
-      if (g.settings.serveFresh && fresh && entry.lifetimeMs - age >= minFresh * 1000) {
-        // Close to its end: this request refreshes it (one at a time), the others are answered.
-        if (entry.lifetimeMs - age <= g.settings.refreshAhead * 1000 && !fetching.has(key)) {
-          fetching.add(key)
-          res.once('close', () => fetching.delete(key))
-          return false
-        }
-        answer(req, res, entry, { kind: 'fresh', now, clear: false })
-        metrics?.served(g.name, 'fresh', ageOf(entry, now))
-        return true
-      }
-      const window = (secondsOf(cc, 'stale-while-revalidate') ?? g.settings.staleWhileRevalidate) * 1000
-      const updating =
-        !fresh &&
-        window > 0 &&
-        age < entry.lifetimeMs + window &&
-        entry.expiresAt > now &&
-        (!entry.staleForbidden || g.settings.ignoreRevalidate)
-      if (updating && fetching.has(key)) {
-        answer(req, res, entry, { kind: 'stale-while-revalidate', now, clear: false })
-        metrics?.served(g.name, 'updating', ageOf(entry, now))
-        return true
-      }
-      if (updating) {
-        // This request refreshes the key; the others get the stale entry until its answer is over.
-        fetching.add(key)
-        res.once('close', () => fetching.delete(key))
-      }
-      if (g.settings.serveFresh && entry.expiresAt > now) revalidate(req, key, entry)
-      return false
-    }
-    const found = lookup(key, req.headers)
-    return found instanceof Promise ? found.then(decide) : decide(found)
-  }
-
-  /**
-   * Send a stale entry's validator with the request (RFC 9111 §4.3.1), unless the client
-   * sent its own or asks for a range: a 304 then refreshes the entry (`replace`).
-   */
-  function revalidate(req: IncomingMessage, key: string, entry: GhostEntry): void {
-    const h = req.headers
-    if (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h.range !== undefined)
-      return
-    const etag = entry.headers.etag
-    const modified = entry.headers['last-modified']
-    const [field, value] =
-      typeof etag === 'string'
-        ? (['if-none-match', etag] as const)
-        : typeof modified === 'string'
-          ? (['if-modified-since', modified] as const)
-          : []
-    if (field === undefined) return
-    // The gateway forwards the raw fields (their order and case kept): the validator goes there too.
-    h[field] = value
-    req.rawHeaders.push(field, value)
-    revalidating.set(req, { key, entry, field })
-  }
-
-  /**
-   * The upstream's 304 to a revalidation the ghost asked for: the entry takes the 304's
-   * fields and a new freshness (RFC 9111 §4.3.4), and the client, which asked for no
-   * validation, gets the whole answer.
-   */
-  function revalidated(
-    req: IncomingMessage,
-    res: ServerResponse,
-    headers: IncomingHttpHeaders,
-    g: RouteGhost,
-  ): boolean {
-    const asked = revalidating.get(req)
-    if (asked === undefined) return false
-    revalidating.delete(req)
-    delete req.headers[asked.field]
-    const now = Date.now()
-    const fields = { ...asked.entry.headers, ...keptHeaders(headers, g.requestId) } as IncomingHttpHeaders
-    const fresh = freshness(fields, now)
-    const cc = parseCacheControl(fields['cache-control'])
-    const explicit =
-      cc.has('max-age') ||
-      cc.has('s-maxage') ||
-      fields.expires !== undefined ||
-      surrogate(fields).has('max-age')
-    const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
-    const entry: GhostEntry = {
-      ...asked.entry,
-      headers: fields as GhostEntry['headers'],
-      receivedAt: now,
-      lifetimeMs,
-      ageMs: fresh.ageMs,
-      staleForbidden: staleForbidden(cc),
-      expiresAt: now + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
-    }
-    try {
-      void Promise.resolve(store.set(asked.key, entry)).catch(() => undefined)
-    } catch {
-      // The entry is answered all the same; the store keeps the old one.
-    }
-    answer(req, res, entry, { kind: 'revalidated', now, clear: false })
-    metrics?.served(g.name, 'revalidated', ageOf(entry, now))
-    return true
-  }
+  const shared = sharedCache({ store, metrics, lookup, answer, targetOf: deps.targetOf })
 
   /** Forget what an unsafe request changed. */
   const invalidate = (keys: readonly string[]): void => {
@@ -433,7 +293,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         if (req.method !== 'GET' && req.method !== 'HEAD') return false
         const g = ghostOf(request.config as ProxyRouteConfig, request.route)
         if (g === undefined || (!g.settings.serveFresh && g.settings.staleWhileRevalidate === 0)) return false
-        return beforeForward(req, res, g)
+        return shared.beforeForward(req, res, g)
       },
       onResponse(req, response) {
         proxied.add(req)
@@ -455,7 +315,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         proxied.add(req)
         const g = ghostOf(response.config as ProxyRouteConfig, response.route)
         if (g === undefined) return false
-        if (response.status === 304) return revalidated(req, res, response.headers, g)
+        if (response.status === 304) return shared.revalidated(req, res, response.headers, g)
         // An upstream's own 5xx stands in only when the route lists its status.
         if (!g.statuses.has(response.status)) return false
         return standIn(req, res, deps.targetOf(req), g, 'status', false)
@@ -483,7 +343,7 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     async close() {
       offLog?.()
       metrics?.close()
-      fetching.clear()
+      shared.clear()
       await store.close()
     },
   }

@@ -59,6 +59,33 @@ export interface LearnEvents {
 }
 
 const EXPLICIT = ['max-age', 's-maxage']
+
+/** When an answer's entry is fresh until, and served until. */
+export type Timing = Pick<GhostEntry, 'receivedAt' | 'lifetimeMs' | 'ageMs' | 'staleForbidden' | 'expiresAt'>
+
+/**
+ * The timing of an entry for an answer with these fields received at `receivedAt`: its
+ * freshness (the operator's `ttl` when it states none — nginx's `proxy_cache_valid`, never a
+ * heuristic), its age then, whether it forbids being served stale, and `maxStale` past its
+ * freshness as the end.
+ *
+ * @example
+ * timing({ 'cache-control': 'max-age=60' }, Date.now(), g).lifetimeMs // 60000
+ */
+export function timing(headers: IncomingHttpHeaders, receivedAt: number, g: RouteGhost): Timing {
+  const cc = parseCacheControl(headers['cache-control'])
+  const fresh = freshness(headers, receivedAt)
+  const explicit =
+    EXPLICIT.some((d) => cc.has(d)) || headers.expires !== undefined || surrogate(headers).has('max-age')
+  const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
+  return {
+    receivedAt,
+    lifetimeMs,
+    ageMs: fresh.ageMs,
+    staleForbidden: staleForbidden(cc),
+    expiresAt: receivedAt + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
+  }
+}
 /** Methods defined as safe (RFC 9110 §9.2.1): every other one may change the resource. */
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
@@ -106,25 +133,13 @@ export function learner(store: GhostStore, events: LearnEvents) {
       },
       end(complete) {
         if (!complete || size > max) return events.refused(g, target, complete ? 'too-large' : 'incomplete')
-        const cc = parseCacheControl(headers['cache-control'])
-        const fresh = freshness(headers, receivedAt)
-        // No explicit freshness: the operator's `ttl` (nginx's proxy_cache_valid), never a heuristic.
-        const explicit =
-          EXPLICIT.some((d) => cc.has(d)) ||
-          headers.expires !== undefined ||
-          surrogate(headers).has('max-age')
-        const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
         const entry: GhostEntry = {
           status,
           headers: keptHeaders(headers, g.requestId),
           body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
-          receivedAt,
-          lifetimeMs,
-          ageMs: fresh.ageMs,
           vary,
           varyValues,
-          staleForbidden: staleForbidden(cc),
-          expiresAt: receivedAt + Math.max(0, lifetimeMs - fresh.ageMs) + g.settings.maxStale * 1000,
+          ...timing(headers, receivedAt, g),
         }
         const kept = (ok: boolean): void =>
           ok ? events.learned(g, target, key) : events.refused(g, target, 'too-large')

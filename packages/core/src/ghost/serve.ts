@@ -74,12 +74,15 @@ export function notModified(req: IncomingHttpHeaders, entry: GhostEntry): boolea
 /** The fields a 304 carries of its stored answer (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary']
 
+/** An entry's age now, in milliseconds (RFC 9111 §4.2.3: its age at receipt, and the time since). */
+export const ageMs = (entry: GhostEntry, now: number): number => entry.ageMs + now - entry.receivedAt
+
 /**
  * The entry's age now, in whole seconds (RFC 9111 §4.2.3), at most 2^31: an upstream's
  * `Age: 1e300` would otherwise be sent on as `Age: 1e+297`, which is no delta-seconds.
  */
 export const ageOf = (entry: GhostEntry, now: number): number =>
-  Math.min(MAX_AGE_SECONDS, Math.max(0, Math.floor((entry.ageMs + now - entry.receivedAt) / 1000)))
+  Math.min(MAX_AGE_SECONDS, Math.max(0, Math.floor(ageMs(entry, now) / 1000)))
 
 /**
  * Answer on `res` from `entry`: the status (or 304), the fields over those already on
