@@ -9,12 +9,10 @@
  * process' CPU per request (nginx: master and worker, from /proc). Method and
  * caveats: bench/README.md.
  */
-import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
-import { createServer } from 'node:net'
-import { loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import {
@@ -29,8 +27,9 @@ import {
 } from './lib/ab.mjs'
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
-import { childPids, pinProcessTree, spawnServer, spawnTracked, startServer } from './lib/children.mjs'
+import { childPids, pinProcessTree, spawnServer, startServer } from './lib/children.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
+import { nginxVersion, startNginx } from './lib/nginx.mjs'
 import { median } from './lib/report.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
 
@@ -99,22 +98,12 @@ if (values.only !== undefined) {
   selected = ['direct', ...names.filter((n) => n !== 'direct')]
 }
 /** `nginx -v`'s answer (it prints to stderr), or `undefined` when there is no nginx. */
-const nginxVersion = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr?.trim() || undefined
-const hasNginx = nginxVersion !== undefined
+const nginx = nginxVersion()
+const hasNginx = nginx !== undefined
 if (!hasNginx && selected.some((v) => v.startsWith('nginx'))) {
   console.log('nginx not found (apt-get install nginx-light): its variants are skipped')
   selected = selected.filter((v) => !v.startsWith('nginx'))
 }
-
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
 
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim())
 
@@ -131,65 +120,28 @@ function procCpuUs(pid) {
 }
 
 /** nginx as a reverse proxy with upstream keep-alive; `bigBuffers`: 64 KiB proxy buffers. */
-async function startNginx(backendPort, bigBuffers) {
-  const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-nginx-'))
-  const port = await freePort()
-  const buffers = bigBuffers
-    ? 'proxy_buffer_size 64k;\n    proxy_buffers 8 64k;\n    proxy_busy_buffers_size 128k;'
-    : ''
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      ${buffers}
-    }
-  }
-}
-`,
-  )
-  const child = spawnTracked('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
-  for (let i = 0; i < 100; i++) {
-    if (
-      await check(`http://127.0.0.1:${port}/small`).then(
-        () => true,
-        () => false,
-      )
-    )
-      break
-    await new Promise((r) => setTimeout(r, 50))
-  }
+async function startNginxProxy(backendPort, bigBuffers) {
+  const proxy = await startNginx({
+    name: 'bench',
+    workerConnections: 4096,
+    http: () => [`upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }`],
+    server: [
+      'location / {',
+      '  proxy_pass http://backend;',
+      '  proxy_http_version 1.1;',
+      '  proxy_set_header Connection "";',
+      ...(bigBuffers
+        ? ['  proxy_buffer_size 64k;', '  proxy_buffers 8 64k;', '  proxy_busy_buffers_size 128k;']
+        : []),
+      '}',
+    ],
+  })
   return {
-    port,
-    pid: child.pid,
-    cpuUsage: async () => {
-      const us = procCpuUs(child.pid)
-      return { user: us, system: 0 }
-    },
-    stop: () =>
-      new Promise((resolve) => {
-        child.once('exit', () => {
-          rmSync(dir, { recursive: true, force: true })
-          resolve()
-        })
-        child.kill('SIGQUIT')
-      }),
+    port: proxy.port,
+    pid: proxy.pid,
+    // Master and worker, from /proc: nginx is no Node child that could report its own.
+    cpuUsage: async () => ({ user: procCpuUs(proxy.pid), system: 0 }),
+    stop: proxy.stop,
   }
 }
 
@@ -228,7 +180,7 @@ async function measure(variant, backend, path, build, baseline) {
     variant === 'direct'
       ? undefined
       : variant.startsWith('nginx')
-        ? await startNginx(backend.port, variant === 'nginx-64k')
+        ? await startNginxProxy(backend.port, variant === 'nginx-64k')
         : await spawnServer({
             script: PROXIES,
             args: [variant, String(backend.port)],
@@ -277,7 +229,7 @@ async function main() {
   const builds = baseline === undefined ? [undefined] : ['baseline', 'current']
   const environment = {
     ...environmentInfo(),
-    nginx: nginxVersion ?? 'absent',
+    nginx: nginx ?? 'absent',
     pinned: values.pin ? 'proxy on CPU 1; wrk and backend on CPU 0' : false,
   }
   const minutes = (rounds * selected.length * 2 * builds.length * (warmup + duration + 1)) / 60

@@ -28,13 +28,10 @@
  *
  * Method and caveats: bench/README.md ("The outage drill").
  */
-import { spawn, spawnSync } from 'node:child_process'
 import { setMaxListeners } from 'node:events'
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
-import { connect, createServer as createTcpServer } from 'node:net'
-import { loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
@@ -42,6 +39,7 @@ import { importAegis } from './lib/aegis.mjs'
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, environmentInfo, sourceState } from './lib/build.mjs'
 import { spawnServer } from './lib/children.mjs'
+import { nginxVersion, startNginx } from './lib/nginx.mjs'
 
 // ─────────────────────────────────────────────────────────────────────────────
 // THE AEGIS SIDE OF THE DRILL — its whole configuration, here and nowhere else.
@@ -83,8 +81,6 @@ const LEARN_PASSES = 2
  */
 const STALE_WAIT_MS = 2_200
 const LEARN_TIMEOUT_MS = 5_000
-const NGINX_START_MS = 5_000
-const NGINX_STOP_MS = 3_000
 /** A pause after a failed request, so a client that fails at once does not spin. */
 const ERROR_PAUSE_MS = 10
 
@@ -229,121 +225,29 @@ async function aegisRole(backendPort) {
 
 // ─── The proxies, from the runner ───────────────────────────────────────────
 
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createTcpServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
+/** nginx as the drill's stale cache; `timeouts` are its proxy_*_timeout lines, or none for its defaults. */
+const startNginxCache = (backendPort, timeouts) =>
+  startNginx({
+    name: 'ghost-drill',
+    http: (dir) => [
+      `proxy_cache_path ${dir}/cache levels=1:2 keys_zone=drill:1m max_size=16m inactive=1h use_temp_path=off;`,
+      `upstream backend { server 127.0.0.1:${backendPort}; keepalive 16; }`,
+    ],
+    server: [
+      'location / {',
+      '  proxy_pass http://backend;',
+      '  proxy_http_version 1.1;',
+      '  proxy_set_header Connection "";',
+      '  proxy_cache drill;',
+      '  proxy_cache_valid 200 1s;',
+      '  proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;',
+      '  proxy_cache_background_update on;',
+      '  proxy_cache_lock on;',
+      '  add_header X-Cache-Status $upstream_cache_status always;',
+      ...timeouts.map((t) => `  ${t}`),
+      '}',
+    ],
   })
-
-const canConnect = (port) =>
-  new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
-
-/** nginx instances alive, by master pid (its own process group), with their temporary directories. */
-const nginxAlive = new Map()
-
-// On any exit (done, thrown, Ctrl-C through lib/children.mjs' handlers): nginx master and workers,
-// as a process group (the worker would outlive a killed master), and their directories.
-process.on('exit', () => {
-  for (const [pid, dir] of nginxAlive) {
-    try {
-      process.kill(-pid, 'SIGKILL')
-    } catch {
-      // gone already
-    }
-    rmSync(dir, { recursive: true, force: true })
-  }
-})
-
-/** nginx's configuration for the drill; `timeouts` are its proxy_*_timeout lines, or none for its defaults. */
-function nginxConfig({ dir, port, backendPort, timeouts }) {
-  return `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=drill:1m max_size=16m inactive=1h use_temp_path=off;
-  upstream backend { server 127.0.0.1:${backendPort}; keepalive 16; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache drill;
-      proxy_cache_valid 200 1s;
-      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
-      proxy_cache_background_update on;
-      proxy_cache_lock on;
-      add_header X-Cache-Status $upstream_cache_status always;${timeouts.map((t) => `\n      ${t}`).join('')}
-    }
-  }
-}
-`
-}
-
-async function startNginx(backendPort, timeouts) {
-  const dir = mkdtempSync(join(tmpdir(), 'aegis-ghost-drill-nginx-'))
-  // Started as root, nginx runs its worker as an unprivileged user, which must reach its cache and temp paths.
-  chmodSync(dir, 0o755)
-  const port = await freePort()
-  const config = nginxConfig({ dir, port, backendPort, timeouts })
-  writeFileSync(join(dir, 'nginx.conf'), config)
-  // Its own process group: killed as one, master and worker.
-  const child = spawn('nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    detached: true,
-  })
-  nginxAlive.set(child.pid, dir)
-  let stderr = ''
-  child.stderr.setEncoding('utf8').on('data', (d) => (stderr = (stderr + d).slice(-2000)))
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  const stop = async () => {
-    if (!nginxAlive.has(child.pid)) return
-    try {
-      process.kill(-child.pid, 'SIGTERM') // fast shutdown: open client connections are closed
-    } catch {
-      // gone already
-    }
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // gone already
-      }
-    }, NGINX_STOP_MS)
-    await exited
-    clearTimeout(timer)
-    nginxAlive.delete(child.pid)
-    rmSync(dir, { recursive: true, force: true })
-  }
-  const deadline = Date.now() + NGINX_START_MS
-  while (!(await canConnect(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop()
-      throw new Error(`nginx did not start on 127.0.0.1:${port}: ${stderr.trim()}`)
-    }
-    await sleep(50)
-  }
-  return { port, config, stop }
-}
 
 async function startAegis(backendPort) {
   const server = await spawnServer({ script: SELF, args: ['aegis', String(backendPort)] })
@@ -357,14 +261,14 @@ const PROXIES = {
     label: 'nginx, default timeouts',
     marker: 'x-cache-status',
     stale: (value) => value === 'STALE' || value === 'UPDATING',
-    start: (backendPort) => startNginx(backendPort, []),
+    start: (backendPort) => startNginxCache(backendPort, []),
   },
   'nginx-1s': {
     label: 'nginx, 1 s timeouts',
     marker: 'x-cache-status',
     stale: (value) => value === 'STALE' || value === 'UPDATING',
     start: (backendPort) =>
-      startNginx(backendPort, [
+      startNginxCache(backendPort, [
         'proxy_connect_timeout 1s;',
         'proxy_read_timeout 1s;',
         'proxy_send_timeout 1s;',
@@ -605,8 +509,8 @@ async function main() {
   if (unknown.length > 0)
     throw new Error(`unknown fault(s): ${unknown.join(', ')}; known: ${FAULTS.join(', ')}`)
 
-  const nginxVersion = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr?.trim() || undefined
-  if (nginxVersion === undefined && selected.some((p) => p.startsWith('nginx'))) {
+  const nginx = nginxVersion()
+  if (nginx === undefined && selected.some((p) => p.startsWith('nginx'))) {
     console.log('nginx not found (apt-get install -y nginx): its runs are skipped')
     selected = selected.filter((p) => !p.startsWith('nginx'))
   }
@@ -615,7 +519,7 @@ async function main() {
     if (!values['skip-build']) await buildPackages()
     checkBuilt()
   }
-  const environment = { ...environmentInfo(), nginx: nginxVersion ?? 'absent' }
+  const environment = { ...environmentInfo(), nginx: nginx ?? 'absent' }
   const source = await sourceState()
   console.log(
     `${selected.length} proxies × ${faults.length} faults × ${options.duration} s, ${options.clients} clients; ` +
