@@ -100,9 +100,10 @@ export const startServer = (script, variant, ...args) => spawnServer({ script, a
 /**
  * `startServer` with the child's environment given (`env`, default the
  * runner's): an A/B run points a server at the baseline build this way
- * (lib/aegis.mjs).
+ * (lib/aegis.mjs). `nodeArgs`: Node's own flags for the child, before the
+ * script (`--expose-gc`, `--cpu-prof`).
  *
- * @param {{ script: string, args: string[], env?: NodeJS.ProcessEnv }} spec
+ * @param {{ script: string, args: string[], env?: NodeJS.ProcessEnv, nodeArgs?: string[] }} spec
  * @returns {Promise<{
  *   port: number,
  *   pid: number,
@@ -114,9 +115,9 @@ export const startServer = (script, variant, ...args) => spawnServer({ script, a
  *   stop: () => Promise<void>,
  * }>}
  */
-export async function spawnServer({ script, args, env }) {
+export async function spawnServer({ script, args, env, nodeArgs = [] }) {
   const variant = args[0]
-  const child = spawnTracked(process.execPath, [script, ...args], {
+  const child = spawnTracked(process.execPath, [...nodeArgs, script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     ...(env !== undefined && { env }),
   })

@@ -41,9 +41,17 @@ function parseWrk(text) {
 const wrk = {
   name: 'wrk',
   // One thread: on a 2-core machine wrk gets one core and the server the other.
-  // `cpus`: run it on these CPUs only (taskset's list, `0`).
-  async run({ url, duration, connections, cpus }) {
-    const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', url]
+  // `cpus`: run it on these CPUs only (taskset's list, `0`). `script`: a Lua file for
+  // wrk's `-s` (one that builds each request: distinct URLs).
+  async run({ url, duration, connections, cpus, script }) {
+    const args = [
+      '-t1',
+      `-c${connections}`,
+      `-d${duration}s`,
+      '--latency',
+      ...(script === undefined ? [] : ['-s', script]),
+      url,
+    ]
     const [command, argv] = cpus === undefined ? ['wrk', args] : ['taskset', ['-c', cpus, 'wrk', ...args]]
     const out = await run(command, argv, { timeoutMs: duration * 1e3 + GRACE_MS })
     if (out.code !== 0) throw new Error(`wrk failed (${out.signal ?? `code ${out.code}`}): ${out.stderr}`)
