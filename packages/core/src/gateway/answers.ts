@@ -22,16 +22,15 @@ export const upstreamTimeout = problem({
 })
 
 /** 503: no upstream can take the request now (none healthy, every breaker open, retry budget spent). */
-export const noUpstream = (retryAfterSeconds: number): Rejection =>
-  problem({
-    status: 503,
-    code: ErrorCodes.NO_UPSTREAM,
-    reason: 'no-upstream',
-    title: 'Service Unavailable',
-    type: IETF_PROBLEM.temporaryReducedCapacity,
-    detail: 'No upstream service can take the request now.',
-    headers: { 'retry-after': String(retryAfterSeconds) },
-  })
+export const noUpstream: Rejection = problem({
+  status: 503,
+  code: ErrorCodes.NO_UPSTREAM,
+  reason: 'no-upstream',
+  title: 'Service Unavailable',
+  type: IETF_PROBLEM.temporaryReducedCapacity,
+  detail: 'No upstream service can take the request now.',
+  headers: { 'retry-after': '1' },
+})
 
 /**
  * 503: every connection to the upstream is busy and the request could not wait

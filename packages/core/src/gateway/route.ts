@@ -506,7 +506,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (host === undefined)
           // A held 5xx was going to be retried: say so, rather than blame the connection.
           return last === undefined || last.held
-            ? fail(req, res, noUpstream(1))
+            ? fail(req, res, noUpstream)
             : fail(req, res, upstreamFailure(last.error), last.error)
         const replayable = body.body !== req
         const canRetry = mayRetry && retries < retry.attempts
@@ -526,7 +526,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
         if (outcome === false) return fail(req, res, upstreamSaturated)
         if (outcome === undefined) {
           // Its breaker refused at the last moment: pick again, a bounded number of times.
-          if (++refusals > upstreams.length) return fail(req, res, noUpstream(1))
+          if (++refusals > upstreams.length) return fail(req, res, noUpstream)
           continue
         }
         last = outcome
@@ -592,7 +592,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const protocol = allowedUpgrade(req.headers.upgrade)
     if (protocol === undefined) return refuse(upgradeRefused)
     const host = balancer.pick(req, deps.clientKey(req))
-    if (host === undefined) return refuse(noUpstream(1))
+    if (host === undefined) return refuse(noUpstream)
     const up = byHost.get(host) as Upstream
     // The handshake holds a connection of the pool (undici takes the socket out of it on a 101).
     const granted = up.queue.acquire(socket)

@@ -79,6 +79,9 @@ function purgeOf(what: unknown): ['key' | 'prefix' | 'template', string] {
   return [by, value]
 }
 
+const CAPTURED = Symbol('aegis.ghost.captured')
+type Captured = IncomingMessage & { [CAPTURED]?: boolean }
+
 /** Siblings tried, nearest first, for an unseen URL in `synthesize` mode. */
 const SIBLINGS_TRIED = 3
 
@@ -113,7 +116,18 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     deps.metrics === undefined ? undefined : ghostMetrics(deps.metrics)
   const offLog = deps.logger === undefined ? undefined : logGhostEvents(events, deps.logger)
   const templates = createTemplates()
-  const templateOf = (target: string): string => templates.templateOf(pathOf(normalizeTarget(target)))
+  // Targets' templates, remembered (a serve asks again for each request): cleared when learning
+  // may have changed them, or when past their bound.
+  let templateCache = new Map<string, string>()
+  const templateOf = (target: string): string => {
+    let template = templateCache.get(target)
+    if (template === undefined) {
+      if (templateCache.size >= 1000) templateCache = new Map()
+      template = templates.templateOf(pathOf(normalizeTarget(target)))
+      templateCache.set(target, template)
+    }
+    return template
+  }
   const appSettings = top === false || !top.app ? undefined : settingsOf(undefined, top)
   const app = appSettings === undefined ? undefined : routeGhost('app', appSettings, undefined)
 
@@ -132,8 +146,13 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     return g ?? undefined
   }
 
-  // Requests the gateway took: their answers are its to learn and to stand in for, not the app capture's.
-  const proxied = new WeakSet<IncomingMessage>()
+  // A request whose answer the app capture watches, and whether the gateway took it after all (an
+  // Express or Koa proxy route mounted after Aegis): its answers are the gateway's to learn and stand
+  // in for. A property of the request, set only where the capture is: no WeakSet entry per proxied
+  // request for the collector to trace as an ephemeron.
+  const markProxied = (req: IncomingMessage): void => {
+    if ((req as Captured)[CAPTURED] === false) (req as Captured)[CAPTURED] = true
+  }
   // Routes answering from the ghost now: told on the bus when that starts and when it ends.
   const serving = new Set<string>()
   const switched = (route: string, on: boolean, reason?: string): void => {
@@ -151,7 +170,10 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     learned(g, target, key) {
       metrics?.learned(g.name)
       // A credential-scoped key is no sibling for anyone else.
-      if (!key.includes('\n')) templates.learned(templateOf(target), key)
+      if (!key.includes('\n')) {
+        templates.learned(templateOf(target), key)
+        templateCache = new Map()
+      }
       const held = store.stats?.()
       if (held !== undefined) metrics?.held(held.entries, held.bytes)
     },
@@ -289,14 +311,14 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
     },
     upstream: {
       onRequest(req, res, request) {
-        proxied.add(req)
+        markProxied(req)
         if (req.method !== 'GET' && req.method !== 'HEAD') return false
         const g = ghostOf(request.config as ProxyRouteConfig, request.route)
         if (g === undefined || (!g.settings.serveFresh && g.settings.staleWhileRevalidate === 0)) return false
         return shared.beforeForward(req, res, g)
       },
       onResponse(req, response) {
-        proxied.add(req)
+        markProxied(req)
         const g = ghostOf(response.config as ProxyRouteConfig, response.route)
         if (g === undefined) return undefined
         if (response.status < 500) switched(g.name, false)
@@ -306,13 +328,13 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         return learn(req, target, response.status, response.headers, g)
       },
       onFailure(req, res, failure) {
-        proxied.add(req)
+        markProxied(req)
         const g = ghostOf(failure.config as ProxyRouteConfig, failure.route)
         if (g === undefined) return false
         return standIn(req, res, deps.targetOf(req), g, reasonOf(failure), false)
       },
       replace(req, res, response) {
-        proxied.add(req)
+        markProxied(req)
         const g = ghostOf(response.config as ProxyRouteConfig, response.route)
         if (g === undefined) return false
         if (response.status === 304) return shared.revalidated(req, res, response.headers, g)
@@ -325,9 +347,10 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
       respond: (req: IncomingMessage, res: ServerResponse) => {
         if (req.method !== 'GET' && req.method !== 'HEAD') return
         const target = deps.targetOf(req)
+        ;(req as Captured)[CAPTURED] = false
         captureResponse(res, {
           decide(status: number, headers: OutgoingHttpHeaders): Decision {
-            if (proxied.has(req)) return 'pass'
+            if ((req as Captured)[CAPTURED] === true) return 'pass'
             if (app.statuses.has(status)) return 'hold'
             if (status < 500) switched(app.name, false)
             // Aegis' own fields (a client's RateLimit, Server-Timing) are the current request's, never replayed.

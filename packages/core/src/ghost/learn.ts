@@ -59,6 +59,30 @@ export interface LearnEvents {
 }
 
 const EXPLICIT = ['max-age', 's-maxage']
+/** An entry is re-learned at most this often: its upstream answers every request meanwhile. */
+const RELEARN_MS = 1000
+/** Keys remembered as recently learned, at most. */
+const RECENT_KEYS = 10_000
+
+/**
+ * The body in a buffer of its own, exactly its size. The chunks are slices of bigger
+ * buffers (a socket read's, Node's 8 KiB pool): kept as they are, a 17-byte body would hold
+ * its whole slab alive for as long as the entry lives — the byte bound would count 17.
+ */
+function ownCopy(chunks: readonly Buffer[], size: number): Buffer {
+  const body = Buffer.allocUnsafeSlow(size)
+  let at = 0
+  for (const chunk of chunks) at += chunk.copy(body, at)
+  return body
+}
+
+/** What tells two answers apart for re-learning: the request as sent, and its `Vary`'d fields. */
+function relearnKey(req: IncomingMessage, target: string, vary: string | string[] | undefined): string {
+  let key = `${req.headers.host ?? ''} ${target}`
+  if (vary !== undefined)
+    for (const name of varyNames(vary) as readonly string[]) key += `\n${fieldOf(req.headers, name)}`
+  return key
+}
 
 /** When an answer's entry is fresh until, and served until. */
 export type Timing = Pick<GhostEntry, 'receivedAt' | 'lifetimeMs' | 'ageMs' | 'staleForbidden' | 'expiresAt'>
@@ -72,9 +96,13 @@ export type Timing = Pick<GhostEntry, 'receivedAt' | 'lifetimeMs' | 'ageMs' | 's
  * @example
  * timing({ 'cache-control': 'max-age=60' }, Date.now(), g).lifetimeMs // 60000
  */
-export function timing(headers: IncomingHttpHeaders, receivedAt: number, g: RouteGhost): Timing {
-  const cc = parseCacheControl(headers['cache-control'])
-  const fresh = freshness(headers, receivedAt)
+export function timing(
+  headers: IncomingHttpHeaders,
+  receivedAt: number,
+  g: RouteGhost,
+  cc = parseCacheControl(headers['cache-control']),
+): Timing {
+  const fresh = freshness(headers, receivedAt, cc)
   const explicit =
     EXPLICIT.some((d) => cc.has(d)) || headers.expires !== undefined || surrogate(headers).has('max-age')
   const lifetimeMs = explicit ? fresh.lifetimeMs : g.settings.ttl * 1000
@@ -96,6 +124,10 @@ const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
  * const tap = learner(store, events)(req, target, 200, headers, g)
  */
 export function learner(store: GhostStore, events: LearnEvents) {
+  // Keys learned in the last second (`RELEARN_MS`): an answer each request, re-learned once a second
+  // at most, costs the proxy a key lookup rather than a copy of its body. Cleared when it grows past
+  // its bound: at worst a key is learned once more than needed.
+  let recent = new Map<string, number>()
   return (
     req: IncomingMessage,
     target: string,
@@ -105,9 +137,16 @@ export function learner(store: GhostStore, events: LearnEvents) {
   ): BodyTap | undefined => {
     // A HEAD's answer has no body to give a GET; a HEAD is answered from a GET's entry.
     if (req.method !== 'GET') return undefined
+    const credentialed =
+      g.settings.credentials && (req.headers.authorization !== undefined || req.headers.cookie !== undefined)
+    const seen = credentialed ? undefined : relearnKey(req, target, headers.vary)
+    const now = Date.now()
+    if (seen !== undefined && now - (recent.get(seen) ?? -RELEARN_MS) < RELEARN_MS) return undefined
+    const cc = parseCacheControl(headers['cache-control'])
     let why: string | undefined = refusal(req, status, headers, {
       statuses: g.learn,
       credentialed: g.settings.credentials,
+      cc,
     })
     // A request's own no-store forbids keeping its answer too (RFC 9111 §5.2.1.5).
     if (why === undefined && parseCacheControl(req.headers['cache-control']).has('no-store')) why = 'no-store'
@@ -121,7 +160,7 @@ export function learner(store: GhostStore, events: LearnEvents) {
     const key = keyOf(req, target, g)
     const vary = varyNames(headers.vary) as readonly string[]
     const varyValues = vary.map((name) => fieldOf(req.headers, name))
-    const receivedAt = Date.now()
+    const receivedAt = now
     const chunks: Buffer[] = []
     let size = 0
     return {
@@ -136,13 +175,19 @@ export function learner(store: GhostStore, events: LearnEvents) {
         const entry: GhostEntry = {
           status,
           headers: keptHeaders(headers, g.requestId),
-          body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
+          body: ownCopy(chunks, size),
           vary,
           varyValues,
-          ...timing(headers, receivedAt, g),
+          ...timing(headers, receivedAt, g, cc),
         }
-        const kept = (ok: boolean): void =>
-          ok ? events.learned(g, target, key) : events.refused(g, target, 'too-large')
+        const kept = (ok: boolean): void => {
+          if (!ok) return events.refused(g, target, 'too-large')
+          if (seen !== undefined) {
+            if (recent.size >= RECENT_KEYS) recent = new Map()
+            recent.set(seen, receivedAt)
+          }
+          events.learned(g, target, key)
+        }
         try {
           const stored = store.set(key, entry)
           if (typeof stored === 'boolean') kept(stored)

@@ -36,6 +36,8 @@ export interface LearnOptions {
   readonly statuses?: ReadonlySet<number>
   /** Learn answers to requests with `Authorization` or `Cookie`, keyed to a hash of them. */
   readonly credentialed?: boolean
+  /** The answer's `Cache-Control`, when the caller has parsed it already. */
+  readonly cc?: Directives
 }
 
 /**
@@ -63,7 +65,7 @@ export function refusal(
   for (const name of UNKEYED) if (req.headers[name] !== undefined) return 'unkeyed-header'
   if (!options.credentialed && (req.headers.authorization !== undefined || req.headers.cookie !== undefined))
     return 'credentials'
-  const cc = parseCacheControl(headers['cache-control'])
+  const cc = options.cc ?? parseCacheControl(headers['cache-control'])
   if (cc.has('no-store') || surrogate(headers).has('no-store')) return 'no-store'
   if (cc.has('private')) return 'private'
   if (headers['set-cookie'] !== undefined) return 'set-cookie'
@@ -135,10 +137,15 @@ function ageSeconds(field: string | undefined): number {
   return Math.min(Number(field), MAX_AGE_SECONDS)
 }
 
+// The last `Date` read: answers arriving within a second carry the same one, parsed once.
+let lastDate: [string, number | undefined] = ['', undefined]
 const parseDate = (value: string | undefined): number | undefined => {
   if (value === undefined) return undefined
+  if (value === lastDate[0]) return lastDate[1]
   const t = Date.parse(value)
-  return Number.isNaN(t) ? undefined : t
+  const parsed = Number.isNaN(t) ? undefined : t
+  lastDate = [value, parsed]
+  return parsed
 }
 
 /**
@@ -150,8 +157,11 @@ const parseDate = (value: string | undefined): number | undefined => {
  * @example
  * freshness({ 'cache-control': 'max-age=60', age: '10' }, Date.now()) // { lifetimeMs: 60000, ageMs: 10000 }
  */
-export function freshness(headers: IncomingHttpHeaders, receivedAt: number): Freshness {
-  const cc = parseCacheControl(headers['cache-control'])
+export function freshness(
+  headers: IncomingHttpHeaders,
+  receivedAt: number,
+  cc: Directives = parseCacheControl(headers['cache-control']),
+): Freshness {
   const date = parseDate(headers.date)
   let lifetimeSeconds =
     secondsOf(surrogate(headers), 'max-age') ?? secondsOf(cc, 's-maxage') ?? secondsOf(cc, 'max-age')

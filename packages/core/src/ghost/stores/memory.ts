@@ -34,13 +34,20 @@ const sameValues = (a: readonly string[], b: readonly string[]): boolean =>
 export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore {
   const maxEntryBytes = options.maxEntryBytes ?? 1024 * 1024
   // One LRU item per base key: its variants (one per set of Vary'd values), sized together.
+  // Each entry's weight, computed once (set() needs it, and so does the size of its URL's item).
+  const weights = new WeakMap<GhostEntry, number>()
+  const weightOf = (e: GhostEntry): number => {
+    let w = weights.get(e)
+    if (w === undefined) weights.set(e, (w = entryBytes(e)))
+    return w
+  }
   const cache = new LRUCache<string, GhostEntry[]>({
     max: options.maxEntries ?? 10_000,
     maxSize: options.maxBytes ?? 64 * 1024 * 1024,
     sizeCalculation: (variants) =>
       Math.max(
         1,
-        variants.reduce((s, e) => s + entryBytes(e), 0),
+        variants.reduce((s, e) => s + weightOf(e), 0),
       ),
   })
   /** The live variants of `base` (expired ones dropped as they are met). */
@@ -59,8 +66,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
       return variants?.find((e) => matches(e, headers))
     },
     set(base, entry) {
-      const size = entryBytes(entry)
-      if (size > maxEntryBytes) return false
+      if (weightOf(entry) > maxEntryBytes) return false
       const others = (live(base, Date.now()) ?? []).filter(
         (e) => !(sameValues(e.vary, entry.vary) && sameValues(e.varyValues, entry.varyValues)),
       )
