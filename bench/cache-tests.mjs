@@ -61,8 +61,8 @@ const TRANSPARENT_ROUTE = { retry: false }
  * Each mode's gateway: `options` for `createAegis()` (top level) and `route`
  * for its one proxy route (`prefix: '/'` → the origin is added). `direct`
  * has no gateway: the baseline, always run first. A mode whose options Aegis
- * refuses (a `ghost` key this build does not know yet) is reported as not
- * available, with Aegis' reason, and the other modes still run.
+ * refuses is reported as not available, with Aegis' reason, and the other
+ * modes still run.
  */
 const MODES = {
   direct: undefined,
@@ -157,7 +157,7 @@ function runSuite(base) {
   })
 }
 
-/** Why Aegis refused a mode's options (a `ghost` key this build does not know), or undefined for any other error. */
+/** Why Aegis refused a mode's options, or undefined for any other error. */
 const refusedOptions = (err) =>
   err?.code === 'AEGIS_ERR_CONFIG'
     ? (err.issues?.map((i) => `${i.path}: ${i.message}`).join('; ') ?? err.message)

@@ -21,9 +21,8 @@
  *
  * Proxies: nginx with its default timeouts, nginx with 1 s timeouts, and Aegis
  * (`createAegis(AEGIS_DRILL_OPTIONS).handler()` on node:http, in a process of
- * its own). Aegis' whole configuration is AEGIS_DRILL_OPTIONS below. While the
- * `ghost` option does not exist, Aegis runs without it and its rows say
- * "ghost not available". Everything listens on 127.0.0.1; children, nginx and
+ * its own). Aegis' whole configuration is AEGIS_DRILL_OPTIONS below.
+ * Everything listens on 127.0.0.1; children, nginx and
  * its temporary directory are removed on exit, on error and on Ctrl-C.
  *
  * Method and caveats: bench/README.md ("The outage drill").
@@ -181,22 +180,6 @@ async function backendRole() {
   return port
 }
 
-/** `options` without any `ghost` key, top-level or on a route. */
-function withoutGhost(options) {
-  const out = { ...options, proxy: options.proxy.map((route) => ({ ...route })) }
-  for (const section of [out, ...out.proxy]) delete section.ghost
-  return out
-}
-
-/** True when Aegis refused the options only because it has no `ghost` option (yet). */
-function ghostUnknown(err) {
-  const issues = err?.code === 'AEGIS_ERR_CONFIG' && Array.isArray(err.issues) ? err.issues : []
-  return (
-    issues.length > 0 &&
-    issues.every((i) => /^(proxy\.\d+\.)?ghost$/.test(i.path) && /unknown|unrecognized/i.test(i.message))
-  )
-}
-
 /** The Aegis gateway on a bare node:http server, forwarding everything to the backend. */
 async function aegisRole(backendPort) {
   const { createAegis } = await importAegis('core')
@@ -205,21 +188,10 @@ async function aegisRole(backendPort) {
     ...options,
     proxy: options.proxy.map((route) => ({ ...route, upstreams: [backend] })),
   })
-  let shield
-  let ghost = { available: true }
-  try {
-    shield = createAegis(withBackend(AEGIS_DRILL_OPTIONS))
-  } catch (err) {
-    if (!ghostUnknown(err)) throw err
-    ghost = { available: false, refused: err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') }
-    shield = createAegis(withBackend(withoutGhost(AEGIS_DRILL_OPTIONS)))
-  }
+  const shield = createAegis(withBackend(AEGIS_DRILL_OPTIONS))
   const server = createServer(shield.handler())
   shield.attach(server)
   await listen(server)
-  process.on('message', (message) => {
-    if (message === 'drill-info') process.send({ type: 'drill-info', ghost })
-  })
   return server.address().port
 }
 
@@ -251,8 +223,7 @@ const startNginxCache = (backendPort, timeouts) =>
 
 async function startAegis(backendPort) {
   const server = await spawnServer({ script: SELF, args: ['aegis', String(backendPort)] })
-  const { ghost } = await server.ask('drill-info', 'drill-info')
-  return { port: server.port, ghost, stop: server.stop }
+  return { port: server.port, stop: server.stop }
 }
 
 /** The proxies the drill knows, in the order it runs them. */
@@ -425,9 +396,8 @@ async function drill(name, fault, backend, options) {
     if (load instanceof Error) throw load
     return {
       proxy: name,
-      label: started.ghost?.available === false ? `${proxy.label} (ghost not available)` : proxy.label,
+      label: proxy.label,
       fault,
-      ...(started.ghost !== undefined && { ghost: started.ghost }),
       ...(started.config !== undefined && { nginxConfig: started.config }),
       ...summarize(fault, load, options.duration, proxy.stale),
       requests: load.requests,
@@ -551,9 +521,6 @@ async function main() {
   }
 
   console.log(`\n${markdown(runs, options)}`)
-  const ghostOff = runs.find((r) => r.ghost?.available === false)
-  if (ghostOff !== undefined)
-    console.log(`Aegis refused the ghost option (${ghostOff.ghost.refused}): it ran without it.`)
   if (values.json !== undefined) {
     environment.loadavgAtEnd = loadavg()
     const out = {
