@@ -70,6 +70,8 @@ export type {
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
 export type { GhostApi } from './ghost/engine.js'
+export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
+export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
 export type { GhostOptions, GhostConfig, GhostSettings } from './ghost/options.js'
 export type { GhostStore, GhostEntry, GhostEntryInfo } from './ghost/store.js'
 

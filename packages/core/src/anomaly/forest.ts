@@ -62,30 +62,56 @@ export interface Forest {
   score(point: ArrayLike<number>): number
   /** E[h(x)], the mean path length over the trees. */
   pathLength(point: ArrayLike<number>): number
+  /**
+   * Which features isolated `point`: `out[f]` gets feature f's share of the splits on the
+   * point's paths, each split weighted by 1 / its depth + 1 (a split near the root cuts the
+   * point off from most of the sample; one deep down from a few). The shares sum to 1 (0
+   * when no tree split). Returns the point's score. Allocates nothing.
+   */
+  explain(point: ArrayLike<number>, out: Float64Array): number
 }
 
-/** One tree as parallel typed arrays; node 0 is the root. A leaf has `feature` −1 and its `size`. */
+/**
+ * One tree as parallel typed arrays; node 0 is the root. An external node has `feature`
+ * −1 and, in `threshold`, c(size): the path length the paper adds for the points it holds.
+ */
 interface Tree {
   readonly feature: Int32Array
   readonly threshold: Float64Array
   readonly left: Int32Array
   readonly right: Int32Array
-  readonly size: Int32Array
+}
+
+/** A forest grown a few trees at a time, so that growing never holds the event loop long. */
+export interface ForestGrower {
+  /** Trees grown so far. */
+  readonly grown: number
+  /** Grow up to `trees` more; `true` once every tree is grown. */
+  step(trees: number): boolean
+  /** The forest of the trees grown so far (all of them once `step` said `true`). */
+  forest(): Forest
 }
 
 /**
- * Grow a forest on `rows` points of `dimensions` features each, row-major in `data`.
+ * Start growing a forest on `rows` points of `dimensions` features each, row-major in
+ * `data` (which must not change until the last step).
  *
  * @example
- * const forest = growForest(new Float64Array([0, 0, 0.1, 0.2, 9, 9]), 2, { trees: 50 })
- * forest.score([9, 9]) > forest.score([0, 0]) // true
+ * const grower = forestGrower(snapshots, 15, { seed: 7 })
+ * while (!grower.step(10)) await new Promise(setImmediate)
+ * const forest = grower.forest()
  */
-export function growForest(data: Float64Array, dimensions: number, options: ForestOptions = {}): Forest {
+export function forestGrower(
+  data: Float64Array,
+  dimensions: number,
+  options: ForestOptions = {},
+): ForestGrower {
   if (!Number.isInteger(dimensions) || dimensions < 1)
     throw new RangeError('dimensions must be a positive integer')
   const rows = Math.floor(data.length / dimensions)
   if (rows < 1) throw new RangeError('grow a forest on one point at least')
   const treeCount = options.trees ?? 100
+  if (!Number.isInteger(treeCount) || treeCount < 1) throw new RangeError('trees must be a positive integer')
   const psi = Math.min(options.subsample ?? 256, rows)
   const random = seeded(options.seed ?? 1)
   const heightLimit = Math.ceil(Math.log2(Math.max(psi, 2)))
@@ -93,9 +119,10 @@ export function growForest(data: Float64Array, dimensions: number, options: Fore
   // Scratch shared by every tree: the sample's row indices, partitioned in place.
   const order = new Int32Array(rows)
   const sample = new Int32Array(psi)
+  const stack: number[] = []
   const trees: Tree[] = []
 
-  for (let t = 0; t < treeCount; t++) {
+  function growTree(): Tree {
     // ψ rows without replacement: a partial Fisher–Yates shuffle.
     for (let i = 0; i < rows; i++) order[i] = i
     for (let i = 0; i < psi; i++) {
@@ -110,18 +137,17 @@ export function growForest(data: Float64Array, dimensions: number, options: Fore
       threshold: new Float64Array(maxNodes),
       left: new Int32Array(maxNodes),
       right: new Int32Array(maxNodes),
-      size: new Int32Array(maxNodes),
     }
     let nodes = 0
     // Grow iteratively: [node, from, to, height] on a stack, the sample partitioned in place.
-    const stack: number[] = [nodes++, 0, psi, 0]
+    stack.push(nodes++, 0, psi, 0)
     while (stack.length > 0) {
       const height = stack.pop() as number
       const to = stack.pop() as number
       const from = stack.pop() as number
       const node = stack.pop() as number
       const n = to - from
-      tree.size[node] = n
+      tree.threshold[node] = averagePathLength(n)
       if (height >= heightLimit || n <= 1) continue
       // A random attribute among those that still vary here; none: an external node.
       let q = -1
@@ -158,31 +184,80 @@ export function growForest(data: Float64Array, dimensions: number, options: Fore
       tree.right[node] = right
       stack.push(left, from, mid, height + 1, right, mid, to, height + 1)
     }
-    trees.push(tree)
+    return tree
   }
 
   const normaliser = averagePathLength(psi)
+  /** The external node `point` ends in, and the length of its path (the paper's h(x)). */
+  const pathIn = (tree: Tree, point: ArrayLike<number>): number => {
+    let node = 0
+    let depth = 0
+    for (;;) {
+      const f = tree.feature[node] as number
+      if (f < 0) return depth + (tree.threshold[node] as number)
+      node = (
+        (point[f] as number) < (tree.threshold[node] as number) ? tree.left[node] : tree.right[node]
+      ) as number
+      depth++
+    }
+  }
   const pathLength = (point: ArrayLike<number>): number => {
     let total = 0
-    for (const tree of trees) {
-      let node = 0
-      let depth = 0
-      for (;;) {
-        const f = tree.feature[node] as number
-        if (f < 0) break
-        node = (
-          (point[f] as number) < (tree.threshold[node] as number) ? tree.left[node] : tree.right[node]
-        ) as number
-        depth++
-      }
-      total += depth + averagePathLength(tree.size[node] as number)
-    }
+    for (let t = 0; t < trees.length; t++) total += pathIn(trees[t] as Tree, point)
     return total / trees.length
   }
-  return {
+  const scoreOf = (meanPath: number): number => (normaliser === 0 ? 0.5 : 2 ** (-meanPath / normaliser))
+  const forest: Forest = {
     dimensions,
     subsample: psi,
     pathLength,
-    score: (point) => (normaliser === 0 ? 0.5 : 2 ** (-pathLength(point) / normaliser)),
+    score: (point) => scoreOf(pathLength(point)),
+    explain(point, out) {
+      out.fill(0)
+      let total = 0
+      let weights = 0
+      for (let t = 0; t < trees.length; t++) {
+        const tree = trees[t] as Tree
+        let node = 0
+        let depth = 0
+        for (;;) {
+          const f = tree.feature[node] as number
+          if (f < 0) break
+          const w = 1 / (depth + 1)
+          out[f] = (out[f] as number) + w
+          weights += w
+          node = (
+            (point[f] as number) < (tree.threshold[node] as number) ? tree.left[node] : tree.right[node]
+          ) as number
+          depth++
+        }
+        total += depth + (tree.threshold[node] as number)
+      }
+      if (weights > 0) for (let f = 0; f < out.length; f++) out[f] = (out[f] as number) / weights
+      return scoreOf(total / trees.length)
+    },
   }
+  return {
+    get grown() {
+      return trees.length
+    },
+    step(more) {
+      for (let i = 0; i < more && trees.length < treeCount; i++) trees.push(growTree())
+      return trees.length >= treeCount
+    },
+    forest: () => forest,
+  }
+}
+
+/**
+ * Grow a forest on `rows` points of `dimensions` features each, row-major in `data`, all at once.
+ *
+ * @example
+ * const forest = growForest(new Float64Array([0, 0, 0.1, 0.2, 9, 9]), 2, { trees: 50 })
+ * forest.score([9, 9]) > forest.score([0, 0]) // true
+ */
+export function growForest(data: Float64Array, dimensions: number, options: ForestOptions = {}): Forest {
+  const grower = forestGrower(data, dimensions, options)
+  grower.step(options.trees ?? 100)
+  return grower.forest()
 }

@@ -100,6 +100,8 @@ export interface LimiterDeps {
   readonly clientOf: (req: IncomingMessage) => ClientIdentity | undefined
   /** The overload engine, whose slot release and limit `shield.limiter` has always offered. */
   readonly overload?: OverloadApi | undefined
+  /** What a request costs times its cost option (the anomaly engine's throttle): 1 when absent. */
+  readonly weightOf?: ((req: IncomingMessage) => number) | undefined
 }
 
 const ONE_CLIENT_STREAK = 1_000
@@ -282,10 +284,11 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     if (!streakDone) watchStreak(client)
     const n = policies.length
     // A throwing key() or cost() is answered 500 by the pipeline.
+    const weight = deps.weightOf === undefined ? 1 : deps.weightOf(req)
     for (let i = 0; i < n; i++) {
       const p = policies[i] as Policy
       scratchKeys[i] = keyOf(p, req, client)
-      scratchCosts[i] = costOf(p, req)
+      scratchCosts[i] = costOf(p, req) * weight
     }
     const decided = store.consume(policies, scratchKeys, scratchCosts, now)
     if (decided instanceof Promise) return decided.then((d) => concluded(policies, d))

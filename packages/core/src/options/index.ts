@@ -9,6 +9,7 @@ import { auditSection } from '../audit/options.js'
 import { breakerDefaultsSchema } from '../breaker/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
+import { anomalySection } from '../anomaly/options.js'
 import { ghostSection } from '../ghost/options.js'
 import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
@@ -69,6 +70,11 @@ export const optionsSchema = z
     validator: validatorSection,
     headers: headersSection,
     cors: corsSection,
+    /**
+     * Anomaly scoring of clients: rules, an Isolation Forest and a campaign detector; on in
+     * `observe` mode (score and report, never act) unless `false`.
+     */
+    anomaly: anomalySection,
     metrics: metricsSection,
     proxy: proxySection,
     /** What every proxy route's breaker starts from (`false`: none); a route's own `breaker` wins. */

@@ -160,6 +160,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     metrics,
     limiter: apis.limiter,
     ghost: apis.ghost,
+    anomaly: apis.anomaly,
     audit: apis.audit,
     store,
     gateway: gateway.gateway,

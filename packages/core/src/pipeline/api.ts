@@ -7,6 +7,7 @@ import type { Endpoint } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
 import type { AegisRequestState, Rejection, RouteOf } from '../kernel/types.js'
 import type { GhostApi } from '../ghost/engine.js'
+import type { AnomalyApi } from '../anomaly/engine.js'
 import type { Limiter } from '../limiter/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { AegisConfig } from '../options/index.js'
@@ -129,6 +130,8 @@ export interface Aegis {
   readonly limiter: Limiter | undefined
   /** The ghost cache (purge, list), when the top-level `ghost` or a proxy route's turns it on. */
   readonly ghost: GhostApi | undefined
+  /** The anomaly engine (`top()`, `explain()`, `block()`, `unblock()`, `stats()`), unless `anomaly: false`. */
+  readonly anomaly: AnomalyApi | undefined
   /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */

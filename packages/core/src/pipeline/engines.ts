@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { accessLogEngine } from '../access-log/index.js'
+import { anomalyEngine, weightOf, type AnomalyApi } from '../anomaly/engine.js'
 import { createAuditLog, type AuditLog } from '../audit/index.js'
 import type { ClientResolver } from '../client/index.js'
 import { corsEngine } from '../cors/engine.js'
@@ -68,6 +69,7 @@ export interface EngineApis {
   overload?: OverloadApi
   ghost?: GhostApi
   audit?: AuditLog
+  anomaly?: AnomalyApi
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -106,6 +108,15 @@ export const ENGINES: readonly EngineEntry[] = [
     create: ({ config }) => (config.cors === false ? undefined : corsEngine(createCors(config.cors))),
   },
   {
+    // Before the limiter, which charges by its scores, and before overload: a blocked client takes no slot.
+    name: 'anomaly',
+    create: ({ config, metrics, events, logger, failure }) => {
+      if (config.anomaly === false) return undefined
+      const engine = anomalyEngine(config.anomaly, { metrics, events, logger, failure })
+      return engine
+    },
+  },
+  {
     // Before the limiter: a request the process cannot take costs its client no quota.
     name: 'overload',
     create: ({ config, metrics }) =>
@@ -130,6 +141,8 @@ export const ENGINES: readonly EngineEntry[] = [
               trustsProxy: config.trustProxy !== false,
               clientOf: (req) => stateOf(req)?.client,
               overload: apis.overload,
+              // Throttle mode: a client costs more points the more anomalous it is.
+              weightOf: config.anomaly !== false && config.anomaly.mode === 'throttle' ? weightOf : undefined,
             }),
           ),
   },

@@ -1,0 +1,460 @@
+/**
+ * The anomaly engine: per-client features (features.ts), guard rules (rules.ts) and an
+ * Isolation Forest grown off the request path (trainer.ts) give each client one score
+ * with its reasons. `observe` updates a client after each of its responses; `admit`
+ * enforces what was decided — a block, a heavier limiter cost — and adds the debugging
+ * field. In `observe` mode (the default) it only scores, counts and reports.
+ */
+import type { IncomingMessage } from 'node:http'
+import { LRUCache } from 'lru-cache'
+import { inRanges, maskAddress, parseAddress, parseRanges } from '../client/index.js'
+import type { Engine } from '../kernel/engine.js'
+import { AegisArgumentError, ErrorCodes } from '../kernel/errors.js'
+import type { EventBus } from '../kernel/events.js'
+import type { Logger } from '../kernel/logger.js'
+import { IETF_PROBLEM, problem } from '../kernel/problem.js'
+import type { AdmittedState, AegisRequestState, Rejection } from '../kernel/types.js'
+import { pathOf } from '../kernel/url.js'
+import type { Metrics } from '../metrics/index.js'
+import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
+import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
+import type { AnomalyConfig } from './options.js'
+import { checkRules, RULES, ruleSettings } from './rules.js'
+import { createTrainer, SNAPSHOT_MS, type Model } from './trainer.js'
+import './events.js'
+
+/** A client's features are scored at most this often (or every `SCORE_EVERY` requests). */
+const SCORE_MS = 1000
+const SCORE_EVERY = 16
+/** The model speaks of a client only after this many requests: one or two say nothing of a rhythm. */
+const MIN_REQUESTS = 5
+/** Consecutive scorings over the threshold before the model blocks (a rule blocks at once). */
+const MODEL_STRIKES = 2
+/** A block's strikes are forgotten a day after it ended. */
+const STRIKES_FORGOTTEN_MS = 86_400_000
+/** Reasons a verdict names from the model: the features that isolated the client most. */
+const TOP_FEATURES = 3
+
+/** A block in force (or ended, remembered for its strikes). */
+interface Block {
+  readonly until: number
+  readonly strikes: number
+  readonly reasons: readonly string[]
+}
+
+/** A client, as `top()` and `explain()` describe it. */
+export interface AnomalyClient {
+  /** The identity (the client key, or the header's or cookie's value). */
+  readonly key: string
+  readonly score: number
+  /** `rule:<name>` for a rule that fired, `model:<feature>` for the features that isolated it most. */
+  readonly reasons: readonly string[]
+  readonly requests: number
+  readonly firstSeen: number
+  readonly lastSeen: number
+  readonly flagged: boolean
+  /** When its block ends (the engine's clock), if blocked. */
+  readonly blockedUntil: number | undefined
+  /** Its features, by name (`rate_10s`: requests per minute over about 10 s, log1p'd, …). */
+  readonly features: Readonly<Record<(typeof FEATURES)[number], number>>
+}
+
+/** What the engine reports of itself. */
+export interface AnomalyStats {
+  readonly mode: AnomalyConfig['mode']
+  readonly clients: number
+  readonly blocked: number
+  /** Client snapshots held to grow the next model from. */
+  readonly snapshots: number
+  /** The model in use: when it was grown, on how many snapshots, in how many ms; `undefined` before the first. */
+  readonly model: { readonly at: number; readonly rows: number; readonly ms: number } | undefined
+  /** Whether the model's verdicts count yet (after the warm-up). */
+  readonly warm: boolean
+}
+
+/** `aegis.anomaly`: what the admin API and the dashboard read, and an operator's own verdicts. */
+export interface AnomalyApi {
+  /** The `n` most anomalous clients seen, highest score first, with their reasons. */
+  top(n?: number): AnomalyClient[]
+  /** One client by key, or `undefined` if it is not remembered. */
+  explain(key: string): AnomalyClient | undefined
+  /** Block a client for `ms` (the cool-down by default), as a verdict would. */
+  block(key: string, ms?: number): void
+  /** Lift a client's block (its strikes are forgotten too). */
+  unblock(key: string): boolean
+  stats(): AnomalyStats
+}
+
+export interface AnomalyDeps {
+  readonly metrics: Metrics | undefined
+  readonly events: EventBus
+  readonly logger: Logger | undefined
+  /** The answer to a user callback that threw (the `challenge` hook). */
+  readonly failure: (err: unknown) => Rejection
+}
+
+/** Where a request's limiter weight is left for the limiter (throttle mode). */
+const WEIGHT = Symbol('aegis.anomaly.weight')
+type Weighted = IncomingMessage & { [WEIGHT]?: number }
+
+/**
+ * @example
+ * const engine = anomalyEngine(parseOptions({ anomaly: { mode: 'block' } }).anomaly, deps)
+ */
+export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine & { api: AnomalyApi } {
+  const { mode, threshold } = config
+  const clock = config.clock ?? Date.now
+  const rules = ruleSettings(config.rules)
+  const table = new ClientTable(config.maxClients, rules.flood?.seconds ?? 1)
+  const blocks = new LRUCache<string, Block>({ max: config.maxClients })
+  let model: Model | undefined
+  const metrics: AnomalyMetrics | undefined =
+    deps.metrics &&
+    anomalyMetrics(deps.metrics, {
+      clients: () => table.size,
+      blocked: () => blockedNow(clock()),
+      modelAge: () => (model === undefined ? undefined : clock() - model.at),
+    })
+  const blockedNow = (now: number): number => {
+    let n = 0
+    for (const b of blocks.values()) if (b.until > now) n++
+    return n
+  }
+  const allowRanges = parseRanges(config.allow.addresses)
+  const apiKeys = config.allow.apiKeys && {
+    header: config.allow.apiKeys.header,
+    keys: new Set(config.allow.apiKeys.keys),
+  }
+  const scratch = new Float64Array(DIMENSIONS)
+  const shares = new Float64Array(DIMENSIONS)
+  // One object for every update: the table reads it synchronously and keeps nothing.
+  const seen: { -readonly [K in keyof Seen]: Seen[K] } = {
+    now: 0,
+    path: '/',
+    route: '',
+    status: 0,
+    req: undefined as unknown as IncomingMessage,
+  }
+  // Reasons of each remembered client, by row (what `top()` and the header show).
+  const reasons: (readonly string[] | undefined)[] = []
+
+  let startedAt: number | undefined
+  let nextTraining = 0
+  const trainer = createTrainer({
+    dimensions: DIMENSIONS,
+    capacity: config.model.sample,
+    trees: config.model.trees,
+    subsample: config.model.subsample,
+    seed: config.model.seed,
+    onModel(m) {
+      model = m
+      metrics?.trained(m.ms / 1000, m.at)
+    },
+    onError(err) {
+      deps.logger?.error({ err }, 'anomaly: growing the model failed; the previous one stays')
+    },
+  })
+
+  const warm = (now: number): boolean =>
+    model !== undefined && startedAt !== undefined && now - startedAt >= config.warmup.ms
+
+  // ---- identity and the allowlist ----
+
+  const COOKIE_PREFIX =
+    config.identity !== 'client' && 'cookie' in config.identity ? `${config.identity.cookie}=` : ''
+  const HEADER = config.identity !== 'client' && 'header' in config.identity ? config.identity.header : ''
+  /** Who sent the request: the client key, or the configured header's or cookie's value (bounded). */
+  function identify(req: IncomingMessage, state: AegisRequestState): string {
+    if (config.identity === 'client') return state.client.key
+    let value: string | undefined
+    if (HEADER !== '') {
+      const h = req.headers[HEADER]
+      value = Array.isArray(h) ? h[0] : h
+    } else {
+      const cookie = req.headers.cookie
+      if (cookie !== undefined)
+        for (const part of cookie.split(';')) {
+          const p = part.trimStart()
+          if (p.startsWith(COOKIE_PREFIX)) {
+            value = p.slice(COOKIE_PREFIX.length)
+            break
+          }
+        }
+    }
+    // Namespaced so that a header cannot claim to be an address; bounded so that it cannot fill memory.
+    return value === undefined || value === '' ? state.client.key : `id:${value.slice(0, 256)}`
+  }
+
+  /** Never throttled nor blocked: an allowed address, an allowed API key. */
+  function allowed(req: IncomingMessage, state: AegisRequestState): boolean {
+    if (allowRanges.length > 0) {
+      const addr = parseAddress(state.client.ip)
+      if (addr !== undefined && inRanges(addr, allowRanges)) return true
+    }
+    if (apiKeys !== undefined) {
+      const h = req.headers[apiKeys.header]
+      const key = Array.isArray(h) ? h[0] : h
+      if (key !== undefined && apiKeys.keys.has(key)) return true
+    }
+    return false
+  }
+
+  // ---- verdicts ----
+
+  function blockedAnswer(block: Block, now: number): Rejection {
+    const seconds = Math.max(1, Math.ceil((block.until - now) / 1000))
+    return problem({
+      status: 403,
+      code: ErrorCodes.ABNORMAL_USAGE,
+      reason: 'anomaly',
+      title: 'Abnormal usage detected',
+      detail: `Requests from this client look automated or abusive; try again in ${seconds} seconds.`,
+      type: IETF_PROBLEM.abnormalUsageDetected,
+      headers: { 'retry-after': String(seconds) },
+    })
+  }
+
+  function block(
+    key: string,
+    why: readonly string[],
+    score: number,
+    now: number,
+    ms?: number,
+    ip?: string,
+  ): void {
+    const previous = blocks.get(key)
+    const strikes =
+      previous !== undefined && now - previous.until < STRIKES_FORGOTTEN_MS ? previous.strikes + 1 : 1
+    const coolDown = ms ?? Math.min(config.maxCoolDownMs, config.coolDownMs * 2 ** (strikes - 1))
+    const until = now + coolDown
+    blocks.set(key, { until, strikes, reasons: why })
+    metrics?.verdict(labelOf(why), 'block')
+    deps.events.emit('anomaly.blocked', {
+      key: maskKey(key),
+      ...(ip === undefined ? {} : { client: maskAddress(ip) }),
+      score,
+      reasons: why,
+      strikes,
+      coolDownMs: coolDown,
+      until,
+    })
+  }
+
+  /** Why a row scored what it did: its rule, or the features that isolated it most. */
+  function explainRow(slot: number, now: number): readonly string[] {
+    const rule = table.rows[slot * F.FIELDS + F.RULE] as number
+    if (rule > 0) return [`rule:${RULES[rule - 1] as string}`]
+    if (model === undefined) return []
+    model.forest.explain(table.features(slot, now, scratch), shares)
+    const out: string[] = []
+    const picked = new Set<number>()
+    for (let k = 0; k < TOP_FEATURES; k++) {
+      let best = -1
+      for (let f = 0; f < DIMENSIONS; f++)
+        if (!picked.has(f) && (best < 0 || (shares[f] as number) > (shares[best] as number))) best = f
+      if (best < 0 || (shares[best] as number) === 0) break
+      picked.add(best)
+      const dir = (scratch[best] as number) >= (model.medians[best] as number) ? 'high' : 'low'
+      out.push(`model:${FEATURES[best] as string}:${dir}`)
+    }
+    return out
+  }
+
+  /** Decide on a row whose score just changed. */
+  function judge(
+    req: IncomingMessage,
+    state: AegisRequestState,
+    key: string,
+    slot: number,
+    now: number,
+  ): void {
+    const r = table.rows
+    const o = slot * F.FIELDS
+    const score = r[o + F.SCORE] as number
+    if (score < threshold) {
+      r[o + F.HOT] = 0
+      r[o + F.FLAGGED] = 0
+      return
+    }
+    r[o + F.HOT] = (r[o + F.HOT] as number) + 1
+    const why = explainRow(slot, now)
+    reasons[slot] = why
+    const rule = (r[o + F.RULE] as number) > 0
+    if (r[o + F.FLAGGED] === 0) {
+      r[o + F.FLAGGED] = 1
+      metrics?.verdict(labelOf(why), 'flag')
+      deps.events.emit('anomaly.flagged', {
+        key: maskKey(key),
+        client: maskAddress(state.client.ip),
+        score,
+        reasons: why,
+      })
+    }
+    if (mode !== 'block' || allowed(req, state)) return
+    if (!rule && (r[o + F.HOT] as number) < MODEL_STRIKES) return
+    const current = blocks.get(key)
+    if (current !== undefined && current.until > now) return
+    block(key, why, score, now, undefined, state.client.ip)
+  }
+
+  // ---- the stages ----
+
+  let closed = false
+  const engine: Engine & { api: AnomalyApi } = {
+    name: 'anomaly',
+    admit(req, state) {
+      if (blocks.size === 0 && mode !== 'throttle' && !config.header) return undefined
+      const key = identify(req, state)
+      if (blocks.size > 0) {
+        const b = blocks.get(key)
+        if (b !== undefined) {
+          const now = clock()
+          if (b.until > now && !allowed(req, state)) return blockedAnswer(b, now)
+        }
+      }
+      const slot = table.peek(key)
+      if (slot === undefined) return undefined
+      const score = table.rows[slot * F.FIELDS + F.SCORE] as number
+      if (mode === 'throttle' && score > threshold && !allowed(req, state))
+        (req as Weighted)[WEIGHT] = 1 + ((config.maxCost - 1) * (score - threshold)) / (1 - threshold)
+      if (!config.header) return undefined
+      const why = reasons[slot]
+      const value = `score=${score.toFixed(3)}; threshold=${threshold}${why !== undefined && why.length > 0 && score >= threshold ? `; reasons="${why.join(' ')}"` : ''}`
+      return { headers: [['x-aegis-anomaly', value]] }
+    },
+    observe(req, state, outcome) {
+      if (state.skipped || closed) return
+      const rejection = state.rejection
+      // Our own block says nothing new of the client; other rejections (a 429, a 413) do.
+      if (rejection !== undefined && rejection.reason === 'anomaly') return
+      const now = clock()
+      startedAt ??= now
+      const key = identify(req, state)
+      const slot = table.touch(key)
+      if (table.isNew) reasons[slot] = undefined
+      seen.now = now
+      seen.path = pathOf(req.url ?? '/')
+      seen.route = (state as AdmittedState).route ?? ''
+      seen.status = outcome.status
+      seen.req = req
+      table.update(slot, seen)
+      seen.req = undefined as unknown as IncomingMessage
+      const r = table.rows
+      const o = slot * F.FIELDS
+
+      const fired = checkRules(table, slot, rules)
+      if (fired > 0) {
+        r[o + F.RULE] = fired
+        r[o + F.SCORE] = 1
+        r[o + F.UNSCORED] = 0
+        judge(req, state, key, slot, now)
+      } else if (
+        (r[o + F.REQUESTS] as number) >= MIN_REQUESTS &&
+        ((r[o + F.UNSCORED] as number) >= SCORE_EVERY || now - (r[o + F.SCORED_AT] as number) >= SCORE_MS)
+      ) {
+        r[o + F.UNSCORED] = 0
+        r[o + F.SCORED_AT] = now
+        r[o + F.RULE] = 0
+        const features = table.features(slot, now, scratch)
+        if (warm(now)) {
+          const score = (model as Model).forest.score(features)
+          r[o + F.SCORE] = score
+          metrics?.scored(score)
+          judge(req, state, key, slot, now)
+        } else r[o + F.SCORE] = 0
+        // Snapshots of clients not flagged: what the next model learns normal from.
+        if (r[o + F.FLAGGED] === 0 && now - (r[o + F.SNAPSHOT_AT] as number) >= SNAPSHOT_MS) {
+          r[o + F.SNAPSHOT_AT] = now
+          trainer.offer(features)
+        }
+      }
+      if (now >= nextTraining && trainer.size >= config.warmup.snapshots && trainer.train(now))
+        nextTraining = now + config.model.everyMs
+    },
+    close() {
+      closed = true
+      trainer.close()
+      metrics?.close()
+    },
+    api: {
+      top(n = 10) {
+        if (!Number.isInteger(n) || n < 1)
+          throw new AegisArgumentError('anomaly.top(n): n must be a positive integer')
+        const scored: [string, number, number][] = []
+        for (const [key, slot] of table.entries()) {
+          const score = table.rows[slot * F.FIELDS + F.SCORE] as number
+          if (score > 0) scored.push([key, slot, score])
+        }
+        scored.sort((a, b) => b[2] - a[2])
+        const now = clock()
+        return scored.slice(0, n).map(([key, slot]) => describe(key, slot, now))
+      },
+      explain(key) {
+        const slot = table.peek(key)
+        return slot === undefined ? undefined : describe(key, slot, clock())
+      },
+      block(key, ms) {
+        if (typeof key !== 'string' || key === '')
+          throw new AegisArgumentError('anomaly.block(key): a key is needed')
+        if (ms !== undefined && (!Number.isFinite(ms) || ms < 1))
+          throw new AegisArgumentError('anomaly.block(key, ms): ms must be a positive number')
+        block(key, ['operator'], 1, clock(), ms)
+      },
+      unblock(key) {
+        return blocks.delete(key)
+      },
+      stats() {
+        const now = clock()
+        return {
+          mode,
+          clients: table.size,
+          blocked: blockedNow(now),
+          snapshots: trainer.size,
+          model: model === undefined ? undefined : { at: model.at, rows: model.rows, ms: model.ms },
+          warm: warm(now),
+        }
+      },
+    },
+  }
+
+  function describe(key: string, slot: number, now: number): AnomalyClient {
+    const r = table.rows
+    const o = slot * F.FIELDS
+    const values = table.features(slot, now, new Float64Array(DIMENSIONS))
+    const b = blocks.get(key)
+    const score = r[o + F.SCORE] as number
+    return {
+      key,
+      score,
+      reasons: score >= threshold ? (reasons[slot] ?? explainRow(slot, now)) : explainRow(slot, now),
+      requests: r[o + F.REQUESTS] as number,
+      firstSeen: r[o + F.FIRST] as number,
+      lastSeen: r[o + F.LAST] as number,
+      flagged: r[o + F.FLAGGED] === 1,
+      blockedUntil: b !== undefined && b.until > now ? b.until : undefined,
+      features: Object.fromEntries(
+        FEATURES.map((name, i) => [name, values[i] as number]),
+      ) as AnomalyClient['features'],
+    }
+  }
+
+  return engine
+}
+
+/** The limiter's weight for a request in throttle mode: 1 unless the anomaly engine set more. */
+export const weightOf = (req: IncomingMessage): number => (req as Weighted)[WEIGHT] ?? 1
+
+/** A verdict's reason as a metric label: the rule's name, `model`, `campaign` or `operator` (a fixed set). */
+function labelOf(why: readonly string[]): string {
+  const first = why[0]
+  if (first === undefined) return 'model'
+  const [kind, name] = first.split(':')
+  return kind === 'rule' ? (name ?? 'rule') : (kind ?? 'model')
+}
+
+/** A key for events and logs: an address masked as client addresses are, an identity's value cut short. */
+function maskKey(key: string): string {
+  if (key.startsWith('id:')) return `id:${key.slice(3, 7)}…`
+  const slash = key.indexOf('/')
+  return maskAddress(slash > 0 ? key.slice(0, slash) : key)
+}

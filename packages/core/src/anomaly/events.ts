@@ -1,0 +1,44 @@
+/**
+ * The anomaly engine's events on the bus (declaration merging on `AegisEvents`, see
+ * kernel/events.ts). Keys and addresses in them are masked as in every log line: an
+ * address to its /24 or /48, an identity's value to its first characters.
+ */
+
+declare module '../kernel/events.js' {
+  interface AegisEvents {
+    /** A client's score crossed the threshold (once, until it falls back under). */
+    'anomaly.flagged': {
+      readonly key: string
+      readonly client: string
+      readonly score: number
+      /** `rule:<name>`, or `model:<feature>:<high|low>` for the features that isolated it most. */
+      readonly reasons: readonly string[]
+    }
+    /** A client was blocked: by a verdict, an operator (`reasons: ['operator']`) or another instance (`shared`). */
+    'anomaly.blocked': {
+      readonly key: string
+      readonly client?: string
+      readonly score: number
+      readonly reasons: readonly string[]
+      /** Blocks of this client within a day, this one included: the cool-down doubles with each. */
+      readonly strikes: number
+      readonly coolDownMs: number
+      /** When it ends (the engine's clock, ms since the epoch). */
+      readonly until: number
+      readonly shared?: boolean
+    }
+    /** A campaign on a route began (`active: true`) or ended. */
+    'anomaly.campaign': {
+      readonly id: string
+      readonly kind: string
+      readonly route: string
+      readonly active: boolean
+      readonly failures: number
+      readonly clients: number
+      /** The /24 or /48 prefixes taking the most part, with their failures. */
+      readonly prefixes: ReadonlyArray<readonly [string, number]>
+    }
+  }
+}
+
+export {}

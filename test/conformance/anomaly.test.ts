@@ -1,0 +1,170 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { AegisOptions } from '@aegis/core'
+import { seeded } from '../../packages/core/src/anomaly/forest.js'
+import { adapters, type TestApp } from './apps.js'
+
+interface Answer {
+  status: number
+  headers: Record<string, string>
+  body: string
+}
+
+const send = async (url: string, init?: RequestInit): Promise<Answer> => {
+  const r = await fetch(url, init)
+  return { status: r.status, headers: Object.fromEntries(r.headers), body: await r.text() }
+}
+
+/** `n` requests one after another, each to `path(i)`. */
+const sendMany = async (n: number, url: (i: number) => string, init?: RequestInit): Promise<Answer[]> => {
+  const out: Answer[] = []
+  for (let i = 0; i < n; i++) out.push(await send(url(i), init))
+  return out
+}
+
+const ABNORMAL = 'https://iana.org/assignments/http-problem-types#abnormal-usage-detected'
+
+describe.each(adapters)('%s: anomaly engine', (_name, make) => {
+  let app: TestApp | undefined
+  const start = async (options: AegisOptions) => (app = await make(options))
+  afterEach(async () => {
+    await app?.close()
+    app = undefined
+  })
+
+  it('observe (the default) scores a scanner and reports it once, and never blocks', async () => {
+    const a = await start({})
+    const flagged: unknown[] = []
+    a.core.events.on('anomaly.flagged', (e) => flagged.push(e))
+    const answers = await sendMany(30, (i) => `${a.url}/wp-admin/probe-${i}.php`)
+    expect(answers.every((r) => r.status === 404)).toBe(true)
+    expect((await send(`${a.url}/`)).status).toBe(200)
+    const seen = a.core.anomaly?.explain('127.0.0.1')
+    expect(seen?.score).toBe(1)
+    expect(seen?.reasons).toEqual(['rule:scanner'])
+    expect(seen?.flagged).toBe(true)
+    expect(seen?.blockedUntil).toBeUndefined()
+    expect(flagged).toHaveLength(1)
+    expect(flagged[0]).toMatchObject({ client: '127.0.0.0/24', score: 1, reasons: ['rule:scanner'] })
+    expect(a.core.anomaly?.top(5)[0]?.key).toBe('127.0.0.1')
+    const metrics = await send(`${a.url}/metrics`)
+    expect(metrics.body).toMatch(/aegis_anomaly_verdicts_total\{reason="scanner",action="flag"\} 1/)
+  })
+
+  it('block answers a scanner 403 problem+json with Retry-After, on every path, until unblocked', async () => {
+    const a = await start({ anomaly: { mode: 'block' } })
+    const blocked: { strikes: number; coolDownMs: number }[] = []
+    a.core.events.on('anomaly.blocked', (e) => blocked.push(e))
+    const answers = await sendMany(20, (i) => `${a.url}/.env.${i}`)
+    const first = answers.findIndex((r) => r.status === 403)
+    expect(first).toBeGreaterThanOrEqual(8) // the 8th 404 fires the rule; the next request is refused
+    expect(first).toBeLessThanOrEqual(10)
+    const refusal = answers[first] as Answer
+    expect(refusal.headers['content-type']).toMatch(/^application\/problem\+json/)
+    expect(JSON.parse(refusal.body)).toMatchObject({
+      type: ABNORMAL,
+      status: 403,
+      code: 'AEGIS_ERR_ABNORMAL_USAGE',
+    })
+    expect(Number(refusal.headers['retry-after'])).toBeGreaterThan(50)
+    expect((await send(`${a.url}/`)).status).toBe(403)
+    expect(blocked).toEqual([
+      expect.objectContaining({ strikes: 1, coolDownMs: 60_000, reasons: ['rule:scanner'] }),
+    ])
+    expect(a.core.anomaly?.stats().blocked).toBe(1)
+    expect(a.core.anomaly?.unblock('127.0.0.1')).toBe(true)
+    expect((await send(`${a.url}/`)).status).toBe(200)
+  })
+
+  it('block stops a brute force on one route at the fifth failure', async () => {
+    const a = await start({ anomaly: { mode: 'block' } })
+    const answers = await sendMany(8, () => `${a.url}/login/fail`, { method: 'POST' })
+    expect(answers.map((r) => r.status)).toEqual([401, 401, 401, 401, 401, 403, 403, 403])
+    expect(a.core.anomaly?.explain('127.0.0.1')?.reasons).toEqual(['rule:bruteForce'])
+  })
+
+  it('an allowlisted address is scored but never blocked', async () => {
+    const a = await start({ anomaly: { mode: 'block', allow: { addresses: ['127.0.0.0/8'] } } })
+    const answers = await sendMany(20, (i) => `${a.url}/probe-${i}`)
+    expect(answers.every((r) => r.status === 404)).toBe(true)
+    expect(a.core.anomaly?.explain('127.0.0.1')?.score).toBe(1)
+    expect(a.core.anomaly?.stats().blocked).toBe(0)
+  })
+
+  it('an allowlisted API key passes a block', async () => {
+    const a = await start({
+      anomaly: { mode: 'block', allow: { apiKeys: { header: 'x-api-key', keys: ['partner-1'] } } },
+    })
+    await sendMany(12, (i) => `${a.url}/probe-${i}`)
+    expect((await send(`${a.url}/`)).status).toBe(403)
+    expect((await send(`${a.url}/`, { headers: { 'x-api-key': 'partner-1' } })).status).toBe(200)
+    expect((await send(`${a.url}/`, { headers: { 'x-api-key': 'partner-2' } })).status).toBe(403)
+  })
+
+  it('header: X-Aegis-Anomaly carries the score, the threshold and the reasons', async () => {
+    const a = await start({ anomaly: { header: true } })
+    expect((await send(`${a.url}/`)).headers['x-aegis-anomaly']).toBeUndefined() // not known yet
+    expect((await send(`${a.url}/`)).headers['x-aegis-anomaly']).toBe('score=0.000; threshold=0.7')
+    await sendMany(10, (i) => `${a.url}/probe-${i}`)
+    expect((await send(`${a.url}/`)).headers['x-aegis-anomaly']).toBe(
+      'score=1.000; threshold=0.7; reasons="rule:scanner"',
+    )
+  })
+
+  it('throttle: the limiter charges an anomalous client more', async () => {
+    const a = await start({
+      anomaly: { mode: 'throttle', maxCost: 10 },
+      limiter: { points: 200, duration: 60 },
+    })
+    await sendMany(10, (i) => `${a.url}/probe-${i}`)
+    const before = Number(/r=(\d+)/.exec((await send(`${a.url}/`)).headers.ratelimit ?? '')?.[1])
+    const after = Number(/r=(\d+)/.exec((await send(`${a.url}/`)).headers.ratelimit ?? '')?.[1])
+    expect(before - after).toBe(10) // a score of 1 costs maxCost
+  })
+
+  it('grows a model on its clients in the background, scores with it after the warm-up, and close() stops it', async () => {
+    let now = 1_000_000
+    const a = await start({
+      trustProxy: 'loopback',
+      limiter: false,
+      anomaly: { clock: () => now, warmup: { ms: 60_000, snapshots: 32 }, model: { everyMs: 10_000 } },
+    })
+    const random = seeded(7)
+    const browse = (c: number) => ({
+      'x-forwarded-for': `10.0.${c}.1`,
+      'user-agent': `Mozilla/5.0 Browser/${c % 7}`,
+      'accept-language': 'en',
+    })
+    // 40 people reading pages for four minutes of virtual time, each at their own pace.
+    const next = Array.from({ length: 40 }, () => random() * 20_000)
+    for (;;) {
+      const c = next.indexOf(Math.min(...next))
+      const t = next[c] as number
+      if (t > 240_000) break
+      now = 1_000_000 + t
+      await send(`${a.url}/users/${Math.floor(random() * 50)}`, { headers: browse(c) })
+      next[c] = t + 5000 + random() * 25_000
+    }
+    // One odd client: a tool, twice a second, every page once, no language.
+    for (let i = 0; i < 40; i++) {
+      now += 500
+      await send(`${a.url}/users/${i}`, {
+        headers: { 'x-forwarded-for': '10.9.9.9', 'user-agent': 'curl/8.5' },
+      })
+    }
+    for (let i = 0; i < 100 && a.core.anomaly?.stats().model === undefined; i++)
+      await new Promise((r) => setTimeout(r, 10))
+    const stats = a.core.anomaly?.stats()
+    expect(stats?.model?.rows).toBeGreaterThanOrEqual(32)
+    expect(stats?.warm).toBe(true)
+    const people = Array.from({ length: 40 }, (_, c) => a.core.anomaly?.explain(`10.0.${c}.1`)?.score ?? 1)
+    people.sort((x, y) => x - y)
+    expect(people[20]).toBeLessThan(0.6)
+    const odd = a.core.anomaly?.explain('10.9.9.9')
+    expect(odd?.score).toBeGreaterThan(people[39] as number)
+    expect(odd?.reasons.some((r) => r.startsWith('model:'))).toBe(true)
+    await a.close()
+    app = undefined
+    await new Promise((r) => setTimeout(r, 20))
+    expect(process.getActiveResourcesInfo().filter((r) => r === 'Immediate')).toEqual([])
+  })
+})
