@@ -247,7 +247,7 @@ export function summarizeAdapter(tally, campaigns) {
 
 /**
  * The issue's targets (docs/anomaly.md carries the table), checked against
- * one adapter's summary. `met` is undefined where the figure is missing, and
+ * one adapter's summary. `met` is null (JSON keeps it) where the figure is missing, and
  * everywhere when the engine was off (`engine: false`).
  */
 export function checkTargets(summary, { engine = true } = {}) {
@@ -263,7 +263,7 @@ export function checkTargets(summary, { engine = true } = {}) {
   const check = (name, value, ok, shown) => ({
     target: name,
     measured: shown,
-    met: value === undefined || !engine ? undefined : ok,
+    met: value === undefined || !engine ? null : ok,
   })
   const pct = (x) => (x === undefined ? '—' : `${(100 * x).toFixed(x < 0.01 && x > 0 ? 2 : 1)}%`)
   const b = summary.benign
@@ -373,7 +373,7 @@ export function adapterMarkdown(adapter, summary, targets, { engine, wallSeconds
   lines.push(`Digest of every answer's status, in replay order: ${summary.answersDigest}.`, '')
   lines.push('| target | measured | met |', '| --- | --- | :---: |')
   for (const t of targets)
-    lines.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? '—' : t.met ? 'yes' : 'no'} |`)
+    lines.push(`| ${t.target} | ${t.measured} | ${t.met === null ? '—' : t.met ? 'yes' : 'no'} |`)
   const reasons = summary.rows.filter((r) => r.topReasons.length > 0)
   if (reasons.length > 0) {
     lines.push('', 'Reasons the engine gave (flagged or blocked answers, top four per profile):', '')
