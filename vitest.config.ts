@@ -28,6 +28,8 @@ export default defineConfig({
       project('koa', ['packages/koa/test/**/*.test.ts']),
       project('conformance', ['test/conformance/**/*.test.ts']),
       project('corpora', ['test/corpora/**/*.test.ts']),
+      // The benchmarks' own helpers that deserve a test (the anomaly simulator's generator).
+      project('bench', ['test/bench/**/*.test.ts']),
     ],
   },
 })
