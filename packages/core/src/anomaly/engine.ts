@@ -21,7 +21,7 @@ import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig } from './options.js'
 import { checkRules, RULES, ruleSettings } from './rules.js'
 import { createTrainer, SNAPSHOT_MS, type Model } from './trainer.js'
-import './events.js'
+import { logAnomalyEvents } from './events.js'
 
 /** A client's features are scored at most this often (or every `SCORE_EVERY` requests). */
 const SCORE_MS = 1000
@@ -299,6 +299,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
 
   // ---- the stages ----
 
+  const offLog = deps.logger === undefined ? undefined : logAnomalyEvents(deps.events, deps.logger)
   let closed = false
   const engine: Engine & { api: AnomalyApi } = {
     name: 'anomaly',
@@ -373,6 +374,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     },
     close() {
       closed = true
+      offLog?.()
       trainer.close()
       metrics?.close()
     },

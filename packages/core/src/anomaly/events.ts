@@ -3,6 +3,8 @@
  * kernel/events.ts). Keys and addresses in them are masked as in every log line: an
  * address to its /24 or /48, an identity's value to its first characters.
  */
+import type { EventBus, Unsubscribe } from '../kernel/events.js'
+import type { Logger } from '../kernel/logger.js'
 
 declare module '../kernel/events.js' {
   interface AegisEvents {
@@ -41,4 +43,20 @@ declare module '../kernel/events.js' {
   }
 }
 
-export {}
+/**
+ * The anomaly engine's events in the logs: a block or a campaign at `warn` (someone is
+ * attacking), a flag and a campaign's end at `info`.
+ *
+ * @example
+ * const off = logAnomalyEvents(bus, logger)
+ */
+export function logAnomalyEvents(bus: EventBus, logger: Logger): Unsubscribe {
+  const offs = [
+    bus.on('anomaly.flagged', (e) => logger.info(e, 'anomalous client')),
+    bus.on('anomaly.blocked', (e) => logger.warn(e, 'client blocked as anomalous')),
+    bus.on('anomaly.campaign', (e) =>
+      e.active ? logger.warn(e, 'campaign detected') : logger.info(e, 'campaign over'),
+    ),
+  ]
+  return () => offs.forEach((off) => off())
+}

@@ -28,6 +28,8 @@ export const AUDITED_EVENTS = [
   'proxy.chaos',
   'ghost.serving',
   'ghost.purged',
+  'anomaly.blocked',
+  'anomaly.campaign',
 ] as const satisfies readonly AegisEventType[]
 
 /**
