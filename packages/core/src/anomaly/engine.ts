@@ -16,6 +16,10 @@ import { IETF_PROBLEM, problem } from '../kernel/problem.js'
 import type { AdmittedState, AegisRequestState, Rejection } from '../kernel/types.js'
 import { pathOf } from '../kernel/url.js'
 import type { Metrics } from '../metrics/index.js'
+import type { RedisConnection } from '../store/index.js'
+import { createCampaignDetector, prefixOf, type Campaign } from './campaigns.js'
+import { createCrawlerVerifier, type CrawlerVerifier } from './crawlers.js'
+import { createAnomalyBus, type AnomalyBus } from './shared.js'
 import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig } from './options.js'
@@ -34,6 +38,8 @@ const MODEL_STRIKES = 2
 const STRIKES_FORGOTTEN_MS = 86_400_000
 /** Reasons a verdict names from the model: the features that isolated the client most. */
 const TOP_FEATURES = 3
+/** The row's `RULE` of a client taking part in a campaign (the rules are 1 to `RULES.length`). */
+const CAMPAIGN = RULES.length + 1
 
 /** A block in force (or ended, remembered for its strikes). */
 interface Block {
@@ -91,6 +97,18 @@ export interface AnomalyDeps {
   readonly logger: Logger | undefined
   /** The answer to a user callback that threw (the `challenge` hook). */
   readonly failure: (err: unknown) => Rejection
+  /** The shared store: blocks and campaigns are published there when `shared`. */
+  readonly store: RedisConnection | undefined
+  /** Verifies crawlers' addresses (tests pass one on their own DNS server); built from the options otherwise. */
+  readonly crawlers?: CrawlerVerifier | undefined
+}
+
+/** What a `challenge` hook sees, and where a campaign ends (the engine's clock). */
+interface RouteCampaign {
+  readonly id: string
+  readonly kind: string
+  readonly route: string
+  readonly until: number
 }
 
 /** Where a request's limiter weight is left for the limiter (throttle mode). */
@@ -137,6 +155,70 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   }
   // Reasons of each remembered client, by row (what `top()` and the header show).
   const reasons: (readonly string[] | undefined)[] = []
+  // Each row's /24 or /48, for the campaign detector (parsed once per client).
+  const prefixes: string[] = []
+
+  const crawlers = config.allow.crawlers ? (deps.crawlers ?? createCrawlerVerifier()) : undefined
+  const bus: AnomalyBus | undefined =
+    deps.store !== undefined && config.shared ? createAnomalyBus(deps.store, deps.logger) : undefined
+  // Campaigns on this instance's routes and those other instances announced, by route.
+  const underCampaign = new Map<string, RouteCampaign>()
+  const campaignEvent = (c: Campaign, active: boolean): void =>
+    deps.events.emit('anomaly.campaign', {
+      id: c.id,
+      kind: c.kind,
+      route: c.route,
+      active,
+      failures: c.failures,
+      clients: c.clients,
+      prefixes: c.prefixes.map(([prefix, n]) => [prefix, n] as const),
+    })
+  const campaigns =
+    config.campaigns === false
+      ? undefined
+      : createCampaignDetector({
+          ...config.campaigns,
+          onStart(c) {
+            const until = c.lastSeen + (config.campaigns as { quietMs: number }).quietMs
+            underCampaign.set(c.route, { id: c.id, kind: c.kind, route: c.route, until })
+            metrics?.campaign(c.kind)
+            campaignEvent(c, true)
+            bus?.publishCampaign({
+              id: c.id,
+              route: c.route,
+              kind: c.kind,
+              until,
+              detail: { failures: c.failures, clients: c.clients },
+            })
+          },
+          onEnd(c) {
+            if (underCampaign.get(c.route)?.id === c.id) underCampaign.delete(c.route)
+            campaignEvent(c, false)
+          },
+          onError(err) {
+            deps.logger?.error({ err }, 'anomaly: a campaign callback failed')
+          },
+        })
+  bus?.onBlock((b) => {
+    const current = blocks.get(b.key)
+    if (current !== undefined && current.until >= b.until) return // a repeat, or older news
+    blocks.set(b.key, { until: b.until, strikes: b.strikes, reasons: b.reasons })
+    deps.events.emit('anomaly.blocked', {
+      key: maskKey(b.key),
+      score: 1,
+      reasons: b.reasons,
+      strikes: b.strikes,
+      coolDownMs: Math.max(0, b.until - clock()),
+      until: b.until,
+      shared: true,
+    })
+  })
+  bus?.onUnblock((key) => blocks.delete(key))
+  bus?.onCampaign((c) => {
+    if (!underCampaign.has(c.route))
+      underCampaign.set(c.route, { id: c.id, kind: c.kind, route: c.route, until: c.until })
+  })
+  if (bus !== undefined) void bus.load()
 
   let startedAt: number | undefined
   let nextTraining = 0
@@ -185,8 +267,21 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     return value === undefined || value === '' ? state.client.key : `id:${value.slice(0, 256)}`
   }
 
-  /** Never throttled nor blocked: an allowed address, an allowed API key. */
+  /**
+   * Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS
+   * confirms — or one whose check is still running (a liar is refused within the lookup's
+   * timeout, and cached as one).
+   */
   function allowed(req: IncomingMessage, state: AegisRequestState): boolean {
+    if (crawlers !== undefined) {
+      const ua = req.headers['user-agent']
+      if (
+        ua !== undefined &&
+        crawlers.claimed(ua) !== undefined &&
+        crawlers.verified(state.client.ip, ua) !== false
+      )
+        return true
+    }
     if (allowRanges.length > 0) {
       const addr = parseAddress(state.client.ip)
       if (addr !== undefined && inRanges(addr, allowRanges)) return true
@@ -228,6 +323,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     const coolDown = ms ?? Math.min(config.maxCoolDownMs, config.coolDownMs * 2 ** (strikes - 1))
     const until = now + coolDown
     blocks.set(key, { until, strikes, reasons: why })
+    bus?.publishBlock({ key, until, reasons: why, strikes })
     metrics?.verdict(labelOf(why), 'block')
     deps.events.emit('anomaly.blocked', {
       key: maskKey(key),
@@ -243,6 +339,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   /** Why a row scored what it did: its rule, or the features that isolated it most. */
   function explainRow(slot: number, now: number): readonly string[] {
     const rule = table.rows[slot * F.FIELDS + F.RULE] as number
+    if (rule === CAMPAIGN) return reasons[slot] ?? ['campaign']
     if (rule > 0) return [`rule:${RULES[rule - 1] as string}`]
     if (model === undefined) return []
     model.forest.explain(table.features(slot, now, scratch), shares)
@@ -297,6 +394,27 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     block(key, why, score, now, undefined, state.client.ip)
   }
 
+  // ---- campaigns ----
+
+  const challenge = config.challenge
+  /** The challenge hook's answer to a request on a route under a campaign (matched by its path). */
+  function challenged(req: IncomingMessage): Rejection | undefined {
+    const c = underCampaign.get(pathOf(req.url ?? '/'))
+    if (c === undefined) return undefined
+    if (c.until <= clock()) {
+      underCampaign.delete(c.route)
+      return undefined
+    }
+    try {
+      return (
+        (challenge as NonNullable<typeof challenge>)(req, { id: c.id, kind: c.kind, route: c.route }) ??
+        undefined
+      )
+    } catch (err) {
+      return deps.failure(err)
+    }
+  }
+
   // ---- the stages ----
 
   const offLog = deps.logger === undefined ? undefined : logAnomalyEvents(deps.events, deps.logger)
@@ -304,6 +422,10 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   const engine: Engine & { api: AnomalyApi } = {
     name: 'anomaly',
     admit(req, state) {
+      if (underCampaign.size > 0 && challenge !== undefined) {
+        const answer = challenged(req)
+        if (answer !== undefined) return answer
+      }
       if (blocks.size === 0 && mode !== 'throttle' && !config.header) return undefined
       const key = identify(req, state)
       if (blocks.size > 0) {
@@ -332,7 +454,11 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       startedAt ??= now
       const key = identify(req, state)
       const slot = table.touch(key)
-      if (table.isNew) reasons[slot] = undefined
+      const isNew = table.isNew
+      if (isNew) {
+        reasons[slot] = undefined
+        if (campaigns !== undefined) prefixes[slot] = prefixOf(state.client.ip)
+      }
       seen.now = now
       seen.path = pathOf(req.url ?? '/')
       seen.route = (state as AdmittedState).route ?? ''
@@ -343,7 +469,22 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       const r = table.rows
       const o = slot * F.FIELDS
 
-      const fired = checkRules(table, slot, rules)
+      let fired = checkRules(table, slot, rules)
+      if (campaigns !== undefined) {
+        const status = outcome.status
+        const c = campaigns.record(
+          seen.route,
+          key,
+          prefixes[slot] ?? '',
+          status === 401 || status === 403,
+          isNew,
+          now,
+        )
+        if (fired === 0 && c !== undefined && campaigns.participant(seen.route, key) !== undefined) {
+          fired = CAMPAIGN
+          reasons[slot] = [`campaign:${c.kind}`]
+        }
+      }
       if (fired > 0) {
         r[o + F.RULE] = fired
         r[o + F.SCORE] = 1
@@ -376,6 +517,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       closed = true
       offLog?.()
       trainer.close()
+      crawlers?.close()
+      return bus?.close()
       metrics?.close()
     },
     api: {
@@ -403,6 +546,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
         block(key, ['operator'], 1, clock(), ms)
       },
       unblock(key) {
+        bus?.publishUnblock(key)
         return blocks.delete(key)
       },
       stats() {

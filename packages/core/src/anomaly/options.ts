@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { strictAddress, strictCidr } from '../client/options.js'
 import { fn, headerName } from '../kernel/option-helpers.js'
+import { campaignSchema } from './campaigns.js'
 import type { Rejection } from '../kernel/types.js'
 
 /** A rule's switch: `false` turns it off; numbers tune it (each with its default). */
@@ -98,17 +99,11 @@ const anomalySettings = z.strictObject({
     })
     .prefault({}),
   rules: ruleSettings.prefault({}),
-  /** Per route, auth failures and new clients against their baselines: campaigns spread over many addresses. */
-  campaigns: z
-    .union([
-      z.literal(false),
-      z.strictObject({
-        minFailures: z.int().min(1).max(1_000_000).default(30),
-        minClients: z.int().min(1).max(1_000_000).default(20),
-        quietMs: z.int().min(1000).max(86_400_000).default(120_000),
-      }),
-    ])
-    .prefault({}),
+  /**
+   * Per route, auth failures and request intensity against their baselines (EWMA, CUSUM):
+   * campaigns spread over many addresses, which no per-client score sees.
+   */
+  campaigns: z.union([z.literal(false), campaignSchema]).prefault({} as never),
   /** A block's first cool-down; each repeat doubles it, up to `maxCoolDownMs`. */
   coolDownMs: z.int().min(1000).max(86_400_000).default(60_000),
   maxCoolDownMs: z

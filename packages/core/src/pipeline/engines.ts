@@ -110,11 +110,10 @@ export const ENGINES: readonly EngineEntry[] = [
   {
     // Before the limiter, which charges by its scores, and before overload: a blocked client takes no slot.
     name: 'anomaly',
-    create: ({ config, metrics, events, logger, failure }) => {
-      if (config.anomaly === false) return undefined
-      const engine = anomalyEngine(config.anomaly, { metrics, events, logger, failure })
-      return engine
-    },
+    create: ({ config, metrics, events, logger, failure, store }) =>
+      config.anomaly === false
+        ? undefined
+        : anomalyEngine(config.anomaly, { metrics, events, logger, failure, store }),
   },
   {
     // Before the limiter: a request the process cannot take costs its client no quota.
