@@ -607,10 +607,14 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       if (n > 0 && (s.cusumF >= h || s.cusumV >= h)) c.lastSeen = s.lastAt
       return // nothing is learned from a route under attack
     }
-    if (ready && s.cusumF >= h) {
+    // A route still learning its baseline (a new login page, a process just started) has no
+    // CUSUM yet: there the floors alone decide, doubled — twice the failing clients a
+    // campaign needs, within one window, is not a few users mistyping.
+    const young = !ready && n > 0
+    if ((ready && s.cusumF >= h) || young) {
       let failures = 0
       for (let i = 0; i < W; i++) failures += s.words[FAILURES_AT + i] as number
-      if (failures >= minFailures) {
+      if (failures >= (young ? 2 * minFailures : minFailures)) {
         // Distinct failing clients over the window: the union of its buckets' bitmaps.
         let set = 0
         for (let w = 0; w < FAIL_WORDS; w++) {
@@ -618,7 +622,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
           for (let b = 0; b < W; b++) word |= s.words[b * FAIL_WORDS + w] as number
           set += popcount(word)
         }
-        if (linearCount(set, FAIL_BITS) >= minClients) {
+        if (linearCount(set, FAIL_BITS) >= (young ? 2 * minClients : minClients)) {
           start(s, 'credential-stuffing', intensity, now)
           return
         }

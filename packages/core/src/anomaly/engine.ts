@@ -23,7 +23,7 @@ import { createAnomalyBus, type AnomalyBus } from './shared.js'
 import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig } from './options.js'
-import { checkRules, RULES, ruleSettings } from './rules.js'
+import { checkRules, people, RULES, ruleSettings } from './rules.js'
 import { createTrainer, SNAPSHOT_MS, type Model } from './trainer.js'
 import { logAnomalyEvents } from './events.js'
 
@@ -480,7 +480,13 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
           isNew,
           now,
         )
-        if (fired === 0 && c !== undefined && campaigns.participant(seen.route, key) !== undefined) {
+        // A distributed flood's participants are its heaviest clients: an address many browsers share is not one.
+        if (
+          fired === 0 &&
+          c !== undefined &&
+          campaigns.participant(seen.route, key) !== undefined &&
+          (c.kind !== 'distributed-flood' || people(table, slot) === 1)
+        ) {
           fired = CAMPAIGN
           reasons[slot] = [`campaign:${c.kind}`]
         }

@@ -92,6 +92,8 @@ const TAU_MID = 60_000
 const TAU_LONG = 300_000
 /** The bitmaps' window: distinct counts cover the last one to two of them. */
 const WINDOW_MS = 300_000
+/** What an asset counts in the flood rule: a page load pulls in dozens at once. */
+const ASSET_WEIGHT = 0.1
 /** EWMA weight of a new inter-arrival time and body size. */
 const ALPHA = 0.1
 /** Gaps longer than this count as this: a return after a day is not a rhythm. */
@@ -293,7 +295,7 @@ export class ClientTable {
     r[e + (pathHash >>> 28)] = (r[e + (pathHash >>> 28)] as number) + 1
 
     // Rule state.
-    r[o + F.FLOOD] = (r[o + F.FLOOD] as number) * Math.exp(-dt / this.floodTau) + (asset ? 0.25 : 1)
+    r[o + F.FLOOD] = (r[o + F.FLOOD] as number) * Math.exp(-dt / this.floodTau) + (asset ? ASSET_WEIGHT : 1)
     r[o + F.N404_MID] = (r[o + F.N404_MID] as number) * dMid + (status === 404 ? 1 : 0)
     r[o + F.PAGES_MID] = (r[o + F.PAGES_MID] as number) * dMid + (asset ? 0 : 1)
     if (denied) {

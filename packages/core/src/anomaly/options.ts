@@ -24,12 +24,12 @@ const addressOrCidr = z
 const ruleSettings = z.strictObject({
   /**
    * A flood: more than `requests` requests within about `seconds` (a decayed count; an
-   * asset counts a quarter), more than a page load's burst. Scaled up for an address
+   * asset counts a tenth), more than a page load's burst. Scaled up for an address
    * that many browsers share (a NAT).
    */
   flood: rule({
-    requests: z.int().min(5).max(1_000_000).default(40),
-    seconds: z.number().min(0.1).max(3600).default(1),
+    requests: z.int().min(5).max(1_000_000).default(30),
+    seconds: z.number().min(0.1).max(3600).default(5),
   }),
   /** A scanner: `notFound` 404s or more within about a minute, at least `ratio` of its requests. */
   scanner: rule({

@@ -34,8 +34,18 @@ export function ruleSettings(rules: AnomalyConfig['rules']): RuleSettings {
   }
 }
 
-/** Most browsers one address is taken to hold: a NAT's flood threshold grows with it, up to this. */
+/** Most browsers one address is taken to hold: a NAT's thresholds grow with it, up to this. */
 const MAX_NAT_SCALE = 16
+/** Share of assets from which an address looks like browsers loading pages (a NAT), not a tool rotating its user agent. */
+const BROWSER_ASSETS = 0.2
+
+/** How many people an address seems to hold: its browsers, if it loads pages as browsers do; 1 otherwise. */
+export function people(table: ClientTable, slot: number): number {
+  const r = table.rows
+  const o = slot * F.FIELDS
+  if ((r[o + F.ASSET] as number) < BROWSER_ASSETS * (r[o + F.N_LONG] as number)) return 1
+  return Math.min(MAX_NAT_SCALE, Math.max(1, table.agents(slot) / 2))
+}
 
 /**
  * The first rule the client's row breaks, as its index in `RULES` + 1; 0 for none.
@@ -49,8 +59,7 @@ export function checkRules(table: ClientTable, slot: number, s: RuleSettings): n
   const o = slot * F.FIELDS
   if (s.flood !== undefined && (r[o + F.FLOOD] as number) > s.flood.requests) {
     // Many browsers behind one address (a NAT, an office) add up: the threshold grows with them.
-    const scale = Math.min(MAX_NAT_SCALE, Math.max(1, table.agents(slot) / 2))
-    if ((r[o + F.FLOOD] as number) > s.flood.requests * scale) return 1
+    if ((r[o + F.FLOOD] as number) > s.flood.requests * people(table, slot)) return 1
   }
   if (s.scanner !== undefined) {
     const notFound = r[o + F.N404_MID] as number
@@ -72,8 +81,7 @@ export function checkRules(table: ClientTable, slot: number, s: RuleSettings): n
     table.distinctPaths(slot) >= s.scraper.pages / 3
   ) {
     // Pages from many browsers behind one address are not one scraper.
-    const scale = Math.min(MAX_NAT_SCALE, Math.max(1, table.agents(slot) / 2))
-    if ((r[o + F.PAGES_MID] as number) > s.scraper.pages * scale) return 5
+    if ((r[o + F.PAGES_MID] as number) > s.scraper.pages * people(table, slot)) return 5
   }
   return 0
 }
