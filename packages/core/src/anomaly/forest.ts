@@ -71,17 +71,12 @@ export interface Forest {
   explain(point: ArrayLike<number>, out: Float64Array): number
 }
 
-/**
- * One tree as parallel typed arrays; node 0 is the root. An external node has `feature`
- * −1 and, in `threshold`, c(size): the path length the paper adds for the points it holds.
+/*
+ * Every tree in two flat typed arrays, each tree a complete binary tree of `nodesPerTree`
+ * slots (node i's children at 2i + 1 and 2i + 2): no child links to load, one array
+ * lookup per level. A slot whose `feature` is −1 is an external node and holds, in
+ * `threshold`, c(size): the path length the paper adds for the points it holds.
  */
-interface Tree {
-  readonly feature: Int32Array
-  readonly threshold: Float64Array
-  readonly left: Int32Array
-  readonly right: Int32Array
-}
-
 /** A forest grown a few trees at a time, so that growing never holds the event loop long. */
 export interface ForestGrower {
   /** Trees grown so far. */
@@ -115,14 +110,17 @@ export function forestGrower(
   const psi = Math.min(options.subsample ?? 256, rows)
   const random = seeded(options.seed ?? 1)
   const heightLimit = Math.ceil(Math.log2(Math.max(psi, 2)))
-  const maxNodes = 2 * psi - 1
+  // A tree of height ⌈log₂ ψ⌉ fits a complete binary tree of this many slots.
+  const nodesPerTree = 2 ** (heightLimit + 1) - 1
+  const feature = new Int32Array(treeCount * nodesPerTree).fill(-1)
+  const threshold = new Float64Array(treeCount * nodesPerTree)
   // Scratch shared by every tree: the sample's row indices, partitioned in place.
   const order = new Int32Array(rows)
   const sample = new Int32Array(psi)
   const stack: number[] = []
-  const trees: Tree[] = []
+  let grown = 0
 
-  function growTree(): Tree {
+  function growTree(base: number): void {
     // ψ rows without replacement: a partial Fisher–Yates shuffle.
     for (let i = 0; i < rows; i++) order[i] = i
     for (let i = 0; i < psi; i++) {
@@ -132,22 +130,15 @@ export function forestGrower(
       order[j] = swap
       sample[i] = order[i] as number
     }
-    const tree: Tree = {
-      feature: new Int32Array(maxNodes).fill(-1),
-      threshold: new Float64Array(maxNodes),
-      left: new Int32Array(maxNodes),
-      right: new Int32Array(maxNodes),
-    }
-    let nodes = 0
     // Grow iteratively: [node, from, to, height] on a stack, the sample partitioned in place.
-    stack.push(nodes++, 0, psi, 0)
+    stack.push(0, 0, psi, 0)
     while (stack.length > 0) {
       const height = stack.pop() as number
       const to = stack.pop() as number
       const from = stack.pop() as number
       const node = stack.pop() as number
       const n = to - from
-      tree.threshold[node] = averagePathLength(n)
+      threshold[base + node] = averagePathLength(n)
       if (height >= heightLimit || n <= 1) continue
       // A random attribute among those that still vary here; none: an external node.
       let q = -1
@@ -176,35 +167,27 @@ export function forestGrower(
           sample[mid++] = row
         }
       }
-      tree.feature[node] = q
-      tree.threshold[node] = p
-      const left = nodes++
-      const right = nodes++
-      tree.left[node] = left
-      tree.right[node] = right
-      stack.push(left, from, mid, height + 1, right, mid, to, height + 1)
+      feature[base + node] = q
+      threshold[base + node] = p
+      stack.push(2 * node + 1, from, mid, height + 1, 2 * node + 2, mid, to, height + 1)
     }
-    return tree
   }
 
   const normaliser = averagePathLength(psi)
-  /** The external node `point` ends in, and the length of its path (the paper's h(x)). */
-  const pathIn = (tree: Tree, point: ArrayLike<number>): number => {
-    let node = 0
-    let depth = 0
-    for (;;) {
-      const f = tree.feature[node] as number
-      if (f < 0) return depth + (tree.threshold[node] as number)
-      node = (
-        (point[f] as number) < (tree.threshold[node] as number) ? tree.left[node] : tree.right[node]
-      ) as number
-      depth++
-    }
-  }
   const pathLength = (point: ArrayLike<number>): number => {
     let total = 0
-    for (let t = 0; t < trees.length; t++) total += pathIn(trees[t] as Tree, point)
-    return total / trees.length
+    for (let base = 0, end = grown * nodesPerTree; base < end; base += nodesPerTree) {
+      let node = 0
+      let depth = 0
+      let f = feature[base] as number
+      while (f >= 0) {
+        node = (point[f] as number) < (threshold[base + node] as number) ? 2 * node + 1 : 2 * node + 2
+        depth++
+        f = feature[base + node] as number
+      }
+      total += depth + (threshold[base + node] as number)
+    }
+    return total / grown
   }
   const scoreOf = (meanPath: number): number => (normaliser === 0 ? 0.5 : 2 ** (-meanPath / normaliser))
   const forest: Forest = {
@@ -216,34 +199,31 @@ export function forestGrower(
       out.fill(0)
       let total = 0
       let weights = 0
-      for (let t = 0; t < trees.length; t++) {
-        const tree = trees[t] as Tree
+      for (let base = 0, end = grown * nodesPerTree; base < end; base += nodesPerTree) {
         let node = 0
         let depth = 0
-        for (;;) {
-          const f = tree.feature[node] as number
-          if (f < 0) break
+        let f = feature[base] as number
+        while (f >= 0) {
           const w = 1 / (depth + 1)
           out[f] = (out[f] as number) + w
           weights += w
-          node = (
-            (point[f] as number) < (tree.threshold[node] as number) ? tree.left[node] : tree.right[node]
-          ) as number
+          node = (point[f] as number) < (threshold[base + node] as number) ? 2 * node + 1 : 2 * node + 2
           depth++
+          f = feature[base + node] as number
         }
-        total += depth + (tree.threshold[node] as number)
+        total += depth + (threshold[base + node] as number)
       }
-      if (weights > 0) for (let f = 0; f < out.length; f++) out[f] = (out[f] as number) / weights
-      return scoreOf(total / trees.length)
+      if (weights > 0) for (let i = 0; i < out.length; i++) out[i] = (out[i] as number) / weights
+      return scoreOf(total / grown)
     },
   }
   return {
     get grown() {
-      return trees.length
+      return grown
     },
     step(more) {
-      for (let i = 0; i < more && trees.length < treeCount; i++) trees.push(growTree())
-      return trees.length >= treeCount
+      for (let i = 0; i < more && grown < treeCount; i++) growTree(grown++ * nodesPerTree)
+      return grown >= treeCount
     },
     forest: () => forest,
   }
