@@ -40,6 +40,8 @@ const STRIKES_FORGOTTEN_MS = 86_400_000
 const TOP_FEATURES = 3
 /** The row's `RULE` of a client taking part in a campaign (the rules are 1 to `RULES.length`). */
 const CAMPAIGN = RULES.length + 1
+/** Failures in a row on a route under a credential-stuffing campaign that catch a participant. */
+const CAMPAIGN_FAILURES = 3
 
 /** A block in force (or ended, remembered for its strikes). */
 interface Block {
@@ -480,12 +482,15 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
           isNew,
           now,
         )
-        // A distributed flood's participants are its heaviest clients: an address many browsers share is not one.
+        // The route tightens for the clients taking part: a stuffing participant is caught at its
+        // third failure in a row there (a person who mistypes once or twice, then gets in, never is), a
+        // flood's at once; an address many browsers share (a NAT) is not one participant.
         if (
           fired === 0 &&
           c !== undefined &&
-          campaigns.participant(seen.route, key) !== undefined &&
-          (c.kind !== 'distributed-flood' || people(table, slot) === 1)
+          people(table, slot) === 1 &&
+          (c.kind === 'distributed-flood' || (r[o + F.FAIL_STREAK] as number) >= CAMPAIGN_FAILURES) &&
+          campaigns.participant(seen.route, key) !== undefined
         ) {
           fired = CAMPAIGN
           reasons[slot] = [`campaign:${c.kind}`]
