@@ -25,6 +25,8 @@ import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig } from './options.js'
 import { checkRules, people, RULES, ruleSettings } from './rules.js'
 import { createTrainer, SNAPSHOT_MS, type Model } from './trainer.js'
+// The bare import keeps the events' declarations in the bundled types (the named one is elided there).
+import './events.js'
 import { logAnomalyEvents } from './events.js'
 
 /** A client's features are scored at most this often (or every `SCORE_EVERY` requests). */

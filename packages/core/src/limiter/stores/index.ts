@@ -55,7 +55,10 @@ export function createLimiterStore(
   const gcraStore =
     gcra.length === 0
       ? undefined
-      : insured(() => createRedisGcraStore(conn as RedisConnection), createMemoryGcraStore(gcra, options))
+      : insured(
+          () => createRedisGcraStore(conn as RedisConnection, gcra.length),
+          createMemoryGcraStore(gcra, options),
+        )
   const fixedStore =
     fixed.length === 0
       ? undefined

@@ -110,7 +110,7 @@ export type GcraOp = 'c' | 'a' | 'g'
  * Run the GCRA script for the buckets of one request. `keys` must share a Redis
  * Cluster hash slot (the caller tags them with the client key).
  */
-export function createRedisGcra(client: RedisClient) {
+export function createRedisGcra(client: RedisClient, maxKeys = 1) {
   const commands = client as unknown as Record<string, GcraCommand | undefined>
   // One command per key count, each defined with its `numberOfKeys`. Without it the key
   // count is the first argument ioredis sees, and with auto-pipelining a Cluster client
@@ -129,6 +129,11 @@ export function createRedisGcra(client: RedisClient) {
     }
     return run
   }
+  // Every command is defined now, not at its first use: ioredis builds an auto-pipeline with
+  // the commands defined so far, and one created in the same tick by another engine's
+  // command (the anomaly engine's load) would lack a command defined after it
+  // ("pipeline[functionName] is not a function", a store error on a healthy Redis).
+  for (let n = 1; n <= maxKeys; n++) runnerFor(n)
 
   return async function gcra(
     op: GcraOp,
@@ -173,8 +178,11 @@ export function bucketKey(prefix: string, clientKey: string, policy: string): st
  * const store = createRedisGcraStore(conn) // conn from connectStore()
  * const verdicts = await store.consume([policy], ['203.0.113.7'], [1], performance.now())
  */
-export function createRedisGcraStore(conn: Pick<RedisConnection, 'client' | 'prefix'>): RateLimitStore {
-  const gcra = createRedisGcra(conn.client)
+export function createRedisGcraStore(
+  conn: Pick<RedisConnection, 'client' | 'prefix'>,
+  policies = 1,
+): RateLimitStore {
+  const gcra = createRedisGcra(conn.client, policies)
   const { prefix } = conn
   const one = [true]
 
