@@ -90,7 +90,12 @@ const stream = Array.from({ length: REQUESTS }, () => {
     status: roll < 0.03 ? 404 : roll < 0.04 ? 401 : 200,
   }
 })
-const reqs = clients.map((c) => ({ method: 'GET', url: '/', headers: c.headers }))
+const reqs = clients.map((c) => ({
+  method: 'GET',
+  url: '/',
+  headers: c.headers,
+  rawHeaders: Object.entries(c.headers).flat(),
+}))
 
 const settings = m.ruleSettings({
   flood: { requests: 30, seconds: 5 },

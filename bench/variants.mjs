@@ -170,6 +170,8 @@ const aegisVariant = (framework, name, label, options, attachOptions) => {
   }
 }
 const NO_LIMIT = () => ({ limiter: false })
+// Today's defaults without the anomaly engine (on in observe mode by default): what it costs.
+const NO_ANOMALY = () => ({ ...AEGIS, anomaly: false })
 
 /**
  * @typedef {object} Variant
@@ -267,6 +269,7 @@ export const variants = [
     start: () => koa(),
   },
   aegisVariant('koa', 'koa-aegis', 'Koa + Aegis', () => AEGIS),
+  aegisVariant('koa', 'koa-aegis-noanomaly', 'Koa + Aegis, anomaly off', NO_ANOMALY),
   {
     name: 'koa-peers',
     framework: 'koa',
@@ -305,6 +308,7 @@ export const variants = [
   },
   aegisVariant('express', 'express-aegis-redis', 'Express + Aegis, limiter on Redis', aegisOnRedis),
   aegisVariant('fastify', 'fastify-aegis-nolimit', 'Fastify + Aegis, limiter off', NO_LIMIT),
+  aegisVariant('fastify', 'fastify-aegis-noanomaly', 'Fastify + Aegis, anomaly off', NO_ANOMALY),
   aegisVariant('fastify', 'fastify-aegis-limit', 'Fastify + Aegis, limiter in memory', () => AEGIS),
   {
     name: 'fastify-frl',
@@ -328,6 +332,8 @@ export const variants = [
  * each framework bare, with Aegis and with the peer stack.
  */
 export const suites = {
+  // What the anomaly engine in observe mode (a default) adds to the rest of the defaults.
+  anomaly: ['fastify', 'fastify-aegis-noanomaly', 'fastify-aegis', 'koa', 'koa-aegis-noanomaly', 'koa-aegis'],
   headline: [
     'express',
     'express-aegis',
@@ -362,6 +368,20 @@ export const suites = {
  * @type {{ id: string, kind: 'cpu' | 'rate', label: string, variant: string, base: string }[]}
  */
 export const comparisons = [
+  {
+    id: 'fastify-anomaly',
+    kind: 'cpu',
+    label: 'The anomaly engine (observe) on Fastify',
+    variant: 'fastify-aegis',
+    base: 'fastify-aegis-noanomaly',
+  },
+  {
+    id: 'koa-anomaly',
+    kind: 'cpu',
+    label: 'The anomaly engine (observe) on Koa',
+    variant: 'koa-aegis',
+    base: 'koa-aegis-noanomaly',
+  },
   {
     id: 'express-limiter',
     kind: 'cpu',

@@ -1,6 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { randomUUID } from 'node:crypto'
+import { afterEach, describe, expect, inject, it } from 'vitest'
 import type { AegisOptions } from '@aegis/core'
 import { seeded } from '../../packages/core/src/anomaly/forest.js'
+import { startDns } from '../helpers/dns-server.js'
 import { adapters, type TestApp } from './apps.js'
 
 interface Answer {
@@ -166,5 +168,127 @@ describe.each(adapters)('%s: anomaly engine', (_name, make) => {
     app = undefined
     await new Promise((r) => setTimeout(r, 20))
     expect(process.getActiveResourcesInfo().filter((r) => r === 'Immediate')).toEqual([])
+  })
+})
+
+describe.each(adapters)('%s: anomaly campaigns, shared blocks and verified crawlers', (_name, make) => {
+  const apps: TestApp[] = []
+  const start = async (options: AegisOptions) => {
+    const a = await make(options)
+    apps.push(a)
+    return a
+  }
+  afterEach(async () => {
+    await Promise.all(apps.splice(0).map(async (a) => a.close()))
+  })
+
+  it('detects stuffing spread over 80 addresses as a campaign, and sends the route through the challenge hook', async () => {
+    let now = 1_000_000
+    const campaigns: { route: string; kind: string; active: boolean; clients: number }[] = []
+    const a = await start({
+      trustProxy: 'loopback',
+      anomaly: {
+        clock: () => now,
+        challenge: (req, campaign) =>
+          req.headers['x-solved'] === 'yes'
+            ? undefined
+            : {
+                status: 401,
+                reason: 'challenge',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({ challenge: campaign.kind }),
+              },
+      },
+    })
+    a.core.events.on('anomaly.campaign', (e) => campaigns.push(e))
+    // One failed login from each of 80 addresses in 80 /24s, a quarter of a second apart.
+    for (let i = 0; i < 80; i++) {
+      now += 250
+      const r = await send(`${a.url}/login/fail`, {
+        method: 'POST',
+        headers: { 'x-forwarded-for': `198.${18 + (i >> 6)}.${i & 63}.7` },
+      })
+      expect(r.status).toBe(401)
+    }
+    // The bucket closes at the next request after its end.
+    now += 10_000
+    await send(`${a.url}/login/fail`, { method: 'POST', headers: { 'x-forwarded-for': '198.51.100.1' } })
+    expect(campaigns).toEqual([
+      expect.objectContaining({ route: '/login/fail', kind: 'credential-stuffing', active: true }),
+    ])
+    expect(campaigns[0]?.clients).toBeGreaterThanOrEqual(40)
+    const challenged = await send(`${a.url}/login/fail`, {
+      method: 'POST',
+      headers: { 'x-forwarded-for': '203.0.113.9' },
+    })
+    expect(challenged.status).toBe(401)
+    expect(JSON.parse(challenged.body)).toEqual({ challenge: 'credential-stuffing' })
+    const solved = await send(`${a.url}/login/fail`, {
+      method: 'POST',
+      headers: { 'x-forwarded-for': '203.0.113.9', 'x-solved': 'yes' },
+    })
+    expect(solved.body).not.toContain('challenge')
+    expect((await send(`${a.url}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(200)
+  })
+
+  it('a block made by one instance is enforced by another on the same Redis, and lifted there by unblock', async () => {
+    const store = { redis: inject('redisUrl'), prefix: `aegis-test:${randomUUID()}:` }
+    const a = await start({ store, anomaly: { mode: 'block' } })
+    const b = await start({ store, anomaly: { mode: 'block' } })
+    for (const app of [a, b])
+      for (let i = 0; i < 250 && app.core.store !== undefined && !app.core.store.up; i++)
+        await new Promise((r) => setTimeout(r, 20))
+    const shared: unknown[] = []
+    b.core.events.on('anomaly.blocked', (e) => shared.push(e))
+    await sendMany(10, (i) => `${a.url}/probe-${i}`)
+    expect((await send(`${a.url}/`)).status).toBe(403)
+    let onB = 200
+    for (let i = 0; i < 100 && onB !== 403; i++) {
+      await new Promise((r) => setTimeout(r, 20))
+      onB = (await send(`${b.url}/`)).status
+    }
+    expect(onB).toBe(403)
+    expect(shared).toEqual([expect.objectContaining({ shared: true, reasons: ['rule:scanner'] })])
+    a.core.anomaly?.unblock('127.0.0.1')
+    let after = 403
+    for (let i = 0; i < 100 && after !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 20))
+      after = (await send(`${b.url}/`)).status
+    }
+    expect(after).toBe(200)
+  })
+
+  it('never blocks a crawler whose address DNS confirms; blocks one whose claim DNS refutes', async () => {
+    const dns = await startDns({
+      ptr: { '66.249.66.1': ['crawl-66-249-66-1.googlebot.com'], '203.0.113.66': ['host.example.net'] },
+      a: { 'crawl-66-249-66-1.googlebot.com': ['66.249.66.1'] },
+    })
+    try {
+      const googlebot = {
+        'user-agent': 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)',
+      }
+      const options = (mode: 'block') => ({
+        trustProxy: 'loopback' as const,
+        anomaly: { mode, allow: { crawlers: { servers: [dns.server], timeoutMs: 1000 } } },
+      })
+      const a = await start(options('block'))
+      // The real crawler (its address forwarded: c-ares answers loopback's PTR from /etc/hosts):
+      // 30 pages it does not find, at once; never blocked.
+      const real = { ...googlebot, 'x-forwarded-for': '66.249.66.1' }
+      const answers = await sendMany(30, (i) => `${a.url}/old-page-${i}`, { headers: real })
+      expect(answers.map((r) => r.status)).toEqual(answers.map(() => 404))
+      expect(a.core.anomaly?.explain('66.249.66.1')?.score).toBe(1)
+      // A liar: blocked once DNS has answered.
+      const liar = { ...googlebot, 'x-forwarded-for': '203.0.113.66' }
+      let status = 404
+      for (let i = 0; i < 60 && status !== 403; i++) {
+        status = (await send(`${a.url}/probe-${i}`, { headers: liar })).status
+        if (status !== 403) await new Promise((r) => setTimeout(r, 10))
+      }
+      expect(status).toBe(403)
+      expect(dns.count('PTR')).toBe(2)
+    } finally {
+      await dns.close()
+    }
   })
 })

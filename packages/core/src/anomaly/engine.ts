@@ -18,7 +18,7 @@ import { pathOf } from '../kernel/url.js'
 import type { Metrics } from '../metrics/index.js'
 import type { RedisConnection } from '../store/index.js'
 import { createCampaignDetector, prefixOf, type Campaign } from './campaigns.js'
-import { createCrawlerVerifier, type CrawlerVerifier } from './crawlers.js'
+import { createCrawlerVerifier, dnsLookups, type CrawlerVerifier } from './crawlers.js'
 import { createAnomalyBus, type AnomalyBus } from './shared.js'
 import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
@@ -162,7 +162,22 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   // Each row's /24 or /48, for the campaign detector (parsed once per client).
   const prefixes: string[] = []
 
-  const crawlers = config.allow.crawlers ? (deps.crawlers ?? createCrawlerVerifier()) : undefined
+  const verify = config.allow.crawlers
+  const crawlers =
+    verify === false
+      ? undefined
+      : (deps.crawlers ??
+        createCrawlerVerifier(
+          verify === true
+            ? {}
+            : {
+                dns: dnsLookups({
+                  ...(verify.servers === undefined ? {} : { servers: verify.servers }),
+                  timeoutMs: verify.timeoutMs,
+                }),
+                timeoutMs: verify.timeoutMs,
+              },
+        ))
   const bus: AnomalyBus | undefined =
     deps.store !== undefined && config.shared ? createAnomalyBus(deps.store, deps.logger) : undefined
   // Campaigns on this instance's routes and those other instances announced, by route.

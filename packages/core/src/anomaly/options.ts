@@ -3,6 +3,7 @@
  * and never answers a request differently until the operator chooses `throttle` or
  * `block` (as a WAF is first deployed in detection-only mode).
  */
+import { Resolver } from 'node:dns/promises'
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { strictAddress, strictCidr } from '../client/options.js'
@@ -20,6 +21,19 @@ const addressOrCidr = z
   .refine((s) => (s.includes('/') ? strictCidr(s) : strictAddress(s)) !== undefined, {
     message: 'expected an IP address or a CIDR range',
   })
+
+/** A name server as `Resolver#setServers` takes it: an address, with a port if not 53. */
+const nameServer = z.string().refine(
+  (s) => {
+    try {
+      new Resolver().setServers([s])
+      return true
+    } catch {
+      return false
+    }
+  },
+  { message: "expected a name server address ('10.0.0.2', '127.0.0.1:5353', '[::1]:53')" },
+)
 
 const ruleSettings = z.strictObject({
   /**
@@ -123,7 +137,19 @@ const anomalySettings = z.strictObject({
           keys: z.array(z.string().min(1).max(1024)).min(1).max(100_000),
         })
         .optional(),
-      crawlers: z.boolean().default(true),
+      /**
+       * Verify crawlers by DNS: `true` with the system's resolver, or `{ servers, timeoutMs }`
+       * to ask given name servers (`'10.0.0.2'`, `'127.0.0.1:5353'`, `'[::1]:53'`).
+       */
+      crawlers: z
+        .union([
+          z.boolean(),
+          z.strictObject({
+            servers: z.array(nameServer).min(1).max(16).optional(),
+            timeoutMs: z.int().min(10).max(60_000).default(2000),
+          }),
+        ])
+        .default(true),
     })
     .prefault({}),
   /** With a `store`: blocks and campaigns made by one instance are enforced by all. */

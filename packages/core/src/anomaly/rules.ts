@@ -62,8 +62,10 @@ export function checkRules(table: ClientTable, slot: number, s: RuleSettings): n
     if ((r[o + F.FLOOD] as number) > s.flood.requests * people(table, slot)) return 1
   }
   if (s.scanner !== undefined) {
+    // A decayed count never quite reaches n after n events: the n-th 404 within seconds reads as n − 0.1 or so.
     const notFound = r[o + F.N404_MID] as number
-    if (notFound >= s.scanner.notFound && notFound >= s.scanner.ratio * (r[o + F.N_MID] as number)) return 2
+    if (notFound > s.scanner.notFound - 1 && notFound >= s.scanner.ratio * (r[o + F.N_MID] as number))
+      return 2
   }
   if (s.bruteForce !== undefined && (r[o + F.FAIL_STREAK] as number) >= s.bruteForce.failures) return 3
   if (s.enumeration !== undefined) {
