@@ -31,7 +31,7 @@ import { logAnomalyEvents } from './events.js'
 
 /** A client's features are scored at most this often (or every `SCORE_EVERY` requests). */
 const SCORE_MS = 1000
-const SCORE_EVERY = 16
+const SCORE_EVERY = 256
 /** The model speaks of a client only after this many requests: one or two say nothing of a rhythm. */
 const MIN_REQUESTS = 5
 /** Consecutive scorings over the threshold before the model blocks (a rule blocks at once). */
@@ -393,9 +393,14 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       return
     }
     r[o + F.HOT] = (r[o + F.HOT] as number) + 1
-    const why = explainRow(slot, now)
-    reasons[slot] = why
     const rule = (r[o + F.RULE] as number) > 0
+    // A client a rule keeps catching (a flood, request after request) keeps its reasons: no new ones per request.
+    let why = reasons[slot]
+    if (why === undefined || r[o + F.FLAGGED] === 0 || !rule || r[o + F.RULE] !== r[o + F.WHY_RULE]) {
+      why = explainRow(slot, now)
+      reasons[slot] = why
+      r[o + F.WHY_RULE] = r[o + F.RULE] as number
+    }
     if (r[o + F.FLAGGED] === 0) {
       r[o + F.FLAGGED] = 1
       metrics?.verdict(labelOf(why), 'flag')

@@ -64,6 +64,7 @@ export const enum F {
   SNAPSHOT_AT,
   RULE, // the last rule that fired, as its index + 1
   FLAGGED, // 1 while flagged
+  WHY_RULE, // the rule the reasons kept were written for
   FIELDS,
 }
 
@@ -132,6 +133,8 @@ const ASSET_EXT = new Set([
 
 /** Whether a path names an asset (by its extension). */
 export function isAsset(path: string): boolean {
+  // A path ending in a slash (a page, `/`) has no extension: the usual case, decided at once.
+  if (path.charCodeAt(path.length - 1) === 0x2f) return false
   const dot = path.lastIndexOf('.')
   if (dot < 0 || dot < path.lastIndexOf('/')) return false
   return ASSET_EXT.has(path.slice(dot + 1).toLowerCase())
