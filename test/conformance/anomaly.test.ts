@@ -192,12 +192,14 @@ describe.each(adapters)('%s: anomaly campaigns, shared blocks and verified crawl
         challenge: (req, campaign) =>
           req.headers['x-solved'] === 'yes'
             ? undefined
-            : {
-                status: 401,
-                reason: 'challenge',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify({ challenge: campaign.kind }),
-              },
+            : req.headers['x-garbage'] === 'yes'
+              ? ({ status: 200, body: 'served!' } as never)
+              : {
+                  status: 401,
+                  reason: 'challenge',
+                  headers: { 'content-type': 'application/json' },
+                  body: JSON.stringify({ challenge: campaign.kind }),
+                },
       },
     })
     a.core.events.on('anomaly.campaign', (e) => campaigns.push(e))
@@ -228,6 +230,13 @@ describe.each(adapters)('%s: anomaly campaigns, shared blocks and verified crawl
       headers: { 'x-forwarded-for': '203.0.113.9', 'x-solved': 'yes' },
     })
     expect(solved.body).not.toContain('challenge')
+    // A hook answering what is no refusal is not obeyed: the request goes on (and one warning says why).
+    const garbage = await send(`${a.url}/login/fail`, {
+      method: 'POST',
+      headers: { 'x-forwarded-for': '203.0.113.10', 'x-garbage': 'yes' },
+    })
+    expect(garbage.status).toBe(401)
+    expect(garbage.body).not.toContain('served!')
     expect((await send(`${a.url}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(200)
   })
 

@@ -9,12 +9,14 @@ import type { IncomingMessage } from 'node:http'
 import { LRUCache } from 'lru-cache'
 import { inRanges, maskAddress, parseAddress, parseRanges } from '../client/index.js'
 import type { Engine } from '../kernel/engine.js'
-import { AegisArgumentError, ErrorCodes } from '../kernel/errors.js'
+import { AegisArgumentError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
 import type { EventBus } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import { IETF_PROBLEM, problem } from '../kernel/problem.js'
 import type { AdmittedState, AegisRequestState, Rejection } from '../kernel/types.js'
 import { pathOf } from '../kernel/url.js'
+import type { Warn } from '../kernel/warnings.js'
+import { rejectionProblem } from '../options/reject.js'
 import type { Metrics } from '../metrics/index.js'
 import type { RedisConnection } from '../store/index.js'
 import { createCampaignDetector, prefixOf, type Campaign } from './campaigns.js'
@@ -34,6 +36,8 @@ const SCORE_MS = 1000
 const SCORE_EVERY = 256
 /** The model speaks of a client only after this many requests: one or two say nothing of a rhythm. */
 const MIN_REQUESTS = 5
+/** Verdicts a client claiming to be a crawler is spared while DNS checks the claim. */
+const CRAWLER_GRACE = 3
 /** Consecutive scorings over the threshold before the model blocks (a rule blocks at once). */
 const MODEL_STRIKES = 2
 /** A block's strikes are forgotten a day after it ended. */
@@ -101,6 +105,8 @@ export interface AnomalyDeps {
   readonly logger: Logger | undefined
   /** The answer to a user callback that threw (the `challenge` hook). */
   readonly failure: (err: unknown) => Rejection
+  /** Warn once per code (a `challenge` answer that cannot be written). */
+  readonly warn: Warn
   /** The shared store: blocks and campaigns are published there when `shared`. */
   readonly store: RedisConnection | undefined
   /** Verifies crawlers' addresses (tests pass one on their own DNS server); built from the options otherwise. */
@@ -178,8 +184,11 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
                 timeoutMs: verify.timeoutMs,
               },
         ))
+  // Only an instance that blocks shares blocks: one that observes neither sends nor enforces them.
   const bus: AnomalyBus | undefined =
-    deps.store !== undefined && config.shared ? createAnomalyBus(deps.store, deps.logger) : undefined
+    deps.store !== undefined && config.shared && mode === 'block'
+      ? createAnomalyBus(deps.store, deps.logger)
+      : undefined
   // Campaigns on this instance's routes and those other instances announced, by route.
   const underCampaign = new Map<string, RouteCampaign>()
   const campaignEvent = (c: Campaign, active: boolean): void =>
@@ -286,21 +295,9 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     return value === undefined || value === '' ? state.client.key : `id:${value.slice(0, 256)}`
   }
 
-  /**
-   * Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS
-   * confirms — or one whose check is still running (a liar is refused within the lookup's
-   * timeout, and cached as one).
-   */
+  /** Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS confirmed. */
   function allowed(req: IncomingMessage, state: AegisRequestState): boolean {
-    if (crawlers !== undefined) {
-      const ua = req.headers['user-agent']
-      if (
-        ua !== undefined &&
-        crawlers.claimed(ua) !== undefined &&
-        crawlers.verified(state.client.ip, ua) !== false
-      )
-        return true
-    }
+    if (crawlers !== undefined && typeof crawlerCheck(req, state) === 'string') return true
     if (allowRanges.length > 0) {
       const addr = parseAddress(state.client.ip)
       if (addr !== undefined && inRanges(addr, allowRanges)) return true
@@ -311,6 +308,15 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       if (key !== undefined && apiKeys.keys.has(key)) return true
     }
     return false
+  }
+  /**
+   * The crawler check of a request claiming to be one: its name once DNS confirmed it,
+   * `false` for a liar (or no claim), `undefined` while the check runs — a verdict then
+   * waits (no new block), but a block in force stands: only a confirmed crawler lifts it.
+   */
+  function crawlerCheck(req: IncomingMessage, state: AegisRequestState): string | false | undefined {
+    const ua = req.headers['user-agent']
+    return ua === undefined || crawlers === undefined ? false : crawlers.verified(state.client.ip, ua)
   }
 
   // ---- verdicts ----
@@ -412,6 +418,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       })
     }
     if (mode !== 'block' || allowed(req, state)) return
+    // A claimed crawler whose check runs gets a few verdicts' grace, no more (checks can be kept busy).
+    if ((r[o + F.HOT] as number) <= CRAWLER_GRACE && crawlerCheck(req, state) === undefined) return
     if (!rule && (r[o + F.HOT] as number) < MODEL_STRIKES) return
     const current = blocks.get(key)
     if (current !== undefined && current.until > now) return
@@ -429,14 +437,25 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       underCampaign.delete(c.route)
       return undefined
     }
+    let answer: unknown
     try {
-      return (
-        (challenge as NonNullable<typeof challenge>)(req, { id: c.id, kind: c.kind, route: c.route }) ??
-        undefined
-      )
+      answer = (challenge as NonNullable<typeof challenge>)(req, { id: c.id, kind: c.kind, route: c.route })
     } catch (err) {
       return deps.failure(err)
     }
+    if (answer === undefined || answer === null) return undefined
+    // Checked as onReject's answer is: a refusal (4xx or 5xx) that can be written, or nothing.
+    const problem =
+      typeof answer === 'object' && 'then' in answer
+        ? 'a promise: the hook must answer synchronously'
+        : (rejectionProblem(answer) ??
+          ((answer as Rejection).status < 400 ? 'a status under 400 is no refusal' : undefined))
+    if (problem === undefined) return answer as Rejection
+    deps.warn(
+      WarningCodes.INVALID_REJECTION,
+      `anomaly.challenge returned a rejection that cannot be written (${problem}); the request is let through.`,
+    )
+    return undefined
   }
 
   // ---- the stages ----
@@ -454,7 +473,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       const key = identify(req, state)
       if (blocks.size > 0) {
         const b = blocks.get(key)
-        if (b !== undefined) {
+        // Observe mode answers nothing differently: only an operator's own block is enforced there.
+        if (b !== undefined && (mode === 'block' || b.reasons[0] === 'operator')) {
           const now = clock()
           if (b.until > now && !allowed(req, state)) return blockedAnswer(b, now)
         }
@@ -551,8 +571,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       offLog?.()
       trainer.close()
       crawlers?.close()
-      return bus?.close()
       metrics?.close()
+      return bus?.close()
     },
     api: {
       top(n = 10) {

@@ -53,7 +53,8 @@ export const enum F {
   ENUM_HI,
   ENUM_N,
   ENUM_FAIL,
-  UAS, // 32-bit bitmap of user-agent hashes: how many browsers share the address
+  UAS, // 32-bit bitmap of user-agent hashes: how many browsers share the address (this window)
+  UAS_PREV, // …and the window before
   UA_HASH, // the last user agent's hash, and whether it looked like a tool
   UA_TOOL,
   // Verdict state.
@@ -303,7 +304,8 @@ export class ClientTable {
       r[o + F.ROUTES_PREV_HI] = stale ? 0 : (r[o + F.ROUTES_HI] as number)
       r[o + F.PATHS_PREV_LO] = stale ? 0 : (r[o + F.PATHS_LO] as number)
       r[o + F.PATHS_PREV_HI] = stale ? 0 : (r[o + F.PATHS_HI] as number)
-      r[o + F.ROUTES_LO] = r[o + F.ROUTES_HI] = r[o + F.PATHS_LO] = r[o + F.PATHS_HI] = 0
+      r[o + F.UAS_PREV] = stale ? 0 : (r[o + F.UAS] as number)
+      r[o + F.ROUTES_LO] = r[o + F.ROUTES_HI] = r[o + F.PATHS_LO] = r[o + F.PATHS_HI] = r[o + F.UAS] = 0
       r[o + F.WINDOW] = now
     }
     const routeHash = hash(route)
@@ -365,7 +367,8 @@ export class ClientTable {
   }
   /** Browsers sharing the client's address (distinct user agents, by linear counting over 32 bits). */
   agents(slot: number): number {
-    const ones = popcount(this.rows[slot * F.FIELDS + F.UAS] as number)
+    const o = slot * F.FIELDS
+    const ones = popcount(((this.rows[o + F.UAS] as number) | (this.rows[o + F.UAS_PREV] as number)) >>> 0)
     return ones >= 32 ? 32 * Math.log(32) : -32 * Math.log((32 - ones) / 32)
   }
 

@@ -8,7 +8,8 @@ const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** Why `value` cannot be written as a rejection, or `undefined` when it can. */
-function rejectionProblem(value: unknown): string | undefined {
+/** What is wrong with a value returned as a rejection (`undefined`: nothing; it can be written). */
+export function rejectionProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return 'it is not an object'
   const r = value as Partial<Record<keyof Rejection, unknown>>
   // Only an error status is a rejection: a 2xx/3xx would tell the client its request was served.

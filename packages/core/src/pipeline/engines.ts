@@ -110,10 +110,10 @@ export const ENGINES: readonly EngineEntry[] = [
   {
     // Before the limiter, which charges by its scores, and before overload: a blocked client takes no slot.
     name: 'anomaly',
-    create: ({ config, metrics, events, logger, failure, store }) =>
+    create: ({ config, metrics, events, logger, failure, store, warn }) =>
       config.anomaly === false
         ? undefined
-        : anomalyEngine(config.anomaly, { metrics, events, logger, failure, store }),
+        : anomalyEngine(config.anomaly, { metrics, events, logger, failure, store, warn }),
   },
   {
     // Before the limiter: a request the process cannot take costs its client no quota.
