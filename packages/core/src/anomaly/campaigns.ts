@@ -62,6 +62,7 @@
  */
 import ipaddr from 'ipaddr.js'
 import { z } from 'zod'
+import { hash32 } from '../kernel/hash.js'
 import { strictAddress, strictCidr } from '../client/options.js'
 
 /** Upper bound on the buckets of the detection window (the bitmaps of a route grow with it). */
@@ -252,21 +253,6 @@ export function prefixOf(ip: string): string {
   }
   const [p0, p1, p2] = (addr as ipaddr.IPv6).parts
   return `${new ipaddr.IPv6([p0 as number, p1 as number, p2 as number, 0, 0, 0, 0, 0]).toString()}/48`
-}
-
-/** FNV-1a over the UTF-16 units, finished with MurmurHash3's fmix32 so that every bit mixes. */
-function hashKey(key: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
 }
 
 function popcount(v: number): number {
@@ -720,7 +706,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
 
       // Count into the open bucket (a request from a clock behind the bucket counts there too).
       const slot = slotOf(s.bucket)
-      const hash = hashKey(client)
+      const hash = hash32(client)
       s.requests++
       s.lastAt = now
       if ((hash & ((1 << s.level) - 1)) === 0) {

@@ -14,9 +14,10 @@
  * instances are expected to keep their clocks in step (NTP), as any shared expiry does.
  */
 import { randomUUID } from 'node:crypto'
-import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../kernel/logger.js'
 import type { RedisConnection } from '../store/index.js'
+import { subscriberFor } from '../store/subscriber.js'
 
 /** A client blocked by one instance, for all of them. */
 export interface SharedBlock {
@@ -354,18 +355,7 @@ export function createAnomalyBus(
    * answers, the channel is heard again and a load fills in what was missed.
    */
   const listen = (): Redis | Cluster => {
-    // `commandTimeout: undefined` removes the store's timeout from the copied options.
-    const waiting = {
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      commandTimeout: undefined,
-    } as unknown as Partial<RedisOptions>
-    const s = conn.isCluster
-      ? (conn.client as Cluster).duplicate([], {
-          enableOfflineQueue: true,
-          redisOptions: { ...(conn.client as Cluster).options.redisOptions, ...waiting },
-        } as unknown as Parameters<Cluster['duplicate']>[1])
-      : (conn.client as Redis).duplicate(waiting)
+    const s = subscriberFor(conn)
     s.on('message', onMessage)
     s.on('ready', () => {
       s.subscribe(channel).then(

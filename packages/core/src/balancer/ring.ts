@@ -4,22 +4,9 @@
  * point at or after its hash, and an unavailable host's keys move to the next
  * host on the ring while everyone else's stay where they were.
  */
-const VNODES = 160
+import { hash32 } from '../kernel/hash.js'
 
-/** FNV-1a over UTF-16 code units, then murmur3's finaliser to spread the bits. */
-export function hash32(s: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
-}
+const VNODES = 160
 
 export class HashRing<H extends { readonly id: string; readonly weight: number }> {
   private readonly points: Uint32Array

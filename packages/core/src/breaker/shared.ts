@@ -10,9 +10,10 @@
  * message is not published again.
  */
 import { randomUUID } from 'node:crypto'
-import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../kernel/logger.js'
 import type { RedisConnection } from '../store/index.js'
+import { subscriberFor } from '../store/subscriber.js'
 import type { Breaker } from './index.js'
 
 export type SharedBreakerState = 'open' | 'closed'
@@ -70,18 +71,7 @@ export function createBreakerBus(conn: RedisConnection, logger: Logger | undefin
    * until that succeeds once; ioredis then subscribes again after reconnects.
    */
   const listen = (): Redis | Cluster => {
-    // `commandTimeout: undefined` removes the store's timeout from the copied options.
-    const waiting = {
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      commandTimeout: undefined,
-    } as unknown as Partial<RedisOptions>
-    const s = conn.isCluster
-      ? (conn.client as Cluster).duplicate([], {
-          enableOfflineQueue: true,
-          redisOptions: { ...(conn.client as Cluster).options.redisOptions, ...waiting },
-        } as unknown as Parameters<Cluster['duplicate']>[1])
-      : (conn.client as Redis).duplicate(waiting)
+    const s = subscriberFor(conn)
     let subscribed = false
     const subscribe = (): void => {
       if (subscribed) return

@@ -20,6 +20,7 @@
  * never learned first), positions of the cardinality tree (LRU), literals per position,
  * segments per template, samples per template and their characters.
  */
+import { hash32 } from '../kernel/hash.js'
 import { LRUCache } from 'lru-cache'
 
 /** The placeholders a template can hold, and what each stands for. */
@@ -235,17 +236,6 @@ export function pathOfBase(base: string): string {
   const start = pathStart(base)
   const q = base.indexOf('?', start)
   return start === base.length ? '/' : base.slice(start, q < 0 ? base.length : q)
-}
-
-/** 32-bit FNV-1a, then murmur3's finaliser so every bit is usable by the estimator. */
-function hash32(s: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return (h ^ (h >>> 16)) >>> 0
 }
 
 /** Distinct base keys of a template: a small exact set, then a HyperLogLog of fixed size. */
