@@ -62,7 +62,7 @@
  */
 import ipaddr from 'ipaddr.js'
 import { z } from 'zod'
-import { hash32 } from '../kernel/hash.js'
+import { hash32, linearCount, popcount32 } from '../kernel/hash.js'
 import { strictAddress, strictCidr } from '../client/options.js'
 
 /** Upper bound on the buckets of the detection window (the bitmaps of a route grow with it). */
@@ -253,21 +253,6 @@ export function prefixOf(ip: string): string {
   }
   const [p0, p1, p2] = (addr as ipaddr.IPv6).parts
   return `${new ipaddr.IPv6([p0 as number, p1 as number, p2 as number, 0, 0, 0, 0, 0]).toString()}/48`
-}
-
-function popcount(v: number): number {
-  v = v - ((v >>> 1) & 0x55555555)
-  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333)
-  return Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24
-}
-
-/**
- * Linear counting: n ≈ −m·ln(V), V the share of the m bits still zero. A full bitmap says
- * "at least m·ln(2m)", the estimate with half a bit left.
- */
-function linearCount(setBits: number, m: number): number {
-  const zeros = m - setBits
-  return zeros === 0 ? m * Math.log(2 * m) : m * Math.log(m / zeros)
 }
 
 /** A flood participant's requests in its current bucket. */
@@ -548,10 +533,10 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     const slot = slotOf(s.bucket)
     let failingSet = 0
     for (let i = slot * FAIL_WORDS; i < (slot + 1) * FAIL_WORDS; i++)
-      failingSet += popcount(s.words[i] as number)
+      failingSet += popcount32(s.words[i] as number)
     let seenSet = 0
     for (let i = SEEN_AT; i < SEEN_AT + SEEN_WORDS; i++) {
-      seenSet += popcount(s.words[i] as number)
+      seenSet += popcount32(s.words[i] as number)
       s.words[i] = 0
     }
     const x = failingSet === 0 ? 0 : linearCount(failingSet, FAIL_BITS)
@@ -606,7 +591,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
         for (let w = 0; w < FAIL_WORDS; w++) {
           let word = 0
           for (let b = 0; b < W; b++) word |= s.words[b * FAIL_WORDS + w] as number
-          set += popcount(word)
+          set += popcount32(word)
         }
         if (linearCount(set, FAIL_BITS) >= (young ? 2 * minClients : minClients)) {
           start(s, 'credential-stuffing', intensity, now)

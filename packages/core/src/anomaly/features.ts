@@ -11,6 +11,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { LRUCache } from 'lru-cache'
+import { hash32, linearCount, popcount32 } from '../kernel/hash.js'
 
 /** The row's fields. */
 export const enum F {
@@ -101,27 +102,8 @@ const ALPHA = 0.1
 /** Gaps longer than this count as this: a return after a day is not a rhythm. */
 const MAX_GAP_S = 600
 
-/** FNV-1a over a string's UTF-16 units (or the last `tail` of them): a hash, not a secret. */
-export function hash(s: string, tail = s.length): number {
-  let h = 0x811c9dc5
-  for (let i = Math.max(0, s.length - tail); i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
-}
-
-/** Linear counting over a 64-bit bitmap: n ≈ −m ln(zeros / m). */
-function distinct(lo: number, hi: number): number {
-  const ones = popcount(lo) + popcount(hi)
-  if (ones >= 64) return 64 * Math.log(64) // saturated: the most it can tell
-  return -64 * Math.log((64 - ones) / 64)
-}
-function popcount(x: number): number {
-  x -= (x >>> 1) & 0x55555555
-  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333)
-  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24
-}
+/** Distinct values in a 64-bit bitmap (two words). */
+const distinct = (lo: number, hi: number): number => linearCount(popcount32(lo) + popcount32(hi), 64)
 
 /** User agents of tools and libraries, not browsers (curl, python-requests, Go, scrapers). */
 const TOOL_AGENT =
@@ -274,7 +256,7 @@ export class ClientTable {
       }
     }
     // The tail of a user agent tells browsers and their versions apart; hashing all of it costs more.
-    const uaHash = hash(ua, 48) ^ ua.length
+    const uaHash = hash32(ua, Math.max(0, ua.length - 48)) ^ ua.length
     if (uaHash !== r[o + F.UA_HASH] || first) {
       r[o + F.UA_HASH] = uaHash
       r[o + F.UA_TOOL] = TOOL_AGENT.test(ua) ? 1 : 0
@@ -308,9 +290,9 @@ export class ClientTable {
       r[o + F.ROUTES_LO] = r[o + F.ROUTES_HI] = r[o + F.PATHS_LO] = r[o + F.PATHS_HI] = r[o + F.UAS] = 0
       r[o + F.WINDOW] = now
     }
-    const routeHash = hash(route)
+    const routeHash = hash32(route)
     setBit(r, o + F.ROUTES_LO, routeHash)
-    const pathHash = hash(path)
+    const pathHash = hash32(path)
     setBit(r, o + F.PATHS_LO, pathHash)
     const e = o + F.ENTROPY
     for (let i = 0; i < 16; i++) r[e + i] = (r[e + i] as number) * dLong
@@ -344,20 +326,18 @@ export class ClientTable {
 
   /** Distinct routes (by template) over the last one to two windows. */
   distinctRoutes(slot: number): number {
-    const r = this.rows
-    const o = slot * F.FIELDS
-    return distinct(
-      ((r[o + F.ROUTES_LO] as number) | (r[o + F.ROUTES_PREV_LO] as number)) >>> 0,
-      ((r[o + F.ROUTES_HI] as number) | (r[o + F.ROUTES_PREV_HI] as number)) >>> 0,
-    )
+    return this.windowed(slot * F.FIELDS, F.ROUTES_LO, F.ROUTES_PREV_LO)
   }
   /** Distinct paths over the last one to two windows. */
   distinctPaths(slot: number): number {
+    return this.windowed(slot * F.FIELDS, F.PATHS_LO, F.PATHS_PREV_LO)
+  }
+  /** Distinct values of a bitmap (`at`, `at + 1`) and the previous window's (`prev`, `prev + 1`) together. */
+  private windowed(o: number, at: F, prev: F): number {
     const r = this.rows
-    const o = slot * F.FIELDS
     return distinct(
-      ((r[o + F.PATHS_LO] as number) | (r[o + F.PATHS_PREV_LO] as number)) >>> 0,
-      ((r[o + F.PATHS_HI] as number) | (r[o + F.PATHS_PREV_HI] as number)) >>> 0,
+      ((r[o + at] as number) | (r[o + prev] as number)) >>> 0,
+      ((r[o + at + 1] as number) | (r[o + prev + 1] as number)) >>> 0,
     )
   }
   /** Distinct IDs walked on the current templated route. */
@@ -368,8 +348,8 @@ export class ClientTable {
   /** Browsers sharing the client's address (distinct user agents, by linear counting over 32 bits). */
   agents(slot: number): number {
     const o = slot * F.FIELDS
-    const ones = popcount(((this.rows[o + F.UAS] as number) | (this.rows[o + F.UAS_PREV] as number)) >>> 0)
-    return ones >= 32 ? 32 * Math.log(32) : -32 * Math.log((32 - ones) / 32)
+    const bits = ((this.rows[o + F.UAS] as number) | (this.rows[o + F.UAS_PREV] as number)) >>> 0
+    return linearCount(popcount32(bits), 32)
   }
 
   /** Write the client's features (`FEATURES`, in order) into `out`. */
