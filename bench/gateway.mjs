@@ -11,7 +11,6 @@
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { get } from 'node:http'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -28,7 +27,7 @@ import {
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { childPids, pinProcessTree, spawnServer, startServer } from './lib/children.mjs'
-import { generators, problemsOf } from './lib/load.mjs'
+import { generators, getWhole, problemsOf } from './lib/load.mjs'
 import { nginxVersion, startNginx } from './lib/nginx.mjs'
 import { median } from './lib/report.mjs'
 import { LARGE_BYTES, SMALL } from './gateway-proxies.mjs'
@@ -146,25 +145,11 @@ async function startNginxProxy(backendPort, bigBuffers) {
 }
 
 /** GET `url`: 200 and the backend's exact body. */
-function check(url) {
-  return new Promise((resolve, reject) => {
-    get(url, { agent: false, timeout: 5_000 }, (res) => {
-      const chunks = []
-      res.on('data', (c) => chunks.push(c))
-      res.on('end', () => {
-        const body = Buffer.concat(chunks)
-        const ok =
-          res.statusCode === 200 &&
-          (url.endsWith('/large') ? body.length === LARGE_BYTES : body.toString() === SMALL)
-        if (ok) resolve()
-        else reject(new Error(`GET ${url}: ${res.statusCode}, ${body.length} bytes`))
-      })
-    })
-      .on('error', reject)
-      .on('timeout', function () {
-        this.destroy(new Error('timeout'))
-      })
-  })
+async function check(url) {
+  const { status, body } = await getWhole(url)
+  const ok =
+    status === 200 && (url.endsWith('/large') ? body.length === LARGE_BYTES : body.toString() === SMALL)
+  if (!ok) throw new Error(`GET ${url}: ${status}, ${body.length} bytes`)
 }
 
 /** Where wrk runs with --pin: beside the backend, away from the proxy. */

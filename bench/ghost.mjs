@@ -36,7 +36,7 @@ import { importAegis } from './lib/aegis.mjs'
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { pinProcessTree, spawnServer, spawnTracked } from './lib/children.mjs'
-import { generators, problemsOf } from './lib/load.mjs'
+import { generators, getWhole, problemsOf } from './lib/load.mjs'
 import { summarizeProfile } from './lib/profile.mjs'
 import { median } from './lib/report.mjs'
 
@@ -225,32 +225,17 @@ async function proxyRole(backendPort, config) {
 // ─── The runner ─────────────────────────────────────────────────────────────
 
 /** GET `url`: 200 and the backend's exact body; `fromGhost`: answered by the ghost (`X-Aegis-Ghost: 1`). */
-function check(url, body, fromGhost = false) {
-  return new Promise((resolve, reject) => {
-    get(url, { agent: false, timeout: 5_000 }, (res) => {
-      const chunks = []
-      res.on('data', (c) => chunks.push(c))
-      res.on('end', () => {
-        const got = Buffer.concat(chunks)
-        const ok =
-          res.statusCode === 200 &&
-          (body === 'large' ? got.length === LARGE_BYTES : got.toString() === SMALL) &&
-          (!fromGhost || res.headers['x-aegis-ghost'] === '1')
-        if (ok) resolve()
-        else
-          reject(
-            new Error(
-              `GET ${url}: ${res.statusCode}, ${got.length} bytes, X-Aegis-Ghost ${res.headers['x-aegis-ghost'] ?? 'absent'}` +
-                (fromGhost ? ' (expected an answer from the ghost)' : ''),
-            ),
-          )
-      })
-    })
-      .on('error', reject)
-      .on('timeout', function () {
-        this.destroy(new Error('timeout'))
-      })
-  })
+async function check(url, body, fromGhost = false) {
+  const { status, headers, body: got } = await getWhole(url)
+  const ok =
+    status === 200 &&
+    (body === 'large' ? got.length === LARGE_BYTES : got.toString() === SMALL) &&
+    (!fromGhost || headers['x-aegis-ghost'] === '1')
+  if (!ok)
+    throw new Error(
+      `GET ${url}: ${status}, ${got.length} bytes, X-Aegis-Ghost ${headers['x-aegis-ghost'] ?? 'absent'}` +
+        (fromGhost ? ' (expected an answer from the ghost)' : ''),
+    )
 }
 
 /** Sum of a count object's values (`{ unavailable: 3, error: 1 }` → 4). */

@@ -7,6 +7,7 @@
  * and `non2xx` the answers that were not 2xx/3xx. A run with either is failed
  * by the runner: a server that answers errors fast is not a fast server.
  */
+import { get } from 'node:http'
 import { createRequire } from 'node:module'
 import { run } from './children.mjs'
 
@@ -100,4 +101,28 @@ export function problemsOf(result) {
   if (result.non2xx > 0) problems.push(`${result.non2xx} non-2xx responses`)
   if (result.errors > 0) problems.push(`${result.errors} socket errors`)
   return problems
+}
+
+/**
+ * GET `url` on a connection of its own (5 s timeout): its status, header fields and whole
+ * body — what a bench checks its servers answer before it measures them.
+ *
+ * @example
+ * const { status, body } = await getWhole('http://127.0.0.1:8080/small')
+ */
+export function getWhole(url) {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false, timeout: 5_000 }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () =>
+        resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }),
+      )
+      res.on('error', reject)
+    })
+      .on('error', reject)
+      .on('timeout', function () {
+        this.destroy(new Error('timeout'))
+      })
+  })
 }
