@@ -3,25 +3,8 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 import type { AegisOptions } from '@aegis/core'
 import { seeded } from '../../packages/core/src/anomaly/forest.js'
 import { startDns } from '../helpers/dns-server.js'
+import { send, sendMany, type Answer } from '../helpers/send.js'
 import { adapters, type TestApp } from './apps.js'
-
-interface Answer {
-  status: number
-  headers: Record<string, string>
-  body: string
-}
-
-const send = async (url: string, init?: RequestInit): Promise<Answer> => {
-  const r = await fetch(url, init)
-  return { status: r.status, headers: Object.fromEntries(r.headers), body: await r.text() }
-}
-
-/** `n` requests one after another, each to `path(i)`. */
-const sendMany = async (n: number, url: (i: number) => string, init?: RequestInit): Promise<Answer[]> => {
-  const out: Answer[] = []
-  for (let i = 0; i < n; i++) out.push(await send(url(i), init))
-  return out
-}
 
 const ABNORMAL = 'https://iana.org/assignments/http-problem-types#abnormal-usage-detected'
 

@@ -1,25 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, inject, it } from 'vitest'
 import type { AegisOptions } from '@aegis/core'
+import { send, sendMany } from '../helpers/send.js'
 import { adapters, type TestApp } from './apps.js'
-
-interface Answer {
-  status: number
-  headers: Record<string, string>
-  body: string
-}
-
-const send = async (url: string, init?: RequestInit): Promise<Answer> => {
-  const r = await fetch(url, init)
-  return { status: r.status, headers: Object.fromEntries(r.headers), body: await r.text() }
-}
-
-/** `n` requests one after another (a limit is about order, not concurrency). */
-const sendMany = async (n: number, url: string, init?: RequestInit): Promise<Answer[]> => {
-  const out: Answer[] = []
-  for (let i = 0; i < n; i++) out.push(await send(url, init))
-  return out
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
