@@ -534,8 +534,9 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
           (c.kind === 'distributed-flood' || (r[o + F.FAIL_STREAK] as number) >= CAMPAIGN_FAILURES) &&
           campaigns.participant(seen.route, key) !== undefined
         ) {
+          // Written once a campaign catches the client, not on each of its requests.
+          if (r[o + F.RULE] !== CAMPAIGN) reasons[slot] = [`campaign:${c.kind}`]
           fired = CAMPAIGN
-          reasons[slot] = [`campaign:${c.kind}`]
         }
       }
       if (fired > 0) {
