@@ -223,6 +223,57 @@ describe.each(adapters)('%s: anomaly campaigns, shared blocks and verified crawl
     expect((await send(`${a.url}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(200)
   })
 
+  it('detects a /48 rotating its addresses as a network campaign, and sends its requests through the challenge hook', async () => {
+    let now = 1_000_000
+    const campaigns: { scope: string; route: string; network?: string; kind: string; active: boolean }[] = []
+    const a = await start({
+      trustProxy: 'loopback',
+      anomaly: {
+        clock: () => now,
+        campaigns: { settleMs: 0 },
+        challenge: (_req, campaign) => ({
+          status: 401,
+          reason: 'challenge',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ kind: campaign.kind, scope: campaign.scope, network: campaign.network }),
+        }),
+      },
+    })
+    a.core.events.on('anomaly.campaign', (e) => campaigns.push(e))
+    const from = (i: number) => ({ 'x-forwarded-for': `2001:db8:bad:${(0x100 + i).toString(16)}::1` })
+    // One request from each of 40 new addresses of the /48, a quarter of a second apart.
+    for (let i = 0; i < 40; i++) {
+      expect((await send(`${a.url}/`, { headers: from(i) })).status).toBe(200)
+      now += 250
+    }
+    expect(campaigns).toEqual([])
+    // The network's bucket closes at its next request after the bucket's end.
+    now += 10_000
+    expect((await send(`${a.url}/`, { headers: from(40) })).status).toBe(200)
+    expect(campaigns).toEqual([
+      expect.objectContaining({
+        scope: 'network',
+        route: '*',
+        network: '2001:db8:bad::/48',
+        kind: 'address-rotation',
+        active: true,
+      }),
+    ])
+    // Every request from the network is challenged now, a new address's and an old one's alike.
+    for (const i of [41, 0]) {
+      const challenged = await send(`${a.url}/`, { headers: from(i) })
+      expect(challenged.status).toBe(401)
+      expect(JSON.parse(challenged.body)).toEqual({
+        kind: 'address-rotation',
+        scope: 'network',
+        network: '2001:db8:bad::/48',
+      })
+    }
+    // Other networks are not.
+    expect((await send(`${a.url}/`, { headers: { 'x-forwarded-for': '2001:db8:cafe::1' } })).status).toBe(200)
+    expect((await send(`${a.url}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(200)
+  })
+
   it('a block made by one instance is enforced by another on the same Redis, and lifted there by unblock', async () => {
     const store = { redis: inject('redisUrl'), prefix: `aegis-test:${randomUUID()}:` }
     const a = await start({ store, anomaly: { mode: 'block' } })

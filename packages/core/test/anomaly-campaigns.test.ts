@@ -4,7 +4,9 @@
  * credential stuffing spread over 250 addresses in 250 /24s at five attempts or fewer each is
  * found within seconds and named, with the attackers as its participants (and a user who
  * mistyped once, then got in, pardoned); many new clients
- * hammering a route are a distributed flood; a campaign ends `quietMs` after its signal; the
+ * hammering a route are a distributed flood; per network, stuffing from one /24 that a busy
+ * route dilutes is found before the route's baseline moves, and a /48 rotating its addresses is
+ * an address rotation; a campaign ends `quietMs` after its signal; the
  * routes, participants and prefixes held stay within their bounds; a throwing callback is caught.
  */
 import { setFlagsFromString } from 'node:v8'
@@ -16,6 +18,7 @@ import {
   type Campaign,
   type CampaignDetector,
   type CampaignOptions,
+  type CampaignScope,
 } from '../src/anomaly/campaigns.js'
 import { seeded } from '../src/anomaly/forest.js'
 
@@ -117,13 +120,17 @@ class Traffic {
     return clients
   }
 
-  /** Replay every request before `until` not replayed yet; `newClient` as the engine would say it. */
-  run(detector: CampaignDetector, until: number): void {
+  /**
+   * Replay every request before `until` not replayed yet; `newClient` as the engine would say it.
+   * Keyed by route, or (`by: 'network'`) by the client's /24 or /48, as the engine's second detector is.
+   */
+  run(detector: CampaignDetector, until: number, by: 'route' | 'network' = 'route'): void {
     if (!this.#sorted) {
       const done = this.requests.slice(0, this.#next)
       const rest = this.requests.slice(this.#next).sort((a, b) => a.t - b.t)
       this.requests.length = 0
-      this.requests.push(...done, ...rest)
+      for (const r of done) this.requests.push(r)
+      for (const r of rest) this.requests.push(r)
       this.#sorted = true
     }
     for (; this.#next < this.requests.length; this.#next++) {
@@ -131,8 +138,16 @@ class Traffic {
       if (r.t >= until) break
       const fresh = !this.seen.has(r.client)
       if (fresh) this.seen.add(r.client)
-      detector.record(r.route, r.client, prefixOf(r.client), r.failed, fresh, r.t)
+      const prefix = prefixOf(r.client)
+      detector.record(by === 'route' ? r.route : prefix, r.client, prefix, r.failed, fresh, r.t)
     }
+  }
+
+  /** The same requests, to replay from the start into another detector. */
+  again(): Traffic {
+    const copy = new Traffic(this.random)
+    for (const r of this.requests) copy.requests.push(r)
+    return copy
   }
 
   /** Benign clients that have made a request so far. */
@@ -142,7 +157,7 @@ class Traffic {
 }
 
 /** A detector that keeps what it announces, and when. */
-function watched(options: CampaignOptions = {}) {
+function watched(options: CampaignOptions & { scope?: CampaignScope } = {}) {
   const started: { campaign: Campaign; at: number }[] = []
   const ended: { campaign: Campaign; at: number; lastSeen: number }[] = []
   let clock = 0
@@ -185,7 +200,9 @@ describe('benign traffic', () => {
     traffic.add(25 * MINUTE, 'POST /account', '77.1.2.3', true)
     traffic.add(25 * MINUTE + 2 * SECOND, 'POST /account', '77.1.2.3', true)
     const { detector, started } = watched()
+    const byNetwork = watched({ scope: 'network', maxRoutes: 4096 })
     traffic.run(detector, 30 * MINUTE)
+    traffic.again().run(byNetwork.detector, 30 * MINUTE, 'network')
     const failures = traffic.requests.filter((r) => r.route === LOGIN && r.failed).length
     const logins = traffic.requests.filter((r) => r.route === LOGIN).length
     expect(logins).toBeGreaterThan(3400)
@@ -193,6 +210,7 @@ describe('benign traffic', () => {
     expect(failures / logins).toBeLessThan(0.06)
     expect(started).toEqual([])
     expect(detector.active(30 * MINUTE)).toEqual([])
+    expect(byNetwork.started).toEqual([])
   })
 
   it('a burst of new visitors (10× for 10 minutes, no failures) and a 10× login burst with its typos start nothing', () => {
@@ -204,6 +222,9 @@ describe('benign traffic', () => {
     traffic.logins(LOGIN, T0, T0 + 10 * MINUTE, 18)
     const { detector, started } = watched()
     traffic.run(detector, T0 + 20 * MINUTE)
+    const byNetwork = watched({ scope: 'network', maxRoutes: 4096 })
+    traffic.again().run(byNetwork.detector, T0 + 20 * MINUTE, 'network')
+    expect(byNetwork.started).toEqual([])
     const landing = (from: number, to: number) =>
       traffic.requests.filter((r) => r.route === 'GET /landing' && r.t >= from && r.t < to).length
     // Ten times the page's traffic, as asked.
@@ -337,6 +358,102 @@ describe('distributed flood', () => {
     expect(campaign.clients).toBeGreaterThanOrEqual(caught)
     expect(campaign.newClients).toBeGreaterThanOrEqual(285)
     expect(campaign.prefixes.every(([p]) => p.startsWith('45.'))).toBe(true)
+  })
+})
+
+describe('per network', () => {
+  /** Logins at 100 req/s from addresses all over, plus 60 users behind one carrier's /24 logging in all along. */
+  function busyLogins(seed: number, minutes: number) {
+    const traffic = new Traffic(seeded(seed))
+    traffic.logins(LOGIN, 0, minutes * MINUTE, 100)
+    for (let t = traffic.gap(0.5); t < minutes * MINUTE; t += traffic.gap(0.5)) {
+      const client = `100.64.1.${1 + traffic.pick(60)}`
+      if (traffic.random() < 0.1) traffic.add(t, LOGIN, client, true)
+      traffic.add(t + 4 * SECOND, LOGIN, client, false)
+    }
+    return traffic
+  }
+
+  it('stuffing from one /24 that a busy route dilutes: a campaign of that network, its participants the attackers', () => {
+    const traffic = busyLogins(11, 25)
+    const T0 = 20 * MINUTE
+    // 150 addresses of one /24, one to three attempts each over 2 minutes: 1 attempt in 40 on the route.
+    const attackers: string[] = []
+    for (let i = 0; i < 150; i++) {
+      const client = `185.7.7.${i + 2}`
+      attackers.push(client)
+      const k = 1 + traffic.pick(3)
+      for (let j = 0; j < k; j++) traffic.add(T0 + traffic.random() * 2 * MINUTE, LOGIN, client, true, true)
+    }
+    const byRoute = watched()
+    const byNetwork = watched({ scope: 'network', maxRoutes: 4096 })
+    traffic.run(byNetwork.detector, T0, 'network')
+    expect(byNetwork.started).toEqual([]) // 20 minutes of busy logins, the carrier's /24 among them
+    const end = T0 + 2 * MINUTE + SECOND // just after the last attempt
+    traffic.run(byNetwork.detector, end, 'network')
+    expect(byNetwork.started.map((s) => s.campaign.kind)).toEqual(['credential-stuffing'])
+    const { campaign, at } = byNetwork.started[0] as { campaign: Campaign; at: number }
+    expect(at - T0).toBeLessThanOrEqual(MINUTE)
+    expect(campaign).toMatchObject({ scope: 'network', network: '185.7.7.0/24', route: '*' })
+    expect(campaign.id).toBe('credential-stuffing@185.7.7.0/24#1')
+    expect(campaign.prefixes.map(([p]) => p)).toEqual(['185.7.7.0/24'])
+    // Its participants are the attackers (those whose only attempt came before the excess showed
+    // are not); none of the carrier's users.
+    const caught = attackers.filter((a) => byNetwork.detector.participant('185.7.7.0/24', a) === campaign)
+    console.log(`network stuffing participants: ${caught.length}/${attackers.length} attackers`)
+    expect(caught.length / attackers.length).toBeGreaterThanOrEqual(0.95)
+    for (let u = 1; u <= 60; u++)
+      expect(byNetwork.detector.participant('100.64.1.0/24', `100.64.1.${u}`)).toBeUndefined()
+
+    // The same requests by route: the busy route's baseline dilutes the attack (and 20 minutes of
+    // its logins, from its start, are no campaign).
+    const replay = traffic.again()
+    replay.run(byRoute.detector, T0)
+    expect(byRoute.started).toEqual([])
+    replay.run(byRoute.detector, T0 + 5 * MINUTE)
+    const routeAt = byRoute.started[0]?.at
+    console.log(
+      `one /24's stuffing on a busy route: by network after ${((at - T0) / SECOND).toFixed(1)} s, by route ${routeAt === undefined ? 'not in 5 minutes' : `after ${((routeAt - T0) / SECOND).toFixed(1)} s`}`,
+    )
+    expect(routeAt === undefined || routeAt >= at).toBe(true)
+  })
+
+  it('a /48 rotating its addresses, one request each: an address rotation, whose participants are the new clients', () => {
+    const traffic = new Traffic(seeded(12))
+    const T0 = 20 * MINUTE
+    traffic.visitors('GET /', 0, T0 + 5 * MINUTE, 5, 0.3)
+    // A busy benign /48 (an office): people who browse a page and its assets, from the start.
+    for (let t = traffic.gap(0.3); t < T0 + 5 * MINUTE; t += traffic.gap(0.3)) {
+      const client = `2001:db8:aaaa:${traffic.pick(4000).toString(16)}::1`
+      for (let i = 0; i < 8; i++) traffic.add(t + i * 200, 'GET /', client, false)
+    }
+    // 60 API pollers behind one /24, every 30 s.
+    for (let p = 0; p < 60; p++)
+      for (let t = traffic.random() * 30 * SECOND; t < T0 + 5 * MINUTE; t += 30 * SECOND)
+        traffic.add(t, 'GET /api/status', `100.70.3.${p + 1}`, false)
+    // The attacker's /48 had one ordinary visitor before; then every request comes from a new /64.
+    traffic.add(T0 - 5 * MINUTE, 'GET /', '2001:db8:bad:1::1', false)
+    const rotating: string[] = []
+    for (let i = 0; i < 360; i++) {
+      const client = `2001:db8:bad:${(0x100 + i).toString(16)}::1`
+      rotating.push(client)
+      traffic.add(T0 + i * 500, 'GET /api/items', client, false, true)
+    }
+    const { detector, started } = watched({ scope: 'network', maxRoutes: 4096 })
+    traffic.run(detector, T0, 'network')
+    expect(started).toEqual([])
+    traffic.run(detector, T0 + 3 * MINUTE, 'network')
+    expect(started.map((s) => [s.campaign.kind, s.campaign.network])).toEqual([
+      ['address-rotation', '2001:db8:bad::/48'],
+    ])
+    const { campaign, at } = started[0] as { campaign: Campaign; at: number }
+    console.log(`rotation from a /48 detected after ${((at - T0) / SECOND).toFixed(1)} s`)
+    expect(at - T0).toBeLessThanOrEqual(MINUTE)
+    // Every client the network brought since it began takes part; the one seen before does not.
+    const since = rotating.filter((_, i) => T0 + i * 500 >= at)
+    expect(since.every((c) => detector.participant('2001:db8:bad::/48', c) === campaign)).toBe(true)
+    expect(detector.participant('2001:db8:bad::/48', '2001:db8:bad:1::1')).toBeUndefined()
+    expect(campaign.clients).toBe(since.length)
   })
 })
 

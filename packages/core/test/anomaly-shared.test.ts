@@ -128,6 +128,11 @@ describe('anomaly verdicts shared through Redis', () => {
     a.bus.publishCampaign(found)
     await waitFor('B knows the campaign', () => b.campaigns.length === 1, 2_000)
     expect(b.campaigns[0]).toEqual(found)
+    // A network's campaign carries its network.
+    const network = { ...campaign('c-net'), route: '*', network: '185.7.7.0/24' }
+    a.bus.publishCampaign(network)
+    await waitFor('B knows the network campaign', () => b.campaigns.length === 2, 2_000)
+    expect(b.campaigns[1]).toEqual(network)
 
     // B answers; once A hears B, it has heard everything published before it, its own included.
     b.bus.publishBlock(block('198.51.100.9'))

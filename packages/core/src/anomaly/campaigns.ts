@@ -46,6 +46,21 @@
  * default: about 19,000 buckets (two days), none in that day nor in 12 hours at 100 req/s, and a
  * one-σ shift still found in about 16 buckets.
  *
+ * The same detector also runs per network (`scope: 'network'`, the key a /24 or /48 instead of a
+ * route): an attack that a busy route's baseline dilutes — a few hundred failing addresses from
+ * one data centre among thousands of users — stands out against its network's own baseline,
+ * which is near zero. There a third statistic decides too: **new clients**, against the
+ * network's new-client rate (Poisson, with its own φ and CUSUM). Its campaign is an
+ * **address rotation** — an attacker cycling through a network's addresses so that no address
+ * is seen twice — and it needs, besides the alarm (or, on a network still learning, the doubled
+ * floor alone), `minClients` new clients in the window making at most 1.5 requests each, most
+ * of them not failing to log in (else it is stuffing, found as such): a browser fetches a page
+ * and its assets, a poller returns, a rotating attacker does neither. On
+ * a route new clients do not decide (a marketing burst brings them by the thousand); they are
+ * counted and reported. A network's campaign spans routes: its participants are its failing
+ * clients (stuffing), its hammering ones (flood), or every client it brings while it lasts
+ * (rotation: the clients seen before it began are not).
+ *
  * A campaign names the route, its kind, its failing clients and their top prefixes (/24 or /48,
  * Space-Saving by Metwally, Agrawal & El Abbadi 2005). Its participants are, for stuffing, the
  * clients that failed on the route in the buckets of the window that showed the excess or while
@@ -57,7 +72,7 @@
  * Cost: `record` hashes the client key once, sets a bit or two and counts; it allocates nothing
  * unless a campaign is active on the route (a failure's client is kept in an array that grows to
  * the window's failures, then is reused). Closing a bucket is a fixed number of word operations.
- * Memory is bounded: `maxRoutes` routes (LRU) of about 1.4 KB each, and per active campaign
+ * Memory is bounded: `maxRoutes` routes or networks (LRU) of about 1.5 KB each, and per active campaign
  * `maxParticipants` keys and `maxPrefixes` prefixes.
  */
 import ipaddr from 'ipaddr.js'
@@ -89,6 +104,12 @@ const FLOOD_VOLUME = 2
 const FLOOD_INTENSITY = 2
 /** A flood participant makes this many times the usual requests per client in one bucket (and at least 4). */
 const FLOOD_HAMMER = 3
+/**
+ * Address rotation: over the window, the network's requests are at most this many per new
+ * client. A browser asks for a page and its assets, a poller comes back; an attacker who
+ * rotates addresses to stay under per-address limits uses each one once or twice.
+ */
+const ROTATION_USES = 1.5
 
 /**
  * Options of the campaign detector; every field has a default.
@@ -112,10 +133,22 @@ export const campaignSchema = z
     drift: z.number().min(0).max(100).default(0.5),
     /** EWMA weight of each bucket in the baselines (1/alpha buckets is the baseline's memory). */
     alpha: z.number().gt(0).max(1).default(0.05),
+    /**
+     * For this long after the detector's first request no client counts as new, in
+     * milliseconds: to a process that just started every client is, and a network of pollers
+     * seen for the first time would look like one rotating its addresses.
+     */
+    settleMs: z.int().min(0).max(86_400_000).default(300_000),
     /** A campaign ends after this long without its signal, in milliseconds. */
     quietMs: z.int().min(0).max(86_400_000).default(120_000),
     /** Routes tracked at most (least recently used evicted, ending its campaign). */
     maxRoutes: z.int().min(1).max(1_000_000).default(1000),
+    /**
+     * Networks (/24, /48) tracked at most by the engine's second detector, which counts by where
+     * requests come from instead of what they ask for (least recently used evicted); `false`
+     * turns it off. A detector built directly reads `maxRoutes` for either scope.
+     */
+    networks: z.union([z.literal(false), z.int().min(1).max(1_000_000)]).default(4096),
     /** Prefixes kept per campaign: the top ones by count. */
     maxPrefixes: z.int().min(1).max(4096).default(64),
     /** Participants kept per campaign (least recently active forgotten first). */
@@ -145,7 +178,16 @@ export type CampaignOptions = z.input<typeof campaignSchema>
  * @example
  * const kind: CampaignKind = campaign.kind // 'credential-stuffing'
  */
-export type CampaignKind = 'credential-stuffing' | 'distributed-flood'
+export type CampaignKind = 'credential-stuffing' | 'distributed-flood' | 'address-rotation'
+
+/**
+ * What a detector counts by: a route template (what is attacked), or a /24 or /48 network (where
+ * it comes from).
+ *
+ * @example
+ * const scope: CampaignScope = campaign.scope // 'network'
+ */
+export type CampaignScope = 'route' | 'network'
 
 /**
  * A detected campaign. Counts and `lastSeen` keep moving while it is active.
@@ -158,8 +200,11 @@ export interface Campaign {
   /** Names the campaign in events: `kind@route#n`, n counting the detector's campaigns from 1. */
   readonly id: string
   readonly kind: CampaignKind
-  /** The route template it targets. */
+  readonly scope: CampaignScope
+  /** The route template it targets; `*` for a network's campaign, which spans the routes. */
   readonly route: string
+  /** The /24 or /48 a network's campaign comes from (`undefined` for a route's). */
+  readonly network: string | undefined
   /** When it was detected (the `now` of the call that closed the alarming bucket). */
   readonly startedAt: number
   /** The last request of the last bucket that carried its signal. */
@@ -185,25 +230,26 @@ export interface Campaign {
  */
 export interface CampaignDetector {
   /**
-   * One finished request. `route` a route template, `client` the client key, `prefix` its /24
-   * (IPv4) or /48 (IPv6) as a string (`prefixOf`), `failed` an auth failure (401/403), `newClient`
-   * first time this client was seen by the engine. O(1) amortised; allocation-free unless a
-   * campaign is active on the route. Returns the campaign active on the route after this
-   * request, if any. `now` is the caller's clock in milliseconds (a virtual one in tests).
+   * One finished request. `key` the route template (or, for a detector of networks, the client's
+   * network: its `prefix`), `client` the client key, `prefix` its /24 (IPv4) or /48 (IPv6) as a
+   * string (`prefixOf`), `failed` an auth failure (401/403), `newClient` first time this client
+   * was seen by the engine. O(1) amortised; allocation-free unless a campaign is active on the
+   * key. Returns the campaign active on the key after this request, if any. `now` is the
+   * caller's clock in milliseconds (a virtual one in tests).
    */
   record(
-    route: string,
+    key: string,
     client: string,
     prefix: string,
     failed: boolean,
     newClient: boolean,
     now: number,
   ): Campaign | undefined
-  /** The active campaign on the route that the client takes part in, if any: the engine blocks or throttles those. */
-  participant(route: string, client: string): Campaign | undefined
+  /** The active campaign on the key (route or network) that the client takes part in, if any: the engine blocks or throttles those. */
+  participant(key: string, client: string): Campaign | undefined
   /** The active campaigns, after ending those quiet for `quietMs` at `now`. */
   active(now: number): Campaign[]
-  /** What the detector holds: routes tracked, active campaigns and their participants. */
+  /** What the detector holds: routes (or networks) tracked, active campaigns and their participants. */
   footprint(): { routes: number; campaigns: number; participants: number }
 }
 
@@ -270,6 +316,8 @@ const FAILED = new Tally(0, 0, true)
 const PARDONED = new Tally(0, 0, false)
 /** Failed again after its pardon: a participant for good. */
 const FAILED_AGAIN = new Tally(0, 0, true)
+/** Brought by a network rotating its addresses. */
+const ROTATED = new Tally(0, 0, true)
 
 /** A campaign and its bounded participants and prefixes. */
 class CampaignRecord implements Campaign {
@@ -284,16 +332,22 @@ class CampaignRecord implements Campaign {
   readonly #maxMembers: number
   readonly #maxPrefixes: number
 
+  readonly route: string
+  readonly network: string | undefined
+
   constructor(
     readonly id: string,
     readonly kind: CampaignKind,
-    readonly route: string,
+    readonly scope: CampaignScope,
+    key: string,
     readonly startedAt: number,
     lastSeen: number,
     hammerBar: number,
     maxMembers: number,
     maxPrefixes: number,
   ) {
+    this.route = scope === 'route' ? key : '*'
+    this.network = scope === 'network' ? key : undefined
     this.lastSeen = lastSeen
     this.#hammerBar = hammerBar
     this.#maxMembers = maxMembers
@@ -354,6 +408,14 @@ class CampaignRecord implements Campaign {
     if (m.flagged) this.#count(prefix)
   }
 
+  /** A client the network brought while it rotates (rotation): a participant at once. */
+  rotated(client: string, prefix: string): void {
+    if (this.#members.has(client)) return
+    this.#admit(client, ROTATED)
+    this.clients++
+    this.#count(prefix)
+  }
+
   #admit(client: string, m: Tally): void {
     if (this.#members.size >= this.#maxMembers) {
       const oldest = this.#members.keys().next().value
@@ -389,6 +451,8 @@ class CampaignRecord implements Campaign {
 class RouteState {
   /** Index of the open bucket (floor(now / bucketMs)). */
   bucket: number
+  /** The last bucket it was moved to the LRU's recent end in. */
+  used: number
   requests = 0
   lastAt = 0
   /** Sampling level of the all-clients bitmap: a client is counted when its hash's low `level` bits are 0. */
@@ -404,15 +468,19 @@ class RouteState {
   phiF = 1
   phiV = 1
   meanRequests = 0
-  // The CUSUMs of failing clients (F) and of requests beyond what the clients explain (V).
+  // New clients per bucket (N): their EWMA and dispersion.
+  newMean = 0
+  phiN = 1
+  // The CUSUMs of failing clients (F), of requests beyond what the clients explain (V), of new clients (N).
   cusumF = 0
   cusumV = 0
+  cusumN = 0
   campaign: CampaignRecord | undefined = undefined
   /**
    * One array per route: the failing-clients bitmap of each bucket of the window, the
    * all-clients bitmap of the open bucket, then per bucket of the window its failures, its new
-   * clients, whether its failing clients exceeded the allowance (1) or not (0), and how many
-   * pairs of `recent` are its.
+   * clients, whether its failing clients exceeded the allowance (1) or not (0), how many
+   * pairs of `recent` are its, and its requests.
    */
   readonly words: Uint32Array
   /**
@@ -422,12 +490,13 @@ class RouteState {
   readonly recent: string[] = []
 
   constructor(
-    readonly route: string,
+    readonly key: string,
     bucket: number,
     readonly window: number,
   ) {
     this.bucket = bucket
-    this.words = new Uint32Array(window * FAIL_WORDS + SEEN_WORDS + 4 * window)
+    this.used = bucket
+    this.words = new Uint32Array(window * FAIL_WORDS + SEEN_WORDS + 5 * window)
   }
 }
 
@@ -441,8 +510,10 @@ class RouteState {
  * // Before the next one:
  * if (campaigns.participant('POST /login', key)) throttle()
  */
-export function createCampaignDetector(options: CampaignOptions & CampaignCallbacks = {}): CampaignDetector {
-  const { onStart, onEnd, onError, ...rest } = options
+export function createCampaignDetector(
+  options: CampaignOptions & CampaignCallbacks & { scope?: CampaignScope } = {},
+): CampaignDetector {
+  const { onStart, onEnd, onError, scope = 'route', ...rest } = options
   const cfg = campaignSchema.parse(rest)
   const { bucketMs, threshold: h, drift: k, alpha, quietMs, maxRoutes, minFailures, minClients } = cfg
   const W = Math.ceil(cfg.windowMs / bucketMs)
@@ -451,6 +522,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
   const NEW_AT = FAILURES_AT + W
   const EXCESS_AT = NEW_AT + W
   const RECENT_AT = EXCESS_AT + W
+  const REQUESTS_AT = RECENT_AT + W
   // Rates and intensities are learned from the first bucket; the dispersions from `warmup` on,
   // once the levels they are measured against have settled; alarms from twice that.
   const warmup = Math.ceil(1 / alpha)
@@ -458,6 +530,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
   const activeRoutes: RouteState[] = []
   let sweptBucket = -Infinity
   let sequence = 0
+  let settledAt: number | undefined
 
   const call = (name: 'onStart' | 'onEnd', fn: ((c: Campaign) => void) | undefined, c: Campaign): void => {
     if (fn === undefined) return
@@ -481,6 +554,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     s.words[FAILURES_AT + slot] = 0
     s.words[NEW_AT + slot] = 0
     s.words[EXCESS_AT + slot] = 0
+    s.words[REQUESTS_AT + slot] = 0
     // The slot's previous bucket left the window: its failing clients are the oldest pairs.
     const stale = 2 * (s.words[RECENT_AT + slot] as number)
     if (stale > 0) {
@@ -493,9 +567,10 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
 
   const start = (s: RouteState, kind: CampaignKind, intensity: number, now: number): void => {
     const c = new CampaignRecord(
-      `${kind}@${s.route}#${++sequence}`,
+      `${kind}@${s.key}#${++sequence}`,
       kind,
-      s.route,
+      scope,
+      s.key,
       now,
       s.lastAt,
       Math.max(4, Math.ceil(FLOOD_HAMMER * intensity)),
@@ -552,6 +627,10 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     let baseF = 1
     let expV = 0
     let baseV = 1
+    const fresh = s.words[NEW_AT + slot] as number
+    const expN = s.newMean
+    const baseN = Math.max(1, expN)
+    let zN = 0
     if (n > 0) {
       // Failing clients against the binomial count the failure rate predicts for n requests.
       expF = rate * n
@@ -561,6 +640,8 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       expV = intensity * d
       baseV = Math.max(1, expV)
       zV = (n - expV) / Math.sqrt(baseV * s.phiV)
+      // New clients against the Poisson count of the usual rate.
+      zN = (fresh - expN) / Math.sqrt(baseN * s.phiN)
     }
     if (zF > k) s.words[EXCESS_AT + slot] = 1
     else {
@@ -571,21 +652,34 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     if (ready) {
       s.cusumF = Math.min(h, Math.max(0, s.cusumF + zF - k))
       s.cusumV = Math.min(h, Math.max(0, s.cusumV + zV - k))
+      s.cusumN = Math.min(h, Math.max(0, s.cusumN + zN - k))
     }
 
     const c = s.campaign
     if (c !== undefined) {
-      if (n > 0 && (s.cusumF >= h || s.cusumV >= h)) c.lastSeen = s.lastAt
+      // The signal goes on while a CUSUM stays at h — or, on a key that had no baseline yet (whose
+      // CUSUMs do not run, and whose young levels may have learned the attack's first bucket),
+      // while the bucket keeps the pace of the floor: a window's share of its failing clients
+      // (stuffing) or its new clients (rotation).
+      const signal = ready
+        ? s.cusumF >= h || s.cusumV >= h || (c.kind === 'address-rotation' && s.cusumN >= h)
+        : (c.kind === 'address-rotation' ? fresh : x) >= minClients / W
+      if (n > 0 && signal) c.lastSeen = s.lastAt
       return // nothing is learned from a route under attack
     }
     // A route still learning its baseline (a new login page, a process just started) has no
     // CUSUM yet: there the floors alone decide, doubled — twice the failing clients a
-    // campaign needs, within one window, is not a few users mistyping.
+    // campaign needs, within one window, is not a few users mistyping — and half the window's
+    // requests must fail: a busy login page's typos meet any floor at start.
     const young = !ready && n > 0
     if ((ready && s.cusumF >= h) || young) {
       let failures = 0
-      for (let i = 0; i < W; i++) failures += s.words[FAILURES_AT + i] as number
-      if (failures >= (young ? 2 * minFailures : minFailures)) {
+      let requests = 0
+      for (let i = 0; i < W; i++) {
+        failures += s.words[FAILURES_AT + i] as number
+        requests += s.words[REQUESTS_AT + i] as number
+      }
+      if (young ? failures >= 2 * minFailures && 2 * failures >= requests : failures >= minFailures) {
         // Distinct failing clients over the window: the union of its buckets' bitmaps.
         let set = 0
         for (let w = 0; w < FAIL_WORDS; w++) {
@@ -609,6 +703,25 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       start(s, 'distributed-flood', intensity, now)
       return
     }
+    if (scope === 'network' && ((ready && s.cusumN >= h) || young)) {
+      let newClients = 0
+      let requests = 0
+      let failures = 0
+      for (let i = 0; i < W; i++) {
+        newClients += s.words[NEW_AT + i] as number
+        requests += s.words[REQUESTS_AT + i] as number
+        failures += s.words[FAILURES_AT + i] as number
+      }
+      // New clients that mostly fail to log in are stuffing's, which catches them: not a rotation.
+      if (
+        newClients >= (young ? 2 * minClients : minClients) &&
+        requests <= ROTATION_USES * newClients &&
+        2 * failures < newClients
+      ) {
+        start(s, 'address-rotation', intensity, now)
+        return
+      }
+    }
 
     // Learn. Early buckets weigh 1/(t+1) (a plain mean), later ones alpha; a quarter of that
     // while a statistic is past half its decision interval, so that an attack building up
@@ -616,6 +729,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     const early = Math.max(alpha, 1 / (s.warm + 1))
     const aF = ready && s.cusumF >= h / 2 ? early / 4 : early
     const aV = ready && s.cusumV >= h / 2 ? early / 4 : early
+    const aN = ready && s.cusumN >= h / 2 ? early / 4 : early
     const meanCap = s.meanRequests + CLIP * Math.sqrt(Math.max(1, s.meanRequests))
     s.meanRequests += aV * ((ready ? Math.min(n, meanCap) : n) - s.meanRequests)
     s.level = Math.min(20, Math.max(0, Math.ceil(Math.log2(Math.max(1, s.meanRequests) / SEEN_TARGET))))
@@ -624,6 +738,8 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
     const sdV = Math.sqrt(baseV * s.phiV)
     const xc = ready ? Math.min(x, expF + CLIP * sdF) : x
     const nc = ready ? Math.min(n, expV + CLIP * sdV) : n
+    const sdN = Math.sqrt(baseN * s.phiN)
+    s.newMean += aN * ((ready ? Math.min(fresh, expN + CLIP * sdN) : fresh) - s.newMean)
     s.failing += aF * (xc - s.failing)
     s.requestedF += aF * (n - s.requestedF)
     s.requestedSeen += aV * (nc - s.requestedSeen)
@@ -633,6 +749,8 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       const uV = Math.min(((n - expV) * (n - expV)) / baseV, CLIP * CLIP * s.phiV)
       s.phiF = Math.min(PHI_MAX, Math.max(1, s.phiF + (aF === early ? alpha : alpha / 4) * (uF - s.phiF)))
       s.phiV = Math.min(PHI_MAX, Math.max(1, s.phiV + (aV === early ? alpha : alpha / 4) * (uV - s.phiV)))
+      const uN = Math.min(((fresh - expN) * (fresh - expN)) / baseN, CLIP * CLIP * s.phiN)
+      s.phiN = Math.min(PHI_MAX, Math.max(1, s.phiN + (aN === early ? alpha : alpha / 4) * (uN - s.phiN)))
     }
     s.warm++
   }
@@ -652,6 +770,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
         s.recent.length = 0
         s.cusumF = 0
         s.cusumV = 0
+        s.cusumN = 0
       }
     }
     if (s.campaign !== undefined && now - s.campaign.lastSeen >= quietMs) end(s)
@@ -667,6 +786,8 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
 
   return {
     record(route, client, prefix, failed, newClient, now) {
+      settledAt ??= now + cfg.settleMs
+      if (now < settledAt) newClient = false
       const bucket = Math.floor(now / bucketMs)
       let s = routes.get(route)
       if (s === undefined) {
@@ -678,12 +799,17 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
         }
         s = new RouteState(route, bucket, W)
         routes.set(route, s)
-      } else if (bucket > s.bucket) {
-        advance(s, bucket, now)
-        // Least recently used, at bucket granularity: one re-insertion per route per bucket.
-        routes.delete(route)
-        routes.set(route, s)
-      } else if (s.campaign !== undefined && now - s.campaign.lastSeen >= quietMs) end(s)
+      } else {
+        if (bucket > s.bucket) advance(s, bucket, now)
+        else if (s.campaign !== undefined && now - s.campaign.lastSeen >= quietMs) end(s)
+        // Least recently used, at bucket granularity: one re-insertion per route per bucket (a
+        // sweep may have brought its bucket up to date already).
+        if (s.used < bucket) {
+          s.used = bucket
+          routes.delete(route)
+          routes.set(route, s)
+        }
+      }
       if (bucket > sweptBucket) {
         sweptBucket = bucket
         if (activeRoutes.length > 0) sweep(bucket, now, s)
@@ -693,6 +819,7 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       const slot = slotOf(s.bucket)
       const hash = hash32(client)
       s.requests++
+      s.words[REQUESTS_AT + slot] = (s.words[REQUESTS_AT + slot] as number) + 1
       s.lastAt = now
       if ((hash & ((1 << s.level) - 1)) === 0) {
         const bit = hash >>> 22 // top 10 bits: 1024 positions
@@ -718,7 +845,8 @@ export function createCampaignDetector(options: CampaignOptions & CampaignCallba
       if (c.kind === 'credential-stuffing') {
         if (failed) c.failed(client, prefix)
         else c.succeeded(client)
-      } else c.requested(client, prefix, s.bucket)
+      } else if (c.kind === 'distributed-flood') c.requested(client, prefix, s.bucket)
+      else if (newClient) c.rotated(client, prefix)
       return c
     },
 

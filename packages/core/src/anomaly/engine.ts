@@ -19,12 +19,18 @@ import type { Warn } from '../kernel/warnings.js'
 import { rejectionProblem } from '../options/reject.js'
 import type { Metrics } from '../metrics/index.js'
 import type { RedisConnection } from '../store/index.js'
-import { createCampaignDetector, prefixOf, type Campaign } from './campaigns.js'
+import {
+  createCampaignDetector,
+  prefixOf,
+  type Campaign,
+  type CampaignDetector,
+  type CampaignScope,
+} from './campaigns.js'
 import { createCrawlerVerifier, dnsLookups, type CrawlerVerifier } from './crawlers.js'
 import { createAnomalyBus, type AnomalyBus } from './shared.js'
 import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
-import type { AnomalyConfig } from './options.js'
+import type { AnomalyConfig, CampaignInfo } from './options.js'
 import { checkRules, people, RULES, ruleSettings } from './rules.js'
 import { createTrainer, SNAPSHOT_MS, type Model } from './trainer.js'
 // The bare import keeps the events' declarations in the bundled types (the named one is elided there).
@@ -114,10 +120,7 @@ export interface AnomalyDeps {
 }
 
 /** What a `challenge` hook sees, and where a campaign ends (the engine's clock). */
-interface RouteCampaign {
-  readonly id: string
-  readonly kind: string
-  readonly route: string
+interface LiveCampaign extends CampaignInfo {
   readonly until: number
 }
 
@@ -189,44 +192,73 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     deps.store !== undefined && config.shared && mode === 'block'
       ? createAnomalyBus(deps.store, deps.logger)
       : undefined
-  // Campaigns on this instance's routes and those other instances announced, by route.
-  const underCampaign = new Map<string, RouteCampaign>()
+  // Campaigns on this instance's routes and networks and those other instances announced:
+  // by route template, and by network.
+  const underCampaign = new Map<string, LiveCampaign>()
+  const underNetwork = new Map<string, LiveCampaign>()
+  const live = (
+    c: Pick<CampaignInfo, 'id' | 'kind' | 'route'> & { readonly network?: string | undefined },
+    until: number,
+  ): void => {
+    const info: LiveCampaign = {
+      id: c.id,
+      kind: c.kind,
+      scope: c.network === undefined ? 'route' : 'network',
+      route: c.route,
+      ...(c.network === undefined ? {} : { network: c.network }),
+      until,
+    }
+    if (c.network === undefined) underCampaign.set(c.route, info)
+    else underNetwork.set(c.network, info)
+  }
   const campaignEvent = (c: Campaign, active: boolean): void =>
     deps.events.emit('anomaly.campaign', {
       id: c.id,
       kind: c.kind,
+      scope: c.scope,
       route: c.route,
+      ...(c.network === undefined ? {} : { network: c.network }),
       active,
       failures: c.failures,
       clients: c.clients,
+      newClients: c.newClients,
       prefixes: c.prefixes.map(([prefix, n]) => [prefix, n] as const),
     })
-  const campaigns =
-    config.campaigns === false
-      ? undefined
-      : createCampaignDetector({
-          ...config.campaigns,
-          onStart(c) {
-            const until = c.lastSeen + (config.campaigns as { quietMs: number }).quietMs
-            underCampaign.set(c.route, { id: c.id, kind: c.kind, route: c.route, until })
-            metrics?.campaign(c.kind)
-            campaignEvent(c, true)
-            bus?.publishCampaign({
-              id: c.id,
-              route: c.route,
-              kind: c.kind,
-              until,
-              detail: { failures: c.failures, clients: c.clients },
-            })
-          },
-          onEnd(c) {
-            if (underCampaign.get(c.route)?.id === c.id) underCampaign.delete(c.route)
-            campaignEvent(c, false)
-          },
-          onError(err) {
-            deps.logger?.error({ err }, 'anomaly: a campaign callback failed')
-          },
+  /** A detector by route or by network, its campaigns made live, counted, told and shared. */
+  const detector = (scope: CampaignScope, settings: Exclude<AnomalyConfig['campaigns'], false>) =>
+    createCampaignDetector({
+      ...settings,
+      ...(scope === 'network' ? { maxRoutes: settings.networks as number } : {}),
+      scope,
+      onStart(c) {
+        const until = c.lastSeen + settings.quietMs
+        live(c, until)
+        metrics?.campaign(c.kind)
+        campaignEvent(c, true)
+        bus?.publishCampaign({
+          id: c.id,
+          route: c.route,
+          ...(c.network === undefined ? {} : { network: c.network }),
+          kind: c.kind,
+          until,
+          detail: { failures: c.failures, clients: c.clients },
         })
+      },
+      onEnd(c) {
+        const map = c.network === undefined ? underCampaign : underNetwork
+        const at = c.network ?? c.route
+        if (map.get(at)?.id === c.id) map.delete(at)
+        campaignEvent(c, false)
+      },
+      onError(err) {
+        deps.logger?.error({ err }, 'anomaly: a campaign callback failed')
+      },
+    })
+  const campaigns = config.campaigns === false ? undefined : detector('route', config.campaigns)
+  const networks =
+    config.campaigns === false || config.campaigns.networks === false
+      ? undefined
+      : detector('network', config.campaigns)
   bus?.onBlock((b) => {
     const current = blocks.get(b.key)
     if (current !== undefined && current.until >= b.until) return // a repeat, or older news
@@ -243,8 +275,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   })
   bus?.onUnblock((key) => blocks.delete(key))
   bus?.onCampaign((c) => {
-    if (!underCampaign.has(c.route))
-      underCampaign.set(c.route, { id: c.id, kind: c.kind, route: c.route, until: c.until })
+    if (c.network === undefined ? !underCampaign.has(c.route) : !underNetwork.has(c.network)) live(c, c.until)
   })
   if (bus !== undefined) void bus.load()
 
@@ -429,17 +460,30 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   // ---- campaigns ----
 
   const challenge = config.challenge
-  /** The challenge hook's answer to a request on a route under a campaign (matched by its path). */
-  function challenged(req: IncomingMessage): Rejection | undefined {
-    const c = underCampaign.get(pathOf(req.url ?? '/'))
+  /** The campaign live at `at` in `map`, forgetting it once over. */
+  function liveAt(map: Map<string, LiveCampaign>, at: string): LiveCampaign | undefined {
+    const c = map.get(at)
+    if (c === undefined || c.until > clock()) return c
+    map.delete(at)
+    return undefined
+  }
+  /** The request's network: its client's, remembered since its first request, or worked out. */
+  function networkOf(req: IncomingMessage, state: AegisRequestState): string {
+    const slot = table.peek(identify(req, state))
+    return (slot === undefined ? undefined : prefixes[slot]) ?? prefixOf(state.client.ip)
+  }
+  /**
+   * The challenge hook's answer to a request on a route under a campaign (matched by its
+   * path), or from a network under one.
+   */
+  function challenged(req: IncomingMessage, state: AegisRequestState): Rejection | undefined {
+    const c =
+      (underCampaign.size > 0 ? liveAt(underCampaign, pathOf(req.url ?? '/')) : undefined) ??
+      (underNetwork.size > 0 ? liveAt(underNetwork, networkOf(req, state)) : undefined)
     if (c === undefined) return undefined
-    if (c.until <= clock()) {
-      underCampaign.delete(c.route)
-      return undefined
-    }
     let answer: unknown
     try {
-      answer = (challenge as NonNullable<typeof challenge>)(req, { id: c.id, kind: c.kind, route: c.route })
+      answer = (challenge as NonNullable<typeof challenge>)(req, c)
     } catch (err) {
       return deps.failure(err)
     }
@@ -465,8 +509,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   const engine: Engine & { api: AnomalyApi } = {
     name: 'anomaly',
     admit(req, state) {
-      if (underCampaign.size > 0 && challenge !== undefined) {
-        const answer = challenged(req)
+      if (underCampaign.size + underNetwork.size > 0 && challenge !== undefined) {
+        const answer = challenged(req, state)
         if (answer !== undefined) return answer
       }
       if (blocks.size === 0 && mode !== 'throttle' && !config.header) return undefined
@@ -516,27 +560,24 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       let fired = checkRules(table, slot, rules)
       if (campaigns !== undefined) {
         const status = outcome.status
-        const c = campaigns.record(
-          seen.route,
-          key,
-          prefixes[slot] ?? '',
-          status === 401 || status === 403,
-          isNew,
-          now,
-        )
-        // The route tightens for the clients taking part: a stuffing participant is caught at its
-        // third failure in a row there (a person who mistypes once or twice, then gets in, never is), a
-        // flood's at once; an address many browsers share (a NAT) is not one participant.
-        if (
-          fired === 0 &&
-          c !== undefined &&
-          people(table, slot) === 1 &&
-          (c.kind === 'distributed-flood' || (r[o + F.FAIL_STREAK] as number) >= CAMPAIGN_FAILURES) &&
-          campaigns.participant(seen.route, key) !== undefined
-        ) {
-          // Written once a campaign catches the client, not on each of its requests.
-          if (r[o + F.RULE] !== CAMPAIGN) reasons[slot] = [`campaign:${c.kind}`]
-          fired = CAMPAIGN
+        const failed = status === 401 || status === 403
+        const prefix = prefixes[slot] ?? ''
+        const c = campaigns.record(seen.route, key, prefix, failed, isNew, now)
+        const n = networks?.record(prefix, key, prefix, failed, isNew, now)
+        // The route (or the network) tightens for the clients taking part: a stuffing participant
+        // is caught at its third failure in a row on a route (a person who mistypes once or twice,
+        // then gets in, never is), a flood's at once; an address many browsers share (a NAT) is not
+        // one participant. A rotating network's clients are challenged, not caught: each of them
+        // was seen once, and the evidence is about the network.
+        if (fired === 0 && (c !== undefined || n !== undefined) && people(table, slot) === 1) {
+          const caught =
+            catches(c, campaigns, seen.route, key, r[o + F.FAIL_STREAK] as number) ??
+            catches(n, networks, prefix, key, r[o + F.FAIL_STREAK] as number)
+          if (caught !== undefined) {
+            // Written once a campaign catches the client, not on each of its requests.
+            if (r[o + F.RULE] !== CAMPAIGN) reasons[slot] = [`campaign:${caught.kind}`]
+            fired = CAMPAIGN
+          }
         }
       }
       if (fired > 0) {
@@ -639,6 +680,20 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   }
 
   return engine
+}
+
+/** `c` if the client takes part in it and has done enough to be caught (see `observe`). */
+function catches(
+  c: Campaign | undefined,
+  detector: CampaignDetector | undefined,
+  at: string,
+  key: string,
+  failStreak: number,
+): Campaign | undefined {
+  if (c === undefined || detector === undefined) return undefined
+  if (c.kind === 'address-rotation' || (c.kind === 'credential-stuffing' && failStreak < CAMPAIGN_FAILURES))
+    return undefined
+  return detector.participant(at, key) === undefined ? undefined : c
 }
 
 /** The limiter's weight for a request in throttle mode: 1 unless the anomaly engine set more. */

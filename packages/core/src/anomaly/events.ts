@@ -29,14 +29,21 @@ declare module '../kernel/events.js' {
       readonly until: number
       readonly shared?: boolean
     }
-    /** A campaign on a route began (`active: true`) or ended. */
+    /** A campaign on a route, or from a network, began (`active: true`) or ended. */
     'anomaly.campaign': {
       readonly id: string
+      /** `credential-stuffing`, `distributed-flood` or (a network's) `address-rotation`. */
       readonly kind: string
+      readonly scope: 'route' | 'network'
+      /** The route template; `*` for a network's campaign. */
       readonly route: string
+      /** The /24 or /48 of a network's campaign. */
+      readonly network?: string
       readonly active: boolean
       readonly failures: number
       readonly clients: number
+      /** Clients never seen before among those that made its requests. */
+      readonly newClients: number
       /** The /24 or /48 prefixes taking the most part, with their failures. */
       readonly prefixes: ReadonlyArray<readonly [string, number]>
     }

@@ -114,8 +114,9 @@ const anomalySettings = z.strictObject({
     .prefault({}),
   rules: ruleSettings.prefault({}),
   /**
-   * Per route, auth failures and request intensity against their baselines (EWMA, CUSUM):
-   * campaigns spread over many addresses, which no per-client score sees.
+   * Per route and per /24 or /48 network, auth failures, request intensity and new clients
+   * against their baselines (EWMA, CUSUM): campaigns spread over many addresses, which no
+   * per-client score sees.
    */
   campaigns: z.union([z.literal(false), campaignSchema]).prefault({} as never),
   /** A block's first cool-down; each repeat doubles it, up to `maxCoolDownMs`. */
@@ -155,19 +156,24 @@ const anomalySettings = z.strictObject({
   /** With a `store`: blocks and campaigns made by one instance are enforced by all. */
   shared: z.boolean().default(true),
   /**
-   * Called for each request to a route under a campaign (all its clients, new ones included):
-   * a rejection to answer instead (a challenge, a proof-of-work demand), or `undefined`.
+   * Called for each request to a route under a campaign (all its clients, new ones included),
+   * and for each request from a network under one: a rejection to answer instead (a
+   * challenge, a proof-of-work demand), or `undefined`.
    */
   challenge: fn<ChallengeHook>('(req, campaign) => rejection | undefined').optional(),
   /** The engine's clock, in ms since the epoch (`Date.now`): a simulator replays traffic on a virtual one. */
   clock: fn<() => number>('() => number').optional(),
 })
 
-/** What a `challenge` hook sees of the campaign on the request's route. */
+/** What a `challenge` hook sees of the campaign on the request's route, or on its network. */
 export interface CampaignInfo {
   readonly id: string
   readonly kind: string
+  readonly scope: 'route' | 'network'
+  /** The route template; `*` for a network's campaign. */
   readonly route: string
+  /** The /24 or /48 of a network's campaign. */
+  readonly network?: string
 }
 /** A challenge hook: a `Rejection` to answer instead, or `undefined` to let the request on. */
 export type ChallengeHook = (req: IncomingMessage, campaign: CampaignInfo) => Rejection | undefined

@@ -35,6 +35,8 @@ export interface SharedBlock {
 export interface SharedCampaign {
   readonly id: string
   readonly route: string
+  /** The /24 or /48 of a network's campaign. */
+  readonly network?: string
   readonly kind: string
   /** When the campaign stops counting as live, in epoch ms. */
   readonly until: number
@@ -100,11 +102,19 @@ function blockOf(v: unknown, now: number): SharedBlock | undefined {
 
 function campaignOf(v: unknown, now: number): SharedCampaign | undefined {
   if (!isRecord(v)) return undefined
-  const { id, route, kind, until, detail } = v
+  const { id, route, network, kind, until, detail } = v
   if (!isString(id, 1, MAX_KEY) || !isString(route, 0, MAX_KEY) || !isString(kind, 1, MAX_KIND))
     return undefined
+  if (network !== undefined && !isString(network, 1, MAX_KEY)) return undefined
   if (!isLive(until, now) || !isRecord(detail)) return undefined
-  return Object.freeze({ id, route, kind, until, detail: Object.freeze({ ...detail }) })
+  return Object.freeze({
+    id,
+    route,
+    ...(network === undefined ? {} : { network }),
+    kind,
+    until,
+    detail: Object.freeze({ ...detail }),
+  })
 }
 
 /** JSON of `v`, or `undefined` when it has none (a BigInt, a cycle) or is too long to send. */
