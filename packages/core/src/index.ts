@@ -72,6 +72,10 @@ export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBo
 export type { GhostApi } from './ghost/engine.js'
 export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
 export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
+export type { AdminApi } from './admin/engine.js'
+export type { AdminOptions, AdminConfig, AdminRole } from './admin/options.js'
+export type { FeedBatch } from './admin/feed.js'
+export { AEGIS_VERSION } from './version.js'
 export type { GhostOptions, GhostConfig, GhostSettings } from './ghost/options.js'
 export type { GhostStore, GhostEntry, GhostEntryInfo } from './ghost/store.js'
 

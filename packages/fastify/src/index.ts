@@ -73,13 +73,20 @@ const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
     else proceed(request, reply, done, guarded, url)
   })
 
-  // Aegis' endpoints (metrics) and proxy routes as Fastify routes, written by core on the raw response.
-  for (const endpoint of core.endpoints)
-    app.route({
-      method: endpoint.method,
-      url: endpoint.path,
-      handler: (request, reply) => endpoint.handle(request.raw, reply.hijack().raw),
-    })
+  // Aegis' endpoints (metrics, the admin API) and proxy routes as Fastify routes, written by core on
+  // the raw response; in a context of their own, where no body parser reads what an endpoint reads.
+  await app.register((endpoints, _options, registered) => {
+    endpoints.removeAllContentTypeParsers()
+    endpoints.addContentTypeParser('*', (_request, _payload, done) => done(null))
+    for (const endpoint of core.endpoints)
+      for (const url of endpoint.prefix === true ? [endpoint.path, `${endpoint.path}/*`] : [endpoint.path])
+        endpoints.route({
+          method: endpoint.method,
+          url,
+          handler: (request, reply) => endpoint.handle(request.raw, reply.hijack().raw),
+        })
+    registered()
+  })
   await registerProxyRoutes(app, core)
 
   // Timeout warnings and CONNECT refusal; Fastify drains its own server on close, but waits for upgraded

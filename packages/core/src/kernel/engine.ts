@@ -37,6 +37,8 @@ export interface Endpoint {
   readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE'
   /** The exact path (no query); matched before any gateway route or the app. */
   readonly path: string
+  /** Take every path under `path` too (`/_aegis/v1/status` for `/_aegis`): the admin API mounted on an app. */
+  readonly prefix?: boolean
   /** Write the whole answer on `res`. Must not throw; a returned promise must not reject. */
   handle(req: IncomingMessage, res: ServerResponse): void | Promise<void>
 }

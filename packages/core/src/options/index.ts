@@ -6,6 +6,7 @@ import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
 import { auditSection } from '../audit/options.js'
+import { adminSection } from '../admin/options.js'
 import { breakerDefaultsSchema } from '../breaker/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
@@ -88,6 +89,11 @@ export const optionsSchema = z
     ghost: ghostSection,
     /** The audit trail of upstream state changes and fault-injection switches (`false`: none). */
     audit: auditSection,
+    /**
+     * The admin REST API (`{ token }` turns it on): its own listener on 127.0.0.1:9901 unless
+     * `listen` says otherwise, and the app's `mount` path if given. Off by default.
+     */
+    admin: adminSection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),
@@ -128,7 +134,11 @@ export type AegisOptions = z.input<typeof optionsSchema>
 /** The parsed, frozen configuration. */
 export type AegisConfig = Readonly<z.output<typeof optionsSchema>>
 
-const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|auth|credential|cookie/i
+/** Option names whose values are secrets: never shown in errors nor in a config dump. */
+export const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|auth|credential|cookie/i
+
+/** A URL's credentials masked (`redis://user:pw@host` → `redis://***@host`). */
+export const maskCredentials = (s: string): string => s.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let v = input
@@ -145,7 +155,7 @@ export function describeValue(value: unknown, path: readonly PropertyKey[]): str
   if (typeof value === 'function') return '[function]'
   if (value instanceof RegExp) return String(value)
   if (typeof value === 'string') {
-    const safe = value.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
+    const safe = maskCredentials(value)
     return JSON.stringify(safe.length > 80 ? `${safe.slice(0, 77)}...` : safe)
   }
   if (Array.isArray(value)) return `[array of ${value.length}]`

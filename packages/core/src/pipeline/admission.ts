@@ -267,7 +267,10 @@ export function createFlow(deps: FlowDeps): Flow {
   const endpointOf = (req: IncomingMessage, url: string): Endpoint | undefined => {
     if (endpoints.length === 0) return undefined
     const path = targetPath(url)
-    return endpoints.find((e) => e.path === path && e.method === req.method)
+    return endpoints.find(
+      (e) =>
+        e.method === req.method && (e.path === path || (e.prefix === true && path.startsWith(`${e.path}/`))),
+    )
   }
 
   function serve(

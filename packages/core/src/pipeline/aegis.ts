@@ -87,6 +87,8 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     failure,
     upstream: () => composeUpstream(engines),
     upgradesChanged: () => servers.upgradesChanged(),
+    built: () => engines.map((e) => e.name),
+    startedAt: Date.now(),
   }
   const engines: (Engine & { readonly api?: unknown })[] = []
   const apis = ctx.apis
@@ -162,6 +164,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     ghost: apis.ghost,
     anomaly: apis.anomaly,
     audit: apis.audit,
+    admin: apis.admin,
     store,
     gateway: gateway.gateway,
     proxy(options, use) {

@@ -1,5 +1,6 @@
 /** The public shape of an Aegis instance and of what adapters tell it. */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AdminApi } from '../admin/engine.js'
 import type { AuditTrail } from '../audit/index.js'
 import type { Gateway, ProxyRoute, ProxyRouteOptions } from '../gateway/index.js'
 import type { HttpServer } from '../http-server/index.js'
@@ -134,6 +135,8 @@ export interface Aegis {
   readonly anomaly: AnomalyApi | undefined
   /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
+  /** The admin API's listener, when `admin` is set. */
+  readonly admin: AdminApi | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /** The proxy routes of the `proxy` option (longest prefix first). */

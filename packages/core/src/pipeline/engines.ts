@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { accessLogEngine } from '../access-log/index.js'
+import { adminEngine, type AdminApi } from '../admin/engine.js'
 import { anomalyEngine, weightOf, type AnomalyApi } from '../anomaly/engine.js'
 import { createAuditLog, type AuditLog } from '../audit/index.js'
 import type { ClientResolver } from '../client/index.js'
@@ -57,6 +58,10 @@ export interface EngineContext {
   upstream: () => UpstreamHooks
   /** An engine started taking upgrades: attached servers listen for them. */
   upgradesChanged: () => void
+  /** The names of the engines built so far, in table order. */
+  built: () => readonly string[]
+  /** When the instance was created (ms since the epoch). */
+  readonly startedAt: number
 }
 
 /** The public entry points some engines have (`aegis.limiter`, `aegis.gateway`, …), by engine name. */
@@ -70,6 +75,7 @@ export interface EngineApis {
   ghost?: GhostApi
   audit?: AuditLog
   anomaly?: AnomalyApi
+  admin?: AdminApi
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -204,5 +210,22 @@ export const ENGINES: readonly EngineEntry[] = [
     name: 'audit',
     create: ({ config, warn, events }) =>
       config.audit === false ? undefined : { name: 'audit', api: createAuditLog(config.audit, warn, events) },
+  },
+  {
+    // Last: it reads every engine built before it, through their public APIs.
+    name: 'admin',
+    create: (ctx) =>
+      ctx.config.admin === false
+        ? undefined
+        : adminEngine(ctx.config.admin, {
+            config: () => ctx.config,
+            generation: () => 1,
+            apis: ctx.apis,
+            events: ctx.events,
+            store: ctx.store,
+            engines: () => [...ctx.built(), 'admin'],
+            startedAt: ctx.startedAt,
+            logger: ctx.logger,
+          }),
   },
 ]

@@ -1,0 +1,284 @@
+/**
+ * The admin API's endpoints, under `/v1`: each reads or changes one engine through its public
+ * API (`aegis.anomaly`, `aegis.limiter`, …), so the API can do nothing a program holding the
+ * instance could not. The answers are the data contract of version 1 (docs/operations.md):
+ * fields are only ever added to them.
+ */
+import { createHash } from 'node:crypto'
+import { AegisArgumentError, AegisError, ErrorCodes } from '../kernel/errors.js'
+import type { EventBus } from '../kernel/events.js'
+import type { AegisConfig } from '../options/index.js'
+import type { EngineApis } from '../pipeline/engines.js'
+import type { RedisConnection } from '../store/index.js'
+import { AEGIS_VERSION } from '../version.js'
+import { AdminProblem, type AdminRequest, type AdminRoute } from './http.js'
+import { redactConfig } from './redact.js'
+
+/** What the endpoints read from. */
+export interface EndpointDeps {
+  readonly config: () => AegisConfig
+  /** The configuration's generation: 1 at start, one more at each reload. */
+  readonly generation: () => number
+  readonly apis: EngineApis
+  readonly events: EventBus
+  readonly store: RedisConnection | undefined
+  /** The engines built, in table order. */
+  readonly engines: () => readonly string[]
+  /** When the instance started (ms since the epoch). */
+  readonly startedAt: number
+}
+
+/** The version of the answers' shapes. */
+export const API_VERSION = 1
+
+/** A query parameter as a whole number in [min, max], or the default; a 400 otherwise. */
+export function intParam(
+  query: URLSearchParams,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = query.get(name)
+  if (raw === null || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new AegisArgumentError(`${name} must be a whole number from ${min} to ${max}`)
+  return n
+}
+
+/** A JSON body's string field, or a 400. */
+function stringField(body: unknown, name: string, optional = false): string | undefined {
+  const v = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined
+  if (v === undefined && optional) return undefined
+  if (typeof v !== 'string' || v === '' || v.length > 1024)
+    throw new AegisArgumentError(`the body needs a non-empty string field "${name}"`)
+  return v
+}
+
+/** An engine's API, or a 404 naming the option that turns it on. */
+function need<T>(api: T | undefined, engine: string, option: string): T {
+  if (api === undefined)
+    throw new AdminProblem(404, ErrorCodes.NOT_FOUND, 'Not Found', `the ${engine} is off (option ${option})`)
+  return api
+}
+
+/** The redacted configuration and its entity tag, which changes with every generation. */
+export function configView(config: AegisConfig, generation: number): { body: unknown; etag: string } {
+  const body = redactConfig(config)
+  const hash = createHash('sha256').update(JSON.stringify(body)).digest('base64url').slice(0, 16)
+  return { body, etag: `"${generation}-${hash}"` }
+}
+
+/**
+ * @example
+ * const routes = adminRoutes(deps)
+ */
+export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
+  const { apis } = deps
+  const anomaly = () => need(apis.anomaly, 'anomaly engine', 'anomaly')
+  const limiter = () => need(apis.limiter, 'limiter', 'limiter')
+  const ghost = () => need(apis.ghost, 'ghost cache', 'ghost')
+  const audit = () => need(apis.audit, 'audit trail', 'audit')
+
+  return [
+    {
+      method: 'GET',
+      path: '/status',
+      role: 'read',
+      summary: 'version, uptime, configuration generation, engines, store health',
+      handle: () => {
+        const store = deps.store
+        return {
+          body: {
+            version: API_VERSION,
+            aegis: AEGIS_VERSION,
+            node: process.version,
+            pid: process.pid,
+            startedAt: new Date(deps.startedAt).toISOString(),
+            uptimeMs: Date.now() - deps.startedAt,
+            generation: deps.generation(),
+            engines: deps.engines(),
+            store:
+              store === undefined
+                ? { configured: false }
+                : { configured: true, cluster: store.isCluster, up: store.up, starting: store.starting },
+          },
+        }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/config',
+      role: 'read',
+      summary: 'the configuration in force, secrets redacted, with its ETag',
+      handle: ({ req }) => {
+        const { body, etag } = configView(deps.config(), deps.generation())
+        if (req.headers['if-none-match'] === etag) return { status: 304, headers: { etag } }
+        return {
+          body: { version: API_VERSION, generation: deps.generation(), config: body },
+          headers: { etag },
+        }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/anomaly/clients',
+      role: 'read',
+      summary: 'the most anomalous clients, with their reasons (?n=10)',
+      handle: ({ query }) => ({
+        body: { version: API_VERSION, clients: anomaly().top(intParam(query, 'n', 10, 1, 1000)) },
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/anomaly/clients/:key',
+      role: 'read',
+      summary: "one client's score, reasons and features",
+      handle: ({ params }) => {
+        const client = anomaly().explain(params.key as string)
+        if (client === undefined)
+          throw new AdminProblem(404, ErrorCodes.NOT_FOUND, 'Not Found', 'no such client is remembered')
+        return { body: { version: API_VERSION, client } }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/anomaly/stats',
+      role: 'read',
+      summary: "the anomaly engine's mode, clients, blocks and model",
+      handle: () => ({ body: { version: API_VERSION, stats: anomaly().stats() } }),
+    },
+    {
+      method: 'POST',
+      path: '/anomaly/block',
+      role: 'admin',
+      summary: 'block a client: { key, ms? }',
+      handle: async (r) => {
+        const body = await r.json()
+        const key = stringField(body, 'key') as string
+        const ms = (body as { ms?: unknown }).ms
+        if (ms !== undefined && (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 1))
+          throw new AegisArgumentError('ms must be a positive whole number of milliseconds')
+        anomaly().block(key, ms)
+        return { body: { version: API_VERSION, blocked: key } }
+      },
+    },
+    {
+      method: 'POST',
+      path: '/anomaly/unblock',
+      role: 'admin',
+      summary: "lift a client's block: { key }",
+      handle: async (r) => {
+        const key = stringField(await r.json(), 'key') as string
+        return { body: { version: API_VERSION, key, unblocked: anomaly().unblock(key) } }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/limiter/keys/:key',
+      role: 'read',
+      summary: "one key's state under a policy (?policy=)",
+      handle: async ({ params, query }) => {
+        const policy = query.get('policy') ?? undefined
+        const state = await limiter().get(params.key as string, policy)
+        if (state === undefined)
+          throw new AdminProblem(404, ErrorCodes.NOT_FOUND, 'Not Found', 'the key holds no state')
+        return { body: { version: API_VERSION, key: params.key, state } }
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/limiter/keys/:key',
+      role: 'admin',
+      summary: 'forget a key: its bucket and any ban (?policy=)',
+      handle: async ({ params, query }) => {
+        await limiter().reset(params.key as string, query.get('policy') ?? undefined)
+        return { body: { version: API_VERSION, key: params.key, cleared: true } }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/ghost/entries',
+      role: 'read',
+      summary: 'what the ghost cache holds (?offset=0&limit=100)',
+      handle: async ({ query }) => {
+        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
+        const limit = intParam(query, 'limit', 100, 1, 1000)
+        const all = await ghost().list()
+        return {
+          body: {
+            version: API_VERSION,
+            total: all.length,
+            offset,
+            entries: all.slice(offset, offset + limit),
+          },
+        }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/ghost/templates',
+      role: 'read',
+      summary: 'per route template: learned, served, refused',
+      handle: () => ({ body: { version: API_VERSION, templates: ghost().templates() } }),
+    },
+    {
+      method: 'POST',
+      path: '/ghost/purge',
+      role: 'admin',
+      summary: 'forget entries: { key } | { prefix } | { template }',
+      handle: async (r) => {
+        const body = await r.json()
+        const key = stringField(body, 'key', true)
+        const prefix = stringField(body, 'prefix', true)
+        const template = stringField(body, 'template', true)
+        const given = [key, prefix, template].filter((v) => v !== undefined).length
+        if (given !== 1) throw new AegisArgumentError('give exactly one of "key", "prefix", "template"')
+        const purged = await ghost().purge(
+          key !== undefined ? { key } : prefix !== undefined ? { prefix } : { template: template as string },
+        )
+        return { body: { version: API_VERSION, purged } }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/audit',
+      role: 'read',
+      summary: 'audit entries after a sequence number (?after=0&limit=100&types=a,b)',
+      handle: ({ query }) => {
+        const trail = audit()
+        const after = intParam(query, 'after', 0, 0, Number.MAX_SAFE_INTEGER)
+        const limit = intParam(query, 'limit', 100, 1, 1000)
+        const types = query.get('types')
+        const entries =
+          types === null || types === ''
+            ? trail.entries({ after, limit })
+            : trail.entries({ after, limit, types: types.split(',') as never[] })
+        return { body: { version: API_VERSION, first: trail.first, last: trail.last, entries } }
+      },
+    },
+  ]
+}
+
+/** What a thrown error answers: its own problem, a 400/404 for a bad argument, else a 500. */
+export function problemOf(err: unknown): AdminProblem {
+  if (err instanceof AdminProblem) return err
+  if (err instanceof AegisArgumentError)
+    return new AdminProblem(
+      err.status,
+      err.code,
+      err.status === 404 ? 'Not Found' : 'Bad Request',
+      err.message,
+    )
+  if (AegisError.is(err) && err.code === ErrorCodes.CONFIG)
+    return new AdminProblem(400, ErrorCodes.CONFIG, 'Invalid configuration', err.message)
+  return new AdminProblem(
+    500,
+    ErrorCodes.INTERNAL,
+    'Internal Server Error',
+    'the admin API failed; see the logs',
+  )
+}
+
+export type { AdminRequest }

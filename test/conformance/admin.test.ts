@@ -1,0 +1,331 @@
+/**
+ * The admin API over the four adapters, on its own listener and mounted on the app: the
+ * checks every request meets (Host against DNS rebinding, Origin, token, role, method, the
+ * anti-CSRF header), each refusal a problem+json with its code; then every endpoint; then the
+ * live feed carrying a change made through the API.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { createAegis, type AegisOptions } from '@aegis/core'
+import { send, sendMany } from '../helpers/send.js'
+import { rawRequest } from '../helpers/raw.js'
+import { adapters, type TestApp } from './apps.js'
+
+const ADMIN = 'admin-token-0123456789abcdef'
+const READER = 'read-token-0123456789abcdef'
+const CSRF = { 'x-aegis-admin': '1' }
+
+const options = (extra: AegisOptions = {}): AegisOptions => ({
+  admin: {
+    tokens: [
+      { name: 'ops', token: ADMIN, role: 'admin' },
+      { name: 'viewer', token: READER, role: 'read' },
+    ],
+    listen: '127.0.0.1:0',
+    mount: '/_aegis',
+  },
+  ghost: true,
+  ...extra,
+})
+
+const bearer = (token: string, more: Record<string, string> = {}) => ({
+  authorization: `Bearer ${token}`,
+  ...more,
+})
+
+describe('admin options', () => {
+  it('refuse to start without a token, on loopback or off it, naming the option', () => {
+    for (const listen of ['0.0.0.0:9901', '127.0.0.1:9901', '[::]:9901'])
+      expect(() => createAegis({ admin: { listen } })).toThrow(/admin\.token: the admin API needs a token/)
+    expect(() => createAegis({ admin: { token: 'short' } })).toThrow(
+      /admin\.token: a token needs at least 16/,
+    )
+    expect(() => createAegis({ admin: { token: ADMIN, listen: 'nowhere' } })).toThrow(/admin\.listen/)
+    expect(() => createAegis({ admin: { token: ADMIN, listen: false } })).toThrow(/admin\.mount/)
+    expect(() =>
+      createAegis({ admin: { tokens: [{ name: 'a', token: ADMIN, role: 'admin' }], token: ADMIN } }),
+    ).toThrow(/admin\.tokens\.0\.token: the same token twice/)
+    // The token never shows in the error.
+    try {
+      createAegis({ admin: { token: 'short-secret' } })
+    } catch (err) {
+      expect(String(err)).not.toContain('short-secret')
+    }
+  })
+})
+
+describe.each(adapters)('%s: admin API', (_name, make) => {
+  let app: TestApp | undefined
+  const start = async (extra?: AegisOptions) => {
+    app = await make(options(extra))
+    const address = await app.core.admin?.ready
+    if (address === undefined) throw new Error('the admin listener did not start')
+    return { app, own: `http://127.0.0.1:${address.port}`, mounted: `${app.url}/_aegis` }
+  }
+  afterEach(async () => {
+    await app?.close()
+    app = undefined
+  })
+
+  it('refuses, on its listener and where mounted: no token, a wrong one, a read token changing, a bad Host, a foreign Origin, GET for a change, no anti-CSRF header', async () => {
+    const { own, mounted } = await start()
+    for (const base of [own, mounted]) {
+      const problemOf = async (
+        r: Promise<{ status: number; headers: Record<string, unknown>; body: string }>,
+      ) => {
+        const a = await r
+        expect(String(a.headers['content-type'])).toMatch(/^application\/problem\+json/)
+        return { status: a.status, code: (JSON.parse(a.body) as { code: string }).code, headers: a.headers }
+      }
+      const none = await problemOf(send(`${base}/v1/status`))
+      expect(none).toMatchObject({ status: 401, code: 'AEGIS_ERR_ADMIN_TOKEN' })
+      expect(none.headers['www-authenticate']).toBe('Bearer realm="aegis-admin"')
+      expect(await problemOf(send(`${base}/v1/status`, { headers: bearer(`${ADMIN}x`) }))).toMatchObject({
+        status: 401,
+        code: 'AEGIS_ERR_ADMIN_TOKEN',
+      })
+      expect(await problemOf(send(`${base}/v1/status`, { headers: { authorization: ADMIN } }))).toMatchObject(
+        {
+          status: 401,
+        },
+      )
+      // The read token reads, and may not change.
+      expect((await send(`${base}/v1/status`, { headers: bearer(READER) })).status).toBe(200)
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/unblock`, {
+            method: 'POST',
+            headers: bearer(READER, { ...CSRF, 'content-type': 'application/json' }),
+            body: JSON.stringify({ key: '203.0.113.9' }),
+          }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_ROLE' })
+      // DNS rebinding: a page of attacker.example, resolved to 127.0.0.1, with a stolen or guessed token.
+      expect(
+        await problemOf(
+          rawRequest(`${base}/v1/status`, { headers: bearer(ADMIN, { host: 'attacker.example' }) }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_HOST' })
+      expect(
+        await problemOf(
+          rawRequest(`${base}/v1/status`, { headers: bearer(ADMIN, { host: 'attacker.example:9901' }) }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_HOST' })
+      // CSRF: a form on another site posting to the API, with or without an Origin.
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/unblock`, {
+            method: 'POST',
+            headers: bearer(ADMIN, { origin: 'https://evil.example', 'content-type': 'text/plain' }),
+            body: '{"key":"203.0.113.9"}',
+          }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_ORIGIN' })
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/unblock`, {
+            method: 'POST',
+            headers: bearer(ADMIN, { 'sec-fetch-site': 'cross-site' }),
+            body: '{"key":"203.0.113.9"}',
+          }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_ORIGIN' })
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/unblock`, {
+            method: 'POST',
+            headers: bearer(ADMIN, { 'content-type': 'application/json' }),
+            body: '{"key":"203.0.113.9"}',
+          }),
+        ),
+      ).toMatchObject({ status: 403, code: 'AEGIS_ERR_ADMIN_CSRF' })
+      // A change asked by GET: refused, with the methods it takes.
+      const get = await problemOf(
+        send(`${base}/v1/anomaly/unblock?key=203.0.113.9`, { headers: bearer(ADMIN) }),
+      )
+      expect(get).toMatchObject({ status: 405, code: 'AEGIS_ERR_METHOD_NOT_ALLOWED' })
+      expect(get.headers.allow).toBe('POST')
+      expect(await problemOf(send(`${base}/v1/nothing`, { headers: bearer(ADMIN) }))).toMatchObject({
+        status: 404,
+        code: 'AEGIS_ERR_NOT_FOUND',
+      })
+      // A body that is no JSON, one too large.
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/unblock`, {
+            method: 'POST',
+            headers: bearer(ADMIN, { ...CSRF, 'content-type': 'application/json' }),
+            body: '{"key":',
+          }),
+        ),
+      ).toMatchObject({ status: 400, code: 'AEGIS_ERR_BAD_REQUEST' })
+      expect(
+        await problemOf(
+          send(`${base}/v1/anomaly/block`, {
+            method: 'POST',
+            headers: bearer(ADMIN, { ...CSRF, 'content-type': 'application/json' }),
+            body: JSON.stringify({ key: 'x'.repeat(2 * 1024 * 1024) }),
+          }),
+        ),
+      ).toMatchObject({ status: 413, code: 'AEGIS_ERR_BODY_TOO_LARGE' })
+    }
+  })
+
+  it('serves every endpoint, and a change made through it is an admin.action event', async () => {
+    const { app: a, own, mounted } = await start()
+    const actions: unknown[] = []
+    a.core.events.on('admin.action', (e) => actions.push(e))
+    for (const [i, base] of [own, mounted].entries()) {
+      const get = async (path: string, headers: Record<string, string> = {}) => {
+        const r = await send(`${base}/v1${path}`, { headers: bearer(ADMIN, headers) })
+        return { ...r, json: r.body === '' ? undefined : (JSON.parse(r.body) as Record<string, unknown>) }
+      }
+      const change = async (method: string, path: string, body?: unknown) => {
+        const r = await send(`${base}/v1${path}`, {
+          method,
+          headers: bearer(ADMIN, { ...CSRF, 'content-type': 'application/json', 'x-request-id': `req-${i}` }),
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        })
+        return { ...r, json: JSON.parse(r.body) as Record<string, unknown> }
+      }
+
+      const index = await get('')
+      expect(index.status).toBe(200)
+      expect((index.json?.endpoints as { path: string }[]).map((e) => e.path)).toContain('/v1/feed')
+
+      const status = await get('/status')
+      expect(status.json).toMatchObject({ version: 1, generation: 1, store: { configured: false } })
+      expect(status.json?.engines).toEqual(expect.arrayContaining(['limiter', 'anomaly', 'ghost', 'admin']))
+      expect(status.headers['cache-control']).toBe('no-store')
+
+      const config = await get('/config')
+      expect(config.status).toBe(200)
+      expect(config.body).not.toContain(ADMIN)
+      expect(config.body).not.toContain(READER)
+      expect(config.json?.config).toMatchObject({
+        admin: {
+          tokens: [
+            { name: 'ops', token: '[redacted]' },
+            { name: 'viewer', token: '[redacted]' },
+          ],
+        },
+      })
+      const etag = config.headers.etag as string
+      expect(etag).toMatch(/^"1-/)
+      expect((await get('/config', { 'if-none-match': etag })).status).toBe(304)
+
+      // Anomaly: a scanner, then its state, a block and an unblock.
+      await sendMany(10, (n) => `${a.url}/.git/probe-${i}-${n}`)
+      const clients = await get('/anomaly/clients?n=5')
+      expect((clients.json?.clients as { key: string; reasons: string[] }[])[0]).toMatchObject({
+        key: '127.0.0.1',
+        reasons: ['rule:scanner'],
+      })
+      expect((await get('/anomaly/clients/127.0.0.1')).json?.client).toMatchObject({ key: '127.0.0.1' })
+      expect((await get('/anomaly/clients/203.0.113.200')).status).toBe(404)
+      expect((await get('/anomaly/stats')).json?.stats).toMatchObject({ mode: 'observe' })
+      expect((await change('POST', '/anomaly/block', { key: '203.0.113.9', ms: 60_000 })).json).toMatchObject(
+        {
+          blocked: '203.0.113.9',
+        },
+      )
+      expect((await change('POST', '/anomaly/unblock', { key: '203.0.113.9' })).json).toMatchObject({
+        unblocked: true,
+      })
+      expect((await change('POST', '/anomaly/block', { key: '203.0.113.9', ms: -1 })).status).toBe(400)
+      expect((await get('/anomaly/clients?n=0')).status).toBe(400)
+
+      // Limiter: the test client's key has a bucket; clearing it forgets it.
+      const key = await get('/limiter/keys/127.0.0.1')
+      expect(key.status).toBe(200)
+      expect(key.json).toMatchObject({ key: '127.0.0.1' })
+      expect((await change('DELETE', '/limiter/keys/127.0.0.1')).json).toMatchObject({ cleared: true })
+      expect((await get('/limiter/keys/127.0.0.1?policy=nope')).status).toBe(404)
+
+      // Ghost: the app's answers learned, listed, purged.
+      await send(`${a.url}/items/1`)
+      await send(`${a.url}/items/1`)
+      const entries = await get('/ghost/entries?limit=10')
+      expect(entries.status).toBe(200)
+      expect(entries.json).toMatchObject({ offset: 0 })
+      expect((await get('/ghost/templates')).status).toBe(200)
+      expect((await change('POST', '/ghost/purge', { prefix: '/' })).json).toMatchObject({
+        purged: expect.any(Number),
+      })
+      expect((await change('POST', '/ghost/purge', { key: 'a', prefix: 'b' })).status).toBe(400)
+
+      // Audit.
+      const audit = await get('/audit?after=0&limit=5')
+      expect(audit.json).toMatchObject({ version: 1, first: expect.any(Number), entries: expect.any(Array) })
+    }
+    // Every change succeeded is an event: who, from where, which request.
+    expect(actions).toContainEqual(
+      expect.objectContaining({
+        action: 'POST /v1/anomaly/unblock',
+        actor: 'ops',
+        role: 'admin',
+        requestId: 'req-1',
+      }),
+    )
+    expect(actions).toContainEqual(
+      expect.objectContaining({ action: 'DELETE /v1/limiter/keys/:key', target: { key: '127.0.0.1' } }),
+    )
+  })
+
+  it('streams the live feed: a batch a second with the events of that second', async () => {
+    const { own } = await start()
+    const controller = new AbortController()
+    const r = await fetch(`${own}/v1/feed?types=admin.*`, {
+      headers: bearer(READER),
+      signal: controller.signal,
+    })
+    expect(r.status).toBe(200)
+    expect(r.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    const reader = (r.body as ReadableStream<Uint8Array>).getReader()
+    const decoder = new TextDecoder()
+    let text = ''
+    const deadline = Date.now() + 5_000
+    let changed = false
+    while (Date.now() < deadline && !/"action":"POST \/v1\/anomaly\/unblock"/.test(text)) {
+      const { value, done } = await reader.read()
+      if (done) break
+      text += decoder.decode(value)
+      if (!changed && text.includes('event: hello')) {
+        changed = true
+        await send(`${own}/v1/anomaly/unblock`, {
+          method: 'POST',
+          headers: bearer(ADMIN, { ...CSRF, 'content-type': 'application/json' }),
+          body: JSON.stringify({ key: '198.51.100.1' }),
+        })
+      }
+    }
+    controller.abort()
+    const batches = text
+      .split('\n\n')
+      .filter((b) => b.startsWith('event: batch'))
+      .map(
+        (b) =>
+          JSON.parse(b.slice(b.indexOf('data: ') + 6)) as { version: number; events: { type: string }[] },
+      )
+    expect(batches.length).toBeGreaterThan(0)
+    expect(batches.every((b) => b.version === 1)).toBe(true)
+    expect(batches.flatMap((b) => b.events)).toContainEqual(
+      expect.objectContaining({ type: 'admin.action', action: 'POST /v1/anomaly/unblock', actor: 'ops' }),
+    )
+  })
+
+  it('close() stops its listener and ends the feed', async () => {
+    const { app: a, own } = await start()
+    const controller = new AbortController()
+    const r = await fetch(`${own}/v1/feed`, { headers: bearer(READER), signal: controller.signal })
+    const reader = (r.body as ReadableStream<Uint8Array>).getReader()
+    await reader.read()
+    await a.close()
+    app = undefined
+    const end = await reader.read().then(
+      ({ done }) => done,
+      () => true,
+    )
+    expect(end).toBe(true)
+    await expect(fetch(`${own}/v1/status`, { headers: bearer(ADMIN) })).rejects.toThrow()
+  })
+})
