@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { ClientTable, DIMENSIONS, F, FEATURES, isAsset, type Seen } from '../src/anomaly/features.js'
 import { seeded } from '../src/anomaly/forest.js'
+import { matchesTemplate } from '../src/anomaly/engine.js'
 import { anomalySection } from '../src/anomaly/options.js'
 import { checkRules, people, RULES, ruleSettings } from '../src/anomaly/rules.js'
 import { createTrainer, type Model } from '../src/anomaly/trainer.js'
@@ -187,5 +188,20 @@ describe('the trainer', () => {
     await new Promise((r) => setTimeout(r, 50))
     expect(models).toBe(0)
     expect(trainer.train(1)).toBe(false)
+  })
+})
+
+describe("route templates (where a campaign's challenge applies)", () => {
+  it('match a path segment by segment: parameters take one segment, a * the rest', () => {
+    expect(matchesTemplate('/users/:id/login', '/users/42/login')).toBe(true)
+    expect(matchesTemplate('/users/:id(\\d+)', '/users/42')).toBe(true)
+    expect(matchesTemplate('/users/{id}', '/users/42')).toBe(true)
+    expect(matchesTemplate('/files/*', '/files/a/b.txt')).toBe(true)
+    expect(matchesTemplate('/login', '/login')).toBe(true)
+    expect(matchesTemplate('/users/:id/login', '/users//login')).toBe(false)
+    expect(matchesTemplate('/users/:id/login', '/users/42/logout')).toBe(false)
+    expect(matchesTemplate('/users/:id', '/users/42/login')).toBe(false)
+    expect(matchesTemplate('/files/*', '/files')).toBe(false)
+    expect(matchesTemplate('/login', '/login/')).toBe(false)
   })
 })

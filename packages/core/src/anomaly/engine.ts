@@ -467,18 +467,29 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     map.delete(at)
     return undefined
   }
+  /**
+   * The campaign live on the route a request's path belongs to: the route itself when it is
+   * literal, else the first templated route (`/users/:id`, `/files/*`) that matches.
+   */
+  function routeCampaignOf(path: string): LiveCampaign | undefined {
+    const exact = liveAt(underCampaign, path)
+    if (exact !== undefined) return exact
+    for (const route of underCampaign.keys())
+      if (isTemplate(route) && matchesTemplate(route, path)) return liveAt(underCampaign, route)
+    return undefined
+  }
   /** The request's network: its client's, remembered since its first request, or worked out. */
   function networkOf(req: IncomingMessage, state: AegisRequestState): string {
     const slot = table.peek(identify(req, state))
     return (slot === undefined ? undefined : prefixes[slot]) ?? prefixOf(state.client.ip)
   }
   /**
-   * The challenge hook's answer to a request on a route under a campaign (matched by its
-   * path), or from a network under one.
+   * The challenge hook's answer to a request on a route under a campaign (its path matched
+   * against the route's template), or from a network under one.
    */
   function challenged(req: IncomingMessage, state: AegisRequestState): Rejection | undefined {
     const c =
-      (underCampaign.size > 0 ? liveAt(underCampaign, pathOf(req.url ?? '/')) : undefined) ??
+      (underCampaign.size > 0 ? routeCampaignOf(pathOf(req.url ?? '/')) : undefined) ??
       (underNetwork.size > 0 ? liveAt(underNetwork, networkOf(req, state)) : undefined)
     if (c === undefined) return undefined
     let answer: unknown
@@ -680,6 +691,32 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   }
 
   return engine
+}
+
+/** Whether a route has parameters (`:id`, `{id}`) or a wildcard (`*`). */
+const isTemplate = (route: string): boolean => /[:*{]/.test(route)
+
+/**
+ * Whether `path` lies on the route `template`: segment by segment, a parameter (`:id`,
+ * `:id(\\d+)`, `{id}`) takes any one non-empty segment, a `*` segment the rest of the path.
+ *
+ * @example
+ * matchesTemplate('/users/:id/orders', '/users/42/orders') // true
+ * matchesTemplate('/files/*', '/files/a/b.txt') // true
+ */
+export function matchesTemplate(template: string, path: string): boolean {
+  const t = template.split('/')
+  const p = path.split('/')
+  for (let i = 0; i < t.length; i++) {
+    const seg = t[i] as string
+    if (seg === '*') return i < p.length
+    const got = p[i]
+    if (got === undefined) return false
+    if (seg.startsWith(':') || (seg.startsWith('{') && seg.endsWith('}'))) {
+      if (got === '') return false
+    } else if (seg !== got) return false
+  }
+  return t.length === p.length
 }
 
 /** `c` if the client takes part in it and has done enough to be caught (see `observe`). */
