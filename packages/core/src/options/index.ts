@@ -15,6 +15,7 @@ import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
 import type { Rejection } from '../kernel/types.js'
 import { deepFreeze, fn } from '../kernel/option-helpers.js'
+import { hideUrlCredentials, SECRET_KEY } from '../kernel/redact.js'
 import type { Logger } from '../kernel/logger.js'
 
 export type { Logger }
@@ -56,6 +57,9 @@ export const SYNTHESIZE_IN_PRODUCTION =
   "synthesized answers are for staging and demos: refused when NODE_ENV is production (set 'force' to insist)"
 /** Why `ghost.store: 'redis'` is refused without a `store`. */
 export const GHOST_NEEDS_STORE = "ghost.store 'redis' needs the store option (Redis or a Redis Cluster)"
+
+/** Why `audit.store: 'redis'` is refused without a `store`. */
+export const AUDIT_NEEDS_STORE = "audit.store 'redis' needs the store option (Redis or a Redis Cluster)"
 
 /** Why `breaker.shared` is refused without a `store`. */
 export const SHARED_NEEDS_STORE = 'sharing breaker states needs a shared store: set the store option (Redis)'
@@ -115,6 +119,8 @@ export const optionsSchema = z
     if (o.store.redis !== undefined || o.store.cluster !== undefined) return
     if (o.ghost !== false && o.ghost.store === 'redis')
       ctx.addIssue({ code: 'custom', path: ['ghost', 'store'], message: GHOST_NEEDS_STORE })
+    if (o.audit !== false && o.audit.store === 'redis')
+      ctx.addIssue({ code: 'custom', path: ['audit', 'store'], message: AUDIT_NEEDS_STORE })
     const shares = (b: (typeof o)['breaker']): boolean => b !== undefined && b !== false && b.shared
     const paths = [
       ...(shares(o.breaker) ? [['breaker', 'shared']] : []),
@@ -127,8 +133,6 @@ export const optionsSchema = z
 export type AegisOptions = z.input<typeof optionsSchema>
 /** The parsed, frozen configuration. */
 export type AegisConfig = Readonly<z.output<typeof optionsSchema>>
-
-const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|auth|credential|cookie/i
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let v = input
@@ -145,7 +149,7 @@ export function describeValue(value: unknown, path: readonly PropertyKey[]): str
   if (typeof value === 'function') return '[function]'
   if (value instanceof RegExp) return String(value)
   if (typeof value === 'string') {
-    const safe = value.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
+    const safe = hideUrlCredentials(value)
     return JSON.stringify(safe.length > 80 ? `${safe.slice(0, 77)}...` : safe)
   }
   if (Array.isArray(value)) return `[array of ${value.length}]`
