@@ -351,8 +351,9 @@ export function createAuditLog(config: AuditConfig, warn: Warn, deps: AuditDeps 
       last = r.seq
       lastLink = { seq: r.seq, hash: r.hash }
       handOver(entry)
+      // Every `every` records exactly, even inside one batch.
+      if (++sinceCheckpoint >= config.checkpoint.every) checkpoint(true)
     }
-    sinceCheckpoint += records.length
     checkpoint(false)
   }
 
