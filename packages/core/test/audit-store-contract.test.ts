@@ -38,12 +38,13 @@ const connect = async (options: StoreOptions): Promise<RedisConnection> => {
   return conn
 }
 
-type Make = (options?: AuditOptions) => Promise<{ log: AuditLog; raw: () => Promise<string> }>
+type Made = { log: AuditLog; raw: () => Promise<string> }
+type Make = (options?: AuditOptions) => Made | Promise<Made>
 
 const stores: [string, Make][] = [
   [
     'memory',
-    async (options = {}) => {
+    (options = {}) => {
       const log = createAuditLog(auditSchema.parse(options), warn)
       logs.push(log)
       return { log, raw: async () => JSON.stringify((await log.query({ limit: 1000 })).entries) }
@@ -51,7 +52,7 @@ const stores: [string, Make][] = [
   ],
   [
     'sqlite',
-    async (options = {}) => {
+    (options = {}) => {
       const file = join(dir, `${randomUUID()}.db`)
       const log = createAuditLog(auditSchema.parse({ ...options, store: { sqlite: file } }), warn)
       logs.push(log)

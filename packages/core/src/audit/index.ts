@@ -177,10 +177,7 @@ export interface AuditTrail {
    * Walk the chain the store keeps and name the first bad entry. Checkpoints are checked
    * with the configured keys, or with `keys` (an Ed25519 public key is enough).
    */
-  verify(keys?: {
-    secret?: string | Uint8Array
-    publicKey?: KeyObject
-  }): Promise<AuditVerification>
+  verify(keys?: { secret?: string | Uint8Array; publicKey?: KeyObject }): Promise<AuditVerification>
   /** The checkpoints the store holds, oldest first. */
   checkpoints(): Promise<readonly AuditCheckpoint[]>
   /** Write what waits (not the security counts of the current minute); resolves when the store took it or failed. */
@@ -468,8 +465,10 @@ export function createAuditLog(config: AuditConfig, warn: Warn, deps: AuditDeps 
   // Security events: counted per minute; a timer writes each minute when it is over.
   const counts = createAggregator(config.security.maxClients)
   let minuteTimer: NodeJS.Timeout | undefined
-  const closeMinutes = (now: number): void => {
-    const done = counts.drain(now)
+  /** Write the minutes over by `until` (every one with `Infinity`), stamped now. */
+  const closeMinutes = (until: number): void => {
+    const done = counts.drain(until)
+    const now = Date.now()
     if (done.length > 0) enqueue(done.map((d) => draftOf(d.type, d.data, now)))
   }
   const armMinute = (): void => {
@@ -610,7 +609,11 @@ export function createAuditLog(config: AuditConfig, warn: Warn, deps: AuditDeps 
     prune: pruneAll,
     async close() {
       if (closed) return
-      closeMinutes(Infinity)
+      try {
+        closeMinutes(Infinity)
+      } catch (err) {
+        storeFailed(err)
+      }
       closed = true
       clearInterval(retention)
       clearTimeout(minuteTimer)

@@ -135,9 +135,9 @@ export function createRedisStore(conn: RedisConnection, trail: string): AuditSto
   let head: ChainLink | undefined
 
   const range = async (start: string, end: string, count: number): Promise<StreamEntry[]> =>
-    (await client.xrange(keys.log, start, end, 'COUNT', count))
+    await client.xrange(keys.log, start, end, 'COUNT', count)
   const revrange = async (end: string, start: string, count: number): Promise<StreamEntry[]> =>
-    (await client.xrevrange(keys.log, end, start, 'COUNT', count))
+    await client.xrevrange(keys.log, end, start, 'COUNT', count)
   const id = (seq: number): string => `${seq}-0`
 
   /** The time of the first record with seq ≥ `seq`, and its seq (`undefined`: none). */
