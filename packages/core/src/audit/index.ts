@@ -449,7 +449,8 @@ export function createAuditLog(config: AuditConfig, warn: Warn, deps: AuditDeps 
       return
     }
     pending.push(...drafts)
-    if (pending.length > MAX_PENDING) dropped += pending.splice(0, pending.length - MAX_PENDING).length
+    // Past the bound, the oldest tenth goes at once (not one entry per record: a splice moves them all).
+    if (pending.length > MAX_PENDING) dropped += pending.splice(0, pending.length - MAX_PENDING * 0.9).length
     schedule(0)
   }
 
