@@ -260,15 +260,25 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
     // Every change succeeded is an event: who, from where, which request.
     expect(actions).toContainEqual(
       expect.objectContaining({
-        action: 'POST /v1/anomaly/unblock',
+        action: 'anomaly.unblock',
         actor: 'ops',
         role: 'admin',
         requestId: 'req-1',
+        target: '203.0.113.9',
       }),
     )
+    expect(actions).toContainEqual(expect.objectContaining({ action: 'limiter.clear', target: '127.0.0.1' }))
+    // A change allowed but refused is recorded too, with why.
     expect(actions).toContainEqual(
-      expect.objectContaining({ action: 'DELETE /v1/limiter/keys/:key', target: { key: '127.0.0.1' } }),
+      expect.objectContaining({
+        action: 'anomaly.block',
+        outcome: 'refused',
+        error: expect.stringMatching(/ms/),
+      }),
     )
+    // The audit trail has them, one by one.
+    const trail = a.core.audit?.entries({ types: ['admin.action'] }) ?? []
+    expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['anomaly.unblock', 'ghost.purge']))
   })
 
   it('streams the live feed: a batch a second with the events of that second', async () => {
@@ -285,7 +295,7 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
     let text = ''
     const deadline = Date.now() + 5_000
     let changed = false
-    while (Date.now() < deadline && !/"action":"POST \/v1\/anomaly\/unblock"/.test(text)) {
+    while (Date.now() < deadline && !/"action":"anomaly.unblock"/.test(text)) {
       const { value, done } = await reader.read()
       if (done) break
       text += decoder.decode(value)
@@ -309,7 +319,12 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
     expect(batches.length).toBeGreaterThan(0)
     expect(batches.every((b) => b.version === 1)).toBe(true)
     expect(batches.flatMap((b) => b.events)).toContainEqual(
-      expect.objectContaining({ type: 'admin.action', action: 'POST /v1/anomaly/unblock', actor: 'ops' }),
+      expect.objectContaining({
+        type: 'admin.action',
+        action: 'anomaly.unblock',
+        actor: 'ops',
+        target: '198.51.100.1',
+      }),
     )
   })
 

@@ -66,7 +66,18 @@ export type {
   AuditQuery,
   AuditOptions,
   AuditSink,
+  AuditSearch,
+  AuditPage,
+  AuditStats,
+  AuditRecord,
+  AuditCheckpoint,
+  AuditVerification,
+  AuditFault,
+  AdminAction,
+  JsonPatchOperation,
+  SecurityCount,
 } from './audit/index.js'
+export { AUDIT_VERSION, AUDITED_EVENTS, SECURITY_EVENTS } from './audit/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
 export type { GhostApi } from './ghost/engine.js'

@@ -1,6 +1,10 @@
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { auditSchema, createAuditLog, type AuditEvent } from '../src/audit/index.js'
 import { AegisConfigError, AegisError, createAegis, WarningCodes } from '../src/index.js'
+import { createEventBus } from '../src/kernel/events.js'
 import { createWarnOnce } from '../src/kernel/warnings.js'
 
 const health = (upstream: string, healthy: boolean): AuditEvent => ({
@@ -164,5 +168,90 @@ describe('audit log', () => {
     expect(() => createAegis({ audit: { size: 0 } })).toThrow(/audit\.size/)
     expect(() => createAegis({ audit: { sink: 'file.log' } as never })).toThrow(/audit\.sink/)
     expect(() => createAegis({ audit: { path: '/tmp/x' } as never })).toThrow(/audit\.path/)
+  })
+})
+
+describe('security events, counted per minute, client and reason', () => {
+  const blocked = (client: string, policy = 'global') =>
+    ({ client, reason: 'limited', policies: [policy], status: 429, path: '/login' }) as const
+
+  it('keeps 10,000 blocks of one client in one minute as one entry with their count', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 23, 12, 0, 5) })
+    const bus = createEventBus(() => undefined)
+    const audit = createAuditLog(auditSchema.parse({}), warn, { events: bus })
+    for (let i = 0; i < 10_000; i++) {
+      bus.emit('limiter.blocked', blocked('203.0.113.7'))
+      if (i % 1_000 === 0) vi.advanceTimersByTime(5_000)
+    }
+    bus.emit('limiter.blocked', blocked('198.51.100.1', 'login'))
+    expect(audit.entries()).toEqual([])
+    expect((await audit.stats()).counting).toBe(2)
+    vi.advanceTimersByTime(60_000)
+    const entries = audit.entries()
+    expect(entries).toHaveLength(2)
+    expect(entries[0]).toMatchObject({
+      seq: 1,
+      type: 'limiter.blocked',
+      client: '203.0.113.7',
+      reason: 'limited:global',
+      count: 10_000,
+      route: '/login',
+      minute: '2026-11-23T12:00:00.000Z',
+      firstAt: '2026-11-23T12:00:05.000Z',
+      sample: { client: '203.0.113.7', policies: ['global'], status: 429 },
+    })
+    expect(entries[1]).toMatchObject({ client: '198.51.100.1', reason: 'limited:login', count: 1 })
+    expect(await audit.verify()).toMatchObject({ ok: true, entries: 2 })
+    await audit.close()
+  })
+
+  it('gives at most maxClients clients a minute their own entry, the rest one under `*`', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 23, 12, 0, 0) })
+    const bus = createEventBus(() => undefined)
+    const audit = createAuditLog(auditSchema.parse({ security: { maxClients: 3 } }), warn, { events: bus })
+    for (let i = 0; i < 1_000; i++)
+      bus.emit('limiter.blocked', blocked(`10.0.${Math.floor(i / 250)}.${i % 250}`))
+    bus.emit('anomaly.blocked', {
+      key: '10.9.9.0/24',
+      score: 0.9,
+      reasons: ['rule:flood'],
+      strikes: 1,
+      coolDownMs: 1,
+      until: 1,
+    })
+    await audit.close()
+    const entries = audit.entries()
+    expect(entries.map((e) => ('client' in e ? [e.client, 'count' in e ? e.count : 0] : []))).toEqual([
+      ['10.0.0.0', 1],
+      ['10.0.0.1', 1],
+      ['10.0.0.2', 1],
+      ['*', 997],
+      ['*', 1],
+    ])
+    expect(entries[3]).toMatchObject({ clients: 997 })
+    expect(entries[4]).toMatchObject({ type: 'anomaly.blocked', reason: 'rule:flood' })
+  })
+
+  it("counts the limiter's real refusals, over real sockets", async () => {
+    const aegis = createAegis({ limiter: { points: 2, duration: 60, burst: 2 }, anomaly: false })
+    const server = createServer(aegis.handler((_req, res) => res.end('ok')))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/things?token=hunter2`
+    const statuses: number[] = []
+    for (let i = 0; i < 12; i++) statuses.push((await fetch(url)).status)
+    expect(statuses.filter((s) => s === 429)).toHaveLength(10)
+    await new Promise<void>((r) => server.close(() => r()))
+    // close() counts the minute not over yet.
+    await aegis.close()
+    const entries = aegis.audit?.entries({ types: ['limiter.blocked'] }) ?? []
+    expect(entries).toHaveLength(1)
+    expect(entries[0]).toMatchObject({
+      client: '127.0.0.1',
+      reason: 'limited:default',
+      count: 10,
+      route: '/things',
+    })
+    expect(JSON.stringify(entries)).not.toContain('hunter2')
   })
 })

@@ -153,6 +153,7 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       method: 'POST',
       path: '/anomaly/block',
       role: 'admin',
+      action: 'anomaly.block',
       summary: 'block a client: { key, ms? }',
       handle: async (r) => {
         const body = await r.json()
@@ -161,17 +162,21 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
         if (ms !== undefined && (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 1))
           throw new AegisArgumentError('ms must be a positive whole number of milliseconds')
         anomaly().block(key, ms)
-        return { body: { version: API_VERSION, blocked: key } }
+        return { body: { version: API_VERSION, blocked: key }, audit: { target: key } }
       },
     },
     {
       method: 'POST',
       path: '/anomaly/unblock',
       role: 'admin',
+      action: 'anomaly.unblock',
       summary: "lift a client's block: { key }",
       handle: async (r) => {
         const key = stringField(await r.json(), 'key') as string
-        return { body: { version: API_VERSION, key, unblocked: anomaly().unblock(key) } }
+        return {
+          body: { version: API_VERSION, key, unblocked: anomaly().unblock(key) },
+          audit: { target: key },
+        }
       },
     },
     {
@@ -191,10 +196,17 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       method: 'DELETE',
       path: '/limiter/keys/:key',
       role: 'admin',
+      action: 'limiter.clear',
       summary: 'forget a key: its bucket and any ban (?policy=)',
       handle: async ({ params, query }) => {
-        await limiter().reset(params.key as string, query.get('policy') ?? undefined)
-        return { body: { version: API_VERSION, key: params.key, cleared: true } }
+        const policy = query.get('policy') ?? undefined
+        await limiter().reset(params.key as string, policy)
+        return {
+          body: { version: API_VERSION, key: params.key, cleared: true },
+          audit: {
+            target: policy === undefined ? (params.key as string) : `${params.key as string} (${policy})`,
+          },
+        }
       },
     },
     {
@@ -227,6 +239,7 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       method: 'POST',
       path: '/ghost/purge',
       role: 'admin',
+      action: 'ghost.purge',
       summary: 'forget entries: { key } | { prefix } | { template }',
       handle: async (r) => {
         const body = await r.json()
@@ -238,7 +251,10 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
         const purged = await ghost().purge(
           key !== undefined ? { key } : prefix !== undefined ? { prefix } : { template: template as string },
         )
-        return { body: { version: API_VERSION, purged } }
+        return {
+          body: { version: API_VERSION, purged },
+          audit: { target: key ?? prefix ?? `template ${template as string}` },
+        }
       },
     },
     {

@@ -21,11 +21,11 @@ import {
   readJson,
   sendJson,
   sendRejection,
+  type AdminAnswer,
   type AdminRequest,
   type AdminRoute,
 } from './http.js'
 import { parseListen, type AdminConfig, type ListenAddress } from './options.js'
-import './events.js'
 
 /** `aegis.admin`: where the API listens. */
 export interface AdminApi {
@@ -122,10 +122,31 @@ export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { ap
   })
   const router = createRouter(routes)
 
+  /** An operator's change, one audit entry each (the trail listens for `admin.action`). */
+  function audit(
+    changing: { route: AdminRoute; actor: Actor; source: string },
+    requestId: string,
+    outcome: 'ok' | 'refused' | 'failed',
+    what: AdminAnswer['audit'],
+    error?: string,
+  ): void {
+    deps.events.emit('admin.action', {
+      action: changing.route.action ?? `${changing.route.method} ${PREFIX}${changing.route.path}`,
+      actor: changing.actor.name,
+      role: changing.actor.role,
+      source: changing.source,
+      requestId,
+      ...what,
+      ...(outcome === 'ok' ? {} : { outcome }),
+      ...(error === undefined ? {} : { error }),
+    })
+  }
+
   /** Serve one request whose path under the API's root is `path` (`/v1/status`). */
   async function serve(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const requestId = requestIdOf(req)
     const ids = { 'x-request-id': requestId }
+    let changing: { route: AdminRoute; actor: Actor; source: string } | undefined
     try {
       const screened = screen(req, hosts, origins)
       if (screened !== undefined) throw refusals[screened]
@@ -165,23 +186,20 @@ export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { ap
         source: req.socket.remoteAddress ?? '',
         json: () => readJson(req, config.maxBodyBytes),
       }
+      changing = route.method === 'GET' ? undefined : { route, actor, source: request.source }
       const answer = await route.handle(request)
       if (answer === undefined) return // it wrote the answer itself (the feed)
       const status = answer.status ?? 200
       sendJson(res, status, answer.body, { ...ids, ...answer.headers })
-      if (route.method !== 'GET' && status < 400)
-        deps.events.emit('admin.action', {
-          action: `${route.method} ${PREFIX}${route.path}`,
-          actor: actor.name,
-          role: actor.role,
-          source: request.source,
-          requestId,
-          ...(Object.keys(params).length === 0 ? {} : { target: params }),
-        })
+      if (changing !== undefined) audit(changing, requestId, 'ok', answer.audit)
     } catch (err) {
       try {
         const p = problemOf(err)
-        if (p.status === 500) deps.logger?.error({ err, requestId }, 'admin API: an endpoint failed')
+        if (p.rejection.status === 500)
+          deps.logger?.error({ err, requestId }, 'admin API: an endpoint failed')
+        // A change that was allowed but refused or failed is worth its audit entry too.
+        if (changing !== undefined)
+          audit(changing, requestId, p.rejection.status >= 500 ? 'failed' : 'refused', undefined, p.message)
         // An unread body would stall a keep-alive connection.
         if (!req.complete) req.resume()
         sendRejection(res, p.rejection, ids)

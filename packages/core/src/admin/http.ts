@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { AegisError, ErrorCodes, type ErrorCode } from '../kernel/errors.js'
 import { problem } from '../kernel/problem.js'
 import type { Rejection } from '../kernel/types.js'
+import type { AdminAction } from '../audit/events.js'
 import type { Actor } from './auth.js'
 import type { AdminRole } from './options.js'
 
@@ -30,6 +31,8 @@ export interface AdminAnswer {
   readonly status?: number
   readonly body?: unknown
   readonly headers?: Readonly<Record<string, string>>
+  /** For a change: what it acted on, and for a configuration change its hashes and diff (the audit entry). */
+  readonly audit?: Pick<AdminAction, 'target' | 'before' | 'after' | 'diff'>
 }
 
 /** One endpoint of the API. */
@@ -41,6 +44,8 @@ export interface AdminRoute {
   readonly role: AdminRole
   /** One line for the index (`GET /v1`). */
   readonly summary: string
+  /** For a change: its name in the audit trail, `<area>.<verb>` (`anomaly.unblock`). */
+  readonly action?: string
   handle(request: AdminRequest): AdminAnswer | undefined | Promise<AdminAnswer | undefined>
 }
 

@@ -4,7 +4,7 @@
  * their credentials, functions and objects that are not data (a logger, a Redis client)
  * are named, not shown.
  */
-import { maskCredentials, SECRET_KEY } from '../options/index.js'
+import { hideUrlCredentials, SECRET_KEY } from '../kernel/redact.js'
 
 export const REDACTED = '[redacted]'
 
@@ -20,7 +20,7 @@ export function redactConfig(value: unknown, secret = false): unknown {
   if (value === undefined || value === null) return value ?? null
   if (typeof value === 'function') return '[function]'
   if (value instanceof RegExp) return String(value)
-  if (typeof value === 'string') return secret ? REDACTED : maskCredentials(value)
+  if (typeof value === 'string') return secret ? REDACTED : hideUrlCredentials(value)
   if (typeof value === 'number') return Number.isFinite(value) ? value : String(value)
   if (typeof value === 'boolean') return value
   if (typeof value === 'bigint' || typeof value === 'symbol') return String(value)

@@ -6,6 +6,8 @@ import type { LimiterOutcome, Metrics } from '../metrics/index.js'
 import type { HeaderList, ClientIdentity, Rejection } from '../kernel/types.js'
 import type { RedisConnection } from '../store/index.js'
 import type { Warn } from '../kernel/warnings.js'
+import type { EventBus } from '../kernel/events.js'
+import './events.js'
 import {
   clientDenied,
   limitHeaders,
@@ -102,6 +104,8 @@ export interface LimiterDeps {
   readonly overload?: OverloadApi | undefined
   /** What a request costs times its cost option (the anomaly engine's throttle): 1 when absent. */
   readonly weightOf?: ((req: IncomingMessage) => number) | undefined
+  /** Where refusals are told (`limiter.blocked`), while something listens. */
+  readonly events?: EventBus | undefined
 }
 
 const ONE_CLIENT_STREAK = 1_000
@@ -229,6 +233,27 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   const scratchCosts: number[] = all.map(() => 0)
   const UNAVAILABLE: LimitResult = Object.freeze({ headers: [], rejection: limiterUnavailable(1) })
 
+  // What the last `conclude` refused for: read at once by `told`, in the same turn.
+  let refusedBy: readonly string[] = []
+  let refusedBanned = false
+  const { events } = deps
+  /** Tell the bus of a refusal, while something listens (the audit trail counts them). */
+  function told(req: IncomingMessage, client: ClientIdentity, result: LimitResult): LimitResult {
+    // A fail-closed 503 is the store's outage, not the client's doing.
+    if (result.rejection === undefined || result === UNAVAILABLE) return result
+    if (events === undefined || !events.has('limiter.blocked')) return result
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    events.emit('limiter.blocked', {
+      client: client.key,
+      reason: result.rejection === clientDenied ? 'denied' : refusedBanned ? 'banned' : 'limited',
+      policies: result.rejection === clientDenied ? [] : refusedBy,
+      status: result.rejection.status,
+      path: q < 0 ? url : url.slice(0, q),
+    })
+    return result
+  }
+
   /** Report the decision: metrics, headers, and the rejection when an enforcing policy refused. */
   function conclude(policies: readonly Policy[], verdicts: readonly Verdict[]): LimitResult {
     let refused = false
@@ -253,6 +278,10 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       ;(violated ??= []).push(p.name)
     }
     const headers = limitHeaders(styles, policies, verdicts)
+    if (refused) {
+      refusedBy = violated ?? []
+      refusedBanned = banned
+    }
     return { headers, rejection: refused ? quotaExceeded(violated ?? [], retryMs, banned) : undefined }
   }
 
@@ -278,7 +307,7 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     let listed: Listing = 0
     if (listing !== undefined) {
       listed = listing(client.ip)
-      if (listed === 2) return { headers: [], rejection: clientDenied }
+      if (listed === 2) return told(req, client, { headers: [], rejection: clientDenied })
     }
     if (listed === 1) return NOTHING
     if (!streakDone) watchStreak(client)
@@ -291,8 +320,8 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       scratchCosts[i] = costOf(p, req) * weight
     }
     const decided = store.consume(policies, scratchKeys, scratchCosts, now)
-    if (decided instanceof Promise) return decided.then((d) => concluded(policies, d))
-    return concluded(policies, decided)
+    if (decided instanceof Promise) return decided.then((d) => told(req, client, concluded(policies, d)))
+    return told(req, client, concluded(policies, decided))
   }
 
   const select = (policy: string | undefined): Policy[] => {

@@ -16,6 +16,7 @@ import { metricsSection } from '../metrics/options.js'
 import { validatorSection } from '../validator/options.js'
 import type { Rejection } from '../kernel/types.js'
 import { deepFreeze, fn } from '../kernel/option-helpers.js'
+import { hideUrlCredentials, SECRET_KEY } from '../kernel/redact.js'
 import type { Logger } from '../kernel/logger.js'
 
 export type { Logger }
@@ -57,6 +58,9 @@ export const SYNTHESIZE_IN_PRODUCTION =
   "synthesized answers are for staging and demos: refused when NODE_ENV is production (set 'force' to insist)"
 /** Why `ghost.store: 'redis'` is refused without a `store`. */
 export const GHOST_NEEDS_STORE = "ghost.store 'redis' needs the store option (Redis or a Redis Cluster)"
+
+/** Why `audit.store: 'redis'` is refused without a `store`. */
+export const AUDIT_NEEDS_STORE = "audit.store 'redis' needs the store option (Redis or a Redis Cluster)"
 
 /** Why `breaker.shared` is refused without a `store`. */
 export const SHARED_NEEDS_STORE = 'sharing breaker states needs a shared store: set the store option (Redis)'
@@ -121,6 +125,8 @@ export const optionsSchema = z
     if (o.store.redis !== undefined || o.store.cluster !== undefined) return
     if (o.ghost !== false && o.ghost.store === 'redis')
       ctx.addIssue({ code: 'custom', path: ['ghost', 'store'], message: GHOST_NEEDS_STORE })
+    if (o.audit !== false && o.audit.store === 'redis')
+      ctx.addIssue({ code: 'custom', path: ['audit', 'store'], message: AUDIT_NEEDS_STORE })
     const shares = (b: (typeof o)['breaker']): boolean => b !== undefined && b !== false && b.shared
     const paths = [
       ...(shares(o.breaker) ? [['breaker', 'shared']] : []),
@@ -133,12 +139,6 @@ export const optionsSchema = z
 export type AegisOptions = z.input<typeof optionsSchema>
 /** The parsed, frozen configuration. */
 export type AegisConfig = Readonly<z.output<typeof optionsSchema>>
-
-/** Option names whose values are secrets: never shown in errors nor in a config dump. */
-export const SECRET_KEY = /pass(word)?|secret|token|api[-_]?key|auth|credential|cookie/i
-
-/** A URL's credentials masked (`redis://user:pw@host` → `redis://***@host`). */
-export const maskCredentials = (s: string): string => s.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let v = input
@@ -155,7 +155,7 @@ export function describeValue(value: unknown, path: readonly PropertyKey[]): str
   if (typeof value === 'function') return '[function]'
   if (value instanceof RegExp) return String(value)
   if (typeof value === 'string') {
-    const safe = maskCredentials(value)
+    const safe = hideUrlCredentials(value)
     return JSON.stringify(safe.length > 80 ? `${safe.slice(0, 77)}...` : safe)
   }
   if (Array.isArray(value)) return `[array of ${value.length}]`

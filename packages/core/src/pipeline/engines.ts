@@ -134,7 +134,7 @@ export const ENGINES: readonly EngineEntry[] = [
   },
   {
     name: 'limiter',
-    create: ({ config, store, metrics, warn, stateOf, apis }) =>
+    create: ({ config, store, metrics, warn, stateOf, apis, events }) =>
       config.limiter === false
         ? undefined
         : limiterEngine(
@@ -148,6 +148,7 @@ export const ENGINES: readonly EngineEntry[] = [
               overload: apis.overload,
               // Throttle mode: a client costs more points the more anomalous it is.
               weightOf: config.anomaly !== false && config.anomaly.mode === 'throttle' ? weightOf : undefined,
+              events,
             }),
           ),
   },
@@ -208,8 +209,11 @@ export const ENGINES: readonly EngineEntry[] = [
   {
     // Fed by the bus: the engines' state changes, whoever emits them.
     name: 'audit',
-    create: ({ config, warn, events }) =>
-      config.audit === false ? undefined : { name: 'audit', api: createAuditLog(config.audit, warn, events) },
+    create: ({ config, warn, events, store, logger }) => {
+      if (config.audit === false) return undefined
+      const audit = createAuditLog(config.audit, warn, { events, store, logger })
+      return { name: 'audit', api: audit, close: () => audit.close() }
+    },
   },
   {
     // Last: it reads every engine built before it, through their public APIs.
