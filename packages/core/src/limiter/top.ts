@@ -16,125 +16,146 @@ export const TOP_CAPACITY = 100
 /** One admitted request in this many is looked at for the share summary. */
 export const SAMPLE_EVERY = 16
 
+/** One key of a `KeyedMinHeap`: its number, a second one moved along (Space-Saving's error), its place. */
+interface Node {
+  key: string
+  value: number
+  extra: number
+  pos: number
+}
+
 /**
- * A Space-Saving summary of `capacity` counters over a stream of keys, with its counters in a
- * min-heap by count: a newcomer replaces the root in O(log m), a known key grows in O(log m).
+ * Keys with a number each, in a min-heap by that number: the smallest is at hand and a
+ * change costs O(log m). Nodes know their place, so moving one costs no map update: a
+ * newcomer costs one map deletion and one insertion, a known key a lookup.
+ */
+class KeyedMinHeap {
+  readonly nodes: Node[] = []
+  private readonly byKey = new Map<string, Node>()
+
+  get(key: string): Node | undefined {
+    return this.byKey.get(key)
+  }
+
+  get size(): number {
+    return this.nodes.length
+  }
+
+  /** The node with the smallest number (the heap is not empty). */
+  get min(): Node {
+    return this.nodes[0] as Node
+  }
+
+  push(key: string, value: number, extra: number): void {
+    const node: Node = { key, value, extra, pos: this.nodes.length }
+    this.nodes.push(node)
+    this.byKey.set(key, node)
+    this.up(node)
+  }
+
+  /** Give `node` a new number. */
+  update(node: Node, value: number): void {
+    const old = node.value
+    node.value = value
+    if (value > old) this.down(node)
+    else this.up(node)
+  }
+
+  /** The smallest gives its place to `key` (its node is reused). */
+  replaceMin(key: string, value: number, extra: number): void {
+    const node = this.nodes[0] as Node
+    this.byKey.delete(node.key)
+    node.key = key
+    node.value = value
+    node.extra = extra
+    this.byKey.set(key, node)
+    this.down(node)
+  }
+
+  private place(node: Node, pos: number): void {
+    this.nodes[pos] = node
+    node.pos = pos
+  }
+
+  private up(node: Node): void {
+    let i = node.pos
+    while (i > 0) {
+      const parent = this.nodes[(i - 1) >> 1] as Node
+      if (parent.value <= node.value) break
+      this.place(parent, i)
+      i = (i - 1) >> 1
+    }
+    this.place(node, i)
+  }
+
+  private down(node: Node): void {
+    const { nodes } = this
+    const n = nodes.length
+    let i = node.pos
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= n) break
+      const r = l + 1
+      const child = r < n && (nodes[r] as Node).value < (nodes[l] as Node).value ? r : l
+      const c = nodes[child] as Node
+      if (c.value >= node.value) break
+      this.place(c, i)
+      i = child
+    }
+    this.place(node, i)
+  }
+}
+
+/**
+ * A Space-Saving summary of `capacity` counters over a stream of keys: a known key's
+ * counter grows, a newcomer takes the smallest counter and inherits its count as its error.
  */
 export class SpaceSaving {
-  private readonly keys: string[] = []
-  private readonly counts: number[] = []
-  private readonly errors: number[] = []
-  /** Each key's position in the heap arrays. */
-  private readonly at = new Map<string, number>()
+  private readonly heap = new KeyedMinHeap()
 
   constructor(private readonly capacity: number) {}
 
   get size(): number {
-    return this.keys.length
+    return this.heap.size
   }
 
   /** Count one occurrence of `key`. */
   add(key: string): void {
-    let i = this.at.get(key)
-    if (i !== undefined) {
-      this.counts[i] = (this.counts[i] as number) + 1
-      this.down(i)
-      return
-    }
-    if (this.keys.length < this.capacity) {
-      i = this.keys.length
-      this.keys.push(key)
-      this.counts.push(1)
-      this.errors.push(0)
-      this.at.set(key, i)
-      this.up(i)
-      return
-    }
-    // Full: the key with the smallest count gives its place, and its count is the newcomer's error.
-    const min = this.counts[0] as number
-    this.at.delete(this.keys[0] as string)
-    this.keys[0] = key
-    this.counts[0] = min + 1
-    this.errors[0] = min
-    this.at.set(key, 0)
-    this.down(0)
+    const h = this.heap
+    const node = h.get(key)
+    if (node !== undefined) h.update(node, node.value + 1)
+    else if (h.size < this.capacity) h.push(key, 1, 0)
+    else h.replaceMin(key, h.min.value + 1, h.min.value)
   }
 
   /** `key`'s count and possible overcount, or `undefined` when it holds no counter. */
   get(key: string): { count: number; error: number } | undefined {
-    const i = this.at.get(key)
-    return i === undefined ? undefined : { count: this.counts[i] as number, error: this.errors[i] as number }
+    const node = this.heap.get(key)
+    return node === undefined ? undefined : { count: node.value, error: node.extra }
   }
 
   /** Every counter. */
   entries(): { key: string; count: number; error: number }[] {
-    return this.keys.map((key, i) => ({
-      key,
-      count: this.counts[i] as number,
-      error: this.errors[i] as number,
-    }))
-  }
-
-  private swap(i: number, j: number): void {
-    const { keys, counts, errors, at } = this
-    ;[keys[i], keys[j]] = [keys[j] as string, keys[i] as string]
-    ;[counts[i], counts[j]] = [counts[j] as number, counts[i] as number]
-    ;[errors[i], errors[j]] = [errors[j] as number, errors[i] as number]
-    at.set(keys[i], i)
-    at.set(keys[j], j)
-  }
-
-  private up(i: number): void {
-    while (i > 0) {
-      const parent = (i - 1) >> 1
-      if ((this.counts[parent] as number) <= (this.counts[i] as number)) return
-      this.swap(i, parent)
-      i = parent
-    }
-  }
-
-  private down(i: number): void {
-    const n = this.keys.length
-    for (;;) {
-      const l = 2 * i + 1
-      const r = l + 1
-      let smallest = i
-      if (l < n && (this.counts[l] as number) < (this.counts[smallest] as number)) smallest = l
-      if (r < n && (this.counts[r] as number) < (this.counts[smallest] as number)) smallest = r
-      if (smallest === i) return
-      this.swap(i, smallest)
-      i = smallest
-    }
+    return this.heap.nodes.map((n) => ({ key: n.key, count: n.value, error: n.extra }))
   }
 }
 
 /** The largest shares seen, by key: at most `capacity`; a newcomer larger than the smallest takes its place. */
 class LargestShares {
-  private readonly shares = new Map<string, number>()
+  private readonly heap = new KeyedMinHeap()
 
   constructor(private readonly capacity: number) {}
 
   see(key: string, share: number): void {
-    const known = this.shares.get(key)
-    if (known !== undefined || this.shares.size < this.capacity) {
-      this.shares.set(key, share)
-      return
-    }
-    // Off the hot path: one request in SAMPLE_EVERY, or a refusal.
-    let minKey: string | undefined
-    let min = Number.POSITIVE_INFINITY
-    for (const [k, s] of this.shares)
-      if (s < min) {
-        min = s
-        minKey = k
-      }
-    if (share <= min || minKey === undefined) return
-    this.shares.delete(minKey)
-    this.shares.set(key, share)
+    const h = this.heap
+    const node = h.get(key)
+    if (node !== undefined) h.update(node, share)
+    else if (h.size < this.capacity) h.push(key, share, 0)
+    else if (share > h.min.value) h.replaceMin(key, share, 0)
   }
 
   keys(): string[] {
-    return [...this.shares.keys()]
+    return this.heap.nodes.map((n) => n.key)
   }
 }
 
