@@ -82,7 +82,13 @@ export type {
   ForcedBreaker,
 } from './gateway/status.js'
 export type { UpstreamAdminState } from './gateway/events.js'
-export type { GhostApi } from './ghost/engine.js'
+export type {
+  GhostApi,
+  GhostPurge,
+  GhostEntriesOptions,
+  GhostEntriesPage,
+  GhostEntryView,
+} from './ghost/engine.js'
 export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
 export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
 export type { GhostOptions, GhostConfig, GhostSettings } from './ghost/options.js'
