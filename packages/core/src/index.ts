@@ -53,6 +53,10 @@ export type {
   LimiterOptions,
   LimitResult,
   LimitStatus,
+  LimiterTop,
+  TopKey,
+  TopOptions,
+  TopBy,
   PolicyOptions,
   KeyFunction,
   CostFunction,
@@ -80,7 +84,22 @@ export type {
 export { AUDIT_VERSION, AUDITED_EVENTS, SECURITY_EVENTS } from './audit/index.js'
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
-export type { GhostApi } from './ghost/engine.js'
+export type { GatewayAdmin } from './gateway/engine.js'
+export type {
+  RouteStatus,
+  UpstreamStatus,
+  BreakerStatus,
+  UpstreamChange,
+  ForcedBreaker,
+} from './gateway/status.js'
+export type { UpstreamAdminState } from './gateway/events.js'
+export type {
+  GhostApi,
+  GhostPurge,
+  GhostEntriesOptions,
+  GhostEntriesPage,
+  GhostEntryView,
+} from './ghost/engine.js'
 export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
 export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
 export type { AdminApi } from './admin/engine.js'

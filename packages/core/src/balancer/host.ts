@@ -32,6 +32,14 @@ export class UpstreamHost {
   private consecutiveLocal = 0
   /** Requests sent and not yet finished. */
   inflight = 0
+  /**
+   * Drained by an operator (`gateway.drain()`): picked for no new request, while those in
+   * flight finish (HAProxy's `set server state drain`). Health checks go on.
+   */
+  draining = false
+  /** Requests finished since start (cancelled ones included), and those that failed. */
+  requests = 0
+  failures = 0
   private ewma = EWMA_DEFAULT
   private ewmaAt = 0
   /** When the host came back (slow start ramps its weight from here); -Infinity: never left. */
@@ -49,6 +57,17 @@ export class UpstreamHost {
   /** Not ejected, passing health checks (whatever its breaker says). */
   available(now: number): boolean {
     return this.healthy && this.ejectedUntil <= now
+  }
+
+  /**
+   * Drain (`true`) or enable (`false`); returns whether that changed anything. An enabled
+   * host comes back with slow start, as after any absence.
+   */
+  drain(on: boolean): boolean {
+    if (this.draining === on) return false
+    this.draining = on
+    if (!on) this.recover(performance.now())
+    return true
   }
 
   /** Its breaker changed state: one that closed again is back in rotation, with slow start. */
@@ -78,7 +97,9 @@ export class UpstreamHost {
     outlier:
       { consecutive5xx: number; consecutiveConnectErrors: number; consecutiveLocalFailures: number } | false,
   ): boolean {
+    this.requests++
     if (outcome === 'cancelled') return false
+    if (outcome !== 'success') this.failures++
     if (outcome === 'success' || outcome === 'server-error') {
       const age = now - this.ewmaAt
       const w = Math.exp(-Math.max(0, age) / EWMA_DECAY_MS)

@@ -42,7 +42,8 @@ export interface BalancerConfig {
 export interface BalancerEvents {
   health?(host: UpstreamHost, healthy: boolean): void
   ejected?(host: UpstreamHost, ms: number): void
-  breaker?(host: UpstreamHost, state: BreakerState): void
+  /** `held`: the change is an operator's hold (`gateway.forceBreaker()`), not the breaker's finding. */
+  breaker?(host: UpstreamHost, state: BreakerState, held: boolean): void
 }
 
 export interface Balancer {
@@ -80,9 +81,9 @@ export function createBalancer(
     const breaker =
       config.breaker === false
         ? undefined
-        : createBreaker(config.breaker, (state) => {
+        : createBreaker(config.breaker, (state, held) => {
             h.breakerChanged(state)
-            events.breaker?.(h, state)
+            events.breaker?.(h, state, held)
           })
     const h: UpstreamHost = new UpstreamHost(u.id, u.weight, config.slowStart, breaker)
     return h
@@ -131,12 +132,17 @@ export function createBalancer(
   ): UpstreamHost | undefined {
     const now = performance.now()
     let available = 0
+    let enabled = 0
     for (const h of hosts) {
       h.unejectIfDue(now)
+      // A drained host is out of the panic count too: draining half a pool is no outage.
+      if (h.draining) continue
+      enabled++
       if (h.available(now)) available++
     }
-    const panic = available * 100 < panicThreshold * hosts.length
+    const panic = available * 100 < panicThreshold * enabled
     const usable = (h: UpstreamHost): boolean =>
+      !h.draining &&
       (panic || h.available(now)) &&
       (h.breaker === undefined || h.breaker.ready) &&
       (exclude === undefined || !exclude.has(h))

@@ -30,6 +30,17 @@ export {
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
 /**
+ * The counts of a breaker's rolling window (`rollingCountTimeout`), as opossum keeps them:
+ * requests asked about (`fires`), their outcomes, and those refused while open or half-open.
+ */
+export interface BreakerCounts {
+  readonly fires: number
+  readonly successes: number
+  readonly failures: number
+  readonly rejects: number
+}
+
+/**
  * What an upstream request came to, as the balancer and the breaker count it.
  * `cancelled`: the client left before it was over; the balancer counts it for
  * nothing, the breaker as a success (see `record()`).
@@ -69,6 +80,19 @@ export interface Breaker {
   record(outcome: Outcome): void
   /** Set the state (another instance's finding, `breaker.shared`): `open` starts the reset timer. */
   force(state: 'open' | 'closed'): void
+  /**
+   * An operator's hold (`undefined`: none, the breaker decides). Held `open`, it admits
+   * nothing and no reset timer lets a probe through; held `closed`, it admits every request.
+   * Either way `state` is the held one and the breaker's own transitions stay silent until
+   * the hold is lifted, when its own state shows again (and is told, when it differs). Held
+   * `closed`, outcomes are still counted, so the lifted breaker decides on fresh counts.
+   * Transitions a hold makes are told to `onChange` with `held: true`.
+   */
+  hold(state: 'open' | 'closed' | undefined): void
+  /** The hold in force (`undefined`: none). */
+  readonly held: 'open' | 'closed' | undefined
+  /** The counts of the rolling window (read for the admin API; a sum over opossum's buckets). */
+  readonly counts: BreakerCounts
   /** Stop its timers; it admits nothing after. */
   close(): void
 }
@@ -80,7 +104,7 @@ const FAILURE = new Error('upstream request failed')
 
 /**
  * A breaker on opossum. `onChange` hears every transition (including those
- * `force()` makes), synchronously; what it throws is dropped, since it may run
+ * `force()` makes, and with `held: true` those an operator's `hold()` makes), synchronously; what it throws is dropped, since it may run
  * on opossum's reset timer, where a throw would end the process.
  *
  * opossum decides only inside its own call path: `fire()` counts the request,
@@ -97,9 +121,16 @@ const FAILURE = new Error('upstream request failed')
  * @example
  * const breaker = createBreaker(breakerSchema.parse({ volumeThreshold: 5 }) as BreakerConfig)
  */
-export function createBreaker(config: BreakerConfig, onChange?: (state: BreakerState) => void): Breaker {
-  /** Settlers of the admitted requests' promises, oldest first. */
-  const pending: { resolve: () => void; reject: (err: Error) => void }[] = []
+export function createBreaker(
+  config: BreakerConfig,
+  onChange?: (state: BreakerState, held: boolean) => void,
+): Breaker {
+  /**
+   * Settlers of the admitted requests' promises, oldest first; `null` for a request admitted
+   * by a `closed` hold that opossum refused (its outcome settles nothing).
+   */
+  const pending: ({ resolve: () => void; reject: (err: Error) => void } | null)[] = []
+  let held: 'open' | 'closed' | undefined
   const circuit: CircuitBreaker<[], void> = new (opossum())(
     () => new Promise<void>((resolve, reject) => void pending.push({ resolve, reject })),
     {
@@ -115,13 +146,18 @@ export function createBreaker(config: BreakerConfig, onChange?: (state: BreakerS
       enableSnapshots: false,
     },
   )
+  const own = (): BreakerState => (circuit.closed ? 'closed' : circuit.halfOpen ? 'half-open' : 'open')
+  const tellNow = (state: BreakerState, byHold: boolean): void => {
+    try {
+      onChange?.(state, byHold)
+    } catch {
+      // Nowhere to report it from opossum's timer; the listener's own logging is what failed.
+    }
+  }
   if (onChange !== undefined) {
+    // While held, the breaker's own transitions are not what anyone sees: told when the hold ends.
     const tell = (state: BreakerState) => (): void => {
-      try {
-        onChange(state)
-      } catch {
-        // Nowhere to report it from opossum's timer; the listener's own logging is what failed.
-      }
+      if (held === undefined) tellNow(state, false)
     }
     circuit.on('open', tell('open'))
     circuit.on('halfOpen', tell('half-open'))
@@ -129,22 +165,41 @@ export function createBreaker(config: BreakerConfig, onChange?: (state: BreakerS
   }
   return {
     get state() {
-      return circuit.closed ? 'closed' : circuit.halfOpen ? 'half-open' : 'open'
+      return held ?? own()
     },
     get ready() {
+      if (held !== undefined) return held === 'closed'
       return circuit.closed || (circuit.halfOpen && circuit.pendingClose)
     },
+    get held() {
+      return held
+    },
+    get counts() {
+      const s = circuit.stats
+      return { fires: s.fires, successes: s.successes, failures: s.failures, rejects: s.rejects }
+    },
     admits() {
+      if (held === 'open') return false
       // opossum's own test: closed, or the half-open probe slot still free (`fire()` takes it).
       const admitted = circuit.closed || circuit.pendingClose
+      const before = pending.length
       // Fired even when refused, as before: opossum counts a refusal in its window (`fires`,
       // `rejects`). Its promise is settled through `record()`; a rejection here is expected.
       circuit.fire().catch(ignore)
-      return admitted
+      if (held === undefined) return admitted
+      // Held closed: admitted whatever opossum says; one it refused records into nothing.
+      if (pending.length === before) pending.push(null)
+      return true
+    },
+    hold(state) {
+      const before = held ?? own()
+      held = state
+      const after = held ?? own()
+      if (after !== before) tellNow(after, true)
     },
     record(outcome) {
       const settle = pending.shift()
-      if (settle === undefined) return
+      if (settle === undefined || settle === null) return
       // A client that left counts as a success, as it always did: the upstream was answering, and a
       // half-open breaker whose probe is not settled would wait for a probe forever (opossum has no
       // way to hand the slot back).
@@ -157,6 +212,7 @@ export function createBreaker(config: BreakerConfig, onChange?: (state: BreakerS
     },
     close() {
       pending.length = 0
+      held = undefined
       circuit.shutdown()
     },
   }

@@ -10,6 +10,14 @@ import type { Logger } from '../kernel/logger.js'
 import type { Metrics } from '../metrics/index.js'
 import type { ChaosConfig } from './options.js'
 
+/** The part of an upstream's state its controls change, as `upstream.admin` events carry it. */
+export interface UpstreamAdminState {
+  readonly admin: 'ready' | 'drain'
+  /** `null`: the route has no breakers. */
+  readonly breaker: 'open' | 'half-open' | 'closed' | null
+  readonly forced: 'open' | 'closed' | null
+}
+
 declare module '../kernel/events.js' {
   interface AegisEvents {
     /** An upstream's breaker changed state. `origin: 'peer'`: applied from another instance (`breaker.shared`). */
@@ -18,6 +26,24 @@ declare module '../kernel/events.js' {
       readonly upstream: string
       readonly state: 'open' | 'half-open' | 'closed'
       readonly origin: 'local' | 'peer'
+      /** Set when an operator's hold made the change (`gateway.forceBreaker()`), not the breaker itself. */
+      readonly forced?: true
+    }
+    /**
+     * An operator's control on an upstream (`aegis.gateway.drain()`, `enable()`,
+     * `forceBreaker()`): what it was asked and what changed. Emitted even when nothing
+     * changed (`changed: false`), so that an audit trail records every request.
+     */
+    'upstream.admin': {
+      readonly route: string
+      readonly upstream: string
+      readonly action: 'drain' | 'enable' | 'force-breaker'
+      /** For `force-breaker`: the hold asked for. */
+      readonly breaker?: 'open' | 'closed' | 'auto'
+      readonly changed: boolean
+      /** The upstream's `admin` state and breaker state before and after. */
+      readonly before: UpstreamAdminState
+      readonly after: UpstreamAdminState
     }
     /** Active health checks took an upstream out of rotation, or brought it back. */
     'upstream.health': {
@@ -64,6 +90,12 @@ export function logGatewayEvents(bus: EventBus, logger: Logger): Unsubscribe {
     ),
     bus.on('upstream.ejected', (e) => logger.warn(e, 'upstream ejected')),
     bus.on('proxy.chaos', (e) => logger.info(e, 'fault injection changed')),
+    bus.on('upstream.admin', (e) =>
+      logger.info(
+        { route: e.route, upstream: e.upstream, action: e.action, breaker: e.breaker, changed: e.changed },
+        `upstream ${e.action}`,
+      ),
+    ),
   ]
   return () => offs.forEach((off) => off())
 }

@@ -37,6 +37,11 @@ export class ConnectionQueue {
     private readonly waitMs: number,
   ) {}
 
+  /** Requests holding a connection now. */
+  get inUse(): number {
+    return this.active
+  }
+
   /** Requests waiting for a connection now. */
   get pending(): number {
     return this.waiting.length

@@ -50,6 +50,16 @@ import { guardCallback } from '../kernel/callbacks.js'
 import { WarningCodes } from '../kernel/errors.js'
 import type { Warn } from '../kernel/warnings.js'
 import { basePathOf, classify, destinationOf, queueFor, Upstream, type Destination } from './upstream.js'
+import {
+  algorithmOf,
+  upstreamStatus,
+  type ForcedBreaker,
+  type RouteStatus,
+  type UpstreamChange,
+  type UpstreamStatus,
+} from './status.js'
+import type { UpstreamAdminState } from './events.js'
+import { AegisArgumentError } from '../kernel/errors.js'
 
 /** What the gateway needs from the pipeline. */
 export interface GatewayDeps {
@@ -82,7 +92,8 @@ export interface GatewayDeps {
 }
 
 /** The gateway's events: emitted on the bus (and logged). */
-type GatewayEventType = 'upstream.breaker' | 'upstream.health' | 'upstream.ejected' | 'proxy.chaos'
+type GatewayEventType =
+  'upstream.breaker' | 'upstream.health' | 'upstream.ejected' | 'proxy.chaos' | 'upstream.admin'
 
 /** An upstream failure's answer: a 502, 503 or 504 problem. */
 
@@ -117,6 +128,19 @@ export interface ProxyRoute {
   readonly events: EventEmitter
   /** Switch fault injection at run time (`false`: off); throws `AegisConfigError` on bad settings. */
   setChaos(chaos: ChaosOptions): void
+  /** The route and each upstream's state now (see gateway/status.ts); `shared` is the gateway's to say. */
+  status(): Omit<RouteStatus, 'shared'>
+  /**
+   * An operator's control on the upstreams named `upstream` (`UpstreamStatus.upstream`):
+   * drain, enable, or hold its breaker (`breaker`; `auto` lifts the hold). One change per
+   * host of that name, each also emitted as `upstream.admin`; `undefined` when the route has
+   * no such upstream. Throws `AegisArgumentError` for a breaker control on a route without breakers.
+   */
+  control(
+    upstream: string,
+    action: UpstreamChange['action'],
+    breaker?: ForcedBreaker,
+  ): UpstreamChange[] | undefined
   /**
    * Close every upgraded connection of the route (WebSocket tunnels, and
    * handshakes under way) now, with the upstream connection behind each. Node's
@@ -127,6 +151,13 @@ export interface ProxyRoute {
   /** Close the pools and every upgraded connection. */
   close(): Promise<void>
 }
+
+/** The part of a status an `upstream.admin` event carries. */
+const adminState = (s: UpstreamStatus): UpstreamAdminState => ({
+  admin: s.admin,
+  breaker: s.breaker?.state ?? null,
+  forced: s.breaker?.forced ?? null,
+})
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref())
 
@@ -165,6 +196,8 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     }),
   )
   const at = (host: UpstreamHost) => ({ route: name, upstream: host.id })
+  /** Who made each host's last breaker change (`UpstreamStatus.breaker.origin`). */
+  const origins = new Map<UpstreamHost, 'local' | 'peer'>()
   const balancer = createBalancer(
     config.upstreams.map((u, i) => ({
       id: `${(urls[i] as URL).origin}${basePathOf(urls[i] as URL)}`,
@@ -172,15 +205,24 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     })),
     config,
     {
-      breaker(host, state) {
-        const origin = sharing?.changed(host, state) ?? 'local'
-        publish('upstream.breaker', { ...at(host), state, origin })
+      breaker(host, state, held) {
+        // A hold is this instance's operator's: not shared (see `control()`).
+        const origin = held ? 'local' : (sharing?.changed(host, state) ?? 'local')
+        origins.set(host, origin)
+        publish('upstream.breaker', {
+          ...at(host),
+          state,
+          origin,
+          ...(held ? { forced: true as const } : {}),
+        })
       },
       health: (host, healthy) => publish('upstream.health', { ...at(host), healthy }),
       ejected: (host, ms) => publish('upstream.ejected', { ...at(host), ms }),
     },
   )
   const upstreams = balancer.hosts.map((h, i) => new Upstream(urls[i] as URL, h, config, deps.metrics))
+  const statusOf = (u: Upstream, now: number): UpstreamStatus =>
+    upstreamStatus(config, u, origins.get(u.state), now)
   const sharing =
     config.breaker !== false && config.breaker.shared && deps.breakers !== undefined
       ? shareBreakers(deps.breakers, name, balancer.hosts, config.breaker.rollingCountTimeout)
@@ -673,6 +715,47 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     setChaos(options) {
       chaos = parseSection(chaosSchema, options, ['proxy', 'chaos'])
       publish('proxy.chaos', { route: name, chaos })
+    },
+    status() {
+      const now = performance.now()
+      return {
+        name,
+        prefix: config.prefix,
+        balancer: algorithmOf(config),
+        upstreams: upstreams.map((u) => statusOf(u, now)),
+      }
+    },
+    control(upstream, action, breaker) {
+      const matched = upstreams.filter((u) => u.state.id === upstream)
+      if (matched.length === 0) return undefined
+      if (action === 'force-breaker' && config.breaker === false)
+        throw new AegisArgumentError(
+          `gateway: route ${JSON.stringify(name)} has no circuit breakers (breaker: false)`,
+        )
+      return matched.map((u) => {
+        const host = u.state
+        const before = statusOf(u, performance.now())
+        let changed: boolean
+        if (action === 'force-breaker') {
+          // Held on this instance only: the shared-breaker bus (pub/sub) keeps no state, so a
+          // hold sent over it would be missed by instances started later, and a lost `auto`
+          // would leave a peer held for good. An operator holds each instance through its own API.
+          const b = host.breaker as NonNullable<UpstreamHost['breaker']>
+          const wanted = breaker === 'auto' ? undefined : breaker
+          changed = b.held !== wanted
+          b.hold(wanted)
+        } else changed = host.drain(action === 'drain')
+        const after = statusOf(u, performance.now())
+        publish('upstream.admin', {
+          ...at(host),
+          action,
+          ...(action === 'force-breaker' && breaker !== undefined ? { breaker } : {}),
+          changed,
+          before: adminState(before),
+          after: adminState(after),
+        })
+        return { route: name, upstream: host.id, action, changed, before, after }
+      })
     },
     endUpgrades() {
       // Destroying the client's side ends the upstream's too (upgradeExchange ties the two), and a

@@ -29,21 +29,90 @@ import { ghostMetrics, type GhostMetrics } from './metrics.js'
 import { settingsOf, type GhostConfig } from './options.js'
 import { ageMs, ageOf, writeEntry, type ServeKind } from './serve.js'
 import type { GhostEntry, GhostEntryInfo, GhostStore } from './store.js'
+export type { GhostEntryInfo } from './store.js'
 import { createMemoryStore } from './stores/memory.js'
 import { createRedisStore } from './stores/redis.js'
 import { sharedCache } from './shared-cache.js'
 import { createTemplates, pathOfBase, type TemplateStats } from './templates.js'
 
+/** What `ghost.purge()` forgets. */
+export type GhostPurge =
+  | { readonly key: string }
+  | { readonly prefix: string }
+  | { readonly template: string }
+  | { readonly route: string }
+  | { readonly all: true }
+
+/** What `ghost.entries()` is asked. */
+export interface GhostEntriesOptions {
+  /** Most entries in the page, 1 to 1,000 (default 100); a URL's variants are never split across pages. */
+  readonly limit?: number
+  /** Where the page starts: the `next` of the page before (opaque). */
+  readonly cursor?: string
+  /** Only the entries this route learned (a proxy route's name, or `app`). */
+  readonly route?: string
+  /** Only the entries whose key starts with this (`GET api.example.com/users/`). */
+  readonly prefix?: string
+}
+
+/**
+ * One entry, as `ghost.entries()` shows it: plain JSON, never its body, its fields or the
+ * values of the request fields it varies on. Times are ISO 8601.
+ */
+export interface GhostEntryView {
+  /** Its key: method, host, path and sorted query (`GET api.example.com/users/1`); what `purge({ key })` takes. */
+  readonly key: string
+  /** Learned for one credential (`credentials: true`): the credential's hash is never shown. */
+  readonly scoped: boolean
+  /** The proxy route that learned it, `app` for the app's own answers, `null` for entries of older versions. */
+  readonly route: string | null
+  readonly status: number
+  /** What it weighs in the store's byte bound (body and fields). */
+  readonly bytes: number
+  /** The request fields its `Vary` names. */
+  readonly vary: string[]
+  readonly receivedAt: string
+  /** Its age now, in seconds (RFC 9111 §4.2.3: the age it arrived with, plus the time held). */
+  readonly ageSeconds: number
+  /** Fresh (within its lifetime) now; else it is stale, served only when the upstream fails. */
+  readonly fresh: boolean
+  readonly freshUntil: string
+  /** Never served stale (`no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`), unless the route ignores it. */
+  readonly staleForbidden: boolean
+  /** Served no later than this (its route's `maxStale` past its lifetime). */
+  readonly expiresAt: string
+}
+
+/** One page of `ghost.entries()`. */
+export interface GhostEntriesPage {
+  readonly entries: GhostEntryView[]
+  /** The cursor of the next page, or `null`: this was the last. */
+  readonly next: string | null
+}
+
 /** The ghost cache's entry points (`aegis.ghost`): what the admin API calls. */
 export interface GhostApi {
   /**
-   * Forget entries: one URL's (`key`, a base key as `list()` shows it), every one under a
-   * key prefix, or every one of a route template (`/users/:id`, as `templates()` shows it).
-   * How many base keys went.
+   * Forget entries: one URL's (`key`, as `entries()` shows it), every one under a key
+   * prefix, every one of a route template (`/users/:id`, as `templates()` shows it), every
+   * one a route learned (`route`), or all of them (`{ all: true }`). How many URLs (base
+   * keys) went. Emitted as `ghost.purged`. With the Redis store, shared by every instance.
+   *
+   * @example
+   * await aegis.ghost.purge({ route: 'api' })
+   * await aegis.ghost.purge({ all: true })
    */
-  purge(
-    what: { readonly key: string } | { readonly prefix: string } | { readonly template: string },
-  ): Promise<number>
+  purge(what: GhostPurge): Promise<number>
+  /**
+   * What is held, a page at a time, in key order: each entry's key, route, status, size, age
+   * and freshness — never a body, a field or a credential. Throws `AegisArgumentError` on a
+   * bad option or cursor.
+   *
+   * @example
+   * let page = await aegis.ghost.entries({ limit: 50, route: 'api' })
+   * while (page.next !== null) page = await aegis.ghost.entries({ limit: 50, route: 'api', cursor: page.next })
+   */
+  entries(options?: GhostEntriesOptions): Promise<GhostEntriesPage>
   /** What is held: base key, status, size, when learned and until when it may be served. */
   list(): Promise<GhostEntryInfo[]>
   /** The route templates: per template, what was learned, served and refused (and why). */
@@ -68,15 +137,64 @@ export interface GhostDeps {
 const reasonOf = (failure: UpstreamFailure): string =>
   failure.status === 504 ? 'timeout' : failure.status === 503 ? 'unavailable' : 'error'
 
-/** What `purge()` was asked: exactly one of `key`, `prefix`, `template`, a non-empty string. */
-function purgeOf(what: unknown): ['key' | 'prefix' | 'template', string] {
+type PurgeBy = 'key' | 'prefix' | 'template' | 'route' | 'all'
+
+/** What `purge()` was asked: exactly one of `key`, `prefix`, `template`, `route` (a non-empty string) or `all: true`. */
+function purgeOf(what: unknown): [PurgeBy, string] {
   const given = typeof what === 'object' && what !== null ? Object.entries(what) : []
   const [by, value] = given[0] ?? []
-  if (given.length !== 1 || (by !== 'key' && by !== 'prefix' && by !== 'template'))
-    throw new AegisArgumentError('ghost.purge() takes exactly one of { key }, { prefix } or { template }')
+  if (
+    given.length !== 1 ||
+    (by !== 'key' && by !== 'prefix' && by !== 'template' && by !== 'route' && by !== 'all')
+  )
+    throw new AegisArgumentError(
+      'ghost.purge() takes exactly one of { key }, { prefix }, { template }, { route } or { all: true }',
+    )
+  if (by === 'all') {
+    if (value !== true) throw new AegisArgumentError('ghost.purge({ all }) takes true')
+    return [by, '']
+  }
   if (typeof value !== 'string' || value === '')
     throw new AegisArgumentError(`ghost.purge({ ${by} }) takes a non-empty string`)
   return [by, value]
+}
+
+/** A credential-scoped entry's key holds a hash of the credential after this. */
+const CREDENTIAL = '\ncredential: '
+
+/** The key `entries()` shows for a stored base: up to the first line break (a credential's hash never shows). */
+const shownKey = (base: string): string => {
+  const nl = base.indexOf('\n')
+  return nl < 0 ? base : base.slice(0, nl)
+}
+
+const iso = (ms: number): string => new Date(Math.min(ms, 8.64e15)).toISOString()
+
+/** How `entries()` shows one entry. */
+function viewOf(info: GhostEntryInfo, now: number): GhostEntryView {
+  const age = info.ageMs + now - info.receivedAt
+  return {
+    key: shownKey(info.base),
+    scoped: info.base.includes(CREDENTIAL),
+    route: info.route ?? null,
+    status: info.status,
+    bytes: info.bytes,
+    vary: [...info.vary],
+    receivedAt: iso(info.receivedAt),
+    ageSeconds: Math.max(0, Math.floor(age / 1000)),
+    fresh: age < info.lifetimeMs,
+    freshUntil: iso(info.receivedAt + Math.max(0, info.lifetimeMs - info.ageMs)),
+    staleForbidden: info.staleForbidden,
+    expiresAt: iso(info.expiresAt),
+  }
+}
+
+const encodeCursor = (base: string): string => Buffer.from(base).toString('base64url')
+function decodeCursor(cursor: unknown): string | undefined {
+  if (cursor === undefined) return undefined
+  if (typeof cursor !== 'string' || cursor === '' || !/^[A-Za-z0-9_-]+$/.test(cursor))
+    throw new AegisArgumentError('ghost.entries(): cursor is the `next` of a page')
+  return Buffer.from(cursor, 'base64url').toString()
 }
 
 const CAPTURED = Symbol('aegis.ghost.captured')
@@ -291,8 +409,15 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
           await store.delete(value)
           // The copies learned for each credential live under the key and a hash of it.
           count = 1 + (await store.purge(`${value}\n`))
-        } else if (by === 'prefix') {
+        } else if (by === 'prefix' || by === 'all') {
           count = await store.purge(value)
+        } else if (by === 'route') {
+          count = 0
+          for (const base of await store.keys())
+            if ((await store.info(base)).some((e) => e.route === value)) {
+              await store.delete(base)
+              count++
+            }
         } else {
           const bases = [...new Set((await store.list()).map((e) => e.base))].filter(
             (base) => templates.templateOf(pathOfBase(base)) === value,
@@ -307,6 +432,33 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
         return count
       },
       list: async () => store.list(),
+      async entries(options = {}) {
+        if (typeof options !== 'object' || options === null)
+          throw new AegisArgumentError('ghost.entries() takes an object: { limit, cursor, route, prefix }')
+        const { limit = 100, route, prefix } = options
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+          throw new AegisArgumentError('ghost.entries(): limit is an integer from 1 to 1000')
+        for (const [name, v] of [
+          ['route', route],
+          ['prefix', prefix],
+        ] as const)
+          if (v !== undefined && typeof v !== 'string')
+            throw new AegisArgumentError(`ghost.entries(): ${name} is a string`)
+        const after = decodeCursor(options.cursor)
+        const bases = (await store.keys())
+          .filter((b) => (after === undefined || b > after) && (prefix === undefined || b.startsWith(prefix)))
+          .sort()
+        const now = Date.now()
+        const entries: GhostEntryView[] = []
+        for (let i = 0; i < bases.length; i++) {
+          const base = bases[i] as string
+          for (const info of await store.info(base))
+            if (route === undefined || info.route === route) entries.push(viewOf(info, now))
+          if (entries.length >= limit)
+            return { entries, next: i + 1 < bases.length ? encodeCursor(base) : null }
+        }
+        return { entries, next: null }
+      },
       templates: () => templates.stats(),
     },
     upstream: {

@@ -22,7 +22,8 @@ declare module '../kernel/events.js' {
     }
     /** Entries were forgotten on request (`aegis.ghost.purge()`). */
     'ghost.purged': {
-      readonly by: 'key' | 'prefix' | 'template'
+      readonly by: 'key' | 'prefix' | 'template' | 'route' | 'all'
+      /** The key, prefix, template or route purged (`''` for `all`). */
       readonly value: string
       /** Base keys forgotten. */
       readonly count: number

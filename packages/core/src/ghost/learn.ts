@@ -179,6 +179,7 @@ export function learner(store: GhostStore, events: LearnEvents) {
           vary,
           varyValues,
           ...timing(headers, receivedAt, g, cc),
+          route: g.name,
         }
         const kept = (ok: boolean): void => {
           if (!ok) return events.refused(g, target, 'too-large')

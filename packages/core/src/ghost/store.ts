@@ -26,15 +26,24 @@ export interface GhostEntry {
   readonly staleForbidden: boolean
   /** Served no later than this (`Date.now()` scale): the route's `maxStale` past receipt. */
   readonly expiresAt: number
+  /** The proxy route that learned it (its name), or `app` for the app's own answers; absent in entries of older versions. */
+  readonly route?: string
 }
 
-/** What a listing shows of one entry (the admin API's list). */
+/** What a listing shows of one entry (the admin API's list): never its body nor its fields. */
 export interface GhostEntryInfo {
   readonly base: string
   readonly status: number
   readonly bytes: number
   readonly receivedAt: number
   readonly expiresAt: number
+  /** The route that learned it (`GhostEntry.route`). */
+  readonly route: string | undefined
+  readonly lifetimeMs: number
+  readonly ageMs: number
+  /** The request fields its `Vary` names (their values are not shown). */
+  readonly vary: readonly string[]
+  readonly staleForbidden: boolean
 }
 
 /**
@@ -60,6 +69,10 @@ export interface GhostStore {
   purge(prefix: string): number | Promise<number>
   /** What is held (live entries only). */
   list(): GhostEntryInfo[] | Promise<GhostEntryInfo[]>
+  /** The base keys held (some may have just expired), in no order. Reads no entry. */
+  keys(): string[] | Promise<string[]>
+  /** What is held under `base` (its live variants). */
+  info(base: string): GhostEntryInfo[] | Promise<GhostEntryInfo[]>
   /** What a store held in this process holds (entries, bytes): the memory store's gauges. */
   stats?(): { readonly entries: number; readonly bytes: number }
   close(): void | Promise<void>
@@ -97,4 +110,9 @@ export const infoOf = (base: string, e: GhostEntry): GhostEntryInfo => ({
   bytes: entryBytes(e),
   receivedAt: e.receivedAt,
   expiresAt: e.expiresAt,
+  route: e.route,
+  lifetimeMs: e.lifetimeMs,
+  ageMs: e.ageMs,
+  vary: e.vary,
+  staleForbidden: e.staleForbidden,
 })

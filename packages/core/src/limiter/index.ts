@@ -25,6 +25,7 @@ import type { CostFunction, KeyFunction, LimiterConfig, PolicyConfig } from './o
 import { createRouteMatcher } from './routes.js'
 import type { Decision } from './store.js'
 import { createLimiterStore, type AlgorithmPolicy } from './stores/index.js'
+import { createTopKeys, SAMPLE_EVERY, TOP_CAPACITY } from './top.js'
 
 export { limiterSchema, limiterSection, policySchema } from './options.js'
 export type { LimiterOptions, LimiterConfig, PolicyOptions, KeyFunction, CostFunction } from './options.js'
@@ -58,6 +59,64 @@ export interface LimitStatus {
   readonly banned: boolean
 }
 
+/** What `limiter.top()` ranks by: refusals in the last window, or the share of the limit used now. */
+export type TopBy = 'limited' | 'share'
+
+/** What `limiter.top()` is asked. */
+export interface TopOptions {
+  /** `limited` (default): most refused in the last `windowMs`; `share`: largest share of the limit used now. */
+  readonly by?: TopBy
+  /** How many keys, 1 to 100 (default 10). */
+  readonly n?: number
+  /** One policy's keys (default: every policy's, ranked together). */
+  readonly policy?: string
+}
+
+/**
+ * One key of `limiter.top()`: how often it was refused lately, and its state now (as
+ * `get()` reports it). A key whose bucket is full shows `share: 0` and `remaining` = its burst.
+ */
+export interface TopKey {
+  readonly policy: string
+  /** The key (a client key such as `203.0.113.7`, or what the policy's `key()` returned). */
+  readonly key: string
+  /**
+   * Refusals in the last `windowMs` (a policy in `observe` mode counts those it would have
+   * made). An estimate from a bounded summary: never below the true count, at most
+   * `limitedError` above it (0 while fewer than 100 keys of the policy were refused).
+   */
+  readonly limited: number
+  readonly limitedError: number
+  /** The share of the bucket used now, 0 to 1: 1 − remaining ÷ burst (burst: `points` unless set). */
+  readonly share: number
+  readonly limit: number
+  readonly remaining: number
+  readonly resetMs: number
+  readonly retryMs: number
+  readonly banned: boolean
+}
+
+/** The answer of `limiter.top()`: plain JSON. */
+export interface LimiterTop {
+  readonly by: TopBy
+  /** The policy asked for, or `null`: every policy's keys. */
+  readonly policy: string | null
+  /** The window `limited` counts over, in milliseconds. */
+  readonly windowMs: number
+  /**
+   * `instance`: what this instance saw (with Redis, each instance counts its own refusals and
+   * samples its own requests; the states shown come from the shared store).
+   */
+  readonly scope: 'instance'
+  /** One admitted request in this many is looked at for `share` (every refusal is). */
+  readonly sampleEvery: number
+  /** Most first. */
+  readonly keys: TopKey[]
+}
+
+/** The window `TopKey.limited` counts over. */
+const TOP_WINDOW_MS = 60_000
+
 /** The rate limiter of an Aegis instance (`shield.limiter`). */
 export interface Limiter {
   /**
@@ -80,6 +139,17 @@ export interface Limiter {
   get(key: string, policy?: string): Promise<LimitStatus | undefined>
   /** Forget a key: its bucket and any ban. */
   reset(key: string, policy?: string): Promise<void>
+  /**
+   * The heavy hitters: the keys refused most in the last minute (`by: 'limited'`), or using
+   * the largest share of their limit now (`by: 'share'`), each with its state from the store.
+   * Counted by this instance from its own traffic, in bounded memory (100 keys per policy);
+   * throws `AegisArgumentError` for a bad option or an unknown policy.
+   *
+   * @example
+   * const { keys } = await aegis.limiter.top({ by: 'limited', n: 5 })
+   * for (const k of keys) console.log(k.key, k.limited, k.share)
+   */
+  top(options?: TopOptions): Promise<LimiterTop>
   /** Give back an adaptive-concurrency slot by hand (the overload engine's; the pipeline does it for admitted requests). */
   release(latencyMs: number, ok: boolean): void
   /** The adaptive concurrency limit in force, when `limiter.adaptive` is on (the overload engine's). */
@@ -254,8 +324,22 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     return result
   }
 
-  /** Report the decision: metrics, headers, and the rejection when an enforcing policy refused. */
-  function conclude(policies: readonly Policy[], verdicts: readonly Verdict[]): LimitResult {
+  const top = createTopKeys(all.length, TOP_WINDOW_MS)
+  let sampleIn = SAMPLE_EVERY
+  const burstOf = (p: Policy): number => p.rate.tolerance / p.rate.interval
+  const shareOf = (p: Policy, remaining: number): number =>
+    Math.min(1, Math.max(0, 1 - remaining / burstOf(p)))
+
+  /**
+   * Report the decision: metrics, headers, the heavy hitters (every refusal, one admission
+   * in `SAMPLE_EVERY`), and the rejection when an enforcing policy refused.
+   */
+  function conclude(
+    policies: readonly Policy[],
+    verdicts: readonly Verdict[],
+    keys: readonly string[],
+    now: number,
+  ): LimitResult {
     let refused = false
     let banned = false
     let retryMs = 0
@@ -265,8 +349,13 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       const v = verdicts[i] as Verdict
       if (v.allowed) {
         p.counted.allowed.value++
+        if (--sampleIn === 0) {
+          sampleIn = SAMPLE_EVERY
+          top.sampled(p.index, keys[i] as string, shareOf(p, v.remaining))
+        }
         continue
       }
+      top.refused(p.index, keys[i] as string, now)
       if (!p.enforce) {
         p.counted.observed.value++
         continue
@@ -286,8 +375,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
   }
 
   /** The limiter's answer to a store's decision (`undefined`: a failClosed policy has no store). */
-  const concluded = (policies: readonly Policy[], decision: Decision): LimitResult =>
-    decision === undefined ? UNAVAILABLE : conclude(policies, decision)
+  const concluded = (
+    policies: readonly Policy[],
+    decision: Decision,
+    keys: readonly string[],
+    now: number,
+  ): LimitResult => (decision === undefined ? UNAVAILABLE : conclude(policies, decision, keys, now))
 
   function policiesOf(req: IncomingMessage): readonly Policy[] {
     if (routes.size === 0) return onlyGlobal
@@ -320,8 +413,12 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
       scratchCosts[i] = costOf(p, req) * weight
     }
     const decided = store.consume(policies, scratchKeys, scratchCosts, now)
-    if (decided instanceof Promise) return decided.then((d) => told(req, client, concluded(policies, d)))
-    return told(req, client, concluded(policies, decided))
+    if (decided instanceof Promise) {
+      // The scratch keys are the next request's by the time the store answers.
+      const keys = scratchKeys.slice(0, n)
+      return decided.then((d) => told(req, client, concluded(policies, d, keys, now)))
+    }
+    return told(req, client, concluded(policies, decided, scratchKeys, now))
   }
 
   const select = (policy: string | undefined): Policy[] => {
@@ -370,6 +467,69 @@ export function createLimiter(config: LimiterConfig, deps: LimiterDeps): Limiter
     },
     async reset(key, policy) {
       await Promise.all(select(policy).map(async (p) => store.reset(p, key)))
+    },
+    async top(options = {}) {
+      if (typeof options !== 'object' || options === null)
+        throw new AegisArgumentError('limiter.top() takes an object: { by, n, policy }')
+      const { by = 'limited', n = 10, policy } = options
+      if (by !== 'limited' && by !== 'share')
+        throw new AegisArgumentError(`limiter.top(): by is 'limited' or 'share', not ${JSON.stringify(by)}`)
+      if (!Number.isInteger(n) || n < 1 || n > TOP_CAPACITY)
+        throw new AegisArgumentError(`limiter.top(): n is an integer from 1 to ${TOP_CAPACITY}`)
+      const chosen = select(policy)
+      const now = performance.now()
+      type Candidate = { p: Policy; key: string; limited: number; limitedError: number }
+      let candidates: Candidate[] = []
+      for (const p of chosen) {
+        const t = top.policy(p.index)
+        const limited = t.limited(now)
+        if (by === 'limited')
+          for (const [key, c] of limited) candidates.push({ p, key, limited: c.count, limitedError: c.error })
+        else
+          for (const key of t.shares.keys()) {
+            const c = limited.get(key)
+            candidates.push({ p, key, limited: c?.count ?? 0, limitedError: c?.error ?? 0 })
+          }
+      }
+      if (by === 'limited') {
+        candidates = candidates.filter((c) => c.limited > 0)
+        candidates.sort((a, b) => b.limited - a.limited || (a.key < b.key ? -1 : 1))
+        candidates = candidates.slice(0, n)
+      }
+      // The state now, from the store: exact for every key shown, whatever the sample said.
+      const keys = await Promise.all(
+        candidates.map(async ({ p, key, limited, limitedError }): Promise<TopKey> => {
+          const v = await store.get(p, key, newVerdict())
+          const burst = Math.floor(burstOf(p))
+          return {
+            policy: p.name,
+            key,
+            limited,
+            limitedError,
+            share: v === undefined ? 0 : shareOf(p, v.remaining),
+            limit: p.points,
+            remaining: v === undefined ? burst : v.remaining,
+            resetMs: v?.resetMs ?? 0,
+            retryMs: v === undefined ? 0 : v.banned ? v.retryMs : v.remaining > 0 ? 0 : v.retryMs,
+            banned: v?.banned ?? false,
+          }
+        }),
+      )
+      const ranked =
+        by === 'limited'
+          ? keys
+          : keys
+              .filter((k) => k.share > 0)
+              .sort((a, b) => b.share - a.share || b.limited - a.limited || (a.key < b.key ? -1 : 1))
+              .slice(0, n)
+      return {
+        by,
+        policy: policy ?? null,
+        windowMs: TOP_WINDOW_MS,
+        scope: 'instance',
+        sampleEvery: SAMPLE_EVERY,
+        keys: ranked,
+      }
     },
   }
 }

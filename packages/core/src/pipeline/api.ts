@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AdminApi } from '../admin/engine.js'
 import type { AuditTrail } from '../audit/index.js'
 import type { Gateway, ProxyRoute, ProxyRouteOptions } from '../gateway/index.js'
+import type { GatewayAdmin } from '../gateway/engine.js'
 import type { HttpServer } from '../http-server/index.js'
 import type { Endpoint } from '../kernel/engine.js'
 import type { EventBus } from '../kernel/events.js'
@@ -139,8 +140,12 @@ export interface Aegis {
   readonly admin: AdminApi | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
-  /** The proxy routes of the `proxy` option (longest prefix first). */
-  readonly gateway: Gateway
+  /**
+   * The proxy routes of the `proxy` option (longest prefix first, `routes`), and the
+   * operator's view and controls over every route, `proxy()`'s included: `status()`,
+   * `upstream()`, `drain()`, `enable()`, `forceBreaker()` (`GatewayAdmin`).
+   */
+  readonly gateway: Gateway & GatewayAdmin
   /**
    * One more proxy route (`shield.proxy()`): throws `AegisConfigError` on bad
    * options; `close()` closes its upstream pools. With `upgrades` (the default),

@@ -92,6 +92,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): GhostStore 
       for (const base of [...cache.keys()]) for (const e of live(base, now) ?? []) out.push(infoOf(base, e))
       return out
     },
+    keys: () => [...cache.keys()],
+    info: (base) => (live(base, Date.now()) ?? []).map((e) => infoOf(base, e)),
     stats: () => ({ entries: cache.size, bytes: cache.calculatedSize }),
     close() {
       cache.clear()

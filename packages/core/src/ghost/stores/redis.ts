@@ -220,6 +220,13 @@ export function createRedisStore(conn: RedisConnection, options: RedisStoreOptio
       }
       return out
     },
+    async keys() {
+      const head = `${conn.prefix}ghost:`
+      return (await scan(`${globEscape(head)}*`)).map((key) => key.slice(head.length))
+    },
+    async info(base) {
+      return (await variants(base)).map((e) => infoOf(base, e))
+    },
     close() {
       // The connection is the instance's (store/), closed by it.
     },
