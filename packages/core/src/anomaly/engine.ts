@@ -6,6 +6,7 @@
  * field. In `observe` mode (the default) it only scores, counts and reports.
  */
 import type { IncomingMessage } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import { inRanges, maskAddress, parseAddress, parseRanges } from '../client/index.js'
 import type { Engine } from '../kernel/engine.js'
 import { AegisArgumentError, ErrorCodes, WarningCodes } from '../kernel/errors.js'
@@ -21,7 +22,6 @@ import type { RedisConnection } from '../store/index.js'
 import { createCampaignDetector, prefixOf, type Campaign } from './campaigns.js'
 import { createCrawlerVerifier, dnsLookups, type CrawlerVerifier } from './crawlers.js'
 import { createAnomalyBus, type AnomalyBus } from './shared.js'
-import { GrowingLru } from './lru.js'
 import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig } from './options.js'
@@ -134,7 +134,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
   const clock = config.clock ?? Date.now
   const rules = ruleSettings(config.rules)
   const table = new ClientTable(config.maxClients, rules.flood?.seconds ?? 1)
-  const blocks = new GrowingLru<string, Block>(config.maxClients)
+  const blocks = new LRUCache<string, Block>({ max: config.maxClients })
   let model: Model | undefined
   const metrics: AnomalyMetrics | undefined =
     deps.metrics &&

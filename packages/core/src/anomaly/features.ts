@@ -6,12 +6,12 @@
  * 1990), two per window so the count slides; inter-arrival times feed an EWMA of their
  * mean and variance. Rows live in one Float64Array grown on demand, not in objects: a
  * JS object of sixty numbers boxes each of them, and 100,000 clients would not fit the
- * issue's 1 KB each. Clients are kept least recently seen out first (a growing LRU maps a
+ * issue's 1 KB each. Clients are kept least recently seen out first (lru-cache maps a
  * key to its row).
  */
 import type { IncomingMessage } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import { hash32, linearCount, popcount32 } from '../kernel/hash.js'
-import { GrowingLru } from './lru.js'
 
 /** The row's fields. */
 export const enum F {
@@ -139,7 +139,7 @@ export interface Seen {
 export class ClientTable {
   /** The rows; a client's row starts at `slot * F.FIELDS`. */
   rows: Float64Array
-  private readonly index: GrowingLru<string, number>
+  private readonly index: LRUCache<string, number>
   private readonly free: number[] = []
   private used = 0
   /** Decay factor of the flood count per ms, fixed by the rule's seconds. */
@@ -151,8 +151,11 @@ export class ClientTable {
   ) {
     this.floodTau = floodSeconds * 1000
     this.rows = new Float64Array(Math.min(max, 1024) * F.FIELDS)
-    this.index = new GrowingLru<string, number>(max, (slot) => {
-      this.free.push(slot)
+    this.index = new LRUCache<string, number>({
+      max,
+      dispose: (slot) => {
+        this.free.push(slot)
+      },
     })
   }
 
