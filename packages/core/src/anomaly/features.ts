@@ -196,6 +196,23 @@ export class ClientTable {
   /** Whether the last `touch` created the row. */
   isNew = false
 
+  // Memos of the last update, exact (the same calls on the same inputs): a busy client's gaps
+  // repeat (0 ms, 1 ms apart) and most requests repeat a route, so each is often computed once.
+  /** The last gap (ms) and its decay factors. */
+  private gap = 0
+  private dShort = 1
+  private dMid = 1
+  private dLong = 1
+  private dFlood = 1
+  /** The last route, its hash and whether it is templated. */
+  private route = ''
+  private routeHash = hash32('')
+  private routeTemplated = false
+  /** The last path, its hash and whether it names an asset. */
+  private path = ''
+  private pathHash = hash32('')
+  private pathAsset = false
+
   /**
    * Update a client's row with one finished request.
    *
@@ -218,13 +235,29 @@ export class ClientTable {
     r[o + F.REQUESTS] = (r[o + F.REQUESTS] as number) + 1
 
     // Decay, then count this request.
-    const dShort = Math.exp(-dt / TAU_SHORT)
-    const dMid = Math.exp(-dt / TAU_MID)
-    const dLong = Math.exp(-dt / TAU_LONG)
+    if (dt !== this.gap) {
+      this.gap = dt
+      this.dShort = Math.exp(-dt / TAU_SHORT)
+      this.dMid = Math.exp(-dt / TAU_MID)
+      this.dLong = Math.exp(-dt / TAU_LONG)
+      this.dFlood = Math.exp(-dt / this.floodTau)
+    }
+    const { dShort, dMid, dLong } = this
+    if (path !== this.path) {
+      this.path = path
+      this.pathHash = hash32(path)
+      this.pathAsset = isAsset(path)
+    }
+    const { pathHash, pathAsset: asset } = this
+    if (route !== this.route) {
+      this.route = route
+      this.routeHash = hash32(route)
+      this.routeTemplated = templated(route)
+    }
+    const { routeHash } = this
     r[o + F.N_SHORT] = (r[o + F.N_SHORT] as number) * dShort + 1
     r[o + F.N_MID] = (r[o + F.N_MID] as number) * dMid + 1
     r[o + F.N_LONG] = (r[o + F.N_LONG] as number) * dLong + 1
-    const asset = isAsset(path)
     const method = req.method ?? 'GET'
     const write = method !== 'GET' && method !== 'HEAD'
     r[o + F.ERR] = (r[o + F.ERR] as number) * dLong + (status >= 500 ? 1 : 0)
@@ -290,16 +323,15 @@ export class ClientTable {
       r[o + F.ROUTES_LO] = r[o + F.ROUTES_HI] = r[o + F.PATHS_LO] = r[o + F.PATHS_HI] = r[o + F.UAS] = 0
       r[o + F.WINDOW] = now
     }
-    const routeHash = hash32(route)
     setBit(r, o + F.ROUTES_LO, routeHash)
-    const pathHash = hash32(path)
     setBit(r, o + F.PATHS_LO, pathHash)
     const e = o + F.ENTROPY
-    for (let i = 0; i < 16; i++) r[e + i] = (r[e + i] as number) * dLong
+    // No gap, no decay (x · 1 is x): a flood's requests mostly come within the same millisecond.
+    if (dLong !== 1) for (let i = 0; i < 16; i++) r[e + i] = (r[e + i] as number) * dLong
     r[e + (pathHash >>> 28)] = (r[e + (pathHash >>> 28)] as number) + 1
 
     // Rule state.
-    r[o + F.FLOOD] = (r[o + F.FLOOD] as number) * Math.exp(-dt / this.floodTau) + (asset ? ASSET_WEIGHT : 1)
+    r[o + F.FLOOD] = (r[o + F.FLOOD] as number) * this.dFlood + (asset ? ASSET_WEIGHT : 1)
     r[o + F.N404_MID] = (r[o + F.N404_MID] as number) * dMid + (status === 404 ? 1 : 0)
     r[o + F.PAGES_MID] = (r[o + F.PAGES_MID] as number) * dMid + (asset ? 0 : 1)
     if (denied) {
@@ -312,7 +344,7 @@ export class ClientTable {
       }
       r[o + F.FAIL_AT] = now
     } else if (status < 400 && r[o + F.FAIL_ROUTE] === routeHash) r[o + F.FAIL_STREAK] = 0
-    if (templated(route)) {
+    if (this.routeTemplated) {
       if (r[o + F.ENUM_ROUTE] !== routeHash) {
         r[o + F.ENUM_ROUTE] = routeHash
         r[o + F.ENUM_LO] = r[o + F.ENUM_HI] = r[o + F.ENUM_N] = r[o + F.ENUM_FAIL] = 0
