@@ -70,6 +70,22 @@ export type {
 export type { RedisConnection, StoreOptions, RedisClient } from './store/index.js'
 export type { Gateway, ProxyRoute, ProxyRouteOptions, ProxyRouteConfig, ParsedBody } from './gateway/index.js'
 export type { GhostApi } from './ghost/engine.js'
+export { historySchema, HISTORY_VERSION, RANGES as HISTORY_RANGES } from './history/index.js'
+export type {
+  HistoryApi,
+  HistoryInstance,
+  HistoryOptions,
+  HistoryConfig,
+  HistoryQuery,
+  HistoryRange,
+  HistoryResult,
+  HistorySecond,
+  SeriesPoints,
+  HistogramPoints,
+  RuntimeStats,
+  RedisStats,
+  RedisNodeStats,
+} from './history/index.js'
 export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
 export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
 export type { GhostOptions, GhostConfig, GhostSettings } from './ghost/options.js'

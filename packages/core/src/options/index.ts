@@ -6,6 +6,7 @@ import { corsSection } from '../cors/options.js'
 import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
 import { auditSection } from '../audit/options.js'
+import { historySection } from '../history/options.js'
 import { breakerDefaultsSchema } from '../breaker/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
@@ -88,6 +89,11 @@ export const optionsSchema = z
     ghost: ghostSection,
     /** The audit trail of upstream state changes and fault-injection switches (`false`: none). */
     audit: auditSection,
+    /**
+     * The metrics history: a second ring and minute tiers of requests, statuses, rejections,
+     * upstreams and the runtime, shared through the store (`true`: the defaults; off unless set).
+     */
+    history: historySection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),

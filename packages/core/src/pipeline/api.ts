@@ -8,6 +8,7 @@ import type { EventBus } from '../kernel/events.js'
 import type { AegisRequestState, Rejection, RouteOf } from '../kernel/types.js'
 import type { GhostApi } from '../ghost/engine.js'
 import type { AnomalyApi } from '../anomaly/engine.js'
+import type { HistoryApi } from '../history/engine.js'
 import type { Limiter } from '../limiter/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { AegisConfig } from '../options/index.js'
@@ -134,6 +135,11 @@ export interface Aegis {
   readonly anomaly: AnomalyApi | undefined
   /** The audit trail (upstream state changes, fault-injection switches), unless `audit: false`. */
   readonly audit: AuditTrail | undefined
+  /**
+   * The metrics history (`query()` over 10 minutes to 7 days, `live()`, `onSecond()`,
+   * `runtime()`, `redis()`), when the `history` option turns it on.
+   */
+  readonly history: HistoryApi | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /** The proxy routes of the `proxy` option (longest prefix first). */
