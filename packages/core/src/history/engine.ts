@@ -88,6 +88,8 @@ export function historyEngine(config: HistorySettings, deps: HistoryDeps): Histo
   const layout = new Layout(config.buckets)
   const rec = new Recorder(layout, config.seconds, config.days, clock)
   const scratch = new Float64Array(layout.width)
+  // Covered from now on, quiet or not.
+  rec.tick()
   const conn = config.shared ? deps.store : undefined
   const share = conn === undefined ? undefined : historyShare(conn, instance, config.days)
   const runtime = runtimeSampler(instance, clock)
