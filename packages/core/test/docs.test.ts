@@ -107,8 +107,17 @@ const optIn = parseOptions({
   breaker: {},
   chaos: { abort: { percent: 1 } },
   ghost: true,
+  history: true,
 })
-const optInPrefixes = ['cors.', 'limiter.adaptive.', 'limiter.shed.', 'breaker.', 'chaos.abort.', 'ghost.']
+const optInPrefixes = [
+  'cors.',
+  'limiter.adaptive.',
+  'limiter.shed.',
+  'breaker.',
+  'chaos.abort.',
+  'ghost.',
+  'history.',
+]
 const defaultAt = (path: string): unknown =>
   valueAt(optInPrefixes.some((p) => path.startsWith(p)) ? optIn : defaults, path)
 
