@@ -168,7 +168,13 @@ export function historyEngine(config: HistorySettings, deps: HistoryDeps): Histo
     return flushing
   }
 
+  // Epoch ms minus `performance.now()`: kept in step with the wall clock by the timer and the queries.
+  let epochOffset = Date.now() - performance.now()
+  const resync = (): void => {
+    epochOffset = Date.now() - performance.now()
+  }
   const sampleRuntime = (): void => {
+    resync()
     const s = runtime.sample()
     rec.tick()
     if (s.eventLoop.mean !== null) rec.sample(V.loopDelay, s.eventLoop.mean)
@@ -214,6 +220,7 @@ export function historyEngine(config: HistorySettings, deps: HistoryDeps): Histo
   const api: HistoryApi = {
     instance,
     async query(query) {
+      resync()
       const now = safeNow()
       rec.advance(Math.floor(now / 1000))
       const p = plan(query, now, config.seconds)
@@ -303,8 +310,11 @@ export function historyEngine(config: HistorySettings, deps: HistoryDeps): Histo
   return {
     name: 'history',
     api,
-    observe(_req, _state, seen) {
-      rec.request(seen.status, seen.ms)
+    observe(_req, state, seen) {
+      // On the real clock, the time is the admission's monotonic stamp plus the latency: no clock read.
+      if (config.clock === undefined)
+        rec.request(seen.status, seen.ms, epochOffset + state.startedAt + seen.ms)
+      else rec.request(seen.status, seen.ms)
     },
     rejected(reason) {
       rec.rejected(reason)

@@ -151,9 +151,18 @@ export class Recorder {
 
   // The request path: a clock read, a comparison, a few additions.
 
-  /** A finished request: its status (499: the client left) and its latency. */
-  request(status: number, ms: number): void {
-    const o = this.tick()
+  /**
+   * A finished request: its status (499: the client left), its latency, and when it
+   * ended (ms since the epoch) if the caller knows it without reading a clock.
+   */
+  request(status: number, ms: number, at?: number): void {
+    let o: number
+    if (at === undefined || !Number.isFinite(at)) o = this.tick()
+    else {
+      const s = Math.floor(at / 1000)
+      if (s !== this.open) this.advance(s)
+      o = this.openOff
+    }
     const a = this.secs
     const L = this.layout
     const s = L.cSum
