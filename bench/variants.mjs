@@ -325,6 +325,11 @@ export const variants = [
       }),
   },
   aegisVariant('fastify', 'fastify-aegis-redis', 'Fastify + Aegis, limiter on Redis', aegisOnRedis),
+  // The defaults and the metrics history (issue 18): its per-request cost against fastify-aegis.
+  aegisVariant('fastify', 'fastify-aegis-history', 'Fastify + Aegis, metrics history on', () => ({
+    ...AEGIS,
+    history: true,
+  })),
 ]
 
 /**
@@ -334,6 +339,8 @@ export const variants = [
 export const suites = {
   // What the anomaly engine in observe mode (a default) adds to the rest of the defaults.
   anomaly: ['fastify', 'fastify-aegis-noanomaly', 'fastify-aegis', 'koa', 'koa-aegis-noanomaly', 'koa-aegis'],
+  // What the metrics history adds to the defaults.
+  history: ['fastify', 'fastify-aegis', 'fastify-aegis-history'],
   headline: [
     'express',
     'express-aegis',

@@ -100,6 +100,22 @@ export type {
   GhostEntriesPage,
   GhostEntryView,
 } from './ghost/engine.js'
+export { historySchema, HISTORY_VERSION, RANGES as HISTORY_RANGES } from './history/index.js'
+export type {
+  HistoryApi,
+  HistoryInstance,
+  HistoryOptions,
+  HistoryConfig,
+  HistoryQuery,
+  HistoryRange,
+  HistoryResult,
+  HistorySecond,
+  SeriesPoints,
+  HistogramPoints,
+  RuntimeStats,
+  RedisStats,
+  RedisNodeStats,
+} from './history/index.js'
 export type { AnomalyApi, AnomalyClient, AnomalyStats } from './anomaly/engine.js'
 export type { AnomalyOptions, AnomalyConfig, ChallengeHook, CampaignInfo } from './anomaly/options.js'
 export type { AdminApi } from './admin/engine.js'

@@ -108,6 +108,7 @@ const optIn = parseOptions({
   chaos: { abort: { percent: 1 } },
   ghost: true,
   admin: { token: 'a-token-of-sixteen-characters' },
+  history: true,
 })
 const optInPrefixes = [
   'cors.',
@@ -117,6 +118,7 @@ const optInPrefixes = [
   'chaos.abort.',
   'ghost.',
   'admin.',
+  'history.',
 ]
 const defaultAt = (path: string): unknown =>
   valueAt(optInPrefixes.some((p) => path.startsWith(p)) ? optIn : defaults, path)

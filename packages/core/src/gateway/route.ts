@@ -484,6 +484,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
       const ms = performance.now() - started
       balancer.end(host, kind, ms)
       up.series?.request(kind, ms / 1000)
+      deps.upstream.settled?.(name, kind, ms)
       return outcome
     } finally {
       up.queue.release()
@@ -662,6 +663,7 @@ export function createProxyRoute(config: ProxyRouteConfig, deps: GatewayDeps): P
     const ms = performance.now() - started
     balancer.end(host, kind, ms)
     up.series?.request(kind, ms / 1000)
+    deps.upstream.settled?.(name, kind, ms)
     return relayed ? status : refuse(upstreamFailure(error))
   }
 

@@ -373,6 +373,8 @@ export function ghostEngine(deps: GhostDeps): (Engine & { readonly api: GhostApi
       if (stale && entry.staleForbidden && !g.settings.ignoreRevalidate) return false
       answer(req, res, entry, { kind: synthesized ? 'synthesized' : 'stale-if-error', now, clear })
       metrics?.served(g.name, reason, ageOf(entry, now))
+      if (events.has('ghost.served'))
+        events.emit('ghost.served', { route: g.name, reason: synthesized ? 'synthesized' : reason })
       templates.served(templateOf(target), synthesized ? 'synthesized' : reason)
       switched(g.name, true, reason)
       return true

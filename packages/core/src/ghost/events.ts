@@ -20,6 +20,11 @@ declare module '../kernel/events.js' {
       /** What the first stand-in answered for: `status` (an upstream or app 5xx), `error`, `timeout`, `unavailable`. */
       readonly reason?: string
     }
+    /** A failure was answered from the ghost cache (`reason`: what failed, or `synthesized`). */
+    'ghost.served': {
+      readonly route: string
+      readonly reason: string
+    }
     /** Entries were forgotten on request (`aegis.ghost.purge()`). */
     'ghost.purged': {
       readonly by: 'key' | 'prefix' | 'template' | 'route' | 'all'

@@ -125,6 +125,12 @@ export interface UpstreamHooks {
   ) => boolean | Promise<boolean>
   /** An answer is being forwarded: return a tap to receive its body, or `undefined`. */
   onResponse?: (req: IncomingMessage, response: UpstreamResponse) => BodyTap | undefined
+  /**
+   * One exchange with an upstream ended (each attempt, retries included): its outcome
+   * (`success`, `server-error`, `connect-error`, `timeout`, `error`, `cancelled`) and how
+   * long it took, in ms. Every engine's is called; must not throw.
+   */
+  settled?: (route: string, outcome: string, ms: number) => void
 }
 
 /**
@@ -163,6 +169,11 @@ export interface Engine {
   respond?(req: IncomingMessage, res: ServerResponse, state: AegisRequestState): void
   /** After the response ended or was abandoned, for every admitted request. Never throws. */
   observe?(req: IncomingMessage, state: AegisRequestState, seen: Observation): void
+  /**
+   * Every rejection counted, by its `reason`, whoever answered it (an engine, the gateway, a
+   * parser error of the server): what the rejection counter sees. Never throws.
+   */
+  rejected?(reason: string): void
   /** Paths served before the app. */
   readonly endpoints?: readonly Endpoint[]
   /** Gateway hooks. */

@@ -7,6 +7,7 @@ import { headersSection } from '../headers/options.js'
 import { limiterSection } from '../limiter/options.js'
 import { auditSection } from '../audit/options.js'
 import { adminSection } from '../admin/options.js'
+import { historySection } from '../history/options.js'
 import { breakerDefaultsSchema } from '../breaker/options.js'
 import { chaosDefaultsSchema, proxySection, withRouteDefaults } from '../gateway/options.js'
 import { storeSchema } from '../store/options.js'
@@ -98,6 +99,11 @@ export const optionsSchema = z
      * `listen` says otherwise, and the app's `mount` path if given. Off by default.
      */
     admin: adminSection,
+    /**
+     * The metrics history: a second ring and minute tiers of requests, statuses, rejections,
+     * upstreams and the runtime, shared through the store (`true`: the defaults; off unless set).
+     */
+    history: historySection,
     logger: logger.optional(),
     accessLog: z.boolean().default(false),
     serverTiming: z.boolean().default(false),

@@ -60,7 +60,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     onStateChange: (up) => metrics?.storeUp(up),
   })
   const failure = createFailureAnswers(logger)
-  const count = (rejection: Rejection): void => metrics?.rejection(rejection.reason)
+  // The engines that hear every rejection counted (the history): set once they are built.
+  let rejecters: readonly Engine[] = []
+  const countReason = (reason: string): void => {
+    metrics?.rejection(reason)
+    for (const engine of rejecters) (engine.rejected as NonNullable<Engine['rejected']>)(reason)
+  }
+  const count = (rejection: Rejection): void => countReason(rejection.reason)
   const responseOf = hooks.responseOf
   let baseHeaders: HeaderList = []
   const bodyLimits = createBodyLimits({
@@ -99,6 +105,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     if (engine.api !== undefined) (apis as Record<string, unknown>)[engine.name] = engine.api
   }
   baseHeaders = engines.flatMap((e) => e.headers ?? [])
+  rejecters = engines.filter((e) => e.rejected !== undefined)
   const writeHeaders = createHeaderWriter(engines.find((e) => e.drops !== undefined)?.drops)
   const gateway = apis.gateway as NonNullable<EngineApis['gateway']>
   let closing: Promise<void> | undefined
@@ -125,7 +132,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   })
   const servers = createHttpServers({
     warn,
-    count: (reason) => metrics?.rejection(reason),
+    count: countReason,
     baseHeaders,
     closeTimeout: config.closeTimeout,
     engines,
@@ -165,6 +172,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     anomaly: apis.anomaly,
     audit: apis.audit,
     admin: apis.admin,
+    history: apis.history,
     store,
     gateway: gateway.gateway,
     proxy(options, use) {

@@ -10,6 +10,7 @@ import type { EventBus } from '../kernel/events.js'
 import type { AegisRequestState, Rejection, RouteOf } from '../kernel/types.js'
 import type { GhostApi } from '../ghost/engine.js'
 import type { AnomalyApi } from '../anomaly/engine.js'
+import type { HistoryApi } from '../history/engine.js'
 import type { Limiter } from '../limiter/index.js'
 import type { Metrics } from '../metrics/index.js'
 import type { AegisConfig } from '../options/index.js'
@@ -138,6 +139,11 @@ export interface Aegis {
   readonly audit: AuditTrail | undefined
   /** The admin API's listener, when `admin` is set. */
   readonly admin: AdminApi | undefined
+  /**
+   * The metrics history (`query()` over 10 minutes to 7 days, `live()`, `onSecond()`,
+   * `runtime()`, `redis()`), when the `history` option turns it on.
+   */
+  readonly history: HistoryApi | undefined
   /** Aegis' own Redis connection, when a shared store is configured. */
   readonly store: RedisConnection | undefined
   /**

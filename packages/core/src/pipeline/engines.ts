@@ -14,6 +14,7 @@ import { corsEngine } from '../cors/engine.js'
 import { createCors } from '../cors/index.js'
 import { gatewayEngine, type GatewayApi } from '../gateway/engine.js'
 import { ghostEngine, type GhostApi } from '../ghost/engine.js'
+import { historyEngine, type HistoryApi } from '../history/engine.js'
 import { breakerEngine } from '../breaker/engine.js'
 import { createBreakerBus, type BreakerBus } from '../breaker/shared.js'
 import { securityHeaders } from '../headers/index.js'
@@ -76,6 +77,7 @@ export interface EngineApis {
   audit?: AuditLog
   anomaly?: AnomalyApi
   admin?: AdminApi
+  history?: HistoryApi
 }
 
 /** One line of the table: an engine's name and how to build it (`undefined`: turned off). */
@@ -163,6 +165,12 @@ export const ENGINES: readonly EngineEntry[] = [
     name: 'access-log',
     create: ({ config, logger }) =>
       config.accessLog && logger !== undefined ? accessLogEngine(logger) : undefined,
+  },
+  {
+    // Before the gateway, whose exchanges it counts (`upstream.settled`); fed by the bus and `rejected` too.
+    name: 'history',
+    create: ({ config, events, store, logger }) =>
+      config.history === false ? undefined : historyEngine(config.history, { events, store, logger }),
   },
   {
     name: 'breaker',

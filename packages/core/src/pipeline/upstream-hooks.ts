@@ -61,12 +61,19 @@ export function composeUpstream(engines: readonly Engine[]): UpstreamHooks {
   const tapping = engines.flatMap((e) =>
     e.upstream?.onResponse === undefined ? [] : [e.upstream.onResponse],
   )
+  const settling = engines.flatMap((e) => (e.upstream?.settled === undefined ? [] : [e.upstream.settled]))
   const hooks: {
+    settled?: NonNullable<UpstreamHooks['settled']>
     onRequest?: RequestHook
     onFailure?: FailureHook
     replace?: ReplaceHook
     onResponse?: ResponseHook
   } = {}
+  if (settling.length === 1) hooks.settled = settling[0] as NonNullable<UpstreamHooks['settled']>
+  else if (settling.length > 1)
+    hooks.settled = (route, outcome, ms) => {
+      for (const hook of settling) hook(route, outcome, ms)
+    }
   if (replacing.length === 1) hooks.replace = replacing[0] as ReplaceHook
   else if (replacing.length > 1)
     hooks.replace = (req, res, response) => askInTurn(replacing, 0, req, res, response)
