@@ -4,7 +4,9 @@
  * anti-CSRF header), each refusal a problem+json with its code; then every endpoint; then the
  * live feed carrying a change made through the API.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import { createAegis, type AegisOptions } from '@aegis/core'
 import { send, sendMany } from '../helpers/send.js'
 import { rawRequest } from '../helpers/raw.js'
@@ -171,7 +173,17 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
   })
 
   it('serves every endpoint, and a change made through it is an admin.action event', async () => {
-    const { app: a, own, mounted } = await start()
+    const upstream = createServer((_req, res) => res.end('up'))
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => void upstream.close())
+    const port = (upstream.address() as AddressInfo).port
+    const {
+      app: a,
+      own,
+      mounted,
+    } = await start({
+      proxy: [{ prefix: '/backend', upstreams: [`http://127.0.0.1:${port}`], breaker: {} }],
+    })
     const actions: unknown[] = []
     a.core.events.on('admin.action', (e) => actions.push(e))
     for (const [i, base] of [own, mounted].entries()) {
@@ -253,9 +265,47 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
       })
       expect((await change('POST', '/ghost/purge', { key: 'a', prefix: 'b' })).status).toBe(400)
 
-      // Audit.
-      const audit = await get('/audit?after=0&limit=5')
-      expect(audit.json).toMatchObject({ version: 1, first: expect.any(Number), entries: expect.any(Array) })
+      // Audit: a search, the stats, the chain verified.
+      const audit = await get('/audit?types=admin.action&order=desc&limit=5')
+      expect(audit.json).toMatchObject({ version: 1, entries: expect.any(Array) })
+      expect((await get('/audit/stats')).json).toMatchObject({ version: 1 })
+      expect((await get('/audit/verify')).json).toMatchObject({ verification: { ok: true } })
+      expect((await get('/audit?order=sideways')).status).toBe(400)
+
+      // Metrics history (on with the admin API) and the process.
+      const history = await get('/history?range=10m&series=requests,status.*')
+      expect(history.json).toMatchObject({ version: 1, range: '10m' })
+      expect(Object.keys(history.json?.series as object)).toContain('requests')
+      expect((await get('/history?range=1y')).status).toBe(400)
+      expect((await get('/runtime')).json).toMatchObject({
+        version: 1,
+        runtime: expect.any(Object),
+        redis: null,
+      })
+
+      // The gateway: its routes, one upstream, drain and enable, a breaker held open and let go.
+      const routes = await get('/routes')
+      const route = (routes.json?.routes as { name: string; upstreams: { upstream: string }[] }[])[0]
+      expect(route?.name).toBe('/backend')
+      const id = `/routes/${encodeURIComponent(route?.name ?? '')}/upstreams/${encodeURIComponent(route?.upstreams[0]?.upstream ?? '')}`
+      expect((await get(id)).json?.upstream).toMatchObject({ admin: 'ready' })
+      expect((await change('POST', `${id}/drain`)).json?.change).toMatchObject({
+        action: 'drain',
+        changed: true,
+      })
+      expect((await send(`${a.url}/backend/x`)).status).toBe(503)
+      expect((await change('POST', `${id}/enable`)).json?.change).toMatchObject({ changed: true })
+      expect((await change('POST', `${id}/breaker`, { state: 'open' })).json?.change).toMatchObject({
+        changed: true,
+      })
+      expect((await send(`${a.url}/backend/x`)).status).toBe(503)
+      expect((await change('POST', `${id}/breaker`, { state: 'auto' })).status).toBe(200)
+      expect((await change('POST', `${id}/breaker`, { state: 'sideways' })).status).toBe(400)
+      expect((await get('/routes/nope/upstreams/nope')).status).toBe(404)
+
+      // The limiter's top keys.
+      expect((await get('/limiter/top?by=share&n=3')).json).toMatchObject({ version: 1, by: 'share' })
+      expect((await get('/limiter/top?by=nothing')).status).toBe(400)
     }
     // Every change succeeded is an event: who, from where, which request.
     expect(actions).toContainEqual(

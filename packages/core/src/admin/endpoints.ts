@@ -56,6 +56,11 @@ function stringField(body: unknown, name: string, optional = false): string | un
   return v
 }
 
+/** `o` without its `undefined` fields (the options of the APIs take no explicit `undefined`). */
+function defined<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as never
+}
+
 /** An engine's API, or a 404 naming the option that turns it on. */
 function need<T>(api: T | undefined, engine: string, option: string): T {
   if (api === undefined)
@@ -80,6 +85,27 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
   const limiter = () => need(apis.limiter, 'limiter', 'limiter')
   const ghost = () => need(apis.ghost, 'ghost cache', 'ghost')
   const audit = () => need(apis.audit, 'audit trail', 'audit')
+  const history = () => need(apis.history, 'metrics history', 'history')
+  const gateway = () => (apis.gateway as NonNullable<EngineApis['gateway']>).gateway
+  /** An upstream control: the change, audited with its route and upstream. */
+  const control = (
+    path: string,
+    action: string,
+    summary: string,
+    act: (route: string, upstream: string, body: unknown) => unknown,
+  ): AdminRoute => ({
+    method: 'POST',
+    path: `/routes/:route/upstreams/:upstream/${path}`,
+    role: 'admin',
+    action,
+    summary,
+    handle: async (r) => {
+      const route = r.params.route as string
+      const upstream = r.params.upstream as string
+      const change = act(route, upstream, await r.json())
+      return { body: { version: API_VERSION, change }, audit: { target: `${route} ${upstream}` } }
+    },
+  })
 
   return [
     {
@@ -261,17 +287,163 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       method: 'GET',
       path: '/audit',
       role: 'read',
-      summary: 'audit entries after a sequence number (?after=0&limit=100&types=a,b)',
-      handle: ({ query }) => {
-        const trail = audit()
-        const after = intParam(query, 'after', 0, 0, Number.MAX_SAFE_INTEGER)
-        const limit = intParam(query, 'limit', 100, 1, 1000)
-        const types = query.get('types')
-        const entries =
-          types === null || types === ''
-            ? trail.entries({ after, limit })
-            : trail.entries({ after, limit, types: types.split(',') as never[] })
-        return { body: { version: API_VERSION, first: trail.first, last: trail.last, entries } }
+      summary:
+        'search the audit trail a page at a time (?after|before=seq&from=&to=&types=a,b&actor=&client=&route=&limit=100&order=asc|desc)',
+      handle: async ({ query }) => {
+        const list = (name: string) =>
+          query
+            .get(name)
+            ?.split(',')
+            .filter((t) => t !== '')
+        const text = (name: string) => query.get(name) ?? undefined
+        const seq = (name: string) =>
+          query.get(name) === null ? undefined : intParam(query, name, 0, 0, Number.MAX_SAFE_INTEGER)
+        const order = query.get('order')
+        if (order !== null && order !== 'asc' && order !== 'desc')
+          throw new AegisArgumentError("order is 'asc' or 'desc'")
+        const page = await audit().query({
+          ...defined({
+            after: seq('after'),
+            before: seq('before'),
+            from: text('from'),
+            to: text('to'),
+            types: list('types'),
+            actor: text('actor'),
+            client: text('client'),
+            route: text('route'),
+            order: order ?? undefined,
+          }),
+          limit: intParam(query, 'limit', 100, 1, 1000),
+        })
+        return { body: page }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/audit/stats',
+      role: 'read',
+      summary: "the trail's entries by type, first and last, size, checkpoints, failures",
+      handle: async () => ({ body: await audit().stats() }),
+    },
+    {
+      method: 'GET',
+      path: '/audit/verify',
+      role: 'read',
+      summary: 'walk the hash chain and the signed checkpoints; names the first bad entry',
+      handle: async () => ({ body: { version: API_VERSION, verification: await audit().verify() } }),
+    },
+    {
+      method: 'GET',
+      path: '/audit/checkpoints',
+      role: 'read',
+      summary: 'the signed checkpoints',
+      handle: async () => ({ body: { version: API_VERSION, checkpoints: await audit().checkpoints() } }),
+    },
+    {
+      method: 'GET',
+      path: '/history',
+      role: 'read',
+      summary:
+        'metrics history: ?range=10m|30m|6h|24h|7d (or from=&to= in ms), series=a,status.*, merge=true, points=, histograms=false',
+      handle: async ({ query }) => {
+        const num = (name: string) => {
+          const v = query.get(name)
+          if (v === null) return undefined
+          const n = Number(v)
+          if (!Number.isFinite(n)) throw new AegisArgumentError(`${name} must be a number`)
+          return n
+        }
+        const flag = (name: string) => {
+          const v = query.get(name)
+          if (v === null) return undefined
+          if (v !== 'true' && v !== 'false') throw new AegisArgumentError(`${name} is true or false`)
+          return v === 'true'
+        }
+        const result = await history().query(
+          defined({
+            range: (query.get('range') ?? undefined) as never,
+            from: num('from'),
+            to: num('to'),
+            step: num('step'),
+            points: num('points'),
+            series: query
+              .get('series')
+              ?.split(',')
+              .filter((s) => s !== ''),
+            merge: flag('merge'),
+            histograms: flag('histograms'),
+          }),
+        )
+        return { body: result }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/history/instances',
+      role: 'read',
+      summary: 'the instances that share the store, most recent first',
+      handle: async () => ({ body: { version: API_VERSION, instances: await history().instances() } }),
+    },
+    {
+      method: 'GET',
+      path: '/runtime',
+      role: 'read',
+      summary: 'the process now: event-loop delay, heap, RSS, CPU, uptime; and Redis INFO',
+      handle: async () => ({
+        body: {
+          version: API_VERSION,
+          runtime: history().runtime(),
+          redis: (await history().redis()) ?? null,
+        },
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/routes',
+      role: 'read',
+      summary: 'every proxy route and upstream: weights, health, breaker, in-flight, queue',
+      handle: () => ({ body: { version: API_VERSION, routes: gateway().status() } }),
+    },
+    {
+      method: 'GET',
+      path: '/routes/:route/upstreams/:upstream',
+      role: 'read',
+      summary: "one upstream's state (route and upstream URL-encoded)",
+      handle: ({ params }) => ({
+        body: {
+          version: API_VERSION,
+          upstream: gateway().upstream(params.route as string, params.upstream as string),
+        },
+      }),
+    },
+    control(
+      'drain',
+      'upstream.drain',
+      'stop sending new requests to an upstream; in-flight ones finish',
+      (r, u) => gateway().drain(r, u),
+    ),
+    control('enable', 'upstream.enable', 'take a drained upstream back (slow start)', (r, u) =>
+      gateway().enable(r, u),
+    ),
+    control(
+      'breaker',
+      'breaker.force',
+      "hold an upstream's breaker: { state: 'open' | 'closed' | 'auto' }",
+      (r, u, body) => gateway().forceBreaker(r, u, stringField(body, 'state') as never),
+    ),
+    {
+      method: 'GET',
+      path: '/limiter/top',
+      role: 'read',
+      summary:
+        'the keys refused most in the last minute, or using most of their limit (?by=limited|share&n=10&policy=)',
+      handle: async ({ query }) => {
+        const by = query.get('by') ?? 'limited'
+        if (by !== 'limited' && by !== 'share') throw new AegisArgumentError("by is 'limited' or 'share'")
+        const top = await limiter().top(
+          defined({ by, n: intParam(query, 'n', 10, 1, 100), policy: query.get('policy') ?? undefined }),
+        )
+        return { body: { version: API_VERSION, ...top } }
       },
     },
   ]

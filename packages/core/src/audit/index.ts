@@ -65,6 +65,7 @@ export const AUDITED_EVENTS = [
   'anomaly.campaign',
   'limiter.blocked',
   'admin.action',
+  'upstream.admin',
 ] as const satisfies readonly AegisEventType[]
 
 export { SECURITY_EVENTS }

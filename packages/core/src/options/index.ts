@@ -38,6 +38,16 @@ export type SkipFunction = (req: IncomingMessage) => boolean
 export type RejectHook = (rejection: Rejection, req: IncomingMessage) => Rejection | undefined | void
 
 /**
+ * The metrics history turns on with the admin API, which serves it, unless `history` says
+ * otherwise: `parseOptions()` does this before the schema parses.
+ */
+function historyWithAdmin(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null) return input
+  const { admin, history } = input as { admin?: unknown; history?: unknown }
+  return admin === undefined || admin === false || history !== undefined ? input : { ...input, history: true }
+}
+
+/**
  * The top-level `breaker` and `chaos`, when valid, copied into every raw proxy
  * route that sets none (an invalid one is reported once, at its own path).
  * `parseOptions()` does this before the schema parses; the schema alone
@@ -236,5 +246,5 @@ export function parseSection<S extends z.ZodType>(
  * const config = parseOptions({ validator: { maxBodyBytes: 65_536 } })
  */
 export function parseOptions(input: AegisOptions | undefined = {}): AegisConfig {
-  return parseSection(optionsSchema, inheritRouteDefaults(input), [])
+  return parseSection(optionsSchema, historyWithAdmin(inheritRouteDefaults(input)), [])
 }

@@ -235,9 +235,11 @@ export const ENGINES: readonly EngineEntry[] = [
             apis: ctx.apis,
             events: ctx.events,
             store: ctx.store,
-            engines: () => [...ctx.built(), 'admin'],
+            engines: ctx.built,
             startedAt: ctx.startedAt,
             logger: ctx.logger,
+            // The live feed's counters: the last second of the metrics history, when it is on.
+            counters: ctx.apis.history === undefined ? undefined : () => ctx.apis.history?.live(1),
           }),
   },
 ]
