@@ -8,6 +8,7 @@ import {
   createAegis,
   formatConfigIssue,
   loadConfigFile,
+  loadConfigFileSync,
   parseConfigText,
   type ConfigIssue,
   type ParseConfigOptions,
@@ -316,6 +317,7 @@ describe('loadConfigFile', () => {
     const json = join(dir, 'aegis.json')
     await writeFile(json, '{"limiter": {"points": 6}}')
     expect(await loadConfigFile(json)).toMatchObject({ format: 'json', options: { limiter: { points: 6 } } })
+    expect(loadConfigFileSync(json)).toEqual(await loadConfigFile(json))
   })
 
   it('names the file in every issue, and refuses a missing, non-UTF-8 or oversized file', async () => {
@@ -334,5 +336,7 @@ describe('loadConfigFile', () => {
     const big = join(dir, 'big.yaml')
     await writeFile(big, Buffer.alloc(8 * 1024 * 1024 + 1, 0x20))
     await expect(loadConfigFile(big)).rejects.toThrow(/larger than/)
+    expect(() => loadConfigFileSync(join(dir, 'missing.yaml'))).toThrow(/cannot read the file \(ENOENT\)/)
+    expect(() => loadConfigFileSync(bad)).toThrow(/:2:11 limiter\.points/)
   })
 })

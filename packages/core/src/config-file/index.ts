@@ -7,6 +7,7 @@
  * redacted. A content hash lets a watcher tell a real change from a touch.
  */
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { extname } from 'node:path'
 import {
@@ -36,7 +37,7 @@ export type ConfigFormat = 'yaml' | 'json'
 export interface ParseConfigOptions {
   /** Default: `json` for a `source` ending in `.json`, else `yaml`. */
   readonly format?: ConfigFormat
-  /** The file's name in messages (`aegis.yaml:12:5 …`). Default `<config>`. */
+  /** The file's name in messages (`aegis.yaml:12:5 …`). Default: the path, or `<config>` for a text. */
   readonly source?: string
   /** Where `${NAME}` references are read from (default `process.env`); `false`: no substitution. */
   readonly env?: ConfigEnv | false
@@ -75,26 +76,46 @@ const FUNCTION_ONLY =
  * const { options, hash } = await loadConfigFile('aegis.yaml')
  * const aegis = createAegis({ ...options, logger: pino() })
  */
-export async function loadConfigFile(
-  path: string,
-  options: Omit<ParseConfigOptions, 'source'> & { readonly source?: string } = {},
-): Promise<LoadedConfig> {
+export async function loadConfigFile(path: string, options: ParseConfigOptions = {}): Promise<LoadedConfig> {
   const source = options.source ?? path
   let bytes: Buffer
   try {
     bytes = await readFile(path)
   } catch (err) {
-    throw fileError(source, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err)
+    throw unreadable(source, err)
   }
+  return parseConfigText(decode(bytes, source), { ...options, source })
+}
+
+/**
+ * `loadConfigFile()` for callers that cannot wait (a file watcher's `load`, startup code).
+ *
+ * @example
+ * watchConfig(aegis, 'aegis.yaml', { load: (path) => loadConfigFileSync(path).options })
+ */
+export function loadConfigFileSync(path: string, options: ParseConfigOptions = {}): LoadedConfig {
+  const source = options.source ?? path
+  let bytes: Buffer
+  try {
+    bytes = readFileSync(path)
+  } catch (err) {
+    throw unreadable(source, err)
+  }
+  return parseConfigText(decode(bytes, source), { ...options, source })
+}
+
+function unreadable(source: string, err: unknown): AegisConfigError {
+  return fileError(source, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err)
+}
+
+function decode(bytes: Buffer, source: string): string {
   if (bytes.length > MAX_CONFIG_BYTES)
     throw fileError(source, `the file is larger than ${MAX_CONFIG_BYTES} bytes`)
-  let text: string
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes)
   } catch (err) {
     throw fileError(source, 'the file is not valid UTF-8', err)
   }
-  return parseConfigText(text, { ...options, source })
 }
 
 /**

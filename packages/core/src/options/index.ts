@@ -185,7 +185,11 @@ function collect(
     }
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
-        out.push({ path: [...path, key].join('.'), message: 'unknown option', segments: segmentsOf([...path, key]) })
+        out.push({
+          path: [...path, key].join('.'),
+          message: 'unknown option',
+          segments: segmentsOf([...path, key]),
+        })
       }
       continue
     }
