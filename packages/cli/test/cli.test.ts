@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url))
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 
 interface Child {
   readonly proc: ChildProcess
@@ -221,6 +222,19 @@ describe('aegis validate', () => {
     expect(help.stdout).toMatch(/^Usage: aegis <command>/)
     expect(help.stdout).toMatch(/serve FILE/)
     expect((await complete(['--version'])).stdout).toMatch(/^\d+\.\d+\.\d+\n$/)
+  })
+})
+
+describe('the example and the docs', () => {
+  it('examples/aegis-serve/aegis.yaml is valid, and is the full example of docs/operations.md', async () => {
+    const example = join(ROOT, 'examples/aegis-serve/aegis.yaml')
+    const { code, stdout } = await complete(['validate', example])
+    expect(code).toBe(0)
+    expect(stdout).toMatch(/valid \(2 proxy routes, 3 upstreams;/)
+    const docs = await readFile(join(ROOT, 'docs/operations.md'), 'utf8')
+    const section = docs.slice(docs.indexOf('### Full example'))
+    const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1]
+    expect(block).toBe(await readFile(example, 'utf8'))
   })
 })
 
