@@ -289,6 +289,15 @@ describe('parseConfigText: ${NAME} substitution', () => {
     })
   })
 
+  it('takes the admin token from the environment, and never shows a short one', () => {
+    const text = 'admin:\n  token: ${AEGIS_ADMIN_TOKEN}\n'
+    const token = 'f'.repeat(32)
+    expect(parseConfigText(text, { env: { AEGIS_ADMIN_TOKEN: token } }).options).toEqual({ admin: { token } })
+    const [issue] = issuesOf(text, { env: { AEGIS_ADMIN_TOKEN: 'short-secret' } })
+    expect(issue).toMatchObject({ line: 2, column: 10, path: 'admin.token' })
+    expect(JSON.stringify(issue)).not.toMatch(/short-secret/)
+  })
+
   it('never substitutes keys', () => {
     expect(substitute('plain', {})).toEqual({ ok: true, value: 'plain', references: 0, whole: false })
     const [issue] = issuesOf('${KEY}: 1\n', { env: { KEY: 'limiter' } })
