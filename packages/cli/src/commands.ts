@@ -75,6 +75,8 @@ function summary(config: AegisConfig): string {
   if (config.metrics !== false)
     on.push(config.metrics.path === undefined ? 'metrics' : `metrics at ${config.metrics.path}`)
   if (config.store.redis !== undefined || config.store.cluster !== undefined) on.push('Redis store')
+  if (config.admin !== false)
+    on.push(config.admin.listen === false ? 'admin API' : `admin API on ${config.admin.listen}`)
   const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`
   return `${plural(routes, 'proxy route')}, ${plural(upstreams, 'upstream')}; ${on.length === 0 ? 'no engine' : on.join(', ')}`
 }
