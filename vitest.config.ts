@@ -6,6 +6,7 @@ const alias = {
   '@aegis/express': fileURLToPath(new URL('./packages/express/src/index.ts', import.meta.url)),
   '@aegis/fastify': fileURLToPath(new URL('./packages/fastify/src/index.ts', import.meta.url)),
   '@aegis/koa': fileURLToPath(new URL('./packages/koa/src/index.ts', import.meta.url)),
+  '@aegis/cli': fileURLToPath(new URL('./packages/cli/src/index.ts', import.meta.url)),
 }
 
 const project = (name: string, include: string[]) => ({
@@ -26,6 +27,7 @@ export default defineConfig({
       project('express', ['packages/express/test/**/*.test.ts']),
       project('fastify', ['packages/fastify/test/**/*.test.ts']),
       project('koa', ['packages/koa/test/**/*.test.ts']),
+      project('cli', ['packages/cli/test/**/*.test.ts']),
       project('conformance', ['test/conformance/**/*.test.ts']),
       project('corpora', ['test/corpora/**/*.test.ts']),
       // The benchmarks' own helpers that deserve a test (the anomaly simulator's generator).

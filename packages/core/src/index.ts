@@ -37,6 +37,14 @@ export {
 export type { ErrorCode, WarningCode, ConfigIssue } from './kernel/errors.js'
 export { parseOptions, optionsSchema } from './options/index.js'
 export type { AegisOptions, AegisConfig, Logger, SkipFunction, RejectHook } from './options/index.js'
+export {
+  loadConfigFile,
+  loadConfigFileSync,
+  parseConfigText,
+  formatConfigIssue,
+  MAX_CONFIG_BYTES,
+} from './config-file/index.js'
+export type { ConfigEnv, ConfigFormat, LoadedConfig, ParseConfigOptions } from './config-file/index.js'
 export { createClientResolver } from './client/index.js'
 export type { ClientResolver, TrustProxyOption } from './client/index.js'
 export { authorityPort, inspectPath, normalizeHost } from './validator/index.js'

@@ -74,8 +74,8 @@ describe('options', () => {
     const issues = issuesOf(() => parseOptions({ validatr: {}, headers: { nosniff: true } } as never))
     expect(issues).toEqual(
       expect.arrayContaining([
-        { path: 'validatr', message: 'unknown option' },
-        { path: 'headers.nosniff', message: 'unknown option' },
+        { path: 'validatr', message: 'unknown option', segments: ['validatr'] },
+        { path: 'headers.nosniff', message: 'unknown option', segments: ['headers', 'nosniff'] },
       ]),
     )
   })

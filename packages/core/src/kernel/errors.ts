@@ -128,11 +128,22 @@ export class AegisArgumentError extends TypeError {
   }
 }
 
-/** One problem found in the options: the zod path, the message, the value received (redacted). */
+/**
+ * One problem found in the options: the zod path, the message, the value received
+ * (redacted). Issues found in a config file (`loadConfigFile`, `parseConfigText`) also
+ * say where: the file (`source`) and the 1-based `line` and `column` of the node.
+ */
 export interface ConfigIssue {
+  /** The option's path, dot-joined (`proxy.1.upstreams.0`); `''` for the root. */
   readonly path: string
   readonly message: string
   readonly received?: string
+  /** The same path, one segment per key or index (keys may contain dots). */
+  readonly segments?: readonly (string | number)[]
+  /** The config file (or the name given for its text). */
+  readonly source?: string
+  readonly line?: number
+  readonly column?: number
 }
 
 /**

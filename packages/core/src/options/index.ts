@@ -201,7 +201,11 @@ function collect(
     }
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
-        out.push({ path: [...path, key].join('.'), message: 'unknown option' })
+        out.push({
+          path: [...path, key].join('.'),
+          message: 'unknown option',
+          segments: segmentsOf([...path, key]),
+        })
       }
       continue
     }
@@ -211,6 +215,7 @@ function collect(
       out.push({
         path: path.map(String).join('.'),
         message: issue.issues[0]?.message ?? issue.message,
+        segments: segmentsOf(path),
         ...(key === undefined ? {} : { received: describeValue(String(key), path.slice(0, -1)) }),
       })
       continue
@@ -219,10 +224,14 @@ function collect(
     out.push({
       path: path.map(String).join('.'),
       message: issue.message,
+      segments: segmentsOf(path),
       ...(received === undefined ? {} : { received: describeValue(received, path) }),
     })
   }
 }
+
+const segmentsOf = (path: readonly PropertyKey[]): (string | number)[] =>
+  path.map((p) => (typeof p === 'number' ? p : String(p)))
 
 /** Parse `input` with `schema`, or throw `AegisConfigError` naming every bad path under `prefix`. */
 export function parseSection<S extends z.ZodType>(

@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+import { main } from './main.js'
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+    // Everything is closed by now; a handle something left open must not hold the process.
+    setTimeout(() => process.exit(code), 2_000).unref()
+  },
+  (err: unknown) => {
+    console.error(err)
+    process.exit(1)
+  },
+)

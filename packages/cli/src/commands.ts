@@ -1,0 +1,187 @@
+import {
+  AegisConfigError,
+  createAegis,
+  formatConfigIssue,
+  loadConfigFile,
+  parseConfigText,
+  parseOptions,
+  type AegisConfig,
+  type LoadedConfig,
+} from '@aegis/core'
+import type { LevelWithSilent } from 'pino'
+import { DEMO_CONFIG, demoCommands, startDemoUpstream, type DemoUpstream } from './demo.js'
+import { startGateway, type RunningGateway } from './gateway.js'
+import { createLogger, type LogFormat } from './logger.js'
+
+/** Where the CLI writes what is not a log line (help, validate's answer, usage errors). */
+export interface CliIo {
+  readonly stdout: (text: string) => void
+  readonly stderr: (text: string) => void
+  /** `process.env` by default: `${NAME}` references in config files are read from it. */
+  readonly env?: Readonly<Record<string, string | undefined>>
+}
+
+/** Print every issue of a refused config, one `FILE:LINE:COLUMN path: problem` line each. */
+function printIssues(io: CliIo, err: AegisConfigError, source: string): void {
+  const lines = err.issues.map((i) => formatConfigIssue(i.source === undefined ? { ...i, source } : i))
+  io.stderr(
+    `${lines.join('\n')}\n${source}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}\n`,
+  )
+}
+
+/** `aegis validate FILE`: the exit code. */
+export async function validate(file: string, io: CliIo): Promise<number> {
+  let loaded: LoadedConfig
+  try {
+    loaded = await loadConfigFile(file, { env: io.env ?? process.env })
+  } catch (err) {
+    if (!(err instanceof AegisConfigError)) throw err
+    printIssues(io, err, file)
+    return 1
+  }
+  // The checks only a built instance makes (two limiter policies with one name): built here
+  // when that connects nowhere, i.e. without a Redis store, and closed at once. An admin
+  // listener would bind a port (perhaps the running gateway's): its section is left out,
+  // the schema has checked it.
+  if (loaded.options.store === undefined) {
+    const probe: Record<string, unknown> = { ...loaded.options, logger: SILENT }
+    delete probe.admin
+    try {
+      await createAegis(probe).close()
+    } catch (err) {
+      if (!(err instanceof AegisConfigError)) throw err
+      printIssues(io, err, file)
+      return 1
+    }
+  }
+  io.stdout(
+    `${file}: valid (${summary(parseOptions({ ...loaded.options, logger: SILENT }))}; sha256 ${loaded.hash.slice(0, 12)})\n`,
+  )
+  return 0
+}
+
+const SILENT = { info() {}, warn() {}, error() {} }
+
+/** One line on what a config turns on. */
+function summary(config: AegisConfig): string {
+  const routes = config.proxy.length
+  const upstreams = config.proxy.reduce((n, r) => n + r.upstreams.length, 0)
+  const on: string[] = []
+  if (config.limiter !== false) on.push('limiter')
+  if (config.anomaly !== false) on.push(`anomaly (${config.anomaly.mode})`)
+  if (config.ghost !== false || config.proxy.some((r) => r.ghost !== undefined && r.ghost !== false))
+    on.push('ghost')
+  if (config.cors !== false) on.push('cors')
+  if (config.metrics !== false)
+    on.push(config.metrics.path === undefined ? 'metrics' : `metrics at ${config.metrics.path}`)
+  if (config.store.redis !== undefined || config.store.cluster !== undefined) on.push('Redis store')
+  if (config.admin !== false)
+    on.push(config.admin.listen === false ? 'admin API' : `admin API on ${config.admin.listen}`)
+  const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`
+  return `${plural(routes, 'proxy route')}, ${plural(upstreams, 'upstream')}; ${on.length === 0 ? 'no engine' : on.join(', ')}`
+}
+
+export interface ServeArgs {
+  readonly file: string | undefined
+  readonly port: number
+  readonly host: string
+  readonly level: LevelWithSilent
+  readonly format: LogFormat
+  readonly io: CliIo
+}
+
+/** `aegis serve FILE|--demo`: resolves to the exit code once a signal has stopped it. */
+export async function serve(args: ServeArgs): Promise<number> {
+  const { io } = args
+  const logger = createLogger({ format: args.format, level: args.level })
+  const env = io.env ?? process.env
+  let upstream: DemoUpstream | undefined
+  let loaded: LoadedConfig
+  const source = args.file ?? 'demo config'
+  try {
+    if (args.file === undefined) {
+      upstream = await startDemoUpstream()
+      logger.info({ upstream: upstream.url }, 'demo upstream started')
+      loaded = parseConfigText(DEMO_CONFIG, { source, env: { AEGIS_DEMO_UPSTREAM: upstream.url } })
+    } else {
+      loaded = await loadConfigFile(args.file, { env })
+    }
+  } catch (err) {
+    await upstream?.close()
+    if (!(err instanceof AegisConfigError)) throw err
+    printIssues(io, err, source)
+    return 1
+  }
+
+  let gateway: RunningGateway
+  try {
+    gateway = await startGateway({
+      options: loaded.options,
+      port: args.port,
+      host: args.host,
+      logger,
+    })
+  } catch (err) {
+    await upstream?.close()
+    if (err instanceof AegisConfigError) {
+      printIssues(io, err, source)
+      return 1
+    }
+    const code = (err as NodeJS.ErrnoException).code
+    logger.error(
+      { err, port: args.port, host: args.host },
+      `cannot listen on ${args.host}:${args.port}${code === undefined ? '' : ` (${code})`}`,
+    )
+    return 1
+  }
+  const config = gateway.aegis.config
+  logger.info(
+    {
+      url: gateway.url,
+      config: source,
+      hash: loaded.hash,
+      routes: config.proxy.map((r) => ({ prefix: r.prefix, upstreams: r.upstreams.length })),
+    },
+    `aegis listening on ${gateway.url}`,
+  )
+  if (upstream !== undefined) io.stdout(`\n${demoCommands(gateway.url)}\n`)
+
+  // One signal drains (in-flight requests finish, up to closeTimeout); a second one stops at once.
+  return await new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting without waiting')
+        resolve(1)
+        return
+      }
+      stopping = true
+      logger.info({ signal }, 'shutting down: draining in-flight requests')
+      // Past the drain's own bound, something hangs: give up rather than hold the process.
+      const deadline = setTimeout(() => {
+        logger.error({ closeTimeout: config.closeTimeout }, 'shutdown did not finish in time')
+        resolve(1)
+      }, config.closeTimeout + 5_000)
+      deadline.unref()
+      void gateway
+        .close()
+        .then(() => upstream?.close())
+        .then(
+          () => {
+            clearTimeout(deadline)
+            process.off('SIGTERM', stop)
+            process.off('SIGINT', stop)
+            logger.info({}, 'stopped')
+            resolve(0)
+          },
+          (err: unknown) => {
+            clearTimeout(deadline)
+            logger.error({ err }, 'shutdown failed')
+            resolve(1)
+          },
+        )
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+  })
+}
