@@ -5,7 +5,9 @@ import { AegisConfigError } from '../kernel/errors.js'
 import { parseSection, SHARED_NEEDS_STORE } from '../options/index.js'
 import { countGatewayEvents, logGatewayEvents } from './events.js'
 import { underPrefix } from './prefix.js'
-import { createGateway, type Gateway } from './index.js'
+import { createGateway, gatewayOf, type Gateway } from './index.js'
+import { sameValue } from '../kernel/equal.js'
+import type { EngineUpdate } from '../pipeline/engines.js'
 import {
   proxyRouteSchema,
   withRouteDefaults,
@@ -21,6 +23,20 @@ export interface GatewayApi {
   readonly gateway: Gateway
   /** One more route (`shield.proxy()`): throws `AegisConfigError` on bad options. */
   proxy(options: ProxyRouteOptions, use?: { upgrades?: boolean }): ProxyRoute
+}
+
+/** The gateway engine as the table builds it: a reload updates its routes in place. */
+export interface GatewayEngine extends Engine {
+  readonly api: GatewayApi
+  /**
+   * New routes for the `proxy` option, prepared off to the side: a route whose parsed options
+   * are the same (`sameValue`) is kept with its pools, health checks, breakers and queue; the
+   * others are built. `commit` swaps them in and hands back the closing of the routes dropped.
+   * Routes added by `proxy()` belong to the code that added them: a reload keeps them.
+   */
+  reconfigure(configs: readonly ProxyRouteConfig[], defaults: RouteDefaults): EngineUpdate
+  /** Whether `proxy()` added routes (they hold this generation's ghost hooks). */
+  hasAddedRoutes(): boolean
 }
 
 /** What the gateway engine needs beside the gateway's own dependencies. */
@@ -47,27 +63,34 @@ export interface GatewayEngineDeps extends GatewayDeps {
 export function gatewayEngine(
   configs: readonly ProxyRouteConfig[],
   deps: GatewayEngineDeps,
-): Engine & { readonly api: GatewayApi } {
+): GatewayEngine {
   // The logs and the metrics of the gateway's events listen on the bus, as the audit trail does.
   const unsubscribe = [
     deps.logger === undefined ? undefined : logGatewayEvents(deps.events, deps.logger),
     deps.metrics === undefined ? undefined : countGatewayEvents(deps.events, deps.metrics),
   ]
-  const gateway = createGateway(configs, deps)
+  let gateway = createGateway(configs, deps)
+  let routeDefaults = deps.routeDefaults
   const added: ProxyRoute[] = []
+  const addedUpgrades: ProxyRoute[] = []
   // Routes that take upgrades (the server's 'upgrade' event never passes a framework's router).
-  const upgradeRoutes: ProxyRoute[] = [...gateway.routes]
+  let upgradeRoutes: ProxyRoute[] = [...gateway.routes]
+  const byPrefix = (a: ProxyRoute, b: ProxyRoute): number => b.config.prefix.length - a.config.prefix.length
   const raise = (routes: readonly ProxyRoute[]): void => {
     for (const r of routes)
       if (r.config.maxBodyBytes !== undefined) deps.raiseBodyLimit(r.config.maxBodyBytes)
   }
   raise(gateway.routes)
+  const forward = (req: IncomingMessage, res: ServerResponse, url: string, body: unknown): Promise<void> | false =>
+    gateway.handle(req, res, url, body)
   return {
     name: 'gateway',
     api: {
-      gateway,
+      get gateway() {
+        return gateway
+      },
       proxy(options, { upgrades = true } = {}) {
-        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, deps.routeDefaults), [
+        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), [
           'proxy',
         ])
         if (!deps.storeConfigured && config.breaker !== false && config.breaker.shared)
@@ -76,18 +99,37 @@ export function gatewayEngine(
         added.push(route)
         raise([route])
         if (upgrades) {
-          upgradeRoutes.push(route)
-          upgradeRoutes.sort((a, b) => b.config.prefix.length - a.config.prefix.length)
+          addedUpgrades.push(route)
+          upgradeRoutes = [...upgradeRoutes, route].sort(byPrefix)
           deps.upgradesChanged()
         }
         return route
       },
     },
-    forward:
-      gateway.routes.length === 0
-        ? undefined
-        : (req: IncomingMessage, res: ServerResponse, url: string, body: unknown) =>
-            gateway.handle(req, res, url, body),
+    // Read when a generation's flow is composed: none while the `proxy` option has no route.
+    get forward() {
+      return gateway.routes.length === 0 ? undefined : forward
+    },
+    hasAddedRoutes: () => added.length > 0,
+    reconfigure(next, defaults) {
+      const left = [...gateway.routes]
+      const routes = next.map((config) => {
+        const i = left.findIndex((r) => sameValue(r.config, config))
+        return i < 0 ? createProxyRoute(config, deps) : (left.splice(i, 1)[0] as ProxyRoute)
+      })
+      const built = routes.filter((r) => !gateway.routes.includes(r))
+      return {
+        commit() {
+          gateway = gatewayOf(routes)
+          routeDefaults = defaults
+          upgradeRoutes = [...gateway.routes, ...addedUpgrades].sort(byPrefix)
+          raise(built)
+          deps.upgradesChanged()
+          return left.length === 0 ? undefined : async () => void (await Promise.all(left.map((r) => r.close())))
+        },
+        abort: async () => void (await Promise.all(built.map((r) => r.close()))),
+      }
+    },
     claims: (url) => gateway.routes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     ownsUpgrade: (url) => upgradeRoutes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string) {
