@@ -30,6 +30,8 @@ export const AUDITED_EVENTS = [
   'ghost.purged',
   'anomaly.blocked',
   'anomaly.campaign',
+  'config.reloaded',
+  'config.refused',
 ] as const satisfies readonly AegisEventType[]
 
 /**

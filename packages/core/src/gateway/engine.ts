@@ -60,10 +60,7 @@ export interface GatewayEngineDeps extends GatewayDeps {
  * @example
  * const engine = gatewayEngine(config.proxy, deps)
  */
-export function gatewayEngine(
-  configs: readonly ProxyRouteConfig[],
-  deps: GatewayEngineDeps,
-): GatewayEngine {
+export function gatewayEngine(configs: readonly ProxyRouteConfig[], deps: GatewayEngineDeps): GatewayEngine {
   // The logs and the metrics of the gateway's events listen on the bus, as the audit trail does.
   const unsubscribe = [
     deps.logger === undefined ? undefined : logGatewayEvents(deps.events, deps.logger),
@@ -81,8 +78,12 @@ export function gatewayEngine(
       if (r.config.maxBodyBytes !== undefined) deps.raiseBodyLimit(r.config.maxBodyBytes)
   }
   raise(gateway.routes)
-  const forward = (req: IncomingMessage, res: ServerResponse, url: string, body: unknown): Promise<void> | false =>
-    gateway.handle(req, res, url, body)
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    body: unknown,
+  ): Promise<void> | false => gateway.handle(req, res, url, body)
   return {
     name: 'gateway',
     api: {
@@ -90,9 +91,7 @@ export function gatewayEngine(
         return gateway
       },
       proxy(options, { upgrades = true } = {}) {
-        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), [
-          'proxy',
-        ])
+        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), ['proxy'])
         if (!deps.storeConfigured && config.breaker !== false && config.breaker.shared)
           throw new AegisConfigError([{ path: 'proxy.breaker.shared', message: SHARED_NEEDS_STORE }])
         const route = createProxyRoute(config, deps)
@@ -125,7 +124,9 @@ export function gatewayEngine(
           upgradeRoutes = [...gateway.routes, ...addedUpgrades].sort(byPrefix)
           raise(built)
           deps.upgradesChanged()
-          return left.length === 0 ? undefined : async () => void (await Promise.all(left.map((r) => r.close())))
+          return left.length === 0
+            ? undefined
+            : async () => void (await Promise.all(left.map((r) => r.close())))
         },
         abort: async () => void (await Promise.all(built.map((r) => r.close()))),
       }

@@ -84,7 +84,8 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
   }
 
   // The answer to CONNECT is the first engine's that has one; none (no validator): the socket is dropped.
-  const connect = (): Rejection | null | undefined => deps.engines().find((e) => e.connect !== undefined)?.connect
+  const connect = (): Rejection | null | undefined =>
+    deps.engines().find((e) => e.connect !== undefined)?.connect
   const refuseConnect = (_req: IncomingMessage, socket: Duplex): void => {
     const r = connect()
     if (r == null) return void socket.destroy()

@@ -128,18 +128,18 @@ export function createFlow(deps: FlowDeps): Flow {
   const newState = (client: AdmittedState['client'], skipped: boolean, startedAt: number): AdmittedState => {
     live.inflight++
     return {
-    client,
-    headers: baseHeaders,
-    rejection: undefined,
-    skipped,
-    startedAt,
-    route: undefined,
-    bodyLimit: deps.maxBodyBytes,
-    input: undefined,
-    slot: false,
-    res: undefined,
-    owner: live,
-  }
+      client,
+      headers: baseHeaders,
+      rejection: undefined,
+      skipped,
+      startedAt,
+      route: undefined,
+      bodyLimit: deps.maxBodyBytes,
+      input: undefined,
+      slot: false,
+      res: undefined,
+      owner: live,
+    }
   }
 
   function admit(req: IncomingMessage): AdmittedState | Promise<AdmittedState> {

@@ -7,6 +7,7 @@
  * next off to the side (keeping the engines whose definition did not change), swaps one
  * reference, and closes what the old one alone used once its requests are over.
  */
+import type { ServerResponse } from 'node:http'
 import { createClientResolver, type ClientResolver } from '../client/index.js'
 import { createHttpServers } from '../http-server/index.js'
 import { createFailureAnswers, safeLogger } from '../kernel/callbacks.js'
@@ -66,7 +67,7 @@ interface Generation {
   readonly reads: ReadonlyMap<string, unknown>
   readonly apis: EngineApis
   readonly baseHeaders: HeaderList
-  readonly writeHeaders: (res: import('node:http').ServerResponse, headers: HeaderList) => void
+  readonly writeHeaders: (res: ServerResponse, headers: HeaderList) => void
   readonly endpoints: readonly Endpoint[]
   readonly flow: Flow
   readonly live: Live
@@ -216,7 +217,9 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     const baseHeaders = engines.flatMap((e) => e.headers ?? [])
     const writeHeaders = createHeaderWriter(engines.find((e) => e.drops !== undefined)?.drops)
     const genClients =
-      prev !== undefined && prev.config.trustProxy === next.trustProxy && prev.config.ipv6Subnet === next.ipv6Subnet
+      prev !== undefined &&
+      prev.config.trustProxy === next.trustProxy &&
+      prev.config.ipv6Subnet === next.ipv6Subnet
         ? prev.clients
         : prev === undefined
           ? resolver
@@ -391,11 +394,13 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       const generation = now().number
       const listed = errors.map(({ path, message }) => ({ path, message }))
       events.emit('config.refused', { generation, source, ...who, errors: listed })
-      logger?.warn({ generation, source, ...who, errors: listed }, 'configuration refused; the one in force keeps running')
+      logger?.warn(
+        { generation, source, ...who, errors: listed },
+        'configuration refused; the one in force keeps running',
+      )
       return { ok: false, generation, errors }
     }
-    if (closing !== undefined)
-      return refuse([{ path: '', message: 'the instance is closed' }])
+    if (closing !== undefined) return refuse([{ path: '', message: 'the instance is closed' }])
     const checked = check(options)
     if ('errors' in checked) return refuse(checked.errors)
     const was = now()
@@ -431,7 +436,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   swap(first)
 
   // Entry points that follow the generation in force; a request stays with the one that admitted it.
-  const ownerOf = (state: AdmittedState): Flow => ((state.owner as Live).flow ?? now().flow)
+  const ownerOf = (state: AdmittedState): Flow => (state.owner as Live).flow ?? now().flow
   const flow: Flow = {
     admit: (req) => now().flow.admit(req),
     track: (req, res) => now().flow.track(req, res),
@@ -525,7 +530,11 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       const run = reloading.then(() => reloadNow(options, how))
       reloading = run.catch(() => {})
       // reloadNow does not throw; a bug of ours is a refusal, never a rejection.
-      return run.catch((err: unknown) => ({ ok: false as const, generation: now().number, errors: issuesOf(err) }))
+      return run.catch((err: unknown) => ({
+        ok: false as const,
+        generation: now().number,
+        errors: issuesOf(err),
+      }))
     },
     close() {
       closing ??= (async () => {

@@ -293,5 +293,8 @@ export const ENGINES: readonly EngineEntry[] = [
 
 /** What the ghost engine reads: the top-level section, and the ghost sections routes set themselves. */
 function ghostReads(config: AegisConfig): unknown {
-  return [config.ghost, config.proxy.flatMap((r) => (r.ghost === undefined || r.ghost === false ? [] : [r.ghost]))]
+  return [
+    config.ghost,
+    config.proxy.flatMap((r) => (r.ghost === undefined || r.ghost === false ? [] : [r.ghost])),
+  ]
 }
