@@ -177,6 +177,18 @@ describe('reload', () => {
     expect(core.audit?.entries().some((e) => e.type === 'config.refused')).toBe(true)
   })
 
+  it('an audit trail built anew records the reload; the old one stops listening', async () => {
+    const sunk: string[] = []
+    const { core } = await start({ audit: { size: 100, sink: (e) => void sunk.push(`old ${e.type}`) } })
+    const old = core.audit
+    await core.reload({ audit: { size: 200, sink: (e) => void sunk.push(`new ${e.type}`) } })
+    expect(core.audit).not.toBe(old)
+    expect(core.audit?.entries().map((e) => e.type)).toEqual(['config.reloaded'])
+    await core.reload({ audit: { size: 200, sink: (e) => void sunk.push(`new ${e.type}`) } })
+    expect(sunk).toEqual(['new config.reloaded', 'new config.reloaded'])
+    expect(old?.entries()).toEqual([])
+  })
+
   it('validate(): a dry run with a redacted RFC 6902 diff', async () => {
     const { core } = await start({ admin: { token: 'a'.repeat(32), listen: false, mount: '/_aegis' } })
     const result = core.validate({

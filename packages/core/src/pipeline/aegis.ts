@@ -81,6 +81,17 @@ interface Built {
   readonly kept: readonly string[]
 }
 
+/** Whether a request admitted by a generation may still reach the engine (its stages, endpoints, upgrades). */
+const servesRequests = (e: BuiltEngine): boolean =>
+  e.admit !== undefined ||
+  e.observe !== undefined ||
+  e.respond !== undefined ||
+  e.forward !== undefined ||
+  e.upgrade !== undefined ||
+  e.upstream !== undefined ||
+  e.endpoints !== undefined ||
+  e.headers !== undefined
+
 const maxBodyOf = (config: AegisConfig): number =>
   config.validator === false ? Number.POSITIVE_INFINITY : config.validator.maxBodyBytes
 
@@ -281,7 +292,20 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
   let retired: Promise<void> = Promise.resolve()
   const draining = new Set<() => void>()
   function retire(old: Generation, next: Generation, closers: readonly (() => Promise<void>)[]): string[] {
-    const dropped = old.engines.filter((e) => !next.engines.includes(e))
+    const gone = old.engines.filter((e) => !next.engines.includes(e))
+    // An engine no request reaches (the audit trail: a bus listener) goes at the swap, before the
+    // reload's own event: the old trail would record it twice, and its sink with it.
+    const dropped = gone.filter(servesRequests)
+    const closeFailed = (engine: BuiltEngine, err: unknown): void =>
+      logger?.error({ err, engine: engine.name }, `${engine.name}: close failed`)
+    for (const engine of gone) {
+      if (servesRequests(engine)) continue
+      try {
+        void engine.close?.()?.catch((err: unknown) => closeFailed(engine, err))
+      } catch (err) {
+        closeFailed(engine, err)
+      }
+    }
     const idle = new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
@@ -301,7 +325,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       for (const close of closers)
         await close().catch((err: unknown) => logger?.error({ err }, 'reload: closing a retired part failed'))
     })
-    return dropped.map((e) => e.name)
+    return gone.map((e) => e.name)
   }
 
   /** Put a built generation in force: one reference swapped, what the old one alone used retired. */

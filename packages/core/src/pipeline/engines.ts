@@ -18,7 +18,7 @@ import { breakerEngine } from '../breaker/engine.js'
 import { createBreakerBus, type BreakerBus } from '../breaker/shared.js'
 import { securityHeaders } from '../headers/index.js'
 import type { Engine, UpstreamHooks } from '../kernel/engine.js'
-import type { EventBus } from '../kernel/events.js'
+import type { EventBus, Unsubscribe } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import type { AdmittedState, Rejection } from '../kernel/types.js'
 import type { Warn } from '../kernel/warnings.js'
@@ -265,8 +265,12 @@ export const ENGINES: readonly EngineEntry[] = [
     // Fed by the bus: the engines' state changes, whoever emits them.
     name: 'audit',
     reads: (config) => config.audit,
-    create: ({ config, warn, events }) =>
-      config.audit === false ? undefined : { name: 'audit', api: createAuditLog(config.audit, warn, events) },
+    create: ({ config, warn, events }) => {
+      if (config.audit === false) return undefined
+      // Its listeners go with it: a reload that builds another trail must not leave this one recording.
+      const scoped = scopedBus(events)
+      return { name: 'audit', api: createAuditLog(config.audit, warn, scoped.bus), close: scoped.close }
+    },
   },
   {
     // Last: it reads every engine built before it, through their public APIs (those in force).
@@ -290,6 +294,26 @@ export const ENGINES: readonly EngineEntry[] = [
           }),
   },
 ]
+
+/** The bus, with every listener added through it removed by `close()`. */
+function scopedBus(events: EventBus): { bus: EventBus; close: () => void } {
+  const offs: Unsubscribe[] = []
+  const kept = (off: Unsubscribe): Unsubscribe => {
+    offs.push(off)
+    return off
+  }
+  return {
+    bus: {
+      on: (type, listener) => kept(events.on(type, listener)),
+      onAny: (listener) => kept(events.onAny(listener)),
+      emit: (type, event) => events.emit(type, event),
+      has: (type) => events.has(type),
+    },
+    close: () => {
+      for (const off of offs.splice(0)) off()
+    },
+  }
+}
 
 /** What the ghost engine reads: the top-level section, and the ghost sections routes set themselves. */
 function ghostReads(config: AegisConfig): unknown {
