@@ -148,9 +148,12 @@ describe('reload', () => {
   it('refuses bad options with their paths: the configuration in force keeps running', async () => {
     const { core, url } = await start({ limiter: { points: 50, duration: 60 } })
     const refused = listen(core, 'config.refused')
-    const bad = await core.reload({ limiter: { points: -1, duration: 60 } }, {
-      source: 'file',
-    })
+    const bad = await core.reload(
+      { limiter: { points: -1, duration: 60 } },
+      {
+        source: 'file',
+      },
+    )
     expect(bad.ok).toBe(false)
     expect(bad.generation).toBe(1)
     if (!bad.ok) expect(bad.errors.map((e) => e.path)).toContain('limiter.points')
