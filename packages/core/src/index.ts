@@ -4,7 +4,24 @@
  */
 export { createAegis } from './pipeline/aegis.js'
 export { requestStateOf } from './pipeline/state.js'
-export type { Aegis, AdapterHooks, Dispatched, Forwarder } from './pipeline/api.js'
+export type {
+  Aegis,
+  AdapterHooks,
+  Dispatched,
+  Forwarder,
+  ReloadOptions,
+  ReloadResult,
+  ValidateResult,
+} from './pipeline/api.js'
+export {
+  watchConfig,
+  configDiff,
+  configHash,
+  type ConfigWatcher,
+  type WatchConfigOptions,
+  type PatchOperation,
+  type ReloadSource,
+} from './reload/index.js'
 export type {
   Admission,
   BodyTap,

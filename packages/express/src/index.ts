@@ -60,9 +60,8 @@ export function aegis(
       if (done instanceof Promise) done.then((d) => settle(req, res, next, d), next)
       else settle(req, res, next, done)
     }
-  return Object.assign(dispatcher(), {
+  const middleware = Object.assign(dispatcher(), {
     core,
-    limiter: core.limiter,
     metrics: ((req, res) => core.metricsHandler(req, res)) as RequestHandler,
     validate: (schemas: RouteSchemas) => validator(core, schemas),
     proxy(options: Parameters<AegisMiddleware['proxy']>[0]): ProxyMiddleware {
@@ -75,6 +74,11 @@ export function aegis(
       { shapeRequests = shapeServers }: AttachOptions = {},
     ) => core.attach(server, { shapeRequests }),
     close: () => core.close(),
+  })
+  // The limiter in force: a reload may build a new one.
+  return Object.defineProperty(middleware, 'limiter', {
+    get: () => core.limiter,
+    enumerable: true,
   }) as AegisMiddleware
 }
 

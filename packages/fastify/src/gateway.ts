@@ -19,13 +19,14 @@ export async function registerProxyRoutes(app: FastifyInstance, core: Aegis): Pr
   await app.register((gateway, _options, registered) => {
     gateway.removeAllContentTypeParsers()
     gateway.addContentTypeParser('*', (_request, _payload, done) => done(null))
+    // Through the routes in force: a reload may change a prefix's upstreams (new prefixes need a restart).
+    const handler = (request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
+      const forwarded = core.gateway.handle(request.raw, reply.raw, request.raw.url ?? '/')
+      if (forwarded === false) return void reply.callNotFound()
+      void reply.hijack()
+      return forwarded
+    }
     for (const route of core.gateway.routes) {
-      const handler = (request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
-        const forwarded = route.handle(request.raw, reply.raw, request.raw.url ?? '/')
-        if (forwarded === false) return void reply.callNotFound()
-        void reply.hijack()
-        return forwarded
-      }
       const { prefix } = route.config
       gateway.all(prefix === '/' ? '/*' : `${prefix}/*`, handler)
       if (prefix !== '/') gateway.all(prefix, handler)

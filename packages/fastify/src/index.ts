@@ -33,7 +33,8 @@ const send = (reply: FastifyReply, r: Rejection): FastifyReply =>
 
 const plugin: FastifyPluginAsync<AegisOptions> = async (app, options) => {
   // fastify passes its own keys (prefix, logLevel…) only on encapsulated plugins; keep ours.
-  const core = createAegis(options)
+  // Its router is sealed once it listens: a reload may not add proxy prefixes or move the admin mount.
+  const core = createAegis(options, { sealedRoutes: true })
   const validate = (schemas: RouteSchemas): preValidationHookHandler => {
     const check = core.routeValidator(schemas)
     return function aegisValidate(request, reply, done) {

@@ -64,9 +64,8 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
       const done = core.dispatch(ctx.req, ctx.res, ctx.url, (ctx.request as { body?: unknown }).body, via)
       return done instanceof Promise ? done.then((d) => settle(ctx, next, d)) : settle(ctx, next, done)
     }
-  return Object.assign(dispatcher(), {
+  const middleware = Object.assign(dispatcher(), {
     core,
-    limiter: core.limiter,
     metrics: (async (ctx: Context) => {
       const scraped = await core.scrapeMetrics()
       if (scraped !== undefined)
@@ -98,6 +97,13 @@ export function aegis(options?: AegisOptions): AegisKoaMiddleware {
     attach: (server: HttpServer) => core.attach(server),
     close: () => core.close(),
   })
+  // The limiter in force: a reload may build a new one.
+  return Object.defineProperty(middleware, 'limiter', {
+    get: () => core.limiter,
+    enumerable: true,
+  }) as typeof middleware & {
+    readonly limiter: typeof core.limiter
+  }
 }
 
 export default aegis

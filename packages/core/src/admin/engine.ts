@@ -10,6 +10,8 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Endpoint, Engine } from '../kernel/engine.js'
+import { sameValue } from '../kernel/equal.js'
+import type { EngineUpdate } from '../pipeline/engines.js'
 import { ErrorCodes } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { allowedHosts, screen, tokenTable, type Actor } from './auth.js'
@@ -41,6 +43,13 @@ export interface AdminDeps extends EndpointDeps {
   readonly logger: Logger | undefined
   /** Per-second counters for the live feed (metrics history), when there are. */
   readonly counters?: (() => unknown) | undefined
+}
+
+/** The admin engine as the table builds it: a reload with the same listener and mount point updates it in place. */
+export interface AdminEngine extends Engine {
+  readonly api: AdminApi
+  /** New tokens, hosts, origins, anti-CSRF header and body limit; `undefined` when `listen` or `mount` changed. */
+  reconfigure(config: AdminConfig): EngineUpdate | undefined
 }
 
 const PREFIX = '/v1'
@@ -87,11 +96,13 @@ const requestIdOf = (req: IncomingMessage): string => {
  * const engine = adminEngine(config.admin, deps)
  * await engine.api.ready
  */
-export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { api: AdminApi } {
-  const tokens = tokenTable(config)
+export function adminEngine(config: AdminConfig, deps: AdminDeps): AdminEngine {
   const listen: ListenAddress | undefined = config.listen === false ? undefined : parseListen(config.listen)
-  const hosts = allowedHosts(config, listen)
-  const origins = new Set(config.origins)
+  // What a reload may change in place (reconfigure()).
+  let settings = config
+  let tokens = tokenTable(config)
+  let hosts = allowedHosts(config, listen)
+  let origins = new Set(config.origins)
   const feed = createFeed(deps.events, config.maxFeedClients, deps.counters)
   const routes: AdminRoute[] = [
     ...adminRoutes(deps),
@@ -169,12 +180,12 @@ export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { ap
       const { route, params } = found
       if (route.role === 'admin' && actor.role !== 'admin') throw refusals.role
       // A change must carry the custom header: a form, an image or a plain link cannot.
-      if (route.method !== 'GET' && req.headers[config.csrfHeader] === undefined)
+      if (route.method !== 'GET' && req.headers[settings.csrfHeader] === undefined)
         throw new AdminProblem(
           403,
           ErrorCodes.ADMIN_CSRF,
           'Missing anti-CSRF header',
-          `a change must carry the ${config.csrfHeader} header (any value)`,
+          `a change must carry the ${settings.csrfHeader} header (any value)`,
         )
       const request: AdminRequest = {
         req,
@@ -184,7 +195,7 @@ export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { ap
         actor,
         requestId,
         source: req.socket.remoteAddress ?? '',
-        json: () => readJson(req, config.maxBodyBytes),
+        json: () => readJson(req, settings.maxBodyBytes),
       }
       changing = route.method === 'GET' ? undefined : { route, actor, source: request.source }
       const answer = await route.handle(request)
@@ -251,6 +262,21 @@ export function adminEngine(config: AdminConfig, deps: AdminDeps): Engine & { ap
   return {
     name: 'admin',
     endpoints,
+    reconfigure(next) {
+      if (!sameValue(next.listen, config.listen) || next.mount !== config.mount) return undefined
+      const table = tokenTable(next)
+      const allowed = allowedHosts(next, listen)
+      return {
+        commit: () => {
+          settings = next
+          tokens = table
+          hosts = allowed
+          origins = new Set(next.origins)
+          return undefined
+        },
+        abort: async () => {},
+      }
+    },
     api: {
       address: () => {
         const a = server?.listening === true ? server.address() : null

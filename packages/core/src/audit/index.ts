@@ -66,6 +66,8 @@ export const AUDITED_EVENTS = [
   'limiter.blocked',
   'admin.action',
   'upstream.admin',
+  'config.reloaded',
+  'config.refused',
 ] as const satisfies readonly AegisEventType[]
 
 export { SECURITY_EVENTS }

@@ -5,7 +5,9 @@ import { AegisArgumentError, AegisConfigError, ErrorCodes } from '../kernel/erro
 import { parseSection, SHARED_NEEDS_STORE } from '../options/index.js'
 import { countGatewayEvents, logGatewayEvents } from './events.js'
 import { underPrefix } from './prefix.js'
-import { createGateway, type Gateway } from './index.js'
+import { createGateway, gatewayOf, type Gateway } from './index.js'
+import { sameValue } from '../kernel/equal.js'
+import type { EngineUpdate } from '../pipeline/engines.js'
 import {
   proxyRouteSchema,
   withRouteDefaults,
@@ -82,6 +84,20 @@ export interface GatewayApi {
   proxy(options: ProxyRouteOptions, use?: { upgrades?: boolean }): ProxyRoute
 }
 
+/** The gateway engine as the table builds it: a reload updates its routes in place. */
+export interface GatewayEngine extends Engine {
+  readonly api: GatewayApi
+  /**
+   * New routes for the `proxy` option, prepared off to the side: a route whose parsed options
+   * are the same (`sameValue`) is kept with its pools, health checks, breakers and queue; the
+   * others are built. `commit` swaps them in and hands back the closing of the routes dropped.
+   * Routes added by `proxy()` belong to the code that added them: a reload keeps them.
+   */
+  reconfigure(configs: readonly ProxyRouteConfig[], defaults: RouteDefaults): EngineUpdate
+  /** Whether `proxy()` added routes (they hold this generation's ghost hooks). */
+  hasAddedRoutes(): boolean
+}
+
 /** What the gateway engine needs beside the gateway's own dependencies. */
 export interface GatewayEngineDeps extends GatewayDeps {
   /** The top-level settings a route added by `proxy()` inherits, as the routes of `proxy` did. */
@@ -103,19 +119,19 @@ export interface GatewayEngineDeps extends GatewayDeps {
  * @example
  * const engine = gatewayEngine(config.proxy, deps)
  */
-export function gatewayEngine(
-  configs: readonly ProxyRouteConfig[],
-  deps: GatewayEngineDeps,
-): Engine & { readonly api: GatewayApi } {
+export function gatewayEngine(configs: readonly ProxyRouteConfig[], deps: GatewayEngineDeps): GatewayEngine {
   // The logs and the metrics of the gateway's events listen on the bus, as the audit trail does.
   const unsubscribe = [
     deps.logger === undefined ? undefined : logGatewayEvents(deps.events, deps.logger),
     deps.metrics === undefined ? undefined : countGatewayEvents(deps.events, deps.metrics),
   ]
-  const gateway = createGateway(configs, deps)
+  let gateway = createGateway(configs, deps)
+  let routeDefaults = deps.routeDefaults
   const added: ProxyRoute[] = []
+  const addedUpgrades: ProxyRoute[] = []
   // Routes that take upgrades (the server's 'upgrade' event never passes a framework's router).
-  const upgradeRoutes: ProxyRoute[] = [...gateway.routes]
+  let upgradeRoutes: ProxyRoute[] = [...gateway.routes]
+  const byPrefix = (a: ProxyRoute, b: ProxyRoute): number => b.config.prefix.length - a.config.prefix.length
   const raise = (routes: readonly ProxyRoute[]): void => {
     for (const r of routes)
       if (r.config.maxBodyBytes !== undefined) deps.raiseBodyLimit(r.config.maxBodyBytes)
@@ -194,32 +210,62 @@ export function gatewayEngine(
       return control(route, upstream, 'force-breaker', state)
     },
   }
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    body: unknown,
+  ): Promise<void> | false => gateway.handle(req, res, url, body)
+  // What `aegis.gateway` is: the routes in force and the operator's controls (made again at a reload).
+  let exposed: Gateway & GatewayAdmin = { ...gateway, ...admin }
   return {
     name: 'gateway',
     api: {
-      gateway: { ...gateway, ...admin },
+      get gateway() {
+        return exposed
+      },
       proxy(options, { upgrades = true } = {}) {
-        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, deps.routeDefaults), [
-          'proxy',
-        ])
+        const config = parseSection(proxyRouteSchema, withRouteDefaults(options, routeDefaults), ['proxy'])
         if (!deps.storeConfigured && config.breaker !== false && config.breaker.shared)
           throw new AegisConfigError([{ path: 'proxy.breaker.shared', message: SHARED_NEEDS_STORE }])
         const route = createProxyRoute(config, deps)
         added.push(route)
         raise([route])
         if (upgrades) {
-          upgradeRoutes.push(route)
-          upgradeRoutes.sort((a, b) => b.config.prefix.length - a.config.prefix.length)
+          addedUpgrades.push(route)
+          upgradeRoutes = [...upgradeRoutes, route].sort(byPrefix)
           deps.upgradesChanged()
         }
         return route
       },
     },
-    forward:
-      gateway.routes.length === 0
-        ? undefined
-        : (req: IncomingMessage, res: ServerResponse, url: string, body: unknown) =>
-            gateway.handle(req, res, url, body),
+    // Read when a generation's flow is composed: none while the `proxy` option has no route.
+    get forward() {
+      return gateway.routes.length === 0 ? undefined : forward
+    },
+    hasAddedRoutes: () => added.length > 0,
+    reconfigure(next, defaults) {
+      const left = [...gateway.routes]
+      const routes = next.map((config) => {
+        const i = left.findIndex((r) => sameValue(r.config, config))
+        return i < 0 ? createProxyRoute(config, deps) : (left.splice(i, 1)[0] as ProxyRoute)
+      })
+      const built = routes.filter((r) => !gateway.routes.includes(r))
+      return {
+        commit() {
+          gateway = gatewayOf(routes)
+          exposed = { ...gateway, ...admin }
+          routeDefaults = defaults
+          upgradeRoutes = [...gateway.routes, ...addedUpgrades].sort(byPrefix)
+          raise(built)
+          deps.upgradesChanged()
+          return left.length === 0
+            ? undefined
+            : async () => void (await Promise.all(left.map((r) => r.close())))
+        },
+        abort: async () => void (await Promise.all(built.map((r) => r.close()))),
+      }
+    },
     claims: (url) => gateway.routes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     ownsUpgrade: (url) => upgradeRoutes.some((r) => underPrefix(r.config.prefix, url) !== undefined),
     upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, url: string) {

@@ -40,9 +40,12 @@ export interface Gateway {
 }
 
 export function createGateway(configs: readonly ProxyRouteConfig[], deps: GatewayDeps): Gateway {
-  const routes = configs
-    .map((c) => createProxyRoute(c, deps))
-    .sort((a, b) => b.config.prefix.length - a.config.prefix.length)
+  return gatewayOf(configs.map((c) => createProxyRoute(c, deps)))
+}
+
+/** Routes already built as one gateway (a reload keeps the routes that did not change). */
+export function gatewayOf(built: readonly ProxyRoute[]): Gateway {
+  const routes = [...built].sort((a, b) => b.config.prefix.length - a.config.prefix.length)
   return {
     routes,
     handle(req, res, url, parsed) {

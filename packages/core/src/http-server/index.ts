@@ -21,12 +21,12 @@ export interface HttpServerDeps {
   readonly warn: Warn
   /** Count a rejection by reason. */
   count: (reason: string) => void
-  /** The fields every answer carries (security headers). */
-  readonly baseHeaders: HeaderList
-  /** Milliseconds a drain waits before closing what is left. */
-  readonly closeTimeout: number
-  /** The engines: those that take upgrades, answer CONNECT, end what drains cannot. */
-  readonly engines: readonly Engine[]
+  /** The fields every answer carries (security headers), in the generation in force. */
+  baseHeaders: () => HeaderList
+  /** Milliseconds a drain waits before closing what is left, in the generation in force. */
+  closeTimeout: () => number
+  /** The engines in force: those that take upgrades, answer CONNECT, end what drains cannot. */
+  engines: () => readonly Engine[]
   admit: (req: IncomingMessage) => AdmittedState | Promise<AdmittedState>
   /** The handshake of an admitted upgrade is over: observe it (`status` 101, or what it was answered). */
   observe: (req: IncomingMessage, state: AdmittedState, status: number) => void
@@ -42,7 +42,7 @@ export interface HttpServers {
   attach(server: HttpServer, options: { drain: boolean; shapeRequests: boolean | undefined }): void
   /** A request arrived through `server`: check it once, and shape it when asked to. */
   met(server: HttpServer): void
-  /** An engine now takes upgrades: attached servers listen for them. */
+  /** An engine now takes upgrades, or a reload changed the engines: attached servers follow. */
   upgradesChanged(): void
   /** Set once `close()` began: answers say `Connection: close`. */
   readonly draining: boolean
@@ -56,8 +56,10 @@ export interface HttpServers {
  * servers.attach(server, { drain: true, shapeRequests: undefined })
  */
 export function createHttpServers(deps: HttpServerDeps): HttpServers {
-  const upgraders = deps.engines.filter((e) => e.ownsUpgrade !== undefined && e.upgrade !== undefined)
-  const takesUpgrades = (): boolean => upgraders.some((e) => e.upgrades === true)
+  // Read at each upgrade and CONNECT (rare): a reload swaps the engines.
+  const upgraders = (): Engine[] =>
+    deps.engines().filter((e) => e.ownsUpgrade !== undefined && e.upgrade !== undefined)
+  const takesUpgrades = (): boolean => upgraders().some((e) => e.upgrades === true)
   const drained = new Set<HttpServer>()
   // Attached servers (once each), for engines that start taking upgrades later.
   const attached = new Set<HttpServer>()
@@ -82,12 +84,13 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
   }
 
   // The answer to CONNECT is the first engine's that has one; none (no validator): the socket is dropped.
-  const connect = deps.engines.find((e) => e.connect !== undefined)?.connect
+  const connect = (): Rejection | null | undefined =>
+    deps.engines().find((e) => e.connect !== undefined)?.connect
   const refuseConnect = (_req: IncomingMessage, socket: Duplex): void => {
-    const r = connect
+    const r = connect()
     if (r == null) return void socket.destroy()
     deps.count(r.reason)
-    writeSocketRejection(socket, r, deps.baseHeaders)
+    writeSocketRejection(socket, r, deps.baseHeaders())
   }
 
   /** Admit an upgrade request and hand it to the engine owning its path. */
@@ -102,7 +105,7 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
   }
   function upgrade(server: HttpServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = req.url ?? '/'
-    const owner = upgraders.find((e) => e.ownsUpgrade?.(url) === true)
+    const owner = upgraders().find((e) => e.ownsUpgrade?.(url) === true)
     if (owner === undefined) {
       // Someone else's upgrade (a WebSocket server of the app), or nobody's: with us the only
       // listener, Node will not serve it as a plain request any more, so refuse it plainly.
@@ -144,8 +147,8 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
       const timer = setTimeout(() => {
         server.closeAllConnections()
         // Upgraded sockets (proxied WebSockets) are not among the connections Node closes above.
-        for (const engine of deps.engines) engine.endConnections?.()
-      }, deps.closeTimeout)
+        for (const engine of deps.engines()) engine.endConnections?.()
+      }, deps.closeTimeout())
       timer.unref()
       server.close(() => {
         clearTimeout(timer)
@@ -173,10 +176,10 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
       checkServer(server, deps.warn)
       // Node writes a bare status line for parser errors only when nobody listens.
       if (server.listenerCount('clientError') === 0)
-        server.on('clientError', createClientErrorHandler(deps.count, deps.baseHeaders))
+        server.on('clientError', createClientErrorHandler(deps.count, deps.baseHeaders()))
       listenForUpgrades(server)
       // Node hands CONNECT to 'connect' listeners and drops the socket when there are none.
-      if (server.listenerCount('connect') === 0 && connect !== null) server.on('connect', refuseConnect)
+      if (server.listenerCount('connect') === 0 && connect() !== null) server.on('connect', refuseConnect)
     },
     met(server) {
       if (checked.has(server)) return
@@ -186,7 +189,11 @@ export function createHttpServers(deps: HttpServerDeps): HttpServers {
       if (deps.shapeMet && !draining) shape(server)
     },
     upgradesChanged() {
-      for (const server of attached) listenForUpgrades(server)
+      for (const server of attached) {
+        listenForUpgrades(server)
+        // CONNECT refused in the generation now in force (a reload turned the validator on).
+        if (server.listenerCount('connect') === 0 && connect() !== null) server.on('connect', refuseConnect)
+      }
     },
     get draining() {
       return draining

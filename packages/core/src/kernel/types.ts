@@ -69,4 +69,9 @@ export interface AdmittedState extends AegisRequestState {
    * where states live beside requests (`AdapterHooks.responseOf` finds it there).
    */
   res: ServerResponse | undefined
+  /**
+   * The configuration generation that admitted the request (pipeline/admission.ts `Live`):
+   * the engines that admitted it observe it, and release there what it holds, across a reload.
+   */
+  owner: unknown
 }

@@ -11,7 +11,7 @@ import type { AdmittedState, AegisRequestState, HeaderList, Rejection, RouteOf }
 import type { Warn } from '../kernel/warnings.js'
 import type { ClientResolver } from '../client/index.js'
 import type { HttpServer } from '../http-server/index.js'
-import { AEGIS_ROUTE, createRouteLearner, UNMATCHED_ROUTE } from '../metrics/index.js'
+import { AEGIS_ROUTE, UNMATCHED_ROUTE, type createRouteLearner } from '../metrics/index.js'
 import type { RejectHook, SkipFunction } from '../options/index.js'
 import { checkedRejection } from '../options/reject.js'
 import { pathOf } from '../kernel/url.js'
@@ -28,7 +28,10 @@ export interface FlowDeps {
   readonly skip: SkipFunction | undefined
   readonly onReject: RejectHook | undefined
   readonly serverTiming: boolean
-  readonly maxRoutes: number
+  /** Route templates learned from paths (one per instance: a reload keeps them). */
+  readonly learner: RouteLearner
+  /** The generation this flow admits for: its count of requests admitted and not yet observed. */
+  readonly live: Live
   readonly routeOf: RouteOf | undefined
   /** Where a request's own response is linked (Express' `req.res`); the state keeps it otherwise. */
   readonly responseOf: ((req: IncomingMessage) => ServerResponse | undefined) | undefined
@@ -77,6 +80,20 @@ export interface Flow {
   failed: (err: unknown) => Rejection
 }
 
+/**
+ * The requests of one configuration generation: admitted and not yet observed. A retired
+ * generation's engines are closed once it is idle.
+ */
+export interface Live {
+  inflight: number
+  /** Set when the generation is retired: called when its last request is observed. */
+  idle: (() => void) | undefined
+  /** The flow of the generation (set once composed). */
+  flow: Flow | undefined
+}
+
+type RouteLearner = ReturnType<typeof createRouteLearner>
+
 const CLOSE: HeaderList = [['connection', 'close']]
 
 /** The path of a request target in origin or absolute form. */
@@ -101,25 +118,29 @@ export function createFlow(deps: FlowDeps): Flow {
   const forwarders = engines.filter((e) => e.forward !== undefined)
   const responders = engines.filter((e) => e.respond !== undefined)
   const endpoints: readonly Endpoint[] = engines.flatMap((e) => e.endpoints ?? [])
-  const learner = createRouteLearner(deps.maxRoutes)
+  const { learner, live } = deps
   const failed = (err: unknown): Rejection => {
     const rejection = deps.failure(err)
     deps.count(rejection)
     return rejection
   }
 
-  const newState = (client: AdmittedState['client'], skipped: boolean, startedAt: number): AdmittedState => ({
-    client,
-    headers: baseHeaders,
-    rejection: undefined,
-    skipped,
-    startedAt,
-    route: undefined,
-    bodyLimit: deps.maxBodyBytes,
-    input: undefined,
-    slot: false,
-    res: undefined,
-  })
+  const newState = (client: AdmittedState['client'], skipped: boolean, startedAt: number): AdmittedState => {
+    live.inflight++
+    return {
+      client,
+      headers: baseHeaders,
+      rejection: undefined,
+      skipped,
+      startedAt,
+      route: undefined,
+      bodyLimit: deps.maxBodyBytes,
+      input: undefined,
+      slot: false,
+      res: undefined,
+      owner: live,
+    }
+  }
 
   function admit(req: IncomingMessage): AdmittedState | Promise<AdmittedState> {
     const existing = states.get(req)
@@ -247,6 +268,7 @@ export function createFlow(deps: FlowDeps): Flow {
       // A response's 'close' listener: nothing may escape it.
       failed(err)
     }
+    if (--live.inflight === 0 && live.idle !== undefined) live.idle()
   }
   function observe(req: IncomingMessage, res: ServerResponse): void {
     const state = states.get(req)
@@ -260,6 +282,8 @@ export function createFlow(deps: FlowDeps): Flow {
   function track(req: IncomingMessage, res: ServerResponse): void {
     const state = states.get(req)
     if (state === undefined) return
+    // Admitted by an earlier generation (mounted twice, a reload in between): its own flow observes it.
+    if (state.owner !== live) return (state.owner as Live).flow?.track(req, res)
     if (responseOf === undefined) state.res = res
     res.on('close', onResponseClose) // emitted once per response
   }

@@ -13,7 +13,10 @@ import type { AnomalyApi } from '../anomaly/engine.js'
 import type { HistoryApi } from '../history/engine.js'
 import type { Limiter } from '../limiter/index.js'
 import type { Metrics } from '../metrics/index.js'
-import type { AegisConfig } from '../options/index.js'
+import type { AegisConfig, AegisOptions } from '../options/index.js'
+import type { ConfigIssue } from '../kernel/errors.js'
+import type { PatchOperation } from '../reload/diff.js'
+import type { ReloadSource } from '../reload/events.js'
 import type { RedisConnection } from '../store/index.js'
 import type { RouteSchemas, RouteValidator } from '../validator/route-schema.js'
 import type { Dispatched, Forwarder } from './admission.js'
@@ -50,14 +53,65 @@ export interface AdapterHooks {
    * during admission only; the app and the gateway keep what the framework gave them.
    */
   wholeTarget?: (req: IncomingMessage) => string | undefined
+  /**
+   * The framework routes proxy prefixes and endpoints itself and cannot add routes once it
+   * listens (Fastify): a reload that adds a proxy prefix or moves the admin mount is refused.
+   */
+  sealedRoutes?: boolean
 }
+
+/** Who asks for a reload, for the `config.reloaded` / `config.refused` events and the audit trail. */
+export interface ReloadOptions {
+  /** `'code'` unless told: `'api'` (the admin API), `'file'` (a watched file), `'signal'` (SIGHUP). */
+  source?: ReloadSource
+  /** Who: the admin token's name, a user. */
+  actor?: string
+  /** The file the options came from. */
+  file?: string
+}
+
+/** What `validate()` says of options: their errors by path, or the change they would make. */
+export type ValidateResult =
+  | {
+      readonly ok: true
+      /** Whether anything differs from the configuration in force (functions by reference). */
+      readonly changed: boolean
+      /** Content hashes of the configuration in force and of the one checked (`configHash`). */
+      readonly before: string
+      readonly after: string
+      /** RFC 6902 from the configuration in force to the one checked, secrets redacted. */
+      readonly diff: readonly PatchOperation[]
+    }
+  | { readonly ok: false; readonly errors: readonly ConfigIssue[] }
+
+/** What `reload()` did: the new generation and its diff, or the errors it was refused for. */
+export type ReloadResult =
+  | {
+      readonly ok: true
+      /** `false`: the options were those in force; nothing was rebuilt, the generation stays. */
+      readonly changed: boolean
+      /** The generation in force now. */
+      readonly generation: number
+      readonly before: string
+      readonly after: string
+      readonly diff: readonly PatchOperation[]
+    }
+  | {
+      readonly ok: false
+      /** The generation still in force. */
+      readonly generation: number
+      readonly errors: readonly ConfigIssue[]
+    }
 
 /**
  * The framework-agnostic Aegis instance. Adapters call `admit` once per request,
  * write what it says, and call `track` so `observe` runs when the response ends.
  */
 export interface Aegis {
+  /** The configuration in force (a reload replaces it). */
   readonly config: AegisConfig
+  /** The configuration's generation: 1 at start, one more at each reload applied. */
+  readonly generation: number
   /**
    * Run the guards. Returns the request's state: `state.rejection` set means
    * answer that instead of calling the app; `state.headers` go on the response
@@ -167,6 +221,26 @@ export interface Aegis {
    * shaping a first request started (`AdapterHooks.shapeServers`).
    */
   attach(server: HttpServer, options?: { drain?: boolean; shapeRequests?: boolean }): void
+  /**
+   * Check options as `reload()` would, without applying them: their errors by path (the
+   * schema's, and sections that need a restart: `store`, `metrics`, `logger`), or the RFC
+   * 6902 diff from the configuration in force (secrets redacted). Never throws.
+   */
+  validate(options: AegisOptions): ValidateResult
+  /**
+   * Put new options in force without a restart. They are parsed and checked as at start; the
+   * engines whose definition did not change are kept with their state (limiter counters,
+   * breakers, health, ghost entries), the others built off to the side; then one reference is
+   * swapped and the generation bumped. Requests admitted before finish on the engines that
+   * admitted them; what only the old generation used is closed once they are over (or after
+   * `closeTimeout`). Refused options leave the configuration in force running. Emits
+   * `config.reloaded` or `config.refused`. Reloads run one at a time; never rejects.
+   *
+   * @example
+   * const result = await aegis.reload({ ...options, limiter: { limit: 200 } })
+   * if (!result.ok) console.error(result.errors)
+   */
+  reload(options: AegisOptions, how?: ReloadOptions): Promise<ReloadResult>
   /** Stop everything: drain attached servers, release metrics. Idempotent. */
   close(): Promise<void>
   readonly closed: boolean

@@ -41,6 +41,8 @@ export interface BodyLimitDeps {
 /** Body limits of one Aegis instance. */
 export interface BodyLimits {
   readonly maxBodyBytes: number
+  /** A reload changed the validator's `maxBodyBytes` (infinite: the validator is off). */
+  setMax: (bytes: number) => void
   /** The largest body any proxy route allows (`maxBodyBytes` when no route allows more). */
   readonly ceiling: number
   /** A proxy route allows bodies up to `bytes`: declared lengths up to it pass admission. */
@@ -57,7 +59,7 @@ export interface BodyLimits {
  * limits.watch(req)
  */
 export function createBodyLimits(deps: BodyLimitDeps): BodyLimits {
-  const { maxBodyBytes } = deps
+  let maxBodyBytes = deps.maxBodyBytes
   /**
    * A body outgrew its limit while the app (or the gateway) holds the request. Runs
    * inside Node's HTTP parser: it must not throw. The 413 goes on this request's own
@@ -80,14 +82,20 @@ export function createBodyLimits(deps: BodyLimitDeps): BodyLimits {
       req.socket?.destroy()
     }
   }
-  let ceiling = maxBodyBytes
+  // The largest limit a proxy route raised it to (routes a reload dropped included: a declared length only passes admission).
+  let raised = 0
   return {
-    maxBodyBytes,
+    get maxBodyBytes() {
+      return maxBodyBytes
+    },
+    setMax(bytes) {
+      maxBodyBytes = bytes
+    },
     get ceiling() {
-      return ceiling
+      return Math.max(maxBodyBytes, raised)
     },
     raise(bytes) {
-      ceiling = Math.max(ceiling, bytes)
+      raised = Math.max(raised, bytes)
     },
     watch: (req) => watchBodySize(req, maxBodyBytes, exceeded),
     setLimit(req, bytes) {
