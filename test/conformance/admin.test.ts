@@ -4,10 +4,13 @@
  * anti-CSRF header), each refusal a problem+json with its code; then every endpoint; then the
  * live feed carrying a change made through the API.
  */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
-import { createAegis, type AegisOptions } from '@aegis/core'
+import { createAegis, watchConfig, type AegisOptions } from '@aegis/core'
 import { send, sendMany } from '../helpers/send.js'
 import { rawRequest } from '../helpers/raw.js'
 import { adapters, type TestApp } from './apps.js'
@@ -329,6 +332,98 @@ describe.each(adapters)('%s: admin API', (_name, make) => {
     // The audit trail has them, one by one.
     const trail = a.core.audit?.entries({ types: ['admin.action'] }) ?? []
     expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['anomaly.unblock', 'ghost.purge']))
+  })
+
+  it('validates, applies (If-Match) and reloads from its file a configuration, each change audited', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-admin-'))
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, 'aegis.json')
+    const { app: a, own } = await start()
+    const base = `${own}/v1`
+    const json = (r: { body: string }) => JSON.parse(r.body) as Record<string, unknown>
+    const put = (body: unknown, headers: Record<string, string> = {}) =>
+      send(`${base}/config`, {
+        method: 'PUT',
+        headers: bearer(ADMIN, { ...CSRF, 'content-type': 'application/json', ...headers }),
+        body: JSON.stringify(body),
+      })
+    // The options the test app was built with (apps.ts adds the metrics path), as a reload
+    // takes them: the whole object.
+    const next = (reportTo: string): AegisOptions => ({
+      metrics: { path: '/metrics' },
+      ...options(),
+      headers: { contentSecurityPolicy: `default-src 'self'; report-uri ${reportTo}` },
+    })
+
+    // Validate: errors by path, or the diff (a read token may ask).
+    const bad = json(
+      await send(`${base}/config/validate`, {
+        method: 'POST',
+        headers: bearer(READER, { ...CSRF, 'content-type': 'application/json' }),
+        body: JSON.stringify({ ...next('/csp-0'), limiter: { limit: -1 } }),
+      }),
+    )
+    expect(bad).toMatchObject({ ok: false, errors: [expect.objectContaining({ path: 'limiter.limit' })] })
+    const good = json(
+      await send(`${base}/config/validate`, {
+        method: 'POST',
+        headers: bearer(READER, { ...CSRF, 'content-type': 'application/json' }),
+        body: JSON.stringify(next('/csp-1')),
+      }),
+    )
+    expect(good, JSON.stringify(good)).toMatchObject({ ok: true, changed: true })
+    expect(JSON.stringify(good.diff)).not.toContain(ADMIN)
+
+    // Apply with the ETag read: the new header is in force; with the old ETag again: 412.
+    const etag = (await send(`${base}/config`, { headers: bearer(ADMIN) })).headers.etag as string
+    const applied = await put(next('/csp-1'), { 'if-match': etag })
+    expect(applied.status).toBe(200)
+    expect(json(applied)).toMatchObject({ changed: true, generation: 2 })
+    expect(applied.headers.etag).not.toBe(etag)
+    expect((await send(`${a.url}/`)).headers['content-security-policy']).toContain('report-uri /csp-1')
+    const stale = await put(next('/csp-2'), { 'if-match': etag })
+    expect(stale.status).toBe(412)
+    expect(json(stale)).toMatchObject({ code: 'AEGIS_ERR_ADMIN_PRECONDITION' })
+    // A refused one: 400 with its errors; the configuration in force keeps running.
+    const refused = await put({ ...next('/csp-1'), limiter: { limit: -1 } })
+    expect(refused.status).toBe(400)
+    expect(json(refused)).toMatchObject({
+      code: 'AEGIS_ERR_CONFIG',
+      errors: [expect.objectContaining({ path: 'limiter.limit' })],
+    })
+    expect(a.core.generation).toBe(2)
+
+    // Reload from the file the instance watches.
+    const reload = () => send(`${base}/config/reload`, { method: 'POST', headers: bearer(ADMIN, CSRF) })
+    expect(json(await reload())).toMatchObject({ code: 'AEGIS_ERR_ADMIN_NO_FILE' })
+    writeFileSync(file, JSON.stringify(next('/csp-1')))
+    const watcher = watchConfig(a.core, file, {
+      load: (p) => JSON.parse(readFileSync(p, 'utf8')) as AegisOptions,
+    })
+    onTestFinished(() => watcher.close())
+    writeFileSync(file, JSON.stringify(next('/csp-3')))
+    const fromFile = await reload()
+    expect(fromFile.status).toBe(200)
+    expect(json(fromFile)).toMatchObject({ file, generation: 3 })
+    expect((await send(`${a.url}/`)).headers['content-security-policy']).toContain('report-uri /csp-3')
+
+    // Each change an audit entry: who, the hashes, the diff.
+    const entries = a.core.audit?.entries({ types: ['admin.action'] }) ?? []
+    expect(
+      entries.filter((e) => e.action.startsWith('config.')).map((e) => [e.action, e.outcome ?? 'ok']),
+    ).toEqual([
+      ['config.apply', 'ok'],
+      ['config.apply', 'refused'],
+      ['config.apply', 'refused'],
+      ['config.reload', 'refused'],
+      ['config.reload', 'ok'],
+    ])
+    expect(entries.find((e) => e.action === 'config.apply')).toMatchObject({
+      actor: 'ops',
+      before: expect.any(String),
+      after: expect.any(String),
+      diff: expect.arrayContaining([expect.objectContaining({ op: expect.any(String) })]),
+    })
   })
 
   it('streams the live feed: a batch a second with the events of that second', async () => {

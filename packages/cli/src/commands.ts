@@ -3,6 +3,8 @@ import {
   createAegis,
   formatConfigIssue,
   loadConfigFile,
+  loadConfigFileSync,
+  watchConfig,
   parseConfigText,
   parseOptions,
   type AegisConfig,
@@ -145,6 +147,17 @@ export async function serve(args: ServeArgs): Promise<number> {
     `aegis listening on ${gateway.url}`,
   )
   if (upstream !== undefined) io.stdout(`\n${demoCommands(gateway.url)}\n`)
+  // The file is watched (editors' rename saves included) and read again on SIGHUP or through the
+  // admin API: a change applies without a restart, a broken file is refused and the old one runs on.
+  const watcher =
+    args.file === undefined
+      ? undefined
+      : watchConfig(gateway.aegis, args.file, {
+          // The same logger as at start: the logger is one of the options a reload cannot change.
+          load: (file) => ({ ...loadConfigFileSync(file, { env }).options, logger }),
+          signal: 'SIGHUP',
+          logger,
+        })
 
   // One signal drains (in-flight requests finish, up to closeTimeout); a second one stops at once.
   return await new Promise<number>((resolve) => {
@@ -156,6 +169,7 @@ export async function serve(args: ServeArgs): Promise<number> {
         return
       }
       stopping = true
+      watcher?.close()
       logger.info({ signal }, 'shutting down: draining in-flight requests')
       // Past the drain's own bound, something hangs: give up rather than hold the process.
       const deadline = setTimeout(() => {

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -279,6 +279,42 @@ describe('aegis serve', () => {
     expect(answer.status).toBe(200)
     expect(JSON.parse(answer.body)).toMatchObject({ url: '/slow' })
     expect((await within(child.exited, 5_000, 'no exit after the drain')).code).toBe(0)
+  })
+
+  it('applies a changed file without a restart (a rename save, SIGHUP), and keeps the old one when the new is broken', async () => {
+    const text = (points: number) =>
+      `limiter:\n  points: ${points}\n  duration: 60\nproxy:\n  - prefix: /api\n    upstreams: [${upstreamUrl}]\n`
+    const path = await file('reload.yaml', text(50))
+    const child = run(['serve', path, '--port', '0'])
+    const url = await listening(child)
+    expect((await get(`${url}/api/a`)).headers.ratelimit).toMatch(/"default";r=49/)
+    const until = async (what: string, ok: () => Promise<boolean>) => {
+      const deadline = Date.now() + 5_000
+      while (!(await ok())) {
+        if (Date.now() > deadline) throw new Error(`${what}: ${child.stdout}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    }
+    // An editor's save: a new file renamed over the old one.
+    await writeFile(`${path}.tmp`, text(80))
+    await rename(`${path}.tmp`, path)
+    await until('the new limit applies', async () =>
+      /"default";r=7\d/.test(String((await get(`${url}/api/b`)).headers.ratelimit)),
+    )
+    // A broken save: refused, logged; the limit in force stays.
+    await writeFile(path, 'limiter:\n  points: -5\n')
+    await until('the broken file is refused', async () =>
+      logLines(child).some((l) => /refused/.test(String(l.msg))),
+    )
+    expect(String((await get(`${url}/api/c`)).headers.ratelimit)).toMatch(/"default";r=7\d/)
+    // SIGHUP reads the file again: fixed by hand meanwhile.
+    await writeFile(path, text(120))
+    child.proc.kill('SIGHUP')
+    await until('SIGHUP applies the file', async () =>
+      /"default";r=1[01]\d/.test(String((await get(`${url}/api/d`)).headers.ratelimit)),
+    )
+    child.proc.kill('SIGTERM')
+    expect((await within(child.exited, 5_000, 'no exit after SIGTERM')).code).toBe(0)
   })
 
   it('refuses a bad file with its errors, and a port in use, with exit code 1', async () => {

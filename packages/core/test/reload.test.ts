@@ -194,7 +194,7 @@ describe('reload', () => {
 
   it('validate(): a dry run with a redacted RFC 6902 diff', async () => {
     const { core } = await start({ admin: { token: 'a'.repeat(32), listen: false, mount: '/_aegis' } })
-    const result = core.validate({
+    const result = core.validateConfig({
       admin: { token: 'b'.repeat(32), listen: false, mount: '/_aegis' },
       limiter: { points: 10, duration: 1 },
     })
@@ -205,7 +205,7 @@ describe('reload', () => {
     expect(result.diff).toContainEqual(expect.objectContaining({ path: '/limiter/points', value: 10 }))
     expect(result.before).not.toBe(result.after)
     expect(core.generation).toBe(1)
-    const bad = core.validate({ validator: { maxBodyBytes: 'many' } } as unknown as AegisOptions)
+    const bad = core.validateConfig({ validator: { maxBodyBytes: 'many' } } as unknown as AegisOptions)
     expect(bad).toMatchObject({ ok: false, errors: [{ path: 'validator.maxBodyBytes' }] })
   })
 

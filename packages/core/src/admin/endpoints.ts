@@ -4,14 +4,16 @@
  * instance could not. The answers are the data contract of version 1 (docs/operations.md):
  * fields are only ever added to them.
  */
-import { createHash } from 'node:crypto'
 import { AegisArgumentError, AegisError, ErrorCodes } from '../kernel/errors.js'
 import type { EventBus } from '../kernel/events.js'
 import type { AegisConfig } from '../options/index.js'
 import type { EngineApis } from '../pipeline/engines.js'
+import type { Aegis, ReloadResult } from '../pipeline/api.js'
+import { configHash } from '../reload/diff.js'
+import { watcherOf } from '../reload/watch.js'
 import type { RedisConnection } from '../store/index.js'
 import { AEGIS_VERSION } from '../version.js'
-import { AdminProblem, type AdminRequest, type AdminRoute } from './http.js'
+import { AdminProblem, type AdminAnswer, type AdminRequest, type AdminRoute } from './http.js'
 import { redactConfig } from './redact.js'
 
 /** What the endpoints read from. */
@@ -26,6 +28,8 @@ export interface EndpointDeps {
   readonly engines: () => readonly string[]
   /** When the instance started (ms since the epoch). */
   readonly startedAt: number
+  /** The instance's `validate` and `reload`. */
+  readonly reconfigure: () => Pick<Aegis, 'validateConfig' | 'reload'>
 }
 
 /** The version of the answers' shapes. */
@@ -68,11 +72,49 @@ function need<T>(api: T | undefined, engine: string, option: string): T {
   return api
 }
 
-/** The redacted configuration and its entity tag, which changes with every generation. */
+/**
+ * The redacted configuration and its entity tag: the generation and the content hash of the
+ * whole configuration, secrets included (a changed token changes it, without showing it).
+ */
 export function configView(config: AegisConfig, generation: number): { body: unknown; etag: string } {
-  const body = redactConfig(config)
-  const hash = createHash('sha256').update(JSON.stringify(body)).digest('base64url').slice(0, 16)
-  return { body, etag: `"${generation}-${hash}"` }
+  return { body: redactConfig(config), etag: `"${generation}-${configHash(config)}"` }
+}
+
+/** A configuration refused: 400 with every problem by path. */
+function refused(errors: readonly { path: string; message: string }[]): AdminProblem {
+  return new AdminProblem(
+    400,
+    ErrorCodes.CONFIG,
+    'Invalid configuration',
+    errors.map((e) => `${e.path === '' ? '(root)' : e.path}: ${e.message}`).join('; '),
+    undefined,
+    { errors: errors.map(({ path, message }) => ({ path, message })) },
+  )
+}
+
+/** What a reload answers, and its audit entry. */
+function applied(
+  result: ReloadResult,
+  file?: string,
+): { body: unknown; audit: NonNullable<AdminAnswer['audit']> } {
+  if (!result.ok) throw refused(result.errors)
+  return {
+    body: {
+      version: API_VERSION,
+      changed: result.changed,
+      generation: result.generation,
+      ...(file === undefined ? {} : { file }),
+      before: result.before,
+      after: result.after,
+      diff: result.diff,
+    },
+    audit: {
+      before: result.before,
+      after: result.after,
+      diff: result.diff,
+      ...(file === undefined ? {} : { target: file }),
+    },
+  }
 }
 
 /**
@@ -145,6 +187,86 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
           body: { version: API_VERSION, generation: deps.generation(), config: body },
           headers: { etag },
         }
+      },
+    },
+    {
+      method: 'POST',
+      path: '/config/validate',
+      role: 'read',
+      summary:
+        'check a configuration (the whole options object) without applying it: its errors by path, or its diff',
+      handle: async (r) => {
+        const result = deps.reconfigure().validateConfig((await r.json()) as never)
+        return {
+          body: result.ok
+            ? {
+                version: API_VERSION,
+                ok: true,
+                changed: result.changed,
+                before: result.before,
+                after: result.after,
+                diff: result.diff,
+              }
+            : {
+                version: API_VERSION,
+                ok: false,
+                errors: result.errors.map(({ path, message }) => ({ path, message })),
+              },
+        }
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/config',
+      role: 'admin',
+      action: 'config.apply',
+      summary:
+        'apply a configuration (the whole options object); If-Match: the ETag of GET /v1/config, else 412',
+      handle: async (r) => {
+        const options = await r.json()
+        const match = r.req.headers['if-match']
+        if (
+          match !== undefined &&
+          match !== '*' &&
+          match !== configView(deps.config(), deps.generation()).etag
+        )
+          throw new AdminProblem(
+            412,
+            ErrorCodes.ADMIN_PRECONDITION,
+            'Precondition Failed',
+            'the configuration changed since that ETag was read: read it again (GET /v1/config)',
+          )
+        if (typeof options !== 'object' || options === null || Array.isArray(options))
+          throw new AegisArgumentError('the body is the whole options object')
+        const result = await deps.reconfigure().reload(options, { source: 'api', actor: r.actor.name })
+        const { body, audit } = applied(result)
+        return { body, audit, headers: { etag: configView(deps.config(), deps.generation()).etag } }
+      },
+    },
+    {
+      method: 'POST',
+      path: '/config/reload',
+      role: 'admin',
+      action: 'config.reload',
+      summary: 'read the configuration file again and apply it (aegis serve, or watchConfig)',
+      handle: async (r) => {
+        const watcher = watcherOf(deps.events)
+        if (watcher === undefined)
+          throw new AdminProblem(
+            409,
+            ErrorCodes.ADMIN_NO_FILE,
+            'No configuration file',
+            'this instance was not started from a file (aegis serve FILE, or watchConfig())',
+          )
+        const result = await watcher.reload({ source: 'api', actor: r.actor.name })
+        if (result === undefined)
+          throw new AdminProblem(
+            400,
+            ErrorCodes.CONFIG,
+            'Invalid configuration',
+            `${watcher.file} could not be read or parsed (see the config.refused event and the logs)`,
+          )
+        return applied(result, watcher.file)
       },
     },
     {

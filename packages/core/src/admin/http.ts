@@ -68,6 +68,7 @@ export class AdminProblem extends AegisError {
     title: string,
     detail?: string,
     headers?: Record<string, string>,
+    extensions?: Record<string, unknown>,
   ) {
     super(code, detail ?? title, { status })
     this.rejection = problem({
@@ -77,6 +78,7 @@ export class AdminProblem extends AegisError {
       title,
       ...(detail === undefined ? {} : { detail }),
       ...(headers === undefined ? {} : { headers }),
+      ...(extensions === undefined ? {} : { extensions }),
     })
   }
 }

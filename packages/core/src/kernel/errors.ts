@@ -39,6 +39,8 @@ export const ErrorCodes = {
   ADMIN_ORIGIN: 'AEGIS_ERR_ADMIN_ORIGIN',
   ADMIN_CSRF: 'AEGIS_ERR_ADMIN_CSRF',
   ADMIN_BUSY: 'AEGIS_ERR_ADMIN_BUSY',
+  ADMIN_PRECONDITION: 'AEGIS_ERR_ADMIN_PRECONDITION',
+  ADMIN_NO_FILE: 'AEGIS_ERR_ADMIN_NO_FILE',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

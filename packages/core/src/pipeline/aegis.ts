@@ -198,6 +198,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       generation: () => current?.number ?? 1,
       live,
       startedAt,
+      reconfigure: () => aegis,
     }
     try {
       for (const entry of ENGINES) {
@@ -405,7 +406,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
     return errors.length > 0 ? { errors } : { next }
   }
 
-  function validate(options: AegisOptions): ValidateResult {
+  function validateConfig(options: AegisOptions): ValidateResult {
     const checked = check(options)
     if ('errors' in checked) return { ok: false, errors: checked.errors }
     const was = now().config
@@ -562,7 +563,7 @@ export function createAegis(options?: AegisOptions, hooks: AdapterHooks = {}): A
       open('attach()')
       servers.attach(server, { drain, shapeRequests })
     },
-    validate,
+    validateConfig,
     reload(options, how = {}) {
       const run = reloading.then(() => reloadNow(options, how))
       reloading = run.catch(() => {})

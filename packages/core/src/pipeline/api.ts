@@ -70,7 +70,7 @@ export interface ReloadOptions {
   file?: string
 }
 
-/** What `validate()` says of options: their errors by path, or the change they would make. */
+/** What `validateConfig()` says of options: their errors by path, or the change they would make. */
 export type ValidateResult =
   | {
       readonly ok: true
@@ -226,7 +226,7 @@ export interface Aegis {
    * schema's, and sections that need a restart: `store`, `metrics`, `logger`), or the RFC
    * 6902 diff from the configuration in force (secrets redacted). Never throws.
    */
-  validate(options: AegisOptions): ValidateResult
+  validateConfig(options: AegisOptions): ValidateResult
   /**
    * Put new options in force without a restart. They are parsed and checked as at start; the
    * engines whose definition did not change are kept with their state (limiter counters,

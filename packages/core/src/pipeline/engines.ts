@@ -30,6 +30,7 @@ import { createLimiter, type Limiter } from '../limiter/index.js'
 import { metricsEngine, type MetricsApi } from '../metrics/engine.js'
 import type { Metrics } from '../metrics/index.js'
 import type { AegisConfig } from '../options/index.js'
+import type { Aegis } from './api.js'
 import type { RedisConnection } from '../store/index.js'
 import type { BodyLimits } from '../validator/body-limits.js'
 import { validatorEngine } from '../validator/engine.js'
@@ -69,6 +70,8 @@ export interface EngineContext {
   readonly live: EngineApis
   /** When the instance was created (ms since the epoch). */
   readonly startedAt: number
+  /** The instance's own `validate` and `reload` (the admin API's configuration endpoints), once it exists. */
+  readonly reconfigure: () => Pick<Aegis, 'validateConfig' | 'reload'>
 }
 
 /** An engine as the table builds it. */
@@ -309,6 +312,7 @@ export const ENGINES: readonly EngineEntry[] = [
             engines: ctx.engines,
             startedAt: ctx.startedAt,
             logger: ctx.logger,
+            reconfigure: ctx.reconfigure,
             // The live feed's counters: the last second of the metrics history, when it is on.
             counters: () => ctx.live.history?.live(1),
           }),

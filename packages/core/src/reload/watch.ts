@@ -34,11 +34,27 @@ export interface WatchConfigOptions {
 }
 
 export interface ConfigWatcher {
+  /** The file watched (an absolute path). */
+  readonly file: string
   /** Read the file now and apply it when it changed (`force`: apply even when its hash did not). */
   check(force?: boolean): Promise<ReloadResult | undefined>
+  /**
+   * Read the file now and apply it, for someone (the admin API's reload): the reload is theirs
+   * in the audit trail. `undefined` when the file could not be read or parsed (refused, reported).
+   */
+  reload(how: { source: ReloadSource; actor?: string }): Promise<ReloadResult | undefined>
   /** Stop watching (and listening for the signal). Idempotent. */
   close(): void
 }
+
+/**
+ * The watcher of each instance, by its event bus (which the admin engine holds): how the admin
+ * API's `POST /v1/config/reload` finds the file the instance was started from.
+ */
+const watchers = new WeakMap<object, ConfigWatcher>()
+
+/** The file watcher of the instance whose bus is `events`, if it has one. */
+export const watcherOf = (events: object): ConfigWatcher | undefined => watchers.get(events)
 
 /** An editor's own files beside the one edited: vim's backup, swap files and its `4913` probe. */
 const EDITOR_NOISE = /(~|\.sw[a-p]|\.sw[x-z]|^4913)$/
@@ -78,7 +94,11 @@ export function watchConfig(aegis: Aegis, path: string, options: WatchConfigOpti
     )
   }
 
-  async function read(force: boolean, source: ReloadSource): Promise<ReloadResult | undefined> {
+  async function read(
+    force: boolean,
+    source: ReloadSource,
+    actor?: string,
+  ): Promise<ReloadResult | undefined> {
     let data: Buffer
     try {
       data = await readFile(file)
@@ -104,18 +124,22 @@ export function watchConfig(aegis: Aegis, path: string, options: WatchConfigOpti
       return undefined
     }
     if (closed || aegis.closed) return undefined
-    const result = await aegis.reload(next, { source, file })
+    const result = await aegis.reload(next, { source, file, ...(actor === undefined ? {} : { actor }) })
     if (result.ok && result.changed)
       logger?.info({ file, generation: result.generation }, 'configuration file applied')
     return result
   }
 
-  function check(force = false, source: ReloadSource = 'file'): Promise<ReloadResult | undefined> {
+  function check(
+    force = false,
+    source: ReloadSource = 'file',
+    actor?: string,
+  ): Promise<ReloadResult | undefined> {
     if (running !== undefined) {
       again = true
       return running
     }
-    const run = read(force, source)
+    const run = read(force, source, actor)
       .catch((err: unknown) => {
         // A bug of ours, or a loader that threw oddly: reported, never thrown.
         logger?.error({ err, file }, 'configuration reload failed')
@@ -161,14 +185,23 @@ export function watchConfig(aegis: Aegis, path: string, options: WatchConfigOpti
   const onSignal = (): void => void check(true, 'signal')
   if (signal !== undefined) process.on(signal, onSignal)
 
-  return {
+  const self: ConfigWatcher = {
+    file,
     check: (force = false) => check(force),
+    // A reload asked for waits for the one running, then reads the file itself.
+    reload: async ({ source, actor }) => {
+      if (running !== undefined) await running
+      return check(true, source, actor)
+    },
     close() {
       if (closed) return
       closed = true
       clearTimeout(timer)
       watcher?.close()
       if (signal !== undefined) process.off(signal, onSignal)
+      if (watchers.get(aegis.events) === self) watchers.delete(aegis.events)
     },
   }
+  watchers.set(aegis.events, self)
+  return self
 }
