@@ -303,8 +303,8 @@ describe('aegis serve', () => {
     )
     // A broken save: refused, logged; the limit in force stays.
     await writeFile(path, 'limiter:\n  points: -5\n')
-    await until('the broken file is refused', async () =>
-      logLines(child).some((l) => /refused/.test(String(l.msg))),
+    await until('the broken file is refused', () =>
+      Promise.resolve(logLines(child).some((l) => /refused/.test(String(l.msg)))),
     )
     expect(String((await get(`${url}/api/c`)).headers.ratelimit)).toMatch(/"default";r=7\d/)
     // SIGHUP reads the file again: fixed by hand meanwhile.
