@@ -361,19 +361,18 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       method: 'GET',
       path: '/ghost/entries',
       role: 'read',
-      summary: 'what the ghost cache holds (?offset=0&limit=100)',
+      summary:
+        'what the ghost cache holds, a page at a time, never bodies (?limit=100&cursor=&route=&prefix=)',
       handle: async ({ query }) => {
-        const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER)
-        const limit = intParam(query, 'limit', 100, 1, 1000)
-        const all = await ghost().list()
-        return {
-          body: {
-            version: API_VERSION,
-            total: all.length,
-            offset,
-            entries: all.slice(offset, offset + limit),
-          },
-        }
+        const page = await ghost().entries(
+          defined({
+            limit: intParam(query, 'limit', 100, 1, 1000),
+            cursor: query.get('cursor') ?? undefined,
+            route: query.get('route') ?? undefined,
+            prefix: query.get('prefix') ?? undefined,
+          }),
+        )
+        return { body: { version: API_VERSION, ...page } }
       },
     },
     {
