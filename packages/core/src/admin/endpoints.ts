@@ -387,20 +387,24 @@ export function adminRoutes(deps: EndpointDeps): AdminRoute[] {
       path: '/ghost/purge',
       role: 'admin',
       action: 'ghost.purge',
-      summary: 'forget entries: { key } | { prefix } | { template }',
+      summary: 'forget entries: { key } | { prefix } | { template } | { route } | { all: true }',
       handle: async (r) => {
         const body = await r.json()
-        const key = stringField(body, 'key', true)
-        const prefix = stringField(body, 'prefix', true)
-        const template = stringField(body, 'template', true)
-        const given = [key, prefix, template].filter((v) => v !== undefined).length
-        if (given !== 1) throw new AegisArgumentError('give exactly one of "key", "prefix", "template"')
-        const purged = await ghost().purge(
-          key !== undefined ? { key } : prefix !== undefined ? { prefix } : { template: template as string },
-        )
+        const fields = ['key', 'prefix', 'template', 'route'] as const
+        const given = fields.flatMap((name) => {
+          const v = stringField(body, name, true)
+          return v === undefined ? [] : [[name, v] as const]
+        })
+        const all = typeof body === 'object' && body !== null && (body as { all?: unknown }).all === true
+        if (given.length + (all ? 1 : 0) !== 1)
+          throw new AegisArgumentError(
+            'give exactly one of "key", "prefix", "template", "route", or "all": true',
+          )
+        const [what, value] = given[0] ?? ['all', '']
+        const purged = await ghost().purge(all ? { all: true } : ({ [what]: value } as never))
         return {
           body: { version: API_VERSION, purged },
-          audit: { target: key ?? prefix ?? `template ${template as string}` },
+          audit: { target: all ? 'all' : `${what} ${value}` },
         }
       },
     },
