@@ -35,10 +35,7 @@ const options = (extra: AegisOptions = {}): AegisOptions => ({
 /** A request with a forged `Host` (fetch sends its own). */
 const withHost = (url: string, headers: Record<string, string>) => {
   const u = new URL(url)
-  return hit(Number(u.port), u.pathname, { headers }).then((r) => ({
-    ...r,
-    headers: r.headers as Record<string, unknown>,
-  }))
+  return hit(Number(u.port), u.pathname, { headers })
 }
 
 const bearer = (token: string, more: Record<string, string> = {}) => ({
