@@ -38,7 +38,7 @@ import type { AuditConfig } from './options.js'
 import { toAuditData } from './redact.js'
 import { createRedisStore } from './redis.js'
 import { openSqliteStore } from './sqlite.js'
-import { createMemoryStore, type AuditStore, type StoreQuery } from './store.js'
+import { createMemoryStore, type AuditStore, type StoreQuery, type StoreStats } from './store.js'
 import '../limiter/events.js'
 import './events.js'
 
@@ -130,20 +130,15 @@ export interface AuditPage {
   readonly next: number | null
 }
 
-/** What the trail knows of itself (data contract version 1). */
-export interface AuditStats {
+/**
+ * What the trail knows of itself (data contract version 1): what its store holds (entries in
+ * all and by type, the first and last, bytes on disk or in Redis, checkpoints), and more.
+ */
+export interface AuditStats extends StoreStats {
   readonly version: 1
   readonly trail: string
   readonly store: 'memory' | 'sqlite' | 'redis'
   readonly writer: string
-  /** Entries the store holds, in all and by type. */
-  readonly entries: number
-  readonly byType: Readonly<Record<string, number>>
-  readonly first: { readonly seq: number; readonly time: string } | null
-  readonly last: { readonly seq: number; readonly time: string } | null
-  /** Bytes on disk (SQLite: the file, its WAL and shared memory) or in Redis; `null` in memory. */
-  readonly bytes: number | null
-  readonly checkpoints: number
   /** Entries waiting to be written, dropped while the store failed, and failed writes. */
   readonly pending: number
   readonly dropped: number
