@@ -11,6 +11,7 @@ import {
   type LoadedConfig,
 } from '@aegis/core'
 import type { LevelWithSilent } from 'pino'
+import { forSlot, supervise, tellPrimary, workerSlot, workersProblem, type ToWorker } from './cluster.js'
 import { DEMO_CONFIG, demoCommands, startDemoUpstream, type DemoUpstream } from './demo.js'
 import { startGateway, type RunningGateway } from './gateway.js'
 import { createLogger, type LogFormat } from './logger.js'
@@ -90,12 +91,16 @@ export interface ServeArgs {
   readonly level: LevelWithSilent
   readonly format: LogFormat
   readonly io: CliIo
+  /** `--workers N`: this process supervises N workers (node:cluster), each of which runs this again. */
+  readonly workers?: number | undefined
 }
 
 /** `aegis serve FILE|--demo`: resolves to the exit code once a signal has stopped it. */
 export async function serve(args: ServeArgs): Promise<number> {
   const { io } = args
-  const logger = createLogger({ format: args.format, level: args.level })
+  const slot = workerSlot()
+  const root = createLogger({ format: args.format, level: args.level })
+  const logger = slot === undefined ? root : root.child({ worker: slot })
   const env = io.env ?? process.env
   let upstream: DemoUpstream | undefined
   let loaded: LoadedConfig
@@ -115,10 +120,28 @@ export async function serve(args: ServeArgs): Promise<number> {
     return 1
   }
 
+  if (args.workers !== undefined && slot === undefined) {
+    // The primary: checks the file once (a bad one fails here, before any fork), then supervises.
+    let config: AegisConfig
+    try {
+      config = parseOptions({ ...loaded.options, logger: SILENT })
+    } catch (err) {
+      if (!(err instanceof AegisConfigError)) throw err
+      printIssues(io, err, source)
+      return 1
+    }
+    const problem = workersProblem(config, args.workers)
+    if (problem !== undefined) {
+      io.stderr(`${source}: ${problem}\n`)
+      return 1
+    }
+    return await supervise({ workers: args.workers, logger, drainMs: config.closeTimeout + 5_000, source })
+  }
+
   let gateway: RunningGateway
   try {
     gateway = await startGateway({
-      options: loaded.options,
+      options: slot === undefined ? loaded.options : forSlot(loaded.options, slot),
       port: args.port,
       host: args.host,
       logger,
@@ -137,14 +160,21 @@ export async function serve(args: ServeArgs): Promise<number> {
     return 1
   }
   const config = gateway.aegis.config
+  const admin = await gateway.aegis.admin?.ready
+  const adminUrl =
+    admin === undefined
+      ? undefined
+      : `http://${admin.family === 'IPv6' ? `[${admin.address}]` : admin.address}:${admin.port}`
   logger.info(
     {
       url: gateway.url,
       config: source,
       hash: loaded.hash,
       routes: config.proxy.map((r) => ({ prefix: r.prefix, upstreams: r.upstreams.length })),
+      ...(adminUrl === undefined ? {} : { admin: adminUrl }),
     },
-    `aegis listening on ${gateway.url}`,
+    // A worker's line does not say "listening": the primary's does, once all are ready.
+    slot === undefined ? `aegis listening on ${gateway.url}` : `worker ${slot} serving ${gateway.url}`,
   )
   if (upstream !== undefined) io.stdout(`\n${demoCommands(gateway.url)}\n`)
   // The file is watched (editors' rename saves included) and read again on SIGHUP or through the
@@ -154,15 +184,22 @@ export async function serve(args: ServeArgs): Promise<number> {
       ? undefined
       : watchConfig(gateway.aegis, args.file, {
           // The same logger as at start: the logger is one of the options a reload cannot change.
-          load: (file) => ({ ...loadConfigFileSync(file, { env }).options, logger }),
-          signal: 'SIGHUP',
+          load: (file) => {
+            const options = { ...loadConfigFileSync(file, { env }).options, logger }
+            return slot === undefined ? options : forSlot(options, slot)
+          },
+          // A worker's SIGHUP comes from the primary, as a message (a terminal's hangup would reach both).
+          signal: slot === undefined ? 'SIGHUP' : false,
           logger,
         })
 
   // One signal drains (in-flight requests finish, up to closeTimeout); a second one stops at once.
+  // Not in a worker: a terminal's Ctrl-C or systemd's SIGTERM reach it and the primary together,
+  // and the primary's stop follows; the primary kills a worker that does not drain in time.
   return await new Promise<number>((resolve) => {
     let stopping = false
     const stop = (signal: NodeJS.Signals): void => {
+      if (stopping && slot !== undefined) return
       if (stopping) {
         logger.warn({ signal }, 'second signal: exiting without waiting')
         resolve(1)
@@ -197,5 +234,16 @@ export async function serve(args: ServeArgs): Promise<number> {
     }
     process.on('SIGTERM', stop)
     process.on('SIGINT', stop)
+    if (slot !== undefined) {
+      process.on('message', (message: ToWorker) => {
+        if (message?.aegis === 'stop') stop('SIGTERM')
+        else if (message?.aegis === 'reload') void watcher?.reload({ source: 'signal' })
+      })
+      tellPrimary({
+        aegis: 'ready',
+        url: gateway.url,
+        ...(adminUrl === undefined ? {} : { admin: adminUrl }),
+      })
+    }
   })
 }

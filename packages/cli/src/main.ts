@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import pkg from '../package.json' with { type: 'json' }
@@ -27,6 +28,11 @@ Options of serve:
   -p, --port N         Port to listen on (default 8080; 0 picks a free one)
       --host H         Address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)
       --demo           Serve the demo config in front of a sample upstream (no FILE)
+  -w, --workers N      Run N worker processes (node:cluster) on the one port, or
+                       'auto' for one per CPU; they share limits through the
+                       config's Redis store (required when the limiter is on).
+                       A worker that dies is replaced; SIGUSR2 restarts them one
+                       by one; SIGHUP reloads the file in every worker
       --log-level L    trace, debug, info, warn, error, fatal or silent (default info)
       --log-format F   auto (pretty on a terminal, JSON otherwise), json or pretty
 
@@ -62,6 +68,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         port: { type: 'string', short: 'p' },
         host: { type: 'string' },
         demo: { type: 'boolean' },
+        workers: { type: 'string', short: 'w' },
         'log-level': { type: 'string' },
         'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -93,6 +100,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         throw new UsageError(
           values.demo === true ? 'serve --demo takes no FILE' : 'serve takes one FILE (or --demo)',
         )
+      if (values.demo === true && values.workers !== undefined)
+        throw new UsageError('serve --demo runs in one process (--workers needs a FILE with a Redis store)')
       const { serve } = await import('./commands.js')
       return await serve({
         file: values.demo === true ? undefined : rest[0],
@@ -100,6 +109,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         host: values.host ?? SERVE_DEFAULTS.host,
         level: levelOf(values['log-level']),
         format: formatOf(values['log-format']),
+        workers: workersOf(values.workers),
         io,
       })
     }
@@ -120,6 +130,15 @@ function portOf(value: string | undefined): number {
   const port = Number(value)
   if (!/^\d+$/.test(value) || port > 65_535) throw new UsageError(`--port expects 0 to 65535, got '${value}'`)
   return port
+}
+
+function workersOf(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (value === 'auto') return availableParallelism()
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 1 || n > 256)
+    throw new UsageError(`--workers expects 1 to 256 or 'auto', got '${value}'`)
+  return n
 }
 
 function levelOf(value: string | undefined): LevelWithSilent {

@@ -2,139 +2,39 @@
  * The real `aegis` binary (packages/cli/dist/bin.js, from `pnpm build`) run as a
  * child process, against real servers on loopback.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { createServer, request, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-
-const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url))
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
-
-interface Child {
-  readonly proc: ChildProcess
-  stdout: string
-  stderr: string
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-const children = new Set<Child>()
-
-function run(args: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(process.execPath, [BIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const child: Child = {
-    proc,
-    stdout: '',
-    stderr: '',
-    exited: new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal }))),
-  }
-  proc.stdout?.setEncoding('utf8').on('data', (d: string) => (child.stdout += d))
-  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (child.stderr += d))
-  children.add(child)
-  void child.exited.then(() => children.delete(child))
-  return child
-}
-
-/** Run to completion (bounded). */
-async function complete(
-  args: string[],
-  env?: Record<string, string>,
-): Promise<Child & { code: number | null }> {
-  const child = run(args, env)
-  const { code } = await within(child.exited, 10_000, `aegis ${args.join(' ')} did not exit`)
-  return Object.assign(child, { code })
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms))),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** The JSON log lines the child printed so far (stdout is a pipe: pino writes JSON). */
-function logLines(child: Child): Record<string, unknown>[] {
-  return child.stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-}
-
-/** Wait for the "listening" log line and return its URL. */
-async function listening(child: Child): Promise<string> {
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    const line = logLines(child).find((l) => typeof l.url === 'string' && /listening/.test(String(l.msg)))
-    if (line !== undefined) return line.url as string
-    if (child.proc.exitCode !== null)
-      throw new Error(`aegis exited ${child.proc.exitCode}: ${child.stderr}${child.stdout}`)
-    if (Date.now() > deadline) throw new Error(`aegis did not listen: ${child.stderr}${child.stdout}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
-interface Answer {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: string
-}
-
-function get(url: string, init: { method?: string; body?: string } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method: init.method ?? 'GET', agent: false, timeout: 5_000 }, (res) => {
-      let body = ''
-      res.setEncoding('utf8').on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error('request timed out')))
-    req.on('error', reject)
-    req.end(init.body)
-  })
-}
+import {
+  BIN,
+  ROOT,
+  complete,
+  get,
+  killChildren,
+  listening,
+  logLines,
+  run,
+  startUpstream,
+  within,
+} from './helpers.js'
 
 let dir: string
-let upstream: Server
+let upstream: Awaited<ReturnType<typeof startUpstream>>
 let upstreamUrl: string
 
 beforeAll(async () => {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run 'pnpm build' first`)
   dir = await mkdtemp(join(tmpdir(), 'aegis-cli-'))
-  // A real upstream: echoes what it got, and answers /slow after 400 ms.
-  upstream = createServer((req, res) => {
-    const answer = (): void => {
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ upstream: true, method: req.method, url: req.url }))
-    }
-    if (req.url === '/slow') setTimeout(answer, 400)
-    else answer()
-  })
-  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+  upstream = await startUpstream()
+  upstreamUrl = upstream.url
 })
 
-afterEach(async () => {
-  for (const child of children) {
-    child.proc.kill('SIGKILL')
-    await child.exited
-  }
-})
+afterEach(killChildren)
 
 afterAll(async () => {
-  upstream.closeAllConnections()
-  await new Promise<void>((resolve) => upstream.close(() => resolve()))
+  await upstream.close()
   await rm(dir, { recursive: true, force: true })
 })
 
@@ -324,7 +224,7 @@ describe('aegis serve', () => {
     expect(refused.stderr).toMatch(new RegExp(`^${bad}:2:13 proxy\\[0\\]\\.prefix: expected '/'`))
 
     const good = await file('serve-port.yaml', `proxy:\n  - prefix: /\n    upstreams: [${upstreamUrl}]\n`)
-    const port = String((upstream.address() as AddressInfo).port)
+    const port = new URL(upstreamUrl).port
     const busy = await complete(['serve', good, '--port', port])
     expect(busy.code).toBe(1)
     expect(logLines(busy).find((l) => l.level === 50)?.msg).toMatch(
