@@ -77,6 +77,19 @@ export const proxies = {
     return app.server
   },
 
+  /** The standalone gateway, `aegis serve`'s (@aegis/cli startGateway on node:http): the same options. */
+  async 'aegis-serve'(backend) {
+    const { startGateway } = await importAegis('cli')
+    const quiet = { info() {}, warn() {}, error() {} }
+    const gateway = await startGateway({
+      options: { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] },
+      port: 0,
+      host: '127.0.0.1',
+      logger: quiet,
+    })
+    return gateway.server
+  },
+
   async 'express-aegis'(backend) {
     const { default: express } = await import('express')
     const { aegis } = await importAegis('express')

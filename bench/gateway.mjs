@@ -2,8 +2,8 @@
  * The gateway benchmark (`node bench/gateway.mjs`): one backend, and in front of
  * it each proxy in turn — nginx (default buffers, and 64 KiB buffers),
  * node-http-proxy with a keep-alive agent, @fastify/http-proxy,
- * http-proxy-middleware on Express, and the Aegis gateway on Fastify, Express
- * and Koa — plus the backend hit directly. Small JSON answers and 100 KiB
+ * http-proxy-middleware on Express, the Aegis gateway on Fastify, Express
+ * and Koa, and the standalone one of `aegis serve` (node:http) — plus the backend hit directly. Small JSON answers and 100 KiB
  * answers, wrk -t1, interleaved rounds (each round starts one variant later).
  * Reports req/s, the ratio to the direct run of the same round, and the proxy
  * process' CPU per request (nginx: master and worker, from /proc). Method and
@@ -44,6 +44,7 @@ const VARIANTS = [
   'fastify-aegis',
   'express-aegis',
   'koa-aegis',
+  'aegis-serve',
 ]
 const BODIES = { small: '/small', large: '/large' }
 
@@ -312,6 +313,9 @@ async function main() {
       ],
       ['Fastify gateway ≥ nginx, default buffers (100 KiB)', 'large', 'fastify-aegis', 'nginx', 1],
       ['Express gateway ≥ nginx, default buffers (100 KiB)', 'large', 'express-aegis', 'nginx', 1],
+      // Issue 18: aegis serve's gateway (node:http, no framework) at least matches the Fastify one.
+      ['Standalone gateway ≥ Fastify gateway (small)', 'small', 'aegis-serve', 'fastify-aegis', 1],
+      ['Standalone gateway ≥ Fastify gateway (100 KiB)', 'large', 'aegis-serve', 'fastify-aegis', 1],
     ]
       .filter(([, , a, b]) => selected.includes(a) && selected.includes(b))
       .map(([label, body, a, b, target]) => {

@@ -330,6 +330,12 @@ export const variants = [
     ...AEGIS,
     history: true,
   })),
+  // The operations core on (issue 18): metrics history and the admin API on its own loopback
+  // listener (with admin on, history is on by default); its target is ≤ 1 µs over fastify-aegis.
+  aegisVariant('fastify', 'fastify-aegis-ops', 'Fastify + Aegis, history and admin API on', () => ({
+    ...AEGIS,
+    admin: { token: 'bench-admin-token-0123456789abcdef', listen: '127.0.0.1:0' },
+  })),
 ]
 
 /**
@@ -341,6 +347,8 @@ export const suites = {
   anomaly: ['fastify', 'fastify-aegis-noanomaly', 'fastify-aegis', 'koa', 'koa-aegis-noanomaly', 'koa-aegis'],
   // What the metrics history adds to the defaults.
   history: ['fastify', 'fastify-aegis', 'fastify-aegis-history'],
+  // What the operations core (history and the admin API) adds to the defaults.
+  operations: ['fastify', 'fastify-aegis', 'fastify-aegis-ops'],
   headline: [
     'express',
     'express-aegis',
@@ -388,6 +396,13 @@ export const comparisons = [
     label: 'The anomaly engine (observe) on Koa',
     variant: 'koa-aegis',
     base: 'koa-aegis-noanomaly',
+  },
+  {
+    id: 'fastify-operations',
+    kind: 'cpu',
+    label: 'History and the admin API on Fastify',
+    variant: 'fastify-aegis-ops',
+    base: 'fastify-aegis',
   },
   {
     id: 'express-limiter',

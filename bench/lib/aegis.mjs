@@ -87,7 +87,10 @@ export async function aegisImports() {
     const coreDir = packageFrom(file, '@aegis/core')
     const core = coreDir === undefined ? undefined : esmEntry(coreDir)
     let sameInstance
-    if (core !== undefined) {
+    // The CLI re-exports nothing of core to compare: it runs on the core its own node_modules
+    // link resolves, whose place in the build importProblems checks.
+    if (name === 'cli') sameInstance = core !== undefined
+    else if (core !== undefined) {
       const [adapter, coreModule] = await Promise.all([
         import(pathToFileURL(file).href),
         import(pathToFileURL(core).href),
