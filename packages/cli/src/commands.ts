@@ -49,6 +49,9 @@ export async function validate(file: string, io: CliIo): Promise<number> {
   if (loaded.options.store === undefined) {
     const probe: Record<string, unknown> = { ...loaded.options, logger: SILENT }
     delete probe.admin
+    // Nor may a check create the audit trail's SQLite file: the probe keeps it in memory.
+    const audit = probe.audit
+    if (typeof audit === 'object' && audit !== null) probe.audit = { ...audit, store: 'memory' }
     try {
       await createAegis(probe).close()
     } catch (err) {

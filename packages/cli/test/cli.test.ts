@@ -128,9 +128,16 @@ describe('aegis validate', () => {
 describe('the example and the docs', () => {
   it('examples/aegis-serve/aegis.yaml is valid, and is the full example of docs/operations.md', async () => {
     const example = join(ROOT, 'examples/aegis-serve/aegis.yaml')
-    const { code, stdout } = await complete(['validate', example])
+    // Its secrets come from the environment: without them it names them.
+    const unset = await complete(['validate', example])
+    expect(unset.code).toBe(1)
+    expect(unset.stderr).toMatch(/AEGIS_ADMIN_TOKEN/)
+    const secrets = { AEGIS_ADMIN_TOKEN: 'a'.repeat(64), AEGIS_AUDIT_SECRET: 'b'.repeat(64) }
+    const { code, stdout } = await complete(['validate', example], secrets)
     expect(code).toBe(0)
-    expect(stdout).toMatch(/valid \(2 proxy routes, 3 upstreams;/)
+    expect(stdout).toMatch(/valid \(2 proxy routes, 3 upstreams;.*admin API on 127\.0\.0\.1:9901/)
+    // A check writes nothing: the audit trail's SQLite file is not created.
+    expect(existsSync(join(ROOT, 'audit.db'))).toBe(false)
     const docs = await readFile(join(ROOT, 'docs/operations.md'), 'utf8')
     const section = docs.slice(docs.indexOf('### Full example'))
     const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1]
