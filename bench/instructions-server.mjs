@@ -5,7 +5,7 @@
  * requests, then exits so callgrind reports the instructions executed.
  */
 import { proxies } from './gateway-proxies.mjs'
-import { variants } from './variants.mjs'
+import { variants, virtualClock } from './variants.mjs'
 
 const [name, count, backendPort] = process.argv.slice(2)
 const start =
@@ -21,9 +21,12 @@ if (start === undefined || !Number.isInteger(limit) || limit < 1) {
   )
 }
 
+// instructions.mjs --clock-rate R: the anomaly engine on a clock at R requests a millisecond.
+virtualClock.rate = Number(process.env.AEGIS_BENCH_CLOCK_RATE ?? 0)
 const server = await start()
 let finished = 0
 server.on('request', (_req, res) => {
+  if (virtualClock.rate > 0) virtualClock.tick()
   res.once('finish', () => {
     if (++finished === limit) setImmediate(() => process.exit(0))
   })

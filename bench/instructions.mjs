@@ -8,7 +8,9 @@
  * of one request with start-up and shutdown cancelled out. With `--gateway`,
  * the gateway benchmark's Node proxies instead, each forwarding `GET /small`
  * (or, with `--body large`, the 100 KiB `GET /large`) to one backend (which
- * runs outside callgrind).
+ * runs outside callgrind). With `--clock-rate R`, the anomaly engine runs on a virtual clock
+ * that advances 1/R ms a request: its clock-driven work falls as it does at R requests a
+ * millisecond, not at callgrind's pace (some 50 times slower than wrk's).
  */
 import { spawn } from 'node:child_process'
 import { Agent, get } from 'node:http'
@@ -33,6 +35,9 @@ const { values } = parseArgs({
     // V8 flags for the measured server, e.g. --single-threaded: no background
     // compiler or GC threads, so where optimisation lands does not depend on timing.
     'node-flags': { type: 'string', default: '' },
+    // The anomaly engine on a virtual clock advancing 1/R ms a request (variants.mjs' virtualClock):
+    // its clock-driven work at the density of R requests a millisecond, not callgrind's slow pace.
+    'clock-rate': { type: 'string' },
   },
 })
 const selected = values.gateway ? gatewayVariants(values.only) : selectVariants(values.only)
@@ -58,7 +63,13 @@ function count(variant, n) {
         String(n),
         ...(backend === undefined ? [] : [String(backend.port)]),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env:
+          values['clock-rate'] === undefined
+            ? process.env
+            : { ...process.env, AEGIS_BENCH_CLOCK_RATE: values['clock-rate'] },
+      },
     )
     const deadline = setTimeout(() => child.kill('SIGKILL'), 600_000)
     let stderr = ''

@@ -155,6 +155,27 @@ const withAegis = {
  * fields are expected, without it none may appear; a store adds the probe that
  * proves Redis decided.
  */
+/**
+ * The anomaly engine's clock in instructions.mjs' `--clock-rate R` runs. Under callgrind a
+ * server runs some 50 times slower than under wrk, so the engine's work driven by its clock
+ * (each client scored once a second, the campaign buckets, the forest regrown every 30 s)
+ * would fall on 50 times fewer requests. With a rate set, the engine reads this clock instead,
+ * which instructions-server.mjs advances by 1/R ms a request (R: requests a millisecond at
+ * wrk's rate): that work falls on as many requests as it does at that rate.
+ */
+export const virtualClock = {
+  rate: 0,
+  now: Date.now(),
+  tick() {
+    this.now += 1 / this.rate
+  },
+}
+const onClock = (options) => () => {
+  const o = options()
+  if (virtualClock.rate === 0 || o.anomaly === false) return o
+  return { ...o, anomaly: { ...o.anomaly, clock: () => virtualClock.now } }
+}
+
 const aegisVariant = (framework, name, label, options, attachOptions) => {
   const { limiter, store } = options()
   return {
@@ -165,7 +186,7 @@ const aegisVariant = (framework, name, label, options, attachOptions) => {
     ...(limiter !== false
       ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
       : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
-    start: () => withAegis[framework](options, attachOptions),
+    start: () => withAegis[framework](onClock(options), attachOptions),
     ...(store !== undefined && { probe: () => redisProbe(core) }),
   }
 }
