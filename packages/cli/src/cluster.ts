@@ -43,8 +43,8 @@ export function workersProblem(config: AegisConfig, workers: number): string | u
 
 /**
  * A worker's options: its admin listener on port + slot, as N instances on one host would
- * have (each worker's state — breakers, drains, its own history — is its own). Port 0
- * (a free one) and `listen: false` stay as they are.
+ * have (each worker's state — breakers, drains, its own history — is its own). Port 0 stays
+ * 0 (node:cluster hands all workers the same free port) and `listen: false` stays off.
  */
 export function forSlot(options: AegisOptions, slot: number): AegisOptions {
   const admin = options.admin
