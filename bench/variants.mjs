@@ -156,6 +156,49 @@ const withAegis = {
  * proves Redis decided.
  */
 /**
+ * The variant's app as a request handler, not listening: interleaved.mjs serves two of them
+ * from one server. Nothing is attached to a server (two instances would both answer its
+ * parser errors): what differs between two such handlers is what their options turn on.
+ */
+async function aegisHandler(framework, options) {
+  if (framework === 'fastify') {
+    const { default: Fastify } = await import('fastify')
+    const { aegis } = await importAegis('fastify')
+    let handler
+    // Fastify's own server is never listened on: its handler is what the shared server calls.
+    const app = Fastify({
+      logger: false,
+      serverFactory: (h) => {
+        handler = h
+        return createServer()
+      },
+    })
+    await app.register(aegis, options())
+    app.get('/', async () => HELLO)
+    await app.ready()
+    return handler
+  }
+  if (framework === 'koa') {
+    const { default: Koa } = await import('koa')
+    const { aegis } = await importAegis('koa')
+    const app = new Koa()
+    app.use(aegis(options()))
+    app.use((ctx) => {
+      ctx.body = HELLO
+    })
+    return app.callback()
+  }
+  const { default: express } = await import('express')
+  const { aegis } = await importAegis('express')
+  const app = express()
+  app.use(aegis(options()))
+  app.get('/', (_req, res) => {
+    res.json(HELLO)
+  })
+  return app
+}
+
+/**
  * The anomaly engine's clock in instructions.mjs' `--clock-rate R` runs. Under callgrind a
  * server runs some 50 times slower than under wrk, so the engine's work driven by its clock
  * (each client scored once a second, the campaign buckets, the forest regrown every 30 s)
@@ -187,6 +230,8 @@ const aegisVariant = (framework, name, label, options, attachOptions) => {
       ? { expect: [SECURITY_HEADER, 'ratelimit-policy'], expectValues: AEGIS_LIMIT }
       : { expect: [SECURITY_HEADER], expectAbsent: ANY_LIMIT_HEADER }),
     start: () => withAegis[framework](onClock(options), attachOptions),
+    // For interleaved.mjs: the app's handler alone, built from the same options.
+    handler: () => aegisHandler(framework, onClock(options)),
     ...(store !== undefined && { probe: () => redisProbe(core) }),
   }
 }

@@ -235,7 +235,8 @@ export interface CampaignDetector {
    * string (`prefixOf`), `failed` an auth failure (401/403), `newClient` first time this client
    * was seen by the engine. O(1) amortised; allocation-free unless a campaign is active on the
    * key. Returns the campaign active on the key after this request, if any. `now` is the
-   * caller's clock in milliseconds (a virtual one in tests).
+   * caller's clock in milliseconds (a virtual one in tests). `clientHash` is `hash32(client)`,
+   * which a caller that keeps it passes (the engine's two detectors hash each client once).
    */
   record(
     key: string,
@@ -244,6 +245,7 @@ export interface CampaignDetector {
     failed: boolean,
     newClient: boolean,
     now: number,
+    clientHash?: number,
   ): Campaign | undefined
   /** The active campaign on the key (route or network) that the client takes part in, if any: the engine blocks or throttles those. */
   participant(key: string, client: string): Campaign | undefined
@@ -785,7 +787,7 @@ export function createCampaignDetector(
   }
 
   return {
-    record(route, client, prefix, failed, newClient, now) {
+    record(route, client, prefix, failed, newClient, now, clientHash) {
       settledAt ??= now + cfg.settleMs
       if (now < settledAt) newClient = false
       const bucket = Math.floor(now / bucketMs)
@@ -817,7 +819,7 @@ export function createCampaignDetector(
 
       // Count into the open bucket (a request from a clock behind the bucket counts there too).
       const slot = slotOf(s.bucket)
-      const hash = hash32(client)
+      const hash = clientHash ?? hash32(client)
       s.requests++
       s.words[REQUESTS_AT + slot] = (s.words[REQUESTS_AT + slot] as number) + 1
       s.lastAt = now

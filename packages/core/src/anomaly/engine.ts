@@ -573,8 +573,9 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
         const status = outcome.status
         const failed = status === 401 || status === 403
         const prefix = prefixes[slot] ?? ''
-        const c = campaigns.record(seen.route, key, prefix, failed, isNew, now)
-        const n = networks?.record(prefix, key, prefix, failed, isNew, now)
+        const hash = r[o + F.KEY_HASH] as number
+        const c = campaigns.record(seen.route, key, prefix, failed, isNew, now, hash)
+        const n = networks?.record(prefix, key, prefix, failed, isNew, now, hash)
         // The route (or the network) tightens for the clients taking part: a stuffing participant
         // is caught at its third failure in a row on a route (a person who mistypes once or twice,
         // then gets in, never is), a flood's at once; an address many browsers share (a NAT) is not

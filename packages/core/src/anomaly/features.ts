@@ -67,6 +67,7 @@ export const enum F {
   RULE, // the last rule that fired, as its index + 1
   FLAGGED, // 1 while flagged
   WHY_RULE, // the rule the reasons kept were written for
+  KEY_HASH, // hash32 of the client's key, for the campaign detectors' sketches (once per client)
   FIELDS,
 }
 
@@ -155,6 +156,7 @@ export class ClientTable {
       max,
       dispose: (slot) => {
         this.free.push(slot)
+        if (slot === this.lastSlot) this.lastKey = undefined
       },
     })
   }
@@ -173,11 +175,23 @@ export class ClientTable {
     for (const [key, slot] of this.index.entries()) yield [key, slot]
   }
 
+  /** The key last touched and its row: already the most recent in the index (exact, cleared when it goes). */
+  private lastKey: string | undefined = undefined
+  private lastSlot = -1
+
   /** The row of `key`, created (zeroed) when new; `isNew` tells which. */
   touch(key: string): number {
+    // A client's requests come in runs (a page and its assets, a poller, a flood): the row of
+    // the last one needs no LRU lookup nor move, it is the most recent already.
+    if (key === this.lastKey) {
+      this.isNew = false
+      return this.lastSlot
+    }
     let slot = this.index.get(key)
     if (slot !== undefined) {
       this.isNew = false
+      this.lastKey = key
+      this.lastSlot = slot
       return slot
     }
     slot = this.free.pop() ?? this.used++
@@ -189,8 +203,11 @@ export class ClientTable {
       this.rows = grown
     }
     this.rows.fill(0, slot * F.FIELDS, end)
+    this.rows[slot * F.FIELDS + F.KEY_HASH] = hash32(key)
     this.index.set(key, slot)
     this.isNew = true
+    this.lastKey = key
+    this.lastSlot = slot
     return slot
   }
   /** Whether the last `touch` created the row. */
@@ -208,6 +225,9 @@ export class ClientTable {
   private route = ''
   private routeHash = hash32('')
   private routeTemplated = false
+  /** The last user agent and its hash. */
+  private ua = ''
+  private uaHash = hash32('') ^ 0
   /** The last path, its hash and whether it names an asset. */
   private path = ''
   private pathHash = hash32('')
@@ -289,7 +309,12 @@ export class ClientTable {
       }
     }
     // The tail of a user agent tells browsers and their versions apart; hashing all of it costs more.
-    const uaHash = hash32(ua, Math.max(0, ua.length - 48)) ^ ua.length
+    // The same agent as the last request's (one client's run, or a common browser) is not hashed again.
+    if (ua !== this.ua) {
+      this.ua = ua
+      this.uaHash = hash32(ua, Math.max(0, ua.length - 48)) ^ ua.length
+    }
+    const { uaHash } = this
     if (uaHash !== r[o + F.UA_HASH] || first) {
       r[o + F.UA_HASH] = uaHash
       r[o + F.UA_TOOL] = TOOL_AGENT.test(ua) ? 1 : 0
