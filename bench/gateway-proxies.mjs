@@ -10,6 +10,7 @@
  * Content-Length, keep-alive.
  */
 import { createServer, Agent } from 'node:http'
+import { pathToFileURL } from 'node:url'
 import { aegisImports, importAegis } from './lib/aegis.mjs'
 import { answerHeapSampling } from './lib/heap.mjs'
 import { listen } from './variants.mjs'
@@ -105,6 +106,33 @@ export const proxies = {
   },
 }
 
+/**
+ * Two of the Aegis gateways as bare request handlers, not listening (interleaved.mjs
+ * serves both from one server): the Fastify one, and the standalone one of `aegis serve`
+ * (what its `startGateway()` mounts on its node:http server: `createAegis(options).handler()`).
+ */
+export const gatewayHandlers = {
+  async 'fastify-aegis'(backend) {
+    const { default: Fastify } = await import('fastify')
+    const { aegis } = await importAegis('fastify')
+    let handler
+    const app = Fastify({
+      requestTimeout: 30_000,
+      serverFactory: (h) => {
+        handler = h
+        return createServer()
+      },
+    })
+    await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
+    await app.ready()
+    return handler
+  },
+  async 'aegis-serve'(backend) {
+    const { createAegis } = await importAegis('core')
+    return createAegis({ limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] }).handler()
+  },
+}
+
 /** The proxies as benchmark variants (`--gateway` of allocations.mjs and instructions.mjs), `only` a list of names. */
 export function gatewayVariants(only) {
   const names = Object.keys(proxies).filter((n) => n !== 'backend')
@@ -126,8 +154,13 @@ async function aegisGateway(aegis, app, backend, handler) {
   return server
 }
 
-// Run as a child of gateway.mjs.
-if (process.send !== undefined && process.argv[2] !== undefined) {
+// Run as a child of gateway.mjs (not when another script imports it).
+if (
+  process.send !== undefined &&
+  process.argv[2] !== undefined &&
+  process.argv[1] !== undefined &&
+  import.meta.url === pathToFileURL(process.argv[1]).href
+) {
   const start = proxies[process.argv[2]]
   if (start === undefined) throw new Error(`unknown proxy ${process.argv[2]}`)
   const server = await start(

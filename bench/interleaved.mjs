@@ -2,7 +2,12 @@
  * What one configuration adds to another, in one server process (`pnpm bench:interleaved`).
  *
  *   node bench/interleaved.mjs --pair fastify-aegis-noanomaly,fastify-aegis [--seconds 60]
- *     [--phase-ms 250] [--warmup 5] [--connections 50] [--pin] [--json FILE]
+ *     [--phase-ms 50] [--warmup 5] [--connections 50] [--pin] [--json FILE]
+ *   node bench/interleaved.mjs --gateway --pair fastify-aegis,aegis-serve [--body small|large] …
+ *
+ * With `--gateway`, the pair is two of the Aegis gateways (gateway-proxies.mjs'
+ * `gatewayHandlers`) forwarding GET /small (or the 100 KiB /large) to one backend, which
+ * runs in a process of its own: the report then adds each one's req/s over its phases.
  *
  * run.mjs measures each variant in a process of its own, one after the other; on a shared
  * 2-vCPU VM the CPU a request costs moves by tens of microseconds between two such runs (a
@@ -24,15 +29,21 @@ import { parseArgs } from 'node:util'
 import { scriptArgs } from './lib/args.mjs'
 import { pinProcessTree, spawnTracked } from './lib/children.mjs'
 import { generators, getWhole, problemsOf } from './lib/load.mjs'
+import { gatewayHandlers } from './gateway-proxies.mjs'
+import { startServer } from './lib/children.mjs'
 import { listen, variants } from './variants.mjs'
 
+const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
 const { values } = parseArgs({
   args: scriptArgs(),
   options: {
     pair: { type: 'string' },
     serve: { type: 'string' },
     seconds: { type: 'string', default: '60' },
-    'phase-ms': { type: 'string', default: '250' },
+    'phase-ms': { type: 'string', default: '50' },
+    gateway: { type: 'boolean', default: false },
+    backend: { type: 'string' },
+    body: { type: 'string', default: 'small' },
     warmup: { type: 'string', default: '5' },
     connections: { type: 'string', default: '50' },
     pin: { type: 'boolean', default: false },
@@ -45,6 +56,15 @@ const ORDER = [0, 1, 1, 0]
 
 function pairOf(list) {
   const names = (list ?? '').split(',').map((s) => s.trim())
+  if (values.gateway) {
+    const known = Object.keys(gatewayHandlers)
+    if (names.length !== 2 || names.some((n) => !known.includes(n)))
+      throw new Error(`--gateway --pair takes two of ${known.join(', ')}; got '${list}'`)
+    return names.map((name) => ({
+      name,
+      handler: () => gatewayHandlers[name](`http://127.0.0.1:${values.backend}`),
+    }))
+  }
   const pair = names.map((n) => variants.find((v) => v.name === n))
   if (names.length !== 2 || pair.some((v) => v?.handler === undefined))
     throw new Error(
@@ -124,9 +144,19 @@ async function main() {
   const pair = pairOf(values.pair)
   const [seconds, warmup, connections] = [values.seconds, values.warmup, values.connections].map(Number)
   const cpus = values.pin ? '0' : undefined
+  if (!['small', 'large'].includes(values.body))
+    throw new Error(`--body is small or large, not ${values.body}`)
+  const backend = values.gateway ? await startServer(PROXIES, 'backend') : undefined
   const child = spawnTracked(
     process.execPath,
-    [fileURLToPath(import.meta.url), '--serve', values.pair, '--phase-ms', values['phase-ms']],
+    [
+      fileURLToPath(import.meta.url),
+      '--serve',
+      values.pair,
+      '--phase-ms',
+      values['phase-ms'],
+      ...(backend === undefined ? [] : ['--gateway', '--backend', String(backend.port)]),
+    ],
     { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
   )
   const next = (type) =>
@@ -142,7 +172,7 @@ async function main() {
   try {
     const { port } = await next('ready')
     if (values.pin) pinProcessTree(child.pid, '1')
-    const url = `http://127.0.0.1:${port}/`
+    const url = `http://127.0.0.1:${port}/${backend === undefined ? '' : values.body}`
     const answer = await getWhole(url)
     if (answer.status !== 200) throw new Error(`GET / answered ${answer.status}`)
     console.log(
@@ -165,13 +195,15 @@ async function main() {
       const y = byStep.get(x.step + 1)
       if (x.step % 2 !== 0 || y === undefined) continue
       const [a, b] = x.variant === 0 ? [x, y] : [y, x]
-      samples.push({ a: a.cpuUs / a.requests, b: b.cpuUs / b.requests })
+      samples.push({ a: a.cpuUs / a.requests, b: b.cpuUs / b.requests, rate: b.requests / a.requests })
     }
     const totals = [0, 1].map((v) => {
       const mine = phases.filter((p) => p.variant === v)
       const cpu = mine.reduce((s, p) => s + p.cpuUs, 0)
       const requests = mine.reduce((s, p) => s + p.requests, 0)
-      return { cpuUsPerRequest: cpu / requests, requests, phases: mine.length }
+      // Each phase lasts --phase-ms: its requests over that time are the variant's rate there.
+      const reqPerSec = requests / ((mine.length * Number(values['phase-ms'])) / 1000)
+      return { cpuUsPerRequest: cpu / requests, requests, phases: mine.length, reqPerSec }
     })
     const diffs = samples.map((s) => s.b - s.a)
     const [low, high] = bootstrap(diffs)
@@ -187,17 +219,27 @@ async function main() {
       totals,
       pairs: samples.length,
       added: { median: median(diffs), mean: mean(diffs), ci95: [low, high] },
+      // B's requests over A's in the two phases of each pair (equal lengths): B's req/s relative to A's.
+      rateRatio: { median: median(samples.map((x) => x.rate)), ci95: bootstrap(samples.map((x) => x.rate)) },
       samples,
     }
     const us = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} µs`
-    console.log(`\n| Variant | requests | phases | CPU µs/request |\n| --- | ---: | ---: | ---: |`)
+    console.log(
+      `\n| Variant | requests | phases | req/s in its phases | CPU µs/request |\n| --- | ---: | ---: | ---: | ---: |`,
+    )
     totals.forEach((t, i) =>
-      console.log(`| ${pair[i].name} | ${t.requests} | ${t.phases} | ${t.cpuUsPerRequest.toFixed(3)} |`),
+      console.log(
+        `| ${pair[i].name} | ${t.requests} | ${t.phases} | ${Math.round(t.reqPerSec)} | ${t.cpuUsPerRequest.toFixed(3)} |`,
+      ),
     )
     console.log(
       `\n${pair[1].name} − ${pair[0].name}, over ${samples.length} pairs of phases: ` +
         `median ${us(result.added.median)}, mean ${us(result.added.mean)} (95% interval ${us(low)} to ${us(high)}); ` +
         `over the totals ${us(totals[1].cpuUsPerRequest - totals[0].cpuUsPerRequest)}.`,
+    )
+    console.log(
+      `${pair[1].name} / ${pair[0].name} req/s, per pair: median ${result.rateRatio.median.toFixed(3)}x ` +
+        `(95% interval of the mean ${result.rateRatio.ci95.map((x) => x.toFixed(3)).join('x to ')}x).`,
     )
     const file =
       values.json ??
@@ -207,6 +249,7 @@ async function main() {
     console.log(`Results: ${file}`)
   } finally {
     child.kill('SIGKILL')
+    await backend?.stop()
   }
 }
 
