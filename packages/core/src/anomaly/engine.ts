@@ -513,6 +513,109 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     return undefined
   }
 
+  /**
+   * Observed requests wait for the end of the event loop's turn and are taken in one batch:
+   * a request's update touches a client's row, two detectors' buckets and a few kilobytes of
+   * code, which another request's work has pushed out of the caches by the time the next one
+   * comes; in a batch they are read once for many (docs/performance.md, the anomaly engine).
+   * The rules act on what the batch saw before the next turn's requests are admitted.
+   */
+  const pending = {
+    count: 0,
+    reqs: [] as IncomingMessage[],
+    states: [] as AegisRequestState[],
+    statuses: [] as number[],
+    /** When the batch's first request finished (the engine's clock). */
+    now: 0,
+  }
+  function flush(): void {
+    const n = pending.count
+    pending.count = 0
+    for (let i = 0; i < n; i++) {
+      const req = pending.reqs[i] as IncomingMessage
+      const state = pending.states[i] as AegisRequestState
+      pending.reqs[i] = undefined as unknown as IncomingMessage
+      pending.states[i] = undefined as unknown as AegisRequestState
+      if (closed) continue
+      try {
+        observeNow(req, state, pending.statuses[i] as number, pending.now)
+      } catch (err) {
+        // Off the request's own call stack now: nothing may escape to the event loop.
+        deps.failure(err)
+      }
+    }
+  }
+  function observeNow(req: IncomingMessage, state: AegisRequestState, status: number, now: number): void {
+    startedAt ??= now
+    const key = identify(req, state)
+    const slot = table.touch(key)
+    const isNew = table.isNew
+    if (isNew) {
+      reasons[slot] = undefined
+      if (campaigns !== undefined) prefixes[slot] = prefixOf(state.client.ip)
+    }
+    seen.now = now
+    seen.path = pathOf(req.url ?? '/')
+    seen.route = (state as AdmittedState).route ?? ''
+    seen.status = status
+    seen.req = req
+    table.update(slot, seen)
+    seen.req = undefined as unknown as IncomingMessage
+    const r = table.rows
+    const o = slot * F.FIELDS
+
+    let fired = checkRules(table, slot, rules)
+    if (campaigns !== undefined) {
+      const failed = status === 401 || status === 403
+      const prefix = prefixes[slot] ?? ''
+      const hash = r[o + F.KEY_HASH] as number
+      const c = campaigns.record(seen.route, key, prefix, failed, isNew, now, hash)
+      const n = networks?.record(prefix, key, prefix, failed, isNew, now, hash)
+      // The route (or the network) tightens for the clients taking part: a stuffing participant
+      // is caught at its third failure in a row on a route (a person who mistypes once or twice,
+      // then gets in, never is), a flood's at once; an address many browsers share (a NAT) is not
+      // one participant. A rotating network's clients are challenged, not caught: each of them
+      // was seen once, and the evidence is about the network.
+      if (fired === 0 && (c !== undefined || n !== undefined) && people(table, slot) === 1) {
+        const caught =
+          catches(c, campaigns, seen.route, key, r[o + F.FAIL_STREAK] as number) ??
+          catches(n, networks, prefix, key, r[o + F.FAIL_STREAK] as number)
+        if (caught !== undefined) {
+          // Written once a campaign catches the client, not on each of its requests.
+          if (r[o + F.RULE] !== CAMPAIGN) reasons[slot] = [`campaign:${caught.kind}`]
+          fired = CAMPAIGN
+        }
+      }
+    }
+    if (fired > 0) {
+      r[o + F.RULE] = fired
+      r[o + F.SCORE] = 1
+      r[o + F.UNSCORED] = 0
+      judge(req, state, key, slot, now)
+    } else if (
+      (r[o + F.REQUESTS] as number) >= MIN_REQUESTS &&
+      ((r[o + F.UNSCORED] as number) >= SCORE_EVERY || now - (r[o + F.SCORED_AT] as number) >= SCORE_MS)
+    ) {
+      r[o + F.UNSCORED] = 0
+      r[o + F.SCORED_AT] = now
+      r[o + F.RULE] = 0
+      const features = table.features(slot, now, scratch)
+      if (warm(now)) {
+        const score = (model as Model).forest.score(features)
+        r[o + F.SCORE] = score
+        metrics?.scored(score)
+        judge(req, state, key, slot, now)
+      } else r[o + F.SCORE] = 0
+      // Snapshots of clients not flagged: what the next model learns normal from.
+      if (r[o + F.FLAGGED] === 0 && now - (r[o + F.SNAPSHOT_AT] as number) >= SNAPSHOT_MS) {
+        r[o + F.SNAPSHOT_AT] = now
+        trainer.offer(features)
+      }
+    }
+    if (now >= nextTraining && trainer.size >= config.warmup.snapshots && trainer.train(now))
+      nextTraining = now + config.model.everyMs
+  }
+
   // ---- the stages ----
 
   const offLog = deps.logger === undefined ? undefined : logAnomalyEvents(deps.events, deps.logger)
@@ -549,78 +652,19 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       const rejection = state.rejection
       // Our own block says nothing new of the client; other rejections (a 429, a 413) do.
       if (rejection !== undefined && rejection.reason === 'anomaly') return
-      const now = clock()
-      startedAt ??= now
-      const key = identify(req, state)
-      const slot = table.touch(key)
-      const isNew = table.isNew
-      if (isNew) {
-        reasons[slot] = undefined
-        if (campaigns !== undefined) prefixes[slot] = prefixOf(state.client.ip)
+      // Kept for the batch (below), with the status and the time as they are now.
+      const i = pending.count++
+      pending.reqs[i] = req
+      pending.states[i] = state
+      pending.statuses[i] = outcome.status
+      // One clock read a batch: its requests finished within the same turn of the event loop.
+      if (i === 0) {
+        pending.now = clock()
+        setImmediate(flush)
       }
-      seen.now = now
-      seen.path = pathOf(req.url ?? '/')
-      seen.route = (state as AdmittedState).route ?? ''
-      seen.status = outcome.status
-      seen.req = req
-      table.update(slot, seen)
-      seen.req = undefined as unknown as IncomingMessage
-      const r = table.rows
-      const o = slot * F.FIELDS
-
-      let fired = checkRules(table, slot, rules)
-      if (campaigns !== undefined) {
-        const status = outcome.status
-        const failed = status === 401 || status === 403
-        const prefix = prefixes[slot] ?? ''
-        const hash = r[o + F.KEY_HASH] as number
-        const c = campaigns.record(seen.route, key, prefix, failed, isNew, now, hash)
-        const n = networks?.record(prefix, key, prefix, failed, isNew, now, hash)
-        // The route (or the network) tightens for the clients taking part: a stuffing participant
-        // is caught at its third failure in a row on a route (a person who mistypes once or twice,
-        // then gets in, never is), a flood's at once; an address many browsers share (a NAT) is not
-        // one participant. A rotating network's clients are challenged, not caught: each of them
-        // was seen once, and the evidence is about the network.
-        if (fired === 0 && (c !== undefined || n !== undefined) && people(table, slot) === 1) {
-          const caught =
-            catches(c, campaigns, seen.route, key, r[o + F.FAIL_STREAK] as number) ??
-            catches(n, networks, prefix, key, r[o + F.FAIL_STREAK] as number)
-          if (caught !== undefined) {
-            // Written once a campaign catches the client, not on each of its requests.
-            if (r[o + F.RULE] !== CAMPAIGN) reasons[slot] = [`campaign:${caught.kind}`]
-            fired = CAMPAIGN
-          }
-        }
-      }
-      if (fired > 0) {
-        r[o + F.RULE] = fired
-        r[o + F.SCORE] = 1
-        r[o + F.UNSCORED] = 0
-        judge(req, state, key, slot, now)
-      } else if (
-        (r[o + F.REQUESTS] as number) >= MIN_REQUESTS &&
-        ((r[o + F.UNSCORED] as number) >= SCORE_EVERY || now - (r[o + F.SCORED_AT] as number) >= SCORE_MS)
-      ) {
-        r[o + F.UNSCORED] = 0
-        r[o + F.SCORED_AT] = now
-        r[o + F.RULE] = 0
-        const features = table.features(slot, now, scratch)
-        if (warm(now)) {
-          const score = (model as Model).forest.score(features)
-          r[o + F.SCORE] = score
-          metrics?.scored(score)
-          judge(req, state, key, slot, now)
-        } else r[o + F.SCORE] = 0
-        // Snapshots of clients not flagged: what the next model learns normal from.
-        if (r[o + F.FLAGGED] === 0 && now - (r[o + F.SNAPSHOT_AT] as number) >= SNAPSHOT_MS) {
-          r[o + F.SNAPSHOT_AT] = now
-          trainer.offer(features)
-        }
-      }
-      if (now >= nextTraining && trainer.size >= config.warmup.snapshots && trainer.train(now))
-        nextTraining = now + config.model.everyMs
     },
     close() {
+      flush()
       closed = true
       offLog?.()
       trainer.close()
