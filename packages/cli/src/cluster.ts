@@ -45,10 +45,12 @@ export function workersProblem(config: AegisConfig, workers: number): string | u
  * A worker's options: its admin listener on port + slot, as N instances on one host would
  * have (each worker's state — breakers, drains, its own history — is its own). Port 0 stays
  * 0 (node:cluster hands all workers the same free port) and `listen: false` stays off.
+ * Outside a worker (`slot` undefined) the options are as given.
  */
-export function forSlot(options: AegisOptions, slot: number): AegisOptions {
+export function forSlot(options: AegisOptions, slot: number | undefined): AegisOptions {
   const admin = options.admin
-  if (slot === 0 || admin === undefined || admin === false || admin.listen === false) return options
+  if (slot === undefined || slot === 0 || admin === undefined || admin === false || admin.listen === false)
+    return options
   const listen = admin.listen ?? '127.0.0.1:9901'
   const m = typeof listen === 'number' ? null : /^(.*):(\d+)$/.exec(listen)
   const port = typeof listen === 'number' ? listen : Number(m?.[2] ?? listen)
@@ -69,10 +71,10 @@ export function tellPrimary(message: FromWorker): void {
   process.send?.(message)
 }
 
+/** The worker holding a slot, and when it started. */
 interface Slot {
-  worker: Worker
-  started: number
-  quickDeaths: number
+  readonly worker: Worker
+  readonly started: number
 }
 
 export interface SuperviseOptions {
@@ -139,7 +141,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
 
   /** Keep `worker` in `slot`: when it dies and nobody asked it to, start another. */
   const watch = (slot: number, worker: Worker, quickDeaths: number): void => {
-    const entry: Slot = { worker, started: Date.now(), quickDeaths }
+    const entry: Slot = { worker, started: Date.now() }
     slots[slot] = entry
     worker.once('exit', (code, signal) => {
       if (stopping || slots[slot] !== entry) return
@@ -177,10 +179,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
   const stopAll = async (code: number): Promise<void> => {
     if (stopping) return
     stopping = true
-    const alive = Object.values(cluster.workers ?? {}).filter(
-      (w): w is Worker => w !== undefined && !w.isDead(),
-    )
-    await Promise.all(alive.map((w) => stopWorker(w, o.drainMs)))
+    await Promise.all(living().map((w) => stopWorker(w, o.drainMs)))
     process.off('SIGTERM', onStop)
     process.off('SIGINT', onStop)
     process.off('SIGHUP', onReload)

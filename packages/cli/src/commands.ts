@@ -13,7 +13,7 @@ import {
 import type { LevelWithSilent } from 'pino'
 import { forSlot, supervise, tellPrimary, workerSlot, workersProblem, type ToWorker } from './cluster.js'
 import { DEMO_CONFIG, demoCommands, startDemoUpstream, type DemoUpstream } from './demo.js'
-import { startGateway, type RunningGateway } from './gateway.js'
+import { startGateway, urlOf, type RunningGateway } from './gateway.js'
 import { createLogger, type LogFormat } from './logger.js'
 
 /** Where the CLI writes what is not a log line (help, validate's answer, usage errors). */
@@ -144,7 +144,7 @@ export async function serve(args: ServeArgs): Promise<number> {
   let gateway: RunningGateway
   try {
     gateway = await startGateway({
-      options: slot === undefined ? loaded.options : forSlot(loaded.options, slot),
+      options: forSlot(loaded.options, slot),
       port: args.port,
       host: args.host,
       logger,
@@ -164,10 +164,7 @@ export async function serve(args: ServeArgs): Promise<number> {
   }
   const config = gateway.aegis.config
   const admin = await gateway.aegis.admin?.ready
-  const adminUrl =
-    admin === undefined
-      ? undefined
-      : `http://${admin.family === 'IPv6' ? `[${admin.address}]` : admin.address}:${admin.port}`
+  const adminUrl = admin === undefined ? undefined : urlOf(admin)
   logger.info(
     {
       url: gateway.url,
@@ -187,10 +184,7 @@ export async function serve(args: ServeArgs): Promise<number> {
       ? undefined
       : watchConfig(gateway.aegis, args.file, {
           // The same logger as at start: the logger is one of the options a reload cannot change.
-          load: (file) => {
-            const options = { ...loadConfigFileSync(file, { env }).options, logger }
-            return slot === undefined ? options : forSlot(options, slot)
-          },
+          load: (file) => forSlot({ ...loadConfigFileSync(file, { env }).options, logger }, slot),
           // A worker's SIGHUP comes from the primary, as a message (a terminal's hangup would reach both).
           signal: slot === undefined ? 'SIGHUP' : false,
           logger,

@@ -51,13 +51,18 @@ export async function startGateway(o: GatewayOptions): Promise<RunningGateway> {
   // A server error after listening (EMFILE on accept) is logged, never thrown at the process.
   server.on('error', (err) => o.logger.error({ err }, 'server error'))
   const address = server.address() as AddressInfo
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   let closing: Promise<void> | undefined
   return {
-    url: `http://${host}:${address.port}`,
+    url: urlOf(address),
     address,
     aegis,
     server,
     close: () => (closing ??= aegis.close()),
   }
+}
+
+/** `http://host:port` of a bound address (an IPv6 host in brackets). */
+export function urlOf(address: AddressInfo): string {
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host}:${address.port}`
 }
