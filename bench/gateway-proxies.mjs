@@ -19,6 +19,9 @@ export const SMALL = JSON.stringify({ hello: 'world' })
 export const LARGE_BYTES = 100 * 1024
 const large = Buffer.alloc(LARGE_BYTES, 0x61)
 
+/** Aegis' gateways here: the defaults but the limiter (wrk is one client), one route to the backend. */
+const gatewayOptions = (backend) => ({ limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
+
 /** Every proxy forwards everything under / to the backend (paths unchanged). */
 export const proxies = {
   async backend() {
@@ -73,7 +76,7 @@ export const proxies = {
     const { default: Fastify } = await import('fastify')
     const { aegis } = await importAegis('fastify')
     const app = Fastify({ requestTimeout: 30_000 }) // as Aegis advises (it warns without one)
-    await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
+    await app.register(aegis, gatewayOptions(backend))
     await app.listen({ port: 0, host: '127.0.0.1' })
     return app.server
   },
@@ -83,7 +86,7 @@ export const proxies = {
     const { startGateway } = await importAegis('cli')
     const quiet = { info() {}, warn() {}, error() {} }
     const gateway = await startGateway({
-      options: { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] },
+      options: gatewayOptions(backend),
       port: 0,
       host: '127.0.0.1',
       logger: quiet,
@@ -123,13 +126,13 @@ export const gatewayHandlers = {
         return createServer()
       },
     })
-    await app.register(aegis, { limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] })
+    await app.register(aegis, gatewayOptions(backend))
     await app.ready()
     return handler
   },
   async 'aegis-serve'(backend) {
     const { createAegis } = await importAegis('core')
-    return createAegis({ limiter: false, proxy: [{ prefix: '/', upstreams: [backend] }] }).handler()
+    return createAegis(gatewayOptions(backend)).handler()
   },
 }
 
