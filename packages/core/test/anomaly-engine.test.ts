@@ -1,6 +1,13 @@
-import type { IncomingMessage } from 'node:http'
 import { describe, expect, it } from 'vitest'
-import { ClientTable, DIMENSIONS, F, FEATURES, isAsset, type Seen } from '../src/anomaly/features.js'
+import {
+  ClientTable,
+  DIMENSIONS,
+  F,
+  FEATURES,
+  firstHeader,
+  isAsset,
+  type Seen,
+} from '../src/anomaly/features.js'
 import { seeded } from '../src/anomaly/forest.js'
 import { matchesTemplate } from '../src/anomaly/engine.js'
 import { anomalySection } from '../src/anomaly/options.js'
@@ -9,7 +16,7 @@ import { createTrainer, type Model } from '../src/anomaly/trainer.js'
 
 const request = (headers: Record<string, string> = {}, method = 'GET') => {
   const all = { 'Accept-Language': 'en', 'User-Agent': 'Mozilla/5.0 Firefox/128.0', ...headers }
-  return { method, rawHeaders: Object.entries(all).flat() } as unknown as IncomingMessage
+  return { method, rawHeaders: Object.entries(all).flat() }
 }
 
 const seen = (now: number, path: string, status = 200, req = request(), route = path): Seen => ({
@@ -17,7 +24,7 @@ const seen = (now: number, path: string, status = 200, req = request(), route = 
   path,
   route,
   status,
-  req,
+  ...req,
 })
 const rules = ruleSettings(
   (anomalySection.parse({}) as Exclude<ReturnType<typeof anomalySection.parse>, false>).rules,
@@ -72,6 +79,14 @@ describe('client features', () => {
     expect(isAsset('/img/logo.PNG')).toBe(true)
     expect(isAsset('/users/john.doe')).toBe(false)
     expect(isAsset('/v1.2/items')).toBe(false)
+  })
+
+  it('reads a header from the raw pairs in any case, the first of two, none when absent', () => {
+    const raw = ['Host', 'a', 'X-API-Key', 'k1', 'x-api-key', 'k2', 'USER-AGENT', 'curl/8']
+    expect(firstHeader(raw, 'x-api-key')).toBe('k1')
+    expect(firstHeader(raw, 'user-agent')).toBe('curl/8')
+    expect(firstHeader(raw, 'x-api-ke')).toBeUndefined()
+    expect(firstHeader([], 'host')).toBeUndefined()
   })
 
   it('holds at most its bound, reusing the rows of clients evicted', () => {

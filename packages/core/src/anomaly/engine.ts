@@ -13,7 +13,7 @@ import { AegisArgumentError, ErrorCodes, WarningCodes } from '../kernel/errors.j
 import type { EventBus } from '../kernel/events.js'
 import type { Logger } from '../kernel/logger.js'
 import { IETF_PROBLEM, problem } from '../kernel/problem.js'
-import type { AdmittedState, AegisRequestState, Rejection } from '../kernel/types.js'
+import type { AdmittedState, ClientIdentity, Rejection } from '../kernel/types.js'
 import { pathOf } from '../kernel/url.js'
 import type { Warn } from '../kernel/warnings.js'
 import { rejectionProblem } from '../options/reject.js'
@@ -28,7 +28,7 @@ import {
 } from './campaigns.js'
 import { createCrawlerVerifier, dnsLookups, type CrawlerVerifier } from './crawlers.js'
 import { createAnomalyBus, type AnomalyBus } from './shared.js'
-import { ClientTable, DIMENSIONS, F, FEATURES, type Seen } from './features.js'
+import { ClientTable, DIMENSIONS, F, FEATURES, firstHeader, type Seen } from './features.js'
 import { anomalyMetrics, type AnomalyMetrics } from './metrics.js'
 import type { AnomalyConfig, CampaignInfo } from './options.js'
 import { checkRules, people, RULES, ruleSettings } from './rules.js'
@@ -164,7 +164,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     path: '/',
     route: '',
     status: 0,
-    req: undefined as unknown as IncomingMessage,
+    method: undefined,
+    rawHeaders: NO_HEADERS,
   }
   // Reasons of each remembered client, by row (what `top()` and the header show).
   const reasons: (readonly string[] | undefined)[] = []
@@ -305,8 +306,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     config.identity !== 'client' && 'cookie' in config.identity ? `${config.identity.cookie}=` : ''
   const HEADER = config.identity !== 'client' && 'header' in config.identity ? config.identity.header : ''
   /** Who sent the request: the client key, or the configured header's or cookie's value (bounded). */
-  function identify(req: IncomingMessage, state: AegisRequestState): string {
-    if (config.identity === 'client') return state.client.key
+  function identify(req: IncomingMessage, client: ClientIdentity): string {
+    if (config.identity === 'client') return client.key
     let value: string | undefined
     if (HEADER !== '') {
       const h = req.headers[HEADER]
@@ -323,19 +324,21 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
         }
     }
     // Namespaced so that a header cannot claim to be an address; bounded so that it cannot fill memory.
-    return value === undefined || value === '' ? state.client.key : `id:${value.slice(0, 256)}`
+    return value === undefined || value === '' ? client.key : `id:${value.slice(0, 256)}`
   }
 
-  /** Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS confirmed. */
-  function allowed(req: IncomingMessage, state: AegisRequestState): boolean {
-    if (crawlers !== undefined && typeof crawlerCheck(req, state) === 'string') return true
+  /**
+   * Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS
+   * confirmed. Read from the request's raw headers (`rawHeaders`), the first value of each.
+   */
+  function allowed(raw: readonly string[], client: ClientIdentity): boolean {
+    if (crawlers !== undefined && typeof crawlerCheck(raw, client) === 'string') return true
     if (allowRanges.length > 0) {
-      const addr = parseAddress(state.client.ip)
+      const addr = parseAddress(client.ip)
       if (addr !== undefined && inRanges(addr, allowRanges)) return true
     }
     if (apiKeys !== undefined) {
-      const h = req.headers[apiKeys.header]
-      const key = Array.isArray(h) ? h[0] : h
+      const key = firstHeader(raw, apiKeys.header)
       if (key !== undefined && apiKeys.keys.has(key)) return true
     }
     return false
@@ -345,9 +348,9 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
    * `false` for a liar (or no claim), `undefined` while the check runs — a verdict then
    * waits (no new block), but a block in force stands: only a confirmed crawler lifts it.
    */
-  function crawlerCheck(req: IncomingMessage, state: AegisRequestState): string | false | undefined {
-    const ua = req.headers['user-agent']
-    return ua === undefined || crawlers === undefined ? false : crawlers.verified(state.client.ip, ua)
+  function crawlerCheck(raw: readonly string[], client: ClientIdentity): string | false | undefined {
+    const ua = firstHeader(raw, 'user-agent')
+    return ua === undefined || crawlers === undefined ? false : crawlers.verified(client.ip, ua)
   }
 
   // ---- verdicts ----
@@ -415,8 +418,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
 
   /** Decide on a row whose score just changed. */
   function judge(
-    req: IncomingMessage,
-    state: AegisRequestState,
+    raw: readonly string[],
+    client: ClientIdentity,
     key: string,
     slot: number,
     now: number,
@@ -443,18 +446,18 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       metrics?.verdict(labelOf(why), 'flag')
       deps.events.emit('anomaly.flagged', {
         key: maskKey(key),
-        client: maskAddress(state.client.ip),
+        client: maskAddress(client.ip),
         score,
         reasons: why,
       })
     }
-    if (mode !== 'block' || allowed(req, state)) return
+    if (mode !== 'block' || allowed(raw, client)) return
     // A claimed crawler whose check runs gets a few verdicts' grace, no more (checks can be kept busy).
-    if ((r[o + F.HOT] as number) <= CRAWLER_GRACE && crawlerCheck(req, state) === undefined) return
+    if ((r[o + F.HOT] as number) <= CRAWLER_GRACE && crawlerCheck(raw, client) === undefined) return
     if (!rule && (r[o + F.HOT] as number) < MODEL_STRIKES) return
     const current = blocks.get(key)
     if (current !== undefined && current.until > now) return
-    block(key, why, score, now, undefined, state.client.ip)
+    block(key, why, score, now, undefined, client.ip)
   }
 
   // ---- campaigns ----
@@ -479,18 +482,18 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     return undefined
   }
   /** The request's network: its client's, remembered since its first request, or worked out. */
-  function networkOf(req: IncomingMessage, state: AegisRequestState): string {
-    const slot = table.peek(identify(req, state))
-    return (slot === undefined ? undefined : prefixes[slot]) ?? prefixOf(state.client.ip)
+  function networkOf(req: IncomingMessage, client: ClientIdentity): string {
+    const slot = table.peek(identify(req, client))
+    return (slot === undefined ? undefined : prefixes[slot]) ?? prefixOf(client.ip)
   }
   /**
    * The challenge hook's answer to a request on a route under a campaign (its path matched
    * against the route's template), or from a network under one.
    */
-  function challenged(req: IncomingMessage, state: AegisRequestState): Rejection | undefined {
+  function challenged(req: IncomingMessage, client: ClientIdentity): Rejection | undefined {
     const c =
       (underCampaign.size > 0 ? routeCampaignOf(pathOf(req.url ?? '/')) : undefined) ??
-      (underNetwork.size > 0 ? liveAt(underNetwork, networkOf(req, state)) : undefined)
+      (underNetwork.size > 0 ? liveAt(underNetwork, networkOf(req, client)) : undefined)
     if (c === undefined) return undefined
     let answer: unknown
     try {
@@ -519,48 +522,45 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
    * code, which another request's work has pushed out of the caches by the time the next one
    * comes; in a batch they are read once for many (docs/performance.md, the anomaly engine).
    * The rules act on what the batch saw before the next turn's requests are admitted.
+   *
+   * A batch keeps what the update reads, never the request: a finished request kept alive
+   * keeps its state (the pipeline's WeakMap), its response and the framework's context with
+   * it, and each young-generation collection meanwhile copies them all (measured: twice the
+   * collector's time a request on Koa). The records are reused from batch to batch.
    */
-  const pending = {
-    count: 0,
-    reqs: [] as IncomingMessage[],
-    states: [] as AegisRequestState[],
-    statuses: [] as number[],
-    /** When the batch's first request finished (the engine's clock). */
-    now: 0,
-  }
+  const pending = { count: 0, records: [] as Observation[], now: 0 }
   function flush(): void {
     const n = pending.count
     pending.count = 0
     for (let i = 0; i < n; i++) {
-      const req = pending.reqs[i] as IncomingMessage
-      const state = pending.states[i] as AegisRequestState
-      pending.reqs[i] = undefined as unknown as IncomingMessage
-      pending.states[i] = undefined as unknown as AegisRequestState
-      if (closed) continue
+      const record = pending.records[i] as Observation
       try {
-        observeNow(req, state, pending.statuses[i] as number, pending.now)
+        if (!closed) observeNow(record, pending.now)
       } catch (err) {
         // Off the request's own call stack now: nothing may escape to the event loop.
         deps.failure(err)
       }
+      record.client = NO_CLIENT
+      record.rawHeaders = NO_HEADERS
     }
   }
-  function observeNow(req: IncomingMessage, state: AegisRequestState, status: number, now: number): void {
+  function observeNow(record: Observation, now: number): void {
     startedAt ??= now
-    const key = identify(req, state)
+    const { key, client, status, rawHeaders } = record
     const slot = table.touch(key)
     const isNew = table.isNew
     if (isNew) {
       reasons[slot] = undefined
-      if (campaigns !== undefined) prefixes[slot] = prefixOf(state.client.ip)
+      if (campaigns !== undefined) prefixes[slot] = prefixOf(client.ip)
     }
     seen.now = now
-    seen.path = pathOf(req.url ?? '/')
-    seen.route = (state as AdmittedState).route ?? ''
+    seen.path = pathOf(record.url)
+    seen.route = record.route
     seen.status = status
-    seen.req = req
+    seen.method = record.method
+    seen.rawHeaders = rawHeaders
     table.update(slot, seen)
-    seen.req = undefined as unknown as IncomingMessage
+    seen.rawHeaders = NO_HEADERS
     const r = table.rows
     const o = slot * F.FIELDS
 
@@ -591,7 +591,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       r[o + F.RULE] = fired
       r[o + F.SCORE] = 1
       r[o + F.UNSCORED] = 0
-      judge(req, state, key, slot, now)
+      judge(rawHeaders, client, key, slot, now)
     } else if (
       (r[o + F.REQUESTS] as number) >= MIN_REQUESTS &&
       ((r[o + F.UNSCORED] as number) >= SCORE_EVERY || now - (r[o + F.SCORED_AT] as number) >= SCORE_MS)
@@ -604,7 +604,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
         const score = (model as Model).forest.score(features)
         r[o + F.SCORE] = score
         metrics?.scored(score)
-        judge(req, state, key, slot, now)
+        judge(rawHeaders, client, key, slot, now)
       } else r[o + F.SCORE] = 0
       // Snapshots of clients not flagged: what the next model learns normal from.
       if (r[o + F.FLAGGED] === 0 && now - (r[o + F.SNAPSHOT_AT] as number) >= SNAPSHOT_MS) {
@@ -624,23 +624,23 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
     name: 'anomaly',
     admit(req, state) {
       if (underCampaign.size + underNetwork.size > 0 && challenge !== undefined) {
-        const answer = challenged(req, state)
+        const answer = challenged(req, state.client)
         if (answer !== undefined) return answer
       }
       if (blocks.size === 0 && mode !== 'throttle' && !config.header) return undefined
-      const key = identify(req, state)
+      const key = identify(req, state.client)
       if (blocks.size > 0) {
         const b = blocks.get(key)
         // Observe mode answers nothing differently: only an operator's own block is enforced there.
         if (b !== undefined && (mode === 'block' || b.reasons[0] === 'operator')) {
           const now = clock()
-          if (b.until > now && !allowed(req, state)) return blockedAnswer(b, now)
+          if (b.until > now && !allowed(req.rawHeaders, state.client)) return blockedAnswer(b, now)
         }
       }
       const slot = table.peek(key)
       if (slot === undefined) return undefined
       const score = table.rows[slot * F.FIELDS + F.SCORE] as number
-      if (mode === 'throttle' && score > threshold && !allowed(req, state))
+      if (mode === 'throttle' && score > threshold && !allowed(req.rawHeaders, state.client))
         (req as Weighted)[WEIGHT] = 1 + ((config.maxCost - 1) * (score - threshold)) / (1 - threshold)
       if (!config.header) return undefined
       const why = reasons[slot]
@@ -654,9 +654,14 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       if (rejection !== undefined && rejection.reason === 'anomaly') return
       // Kept for the batch (below), with the status and the time as they are now.
       const i = pending.count++
-      pending.reqs[i] = req
-      pending.states[i] = state
-      pending.statuses[i] = outcome.status
+      const record = (pending.records[i] ??= { ...EMPTY_OBSERVATION })
+      record.key = identify(req, state.client)
+      record.client = state.client
+      record.url = req.url ?? '/'
+      record.method = req.method
+      record.rawHeaders = req.rawHeaders
+      record.route = (state as AdmittedState).route ?? ''
+      record.status = outcome.status
       // One clock read a batch: its requests finished within the same turn of the event loop.
       if (i === 0) {
         pending.now = clock()
@@ -762,6 +767,28 @@ export function matchesTemplate(template: string, path: string): boolean {
     } else if (seg !== got) return false
   }
   return t.length === p.length
+}
+
+/** What a batch keeps of one finished request (see `pending` in the engine). */
+interface Observation {
+  key: string
+  client: ClientIdentity
+  url: string
+  method: string | undefined
+  rawHeaders: readonly string[]
+  route: string
+  status: number
+}
+const NO_HEADERS: readonly string[] = Object.freeze([])
+const NO_CLIENT = Object.freeze({ ip: '', key: '' }) as ClientIdentity
+const EMPTY_OBSERVATION: Observation = {
+  key: '',
+  client: NO_CLIENT,
+  url: '/',
+  method: undefined,
+  rawHeaders: NO_HEADERS,
+  route: '',
+  status: 0,
 }
 
 /** `c` if the client takes part in it and has done enough to be caught (see `observe`). */

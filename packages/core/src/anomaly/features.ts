@@ -9,7 +9,6 @@
  * issue's 1 KB each. Clients are kept least recently seen out first (lru-cache maps a
  * key to its row).
  */
-import type { IncomingMessage } from 'node:http'
 import { LRUCache } from 'lru-cache'
 import { hash32, linearCount, popcount32 } from '../kernel/hash.js'
 
@@ -133,7 +132,9 @@ export interface Seen {
   readonly path: string
   readonly route: string
   readonly status: number
-  readonly req: IncomingMessage
+  readonly method: string | undefined
+  /** The request's `rawHeaders`: a batch keeps these, never the request (see the engine's `pending`). */
+  readonly rawHeaders: readonly string[]
 }
 
 /** Rows of clients, least recently seen out first. */
@@ -238,12 +239,12 @@ export class ClientTable {
    *
    * @example
    * const slot = table.touch(key)
-   * table.update(slot, { now, path: '/login', route: '/login', status: 401, req })
+   * table.update(slot, { now, path: '/login', route: '/login', status: 401, method: 'POST', rawHeaders })
    */
   update(slot: number, seen: Seen): void {
     const r = this.rows
     const o = slot * F.FIELDS
-    const { now, path, route, status, req } = seen
+    const { now, path, route, status } = seen
     const last = r[o + F.LAST] as number
     const first = r[o + F.REQUESTS] === 0
     const dt = first ? 0 : Math.max(0, now - last)
@@ -278,7 +279,7 @@ export class ClientTable {
     r[o + F.N_SHORT] = (r[o + F.N_SHORT] as number) * dShort + 1
     r[o + F.N_MID] = (r[o + F.N_MID] as number) * dMid + 1
     r[o + F.N_LONG] = (r[o + F.N_LONG] as number) * dLong + 1
-    const method = req.method ?? 'GET'
+    const method = seen.method ?? 'GET'
     const write = method !== 'GET' && method !== 'HEAD'
     r[o + F.ERR] = (r[o + F.ERR] as number) * dLong + (status >= 500 ? 1 : 0)
     r[o + F.C4XX] = (r[o + F.C4XX] as number) * dLong + (status >= 400 && status < 500 ? 1 : 0)
@@ -289,7 +290,7 @@ export class ClientTable {
     r[o + F.WRITE] = (r[o + F.WRITE] as number) * dLong + (write ? 1 : 0)
     // The fields from `rawHeaders`, in one pass: reading `req.headers` would build Node's
     // header object, which nothing else on the request path does (measured: +6 µs a request).
-    const raw = req.rawHeaders
+    const raw = seen.rawHeaders
     let ua = ''
     let uaSeen = false
     let language = false
@@ -449,6 +450,18 @@ export class ClientTable {
 /** Whether a raw header name is `lower` (any case): the usual spellings compared first, without allocating. */
 const named = (name: string, lower: string, title: string): boolean =>
   name === lower || name === title || name.toLowerCase() === lower
+
+/**
+ * A header's first value in `rawHeaders`; `lower` is its name in lower case. Cheaper than
+ * `req.headers`, which Node builds on first read, and the same answer for a header sent once.
+ */
+export function firstHeader(raw: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    if (name.length === lower.length && (name === lower || name.toLowerCase() === lower)) return raw[i + 1]
+  }
+  return undefined
+}
 
 /** Set the bit `h` picks in the 64-bit bitmap at `at` (low word) and `at + 1` (high word). */
 function setBit(r: Float64Array, at: number, h: number): void {
