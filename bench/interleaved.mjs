@@ -5,35 +5,16 @@
  *     [--phase-ms 50] [--warmup 5] [--connections 50] [--pin] [--json FILE]
  *   node bench/interleaved.mjs --gateway --pair fastify-aegis,aegis-serve [--body small|large] …
  *
- * With `--gateway`, the pair is two of the Aegis gateways (gateway-proxies.mjs'
- * `gatewayHandlers`) forwarding GET /small (or the 100 KiB /large) to one backend, which
- * runs in a process of its own: the report then adds each one's req/s over its phases.
- *
- * run.mjs measures each variant in a process of its own, one after the other; on a shared
- * 2-vCPU VM the CPU a request costs moves by tens of microseconds between two such runs (a
- * neighbour's load, the process' own layout and JIT), far more than the ~1 µs an engine is
- * allowed. Here one server serves both apps of the pair — the two variants' handlers, built
- * from their own options (variants.mjs) — and switches between them every `--phase-ms`
- * while wrk loads it without pause, in the order A B B A A B B A … (a drift over time falls
- * on both alike). Each phase's CPU time (process.cpuUsage) over the requests that arrived in
- * it is that variant's cost there; the difference of the two phases of each pair is one
- * sample of what the variant adds, and the report gives their median and mean with a 95%
- * bootstrap interval. Both apps live in the process through the whole run, so the second's
- * memory is there in both phases: what a larger heap costs the collector is not in the
- * difference (instructions.mjs counts that; see docs/performance.md).
+ * The method is lib/interleave.mjs' (run.mjs uses it too, for its comparisons in one
+ * process). With `--gateway`, the pair is two of the Aegis gateways forwarding to one
+ * backend: the report then adds each one's req/s over its phases.
  */
-import { createServer } from 'node:http'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { scriptArgs } from './lib/args.mjs'
-import { pinProcessTree, spawnTracked } from './lib/children.mjs'
-import { generators, getWhole, problemsOf } from './lib/load.mjs'
-import { gatewayHandlers } from './gateway-proxies.mjs'
-import { startServer } from './lib/children.mjs'
-import { listen, variants } from './variants.mjs'
+import { interleave, interleavedLines, pairOf, serve } from './lib/interleave.mjs'
 
-const PROXIES = fileURLToPath(new URL('gateway-proxies.mjs', import.meta.url))
 const { values } = parseArgs({
   args: scriptArgs(),
   options: {
@@ -51,207 +32,42 @@ const { values } = parseArgs({
   },
 })
 
-/** A B B A: each pair of phases holds one of each, and a linear drift cancels over four. */
-const ORDER = [0, 1, 1, 0]
-
-function pairOf(list) {
-  const names = (list ?? '').split(',').map((s) => s.trim())
-  if (values.gateway) {
-    const known = Object.keys(gatewayHandlers)
-    if (names.length !== 2 || names.some((n) => !known.includes(n)))
-      throw new Error(`--gateway --pair takes two of ${known.join(', ')}; got '${list}'`)
-    return names.map((name) => ({
-      name,
-      handler: () => gatewayHandlers[name](`http://127.0.0.1:${values.backend}`),
-    }))
-  }
-  const pair = names.map((n) => variants.find((v) => v.name === n))
-  if (names.length !== 2 || pair.some((v) => v?.handler === undefined))
-    throw new Error(
-      `--pair takes two Aegis variants (base,variant) of variants.mjs; got '${list}'. Known: ${variants
-        .filter((v) => v.handler !== undefined)
-        .map((v) => v.name)
-        .join(', ')}`,
-    )
-  return pair
-}
-
-/** The server: both handlers behind one listener, switched every phase. */
-async function serve() {
-  const pair = pairOf(values.serve)
-  const handlers = []
-  for (const v of pair) handlers.push(await v.handler())
-  const phaseMs = Number(values['phase-ms'])
-  let step = 0
-  let current = ORDER[0]
-  let arrived = 0
-  const server = createServer((req, res) => {
-    arrived++
-    handlers[current](req, res)
-  })
-  server.keepAliveTimeout = 60_000
-  await listen(server)
-  let phases = []
-  let last = process.cpuUsage()
-  setInterval(() => {
-    const now = process.cpuUsage()
-    phases.push({
-      step,
-      variant: current,
-      cpuUs: now.user - last.user + now.system - last.system,
-      requests: arrived,
-    })
-    last = now
-    arrived = 0
-    current = ORDER[++step % ORDER.length]
-  }, phaseMs)
-  process.on('message', (message) => {
-    // `mark`: the measured window starts at the next phase (the records so far were the warm-up).
-    if (message === 'mark') phases = []
-    else if (message === 'phases') process.send({ type: 'phases', phases })
-  })
-  process.on('disconnect', () => process.exit(0))
-  process.send({ type: 'ready', port: server.address().port })
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length
-
-/** 95% interval of the mean, by resampling the samples (a seeded generator: the same report twice). */
-function bootstrap(xs, rounds = 10_000) {
-  let seed = 0x9e3779b9
-  const random = () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const means = []
-  for (let r = 0; r < rounds; r++) {
-    let sum = 0
-    for (let i = 0; i < xs.length; i++) sum += xs[Math.floor(random() * xs.length)]
-    means.push(sum / xs.length)
-  }
-  means.sort((a, b) => a - b)
-  return [means[Math.floor(rounds * 0.025)], means[Math.floor(rounds * 0.975)]]
-}
-
 async function main() {
-  const pair = pairOf(values.pair)
-  const [seconds, warmup, connections] = [values.seconds, values.warmup, values.connections].map(Number)
-  const cpus = values.pin ? '0' : undefined
-  if (!['small', 'large'].includes(values.body))
-    throw new Error(`--body is small or large, not ${values.body}`)
-  const backend = values.gateway ? await startServer(PROXIES, 'backend') : undefined
-  const child = spawnTracked(
-    process.execPath,
-    [
-      fileURLToPath(import.meta.url),
-      '--serve',
-      values.pair,
-      '--phase-ms',
-      values['phase-ms'],
-      ...(backend === undefined ? [] : ['--gateway', '--backend', String(backend.port)]),
-    ],
-    { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  const [seconds, warmup, connections, phaseMs] = [
+    values.seconds,
+    values.warmup,
+    values.connections,
+    values['phase-ms'],
+  ].map(Number)
+  pairOf(values.pair, values.gateway)
+  console.log(
+    `${values.pair.replace(',', ' (A) and ')} (B) in one process, switched every ${phaseMs} ms; ` +
+      `wrk -c${connections} ${warmup} s warm-up + ${seconds} s. Node ${process.version}.`,
   )
-  const next = (type) =>
-    new Promise((resolve, reject) => {
-      const onMessage = (m) => {
-        if (m?.type !== type) return
-        child.off('message', onMessage)
-        resolve(m)
-      }
-      child.on('message', onMessage)
-      child.once('exit', (code) => reject(new Error(`the server exited (${code})`)))
-    })
-  try {
-    const { port } = await next('ready')
-    if (values.pin) pinProcessTree(child.pid, '1')
-    const url = `http://127.0.0.1:${port}/${backend === undefined ? '' : values.body}`
-    const answer = await getWhole(url)
-    if (answer.status !== 200) throw new Error(`GET / answered ${answer.status}`)
-    console.log(
-      `${pair[0].name} (A) and ${pair[1].name} (B) in one process, switched every ${values['phase-ms']} ms; ` +
-        `wrk -c${connections} ${warmup} s warm-up + ${seconds} s. Node ${process.version}.`,
-    )
-    if (warmup > 0) await generators.wrk.run({ url, duration: warmup, connections, cpus })
-    child.send('mark')
-    const load = await generators.wrk.run({ url, duration: seconds, connections, cpus })
-    const problems = problemsOf(load)
-    if (problems.length > 0) throw new Error(`the load failed: ${problems.join(', ')}`)
-    const waiting = next('phases')
-    child.send('phases')
-    // The first phase began before the mark and the last ran past wrk's end: both left out.
-    const phases = (await waiting).phases.slice(1, -1).filter((p) => p.requests > 0)
-    // Pairs of phases: steps 2k and 2k + 1 (one of each variant, by ORDER).
-    const byStep = new Map(phases.map((p) => [p.step, p]))
-    const samples = []
-    for (const x of phases) {
-      const y = byStep.get(x.step + 1)
-      if (x.step % 2 !== 0 || y === undefined) continue
-      const [a, b] = x.variant === 0 ? [x, y] : [y, x]
-      samples.push({ a: a.cpuUs / a.requests, b: b.cpuUs / b.requests, rate: b.requests / a.requests })
-    }
-    const totals = [0, 1].map((v) => {
-      const mine = phases.filter((p) => p.variant === v)
-      const cpu = mine.reduce((s, p) => s + p.cpuUs, 0)
-      const requests = mine.reduce((s, p) => s + p.requests, 0)
-      // Each phase lasts --phase-ms: its requests over that time are the variant's rate there.
-      const reqPerSec = requests / ((mine.length * Number(values['phase-ms'])) / 1000)
-      return { cpuUsPerRequest: cpu / requests, requests, phases: mine.length, reqPerSec }
-    })
-    const diffs = samples.map((s) => s.b - s.a)
-    const [low, high] = bootstrap(diffs)
-    const result = {
-      date: new Date().toISOString(),
-      node: process.version,
-      pair: pair.map((v) => v.name),
-      seconds,
-      phaseMs: Number(values['phase-ms']),
-      connections,
-      pinned: values.pin,
-      reqPerSec: load.reqPerSec,
-      totals,
-      pairs: samples.length,
-      added: { median: median(diffs), mean: mean(diffs), ci95: [low, high] },
-      // B's requests over A's in the two phases of each pair (equal lengths): B's req/s relative to A's.
-      rateRatio: { median: median(samples.map((x) => x.rate)), ci95: bootstrap(samples.map((x) => x.rate)) },
-      samples,
-    }
-    const us = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} µs`
-    console.log(
-      `\n| Variant | requests | phases | req/s in its phases | CPU µs/request |\n| --- | ---: | ---: | ---: | ---: |`,
-    )
-    totals.forEach((t, i) =>
-      console.log(
-        `| ${pair[i].name} | ${t.requests} | ${t.phases} | ${Math.round(t.reqPerSec)} | ${t.cpuUsPerRequest.toFixed(3)} |`,
-      ),
-    )
-    console.log(
-      `\n${pair[1].name} − ${pair[0].name}, over ${samples.length} pairs of phases: ` +
-        `median ${us(result.added.median)}, mean ${us(result.added.mean)} (95% interval ${us(low)} to ${us(high)}); ` +
-        `over the totals ${us(totals[1].cpuUsPerRequest - totals[0].cpuUsPerRequest)}.`,
-    )
-    console.log(
-      `${pair[1].name} / ${pair[0].name} req/s, per pair: median ${result.rateRatio.median.toFixed(3)}x ` +
-        `(95% interval of the mean ${result.rateRatio.ci95.map((x) => x.toFixed(3)).join('x to ')}x).`,
-    )
-    const file =
-      values.json ??
-      fileURLToPath(new URL(`results/interleaved-${result.date.replace(/[:.]/g, '-')}.json`, import.meta.url))
-    mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true })
-    writeFileSync(file, JSON.stringify(result, null, 2))
-    console.log(`Results: ${file}`)
-  } finally {
-    child.kill('SIGKILL')
-    await backend?.stop()
-  }
+  const result = await interleave({
+    pair: values.pair,
+    seconds,
+    phaseMs,
+    warmup,
+    connections,
+    pin: values.pin,
+    gateway: values.gateway,
+    body: values.body,
+  })
+  console.log(`\n${interleavedLines(result).join('\n')}`)
+  const file =
+    values.json ??
+    fileURLToPath(new URL(`results/interleaved-${result.date.replace(/[:.]/g, '-')}.json`, import.meta.url))
+  mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true })
+  writeFileSync(file, JSON.stringify(result, null, 2))
+  console.log(`Results: ${file}`)
 }
 
-if (values.serve !== undefined) await serve()
+if (values.serve !== undefined)
+  await serve({
+    pair: values.serve,
+    phaseMs: Number(values['phase-ms']),
+    gateway: values.gateway,
+    backendPort: values.backend,
+  })
 else await main()

@@ -21,12 +21,14 @@ import {
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { pinProcessTree, spawnServer } from './lib/children.mjs'
+import { interleave, signedUs } from './lib/interleave.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import {
   checkClaims,
   compare,
   markdownClaims,
   markdownComparisons,
+  markdownInProcess,
   markdownTable,
   markdownTargets,
   summarize,
@@ -48,6 +50,9 @@ const USAGE = `Usage: pnpm bench [options]
     .join(', ')} (default headline)
   --only a,b         only these variants (overrides --suite): ${variants.map((v) => v.name).join(', ')}
   --autocannon       load with autocannon instead of wrk (cross-check)
+  --in-process S     after the rounds, each CPU comparison of two selected Aegis variants
+                     again in one process, S seconds (interleaved.mjs' method; default 60,
+                     0: none; wrk only): where a ~1 µs target is judged
   --pin              the server on CPU 1, wrk on CPU 0 (taskset; wrk only, needs 2+ CPUs)
   --skip-build       use the packages' existing dist/ instead of building first
   --baseline B       also measure another build, interleaved: B is a directory made by
@@ -64,6 +69,7 @@ function parseOptions(argv) {
       duration: { type: 'string', default: '5' },
       connections: { type: 'string', default: '50' },
       warmup: { type: 'string', default: '2' },
+      'in-process': { type: 'string', default: '60' },
       suite: { type: 'string', default: 'headline' },
       only: { type: 'string' },
       autocannon: { type: 'boolean', default: false },
@@ -90,12 +96,47 @@ function parseOptions(argv) {
     duration: integer('duration', 1),
     connections: integer('connections', 1),
     warmup: integer('warmup', 0),
+    // In one process the load is wrk's, always.
+    inProcess: values.autocannon ? [] : inProcessComparisons(selected, integer('in-process', 0)),
+    inProcessSeconds: integer('in-process', 0),
     variants: selected,
     generator: values.autocannon ? generators.autocannon : generators.wrk,
     pin: values.pin,
     build: !values['skip-build'],
     baseline: values.baseline,
   }
+}
+
+/** The CPU comparisons of two selected Aegis variants (both have a handler to serve in one process). */
+function inProcessComparisons(selected, seconds) {
+  if (seconds === 0) return []
+  const served = new Set(selected.filter((v) => v.handler !== undefined).map((v) => v.name))
+  return comparisons.filter((c) => c.kind === 'cpu' && served.has(c.variant) && served.has(c.base))
+}
+
+/**
+ * What each comparison's variant adds to its base, both served by one process in
+ * alternation (lib/interleave.mjs): the figure a target of about a microsecond needs.
+ */
+async function measureInProcess(options) {
+  const { inProcess, inProcessSeconds: seconds, connections, pin } = options
+  const out = []
+  for (const c of inProcess) {
+    const row = { ...c }
+    try {
+      row.result = await interleave({ pair: `${c.base},${c.variant}`, seconds, connections, pin })
+      const { median, ci95 } = row.result.added
+      console.log(
+        `in one process  ${c.base} → ${c.variant}: median ${signedUs(median)} ` +
+          `(95% interval ${signedUs(ci95[0])} to ${signedUs(ci95[1])}), ${row.result.pairs} pairs of phases`,
+      )
+    } catch (err) {
+      row.problems = [err.message]
+      console.log(`in one process  ${c.base} → ${c.variant}: FAILED: ${err.message}`)
+    }
+    out.push(row)
+  }
+  return out
 }
 
 /**
@@ -212,10 +253,17 @@ async function main(options) {
   const environment = {
     ...environmentInfo(),
   }
-  const minutes = (rounds * selected.length * builds.length * (warmup + duration + 1)) / 60
+  const minutes =
+    (rounds * selected.length * builds.length * (warmup + duration + 1) +
+      options.inProcess.length * (options.inProcessSeconds + 7)) /
+    60
   console.log(
     `${rounds} rounds × ${selected.length} variants${baseline === undefined ? '' : ' × 2 builds'} × ${duration} s (+${warmup} s warm-up), ` +
-      `${connections} connections, ${generator.name}; about ${Math.ceil(minutes)} min.\n` +
+      `${connections} connections, ${generator.name}` +
+      (options.inProcess.length === 0
+        ? ''
+        : `; then ${options.inProcess.length} comparison(s) in one process × ${options.inProcessSeconds} s`) +
+      `; about ${Math.ceil(minutes)} min.\n` +
       `Node ${environment.node}, ${environment.cpus} CPUs, load average ${environment.loadavgAtStart.map((l) => l.toFixed(2)).join(' ')}`,
   )
 
@@ -252,6 +300,8 @@ async function main(options) {
       }
     }
   }
+
+  const inProcess = await measureInProcess(options)
 
   // With --baseline, the usual report is the current build's; the baseline gets its own table and the comparison.
   const measured = baseline === undefined ? runs : runs.filter((r) => r.build === 'current')
@@ -305,6 +355,7 @@ async function main(options) {
     summary,
     targets,
     comparisons: derived,
+    inProcess,
     claims: verdicts,
     distFingerprints: fingerprints,
     runs,
@@ -326,6 +377,11 @@ async function main(options) {
   if (derived.length > 0) {
     console.log(`\n## Comparisons (paired by round: median, min–max)\n\n${markdownComparisons(derived)}`)
   }
+  if (inProcess.length > 0) {
+    console.log(
+      `\n## Comparisons in one process (both variants served by one process, alternating every 50 ms, ${options.inProcessSeconds} s)\n\n${markdownInProcess(inProcess)}`,
+    )
+  }
   if (verdicts.length > 0) console.log(`\n## Rate-limiter claims\n\n${markdownClaims(verdicts)}`)
   // A build whose runs saw more than one dist/: rebuilt during the run.
   if (builds.some((b) => new Set(runs.filter((r) => r.build === b).map((r) => r.dist)).size > 1)) {
@@ -339,8 +395,10 @@ async function main(options) {
     console.log(
       `\nFAILED round ${r.round} ${r.variant}${r.build === undefined ? '' : ` (${r.build})`}: ${r.problems.join('; ')}`,
     )
+  for (const c of inProcess.filter((c) => c.problems !== undefined))
+    console.log(`\nFAILED in one process ${c.base} → ${c.variant}: ${c.problems.join('; ')}`)
   console.log(`\nResults: ${file}`)
-  if (failed.length > 0) process.exitCode = 1
+  if (failed.length > 0 || inProcess.some((c) => c.problems !== undefined)) process.exitCode = 1
 }
 
 let options

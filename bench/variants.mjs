@@ -444,9 +444,11 @@ export const suites = {
  * Derived figures the runner prints when both variants of a row were measured,
  * paired by round (the runs of one round are minutes apart, those of two
  * rounds may not be): `cpu` is the CPU µs/request of `variant` minus that of
- * `base`, `rate` the ratio of their req/s.
+ * `base`, `rate` the ratio of their req/s. A `cpu` row of two Aegis variants is
+ * also measured in one process (lib/interleave.mjs), where `atMost` (µs), the
+ * issue's target, is judged.
  *
- * @type {{ id: string, kind: 'cpu' | 'rate', label: string, variant: string, base: string }[]}
+ * @type {{ id: string, kind: 'cpu' | 'rate', label: string, variant: string, base: string, atMost?: number }[]}
  */
 export const comparisons = [
   {
@@ -455,6 +457,7 @@ export const comparisons = [
     label: 'The anomaly engine (observe) on Fastify',
     variant: 'fastify-aegis',
     base: 'fastify-aegis-noanomaly',
+    atMost: 1.5,
   },
   {
     id: 'koa-anomaly',
@@ -462,6 +465,7 @@ export const comparisons = [
     label: 'The anomaly engine (observe) on Koa',
     variant: 'koa-aegis',
     base: 'koa-aegis-noanomaly',
+    atMost: 1.5,
   },
   {
     id: 'fastify-operations',
@@ -469,6 +473,7 @@ export const comparisons = [
     label: 'History and the admin API on Fastify',
     variant: 'fastify-aegis-ops',
     base: 'fastify-aegis',
+    atMost: 1,
   },
   {
     id: 'express-limiter',

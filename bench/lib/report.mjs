@@ -170,6 +170,34 @@ export function markdownComparisons(rows) {
 }
 
 /**
+ * The comparisons measured in one process (run.mjs' `--in-process`): what the variant adds,
+ * its 95% interval, and its target judged on the median and on the whole interval.
+ */
+export function markdownInProcess(rows) {
+  const us = (x) => `${signed(x, 2)} µs`
+  const lines = [
+    '| Comparison | Variant − base | Pairs of phases | Median | Mean (95% interval) | Target | Met (median / whole interval) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | :---: |',
+  ]
+  for (const c of rows) {
+    const what = `\`${c.variant}\` vs \`${c.base}\``
+    if (c.result === undefined) {
+      lines.push(`| ${c.label} | ${what} | — | failed | — | — | — |`)
+      continue
+    }
+    const { median: mid, mean, ci95 } = c.result.added
+    const met =
+      c.atMost === undefined
+        ? '—'
+        : `${mid <= c.atMost ? 'yes' : '**no**'} / ${ci95[1] <= c.atMost ? 'yes' : '**no**'}`
+    lines.push(
+      `| ${c.label} | ${what} | ${c.result.pairs} | ${us(mid)} | ${us(mean)} (${us(ci95[0])} to ${us(ci95[1])}) | ${c.atMost === undefined ? '—' : `≤ ${c.atMost} µs`} | ${met} |`,
+    )
+  }
+  return lines.join('\n')
+}
+
+/**
  * The claims whose comparisons were measured, judged on the paired medians;
  * `roundsHeld` counts the rounds in which the claim held on its own.
  */
