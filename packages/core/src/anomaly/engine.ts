@@ -666,7 +666,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       if (i === 0) {
         pending.now = clock()
         setImmediate(flush)
-      }
+      } else if (i === MAX_BATCH - 1) flush() // a caller that never yields: bounded all the same
     },
     close() {
       flush()
@@ -769,6 +769,8 @@ export function matchesTemplate(template: string, path: string): boolean {
   return t.length === p.length
 }
 
+/** The most requests a batch holds: a turn of a busy server's, many times over. */
+const MAX_BATCH = 1024
 /** What a batch keeps of one finished request (see `pending` in the engine). */
 interface Observation {
   key: string
