@@ -7,15 +7,15 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createAegis, type Aegis } from '../src/index.js'
+import { createAegis, type Aegis, type AegisOptions } from '../src/index.js'
 
 const open: Aegis[] = []
 afterEach(async () => {
   await Promise.all(open.splice(0).map((a) => a.close()))
 })
 
-const instance = (): Aegis => {
-  const core = createAegis({ limiter: false, metrics: false, anomaly: { mode: 'observe' } })
+const instance = (anomaly: Exclude<AegisOptions['anomaly'], false> = {}): Aegis => {
+  const core = createAegis({ limiter: false, metrics: false, anomaly: { mode: 'observe', ...anomaly } })
   open.push(core)
   return core
 }
@@ -30,9 +30,9 @@ const request = (address = '10.0.0.1'): IncomingMessage =>
     headers: { host: 'example.com', 'user-agent': 'Mozilla/5.0 Firefox/128.0' },
     socket: { remoteAddress: address },
   }) as unknown as IncomingMessage
-const response = (): ServerResponse =>
+const response = (statusCode = 200): ServerResponse =>
   ({
-    statusCode: 200,
+    statusCode,
     writableFinished: true,
     setHeader() {},
     getHeader() {},
@@ -54,6 +54,48 @@ describe('anomaly: the batch of a turn', () => {
     expect(core.anomaly?.explain('10.0.0.1')?.requests).toBe(2048)
     await turn()
     expect(core.anomaly?.explain('10.0.0.1')?.requests).toBe(2500)
+  })
+
+  it('a request whose identity throws is not counted, and the ones after it are still taken', async () => {
+    const core = instance({ identity: { header: 'x-user' } })
+    // Only the engine reads `x-user` (its identity): there, and only there, this request throws.
+    const broken = request()
+    broken.headers = new Proxy(broken.headers, {
+      get(target, name) {
+        if (name === 'x-user') throw new Error('a broken request')
+        return target[name as string]
+      },
+    })
+    const res = response()
+    void core.admit(broken)
+    core.observe(broken, res) // the first of its turn: nothing due is left behind
+    for (let i = 0; i < 10; i++) {
+      const req = request()
+      void core.admit(req)
+      core.observe(req, res)
+    }
+    await turn()
+    expect(core.anomaly?.explain('10.0.0.1')?.requests).toBe(10)
+  })
+
+  it('an observation made while a batch is taken (an event listener) goes to the next batch', async () => {
+    const core = instance()
+    core.events.on('anomaly.flagged', () => {
+      const other = request('10.0.0.2')
+      void core.admit(other)
+      core.observe(other, response())
+    })
+    const notFound = response(404)
+    for (let i = 0; i < 12; i++) {
+      const req = request()
+      req.url = `/wp-${i}.php`
+      void core.admit(req)
+      core.observe(req, notFound)
+    }
+    await turn()
+    expect(core.anomaly?.explain('10.0.0.1')).toMatchObject({ requests: 12, reasons: ['rule:scanner'] })
+    await turn()
+    expect(core.anomaly?.explain('10.0.0.2')?.requests).toBe(1)
   })
 
   it('keeps what the update reads, not the request (nor, through it, its state and response)', async () => {

@@ -81,12 +81,15 @@ describe('client features', () => {
     expect(isAsset('/v1.2/items')).toBe(false)
   })
 
-  it('reads a header from the raw pairs in any case, the first of two, none when absent', () => {
+  it('reads a header from the raw pairs in any case, the first of two (none with once), none when absent', () => {
     const raw = ['Host', 'a', 'X-API-Key', 'k1', 'x-api-key', 'k2', 'USER-AGENT', 'curl/8']
     expect(firstHeader(raw, 'x-api-key')).toBe('k1')
     expect(firstHeader(raw, 'user-agent')).toBe('curl/8')
     expect(firstHeader(raw, 'x-api-ke')).toBeUndefined()
     expect(firstHeader([], 'host')).toBeUndefined()
+    // `once`: a header sent twice has no value (Node would join them).
+    expect(firstHeader(raw, 'x-api-key', true)).toBeUndefined()
+    expect(firstHeader(raw, 'user-agent', true)).toBe('curl/8')
   })
 
   it('holds at most its bound, reusing the rows of clients evicted', () => {

@@ -329,7 +329,7 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
 
   /**
    * Never throttled nor blocked: an allowed address, an allowed API key, a crawler DNS
-   * confirmed. Read from the request's raw headers (`rawHeaders`), the first value of each.
+   * confirmed. Read from the request's raw headers (`rawHeaders`).
    */
   function allowed(raw: readonly string[], client: ClientIdentity): boolean {
     if (crawlers !== undefined && typeof crawlerCheck(raw, client) === 'string') return true
@@ -338,7 +338,8 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       if (addr !== undefined && inRanges(addr, allowRanges)) return true
     }
     if (apiKeys !== undefined) {
-      const key = firstHeader(raw, apiKeys.header)
+      // Sent twice, Node and the app read both values joined: no key of the list, as before.
+      const key = firstHeader(raw, apiKeys.header, true)
       if (key !== undefined && apiKeys.keys.has(key)) return true
     }
     return false
@@ -529,20 +530,24 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
    * collector's time a request on Koa). The records are reused from batch to batch.
    */
   const pending = { count: 0, records: [] as Observation[], now: 0 }
+  /** The other batch's records, between flushes: an `observe` during a flush fills these. */
+  let spare: Observation[] | undefined = []
   function flush(): void {
-    const n = pending.count
+    const { count: n, records, now } = pending
     pending.count = 0
+    pending.records = spare ?? []
+    spare = undefined
     for (let i = 0; i < n; i++) {
-      const record = pending.records[i] as Observation
+      const record = records[i] as Observation
       try {
-        if (!closed) observeNow(record, pending.now)
+        if (!closed) observeNow(record, now)
       } catch (err) {
         // Off the request's own call stack now: nothing may escape to the event loop.
         deps.failure(err)
       }
-      record.client = NO_CLIENT
-      record.rawHeaders = NO_HEADERS
+      Object.assign(record, EMPTY_OBSERVATION)
     }
+    spare = records
   }
   function observeNow(record: Observation, now: number): void {
     startedAt ??= now
@@ -652,21 +657,23 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
       const rejection = state.rejection
       // Our own block says nothing new of the client; other rejections (a 429, a 413) do.
       if (rejection !== undefined && rejection.reason === 'anomaly') return
-      // Kept for the batch (below), with the status and the time as they are now.
-      const i = pending.count++
+      // Kept for the batch (below), with the status and the time as they are now. What may throw
+      // comes first: a record is counted only once it is whole, and a batch once it is due.
+      const key = identify(req, state.client)
+      const i = pending.count
+      // One clock read a batch: its requests finished within the same turn of the event loop.
+      if (i === 0) pending.now = clock()
       const record = (pending.records[i] ??= { ...EMPTY_OBSERVATION })
-      record.key = identify(req, state.client)
+      record.key = key
       record.client = state.client
       record.url = req.url ?? '/'
       record.method = req.method
       record.rawHeaders = req.rawHeaders
       record.route = (state as AdmittedState).route ?? ''
       record.status = outcome.status
-      // One clock read a batch: its requests finished within the same turn of the event loop.
-      if (i === 0) {
-        pending.now = clock()
-        setImmediate(flush)
-      } else if (i === MAX_BATCH - 1) flush() // a caller that never yields: bounded all the same
+      pending.count = i + 1
+      if (i === 0) setImmediate(flush)
+      else if (i === MAX_BATCH - 1) flush() // a caller that never yields: bounded all the same
     },
     close() {
       flush()

@@ -452,15 +452,20 @@ const named = (name: string, lower: string, title: string): boolean =>
   name === lower || name === title || name.toLowerCase() === lower
 
 /**
- * A header's first value in `rawHeaders`; `lower` is its name in lower case. Cheaper than
- * `req.headers`, which Node builds on first read, and the same answer for a header sent once.
+ * A header's first value in `rawHeaders`; `lower` is its name in lower case; with `once`,
+ * none when the header is sent more than once. Cheaper than `req.headers`, which Node builds
+ * on first read, and the same answer for a header sent once.
  */
-export function firstHeader(raw: readonly string[], lower: string): string | undefined {
+export function firstHeader(raw: readonly string[], lower: string, once = false): string | undefined {
+  let value: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string
-    if (name.length === lower.length && (name === lower || name.toLowerCase() === lower)) return raw[i + 1]
+    if (name.length !== lower.length || (name !== lower && name.toLowerCase() !== lower)) continue
+    if (value !== undefined) return undefined // `once`: a second one
+    value = raw[i + 1]
+    if (!once) return value
   }
-  return undefined
+  return value
 }
 
 /** Set the bit `h` picks in the 64-bit bitmap at `at` (low word) and `at + 1` (high word). */
