@@ -107,10 +107,16 @@ function parseOptions(argv) {
   }
 }
 
-/** The CPU comparisons of two selected Aegis variants (both have a handler to serve in one process). */
+/**
+ * The CPU comparisons of two selected Aegis variants (both have a handler to serve in one
+ * process). Not the Redis ones: a handler does not wait for its store (run.mjs' probe proves
+ * Redis decided each request), and Redis' CPU is another process' anyway.
+ */
 function inProcessComparisons(selected, seconds) {
   if (seconds === 0) return []
-  const served = new Set(selected.filter((v) => v.handler !== undefined).map((v) => v.name))
+  const served = new Set(
+    selected.filter((v) => v.handler !== undefined && v.probe === undefined).map((v) => v.name),
+  )
   return comparisons.filter((c) => c.kind === 'cpu' && served.has(c.variant) && served.has(c.base))
 }
 
