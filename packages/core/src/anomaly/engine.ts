@@ -545,7 +545,10 @@ export function anomalyEngine(config: AnomalyConfig, deps: AnomalyDeps): Engine 
         // Off the request's own call stack now: nothing may escape to the event loop.
         deps.failure(err)
       }
-      Object.assign(record, EMPTY_OBSERVATION)
+      // Nothing of a request outlives its batch.
+      record.key = record.url = record.route = ''
+      record.client = NO_CLIENT
+      record.rawHeaders = NO_HEADERS
     }
     spare = records
   }
