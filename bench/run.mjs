@@ -21,7 +21,7 @@ import {
 import { scriptArgs } from './lib/args.mjs'
 import { buildPackages, checkBuilt, distFingerprint, environmentInfo, sourceState } from './lib/build.mjs'
 import { pinProcessTree, spawnServer } from './lib/children.mjs'
-import { interleave, signedUs } from './lib/interleave.mjs'
+import { interleave } from './lib/interleave.mjs'
 import { generators, problemsOf } from './lib/load.mjs'
 import {
   checkClaims,
@@ -31,6 +31,7 @@ import {
   markdownInProcess,
   markdownTable,
   markdownTargets,
+  signedUs,
   summarize,
   targetChecks,
 } from './lib/report.mjs'

@@ -25,6 +25,7 @@ import { gatewayHandlers } from '../gateway-proxies.mjs'
 import { listen, variants } from '../variants.mjs'
 import { pinProcessTree, spawnTracked, startServer } from './children.mjs'
 import { generators, getWhole, problemsOf } from './load.mjs'
+import { median, signedUs } from './report.mjs'
 
 /** The script whose `--serve` runs the server side (`serve` below) in a process of its own. */
 const SCRIPT = fileURLToPath(new URL('../interleaved.mjs', import.meta.url))
@@ -93,11 +94,6 @@ export async function serve({ pair: list, phaseMs, gateway, backendPort }) {
   process.send({ type: 'ready', port: server.address().port })
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length
 
 /** 95% interval of the mean, by resampling the samples (a seeded generator: the same report twice). */
@@ -218,8 +214,6 @@ export async function interleave({
     await backend?.stop()
   }
 }
-
-export const signedUs = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} µs`
 
 /** The report of one result, in Markdown lines. */
 export function interleavedLines(result) {

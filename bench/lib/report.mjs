@@ -62,6 +62,8 @@ const fmt = (value, digits, suffix = '') =>
     : `${value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })}${suffix}`
 const signed = (value, digits) =>
   value === undefined ? 'n/a' : `${value >= 0 ? '+' : ''}${fmt(value, digits)}`
+/** A difference of CPU per request, signed, to the hundredth of a microsecond. */
+export const signedUs = (value) => `${signed(value, 2)} µs`
 
 export function markdownTable(rows) {
   const lines = [
@@ -174,7 +176,6 @@ export function markdownComparisons(rows) {
  * its 95% interval, and its target judged on the median and on the whole interval.
  */
 export function markdownInProcess(rows) {
-  const us = (x) => `${signed(x, 2)} µs`
   const lines = [
     '| Comparison | Variant − base | Pairs of phases | Median | Mean (95% interval) | Target | Met (median / whole interval) |',
     '| --- | --- | ---: | ---: | ---: | ---: | :---: |',
@@ -191,7 +192,7 @@ export function markdownInProcess(rows) {
         ? '—'
         : `${mid <= c.atMost ? 'yes' : '**no**'} / ${ci95[1] <= c.atMost ? 'yes' : '**no**'}`
     lines.push(
-      `| ${c.label} | ${what} | ${c.result.pairs} | ${us(mid)} | ${us(mean)} (${us(ci95[0])} to ${us(ci95[1])}) | ${c.atMost === undefined ? '—' : `≤ ${c.atMost} µs`} | ${met} |`,
+      `| ${c.label} | ${what} | ${c.result.pairs} | ${signedUs(mid)} | ${signedUs(mean)} (${signedUs(ci95[0])} to ${signedUs(ci95[1])}) | ${c.atMost === undefined ? '—' : `≤ ${c.atMost} µs`} | ${met} |`,
     )
   }
   return lines.join('\n')

@@ -796,7 +796,7 @@ const NO_CLIENT = Object.freeze({ ip: '', key: '' }) as ClientIdentity
 const EMPTY_OBSERVATION: Observation = {
   key: '',
   client: NO_CLIENT,
-  url: '/',
+  url: '',
   method: undefined,
   rawHeaders: NO_HEADERS,
   route: '',
