@@ -13,7 +13,7 @@ import { createServer, Agent } from 'node:http'
 import { pathToFileURL } from 'node:url'
 import { aegisImports, importAegis } from './lib/aegis.mjs'
 import { answerHeapSampling } from './lib/heap.mjs'
-import { listen } from './variants.mjs'
+import { fastifyHandler, listen } from './variants.mjs'
 
 export const SMALL = JSON.stringify({ hello: 'world' })
 export const LARGE_BYTES = 100 * 1024
@@ -116,19 +116,8 @@ export const proxies = {
  */
 export const gatewayHandlers = {
   async 'fastify-aegis'(backend) {
-    const { default: Fastify } = await import('fastify')
     const { aegis } = await importAegis('fastify')
-    let handler
-    const app = Fastify({
-      requestTimeout: 30_000,
-      serverFactory: (h) => {
-        handler = h
-        return createServer()
-      },
-    })
-    await app.register(aegis, gatewayOptions(backend))
-    await app.ready()
-    return handler
+    return fastifyHandler({ requestTimeout: 30_000 }, (app) => app.register(aegis, gatewayOptions(backend)))
   },
   async 'aegis-serve'(backend) {
     const { createAegis } = await importAegis('core')

@@ -151,10 +151,24 @@ const withAegis = {
 }
 
 /**
- * An Aegis variant, its checks read off its options: with the limiter on its
- * fields are expected, without it none may appear; a store adds the probe that
- * proves Redis decided.
+ * A Fastify app's request handler, `mount` having set the app up: its own server is never
+ * listened on, the handler is what a shared server calls.
  */
+export async function fastifyHandler(options, mount) {
+  const { default: Fastify } = await import('fastify')
+  let handler
+  const app = Fastify({
+    ...options,
+    serverFactory: (h) => {
+      handler = h
+      return createServer()
+    },
+  })
+  await mount(app)
+  await app.ready()
+  return handler
+}
+
 /**
  * The variant's app as a request handler, not listening: interleaved.mjs serves two of them
  * from one server. Nothing is attached to a server (two instances would both answer its
@@ -162,21 +176,11 @@ const withAegis = {
  */
 async function aegisHandler(framework, options) {
   if (framework === 'fastify') {
-    const { default: Fastify } = await import('fastify')
     const { aegis } = await importAegis('fastify')
-    let handler
-    // Fastify's own server is never listened on: its handler is what the shared server calls.
-    const app = Fastify({
-      logger: false,
-      serverFactory: (h) => {
-        handler = h
-        return createServer()
-      },
+    return fastifyHandler({ logger: false }, async (app) => {
+      await app.register(aegis, options())
+      app.get('/', async () => HELLO)
     })
-    await app.register(aegis, options())
-    app.get('/', async () => HELLO)
-    await app.ready()
-    return handler
   }
   if (framework === 'koa') {
     const { default: Koa } = await import('koa')
@@ -219,6 +223,11 @@ const onClock = (options) => () => {
   return { ...o, anomaly: { ...o.anomaly, clock: () => virtualClock.now } }
 }
 
+/**
+ * An Aegis variant, its checks read off its options: with the limiter on its
+ * fields are expected, without it none may appear; a store adds the probe that
+ * proves Redis decided.
+ */
 const aegisVariant = (framework, name, label, options, attachOptions) => {
   const { limiter, store } = options()
   return {
